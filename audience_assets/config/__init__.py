@@ -1,0 +1,284 @@
+"""Data contracts (`partners.yaml`) and audience declarations (`audiences.yaml`), validated on load.
+
+A mistake in either file fails at load time with a message that names the file, the entry and the
+field, so nothing half-configured ever reaches a run.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from audience_assets.identity import META_KEYS, country_code
+from audience_assets.identity.rules import STANDARD_COLUMNS
+
+PACKAGE_CONFIG_DIR = Path(__file__).parent
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # usable as a partition key, an S3 prefix and a SQL name
+MATCH_KEYS = ("EMAIL", "PHONE", "MADID")
+SYNC_MODES = ("add", "remove", "mirror", "replace")
+CUSTOMER_FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
+PRIVACY_FLOOR = 100  # Meta refuses smaller customer lists; we never send one
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing or invalid; the message says where and what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileContract(_Strict):
+    """How one source's files are written: format, text encoding and the column mapping."""
+
+    prefix: str = ""
+    format: Literal["csv", "parquet", "jsonl"] = "csv"
+    delimiter: str = ","
+    encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"
+    header: bool = True
+    columns: dict[str, str] = Field(default_factory=dict, description="source column -> standard column")
+    prehashed: dict[str, Literal["EMAIL", "PHONE"]] = Field(
+        default_factory=dict, description="source column holding SHA-256 of the normalized value -> Meta key")
+    default_country: str | None = "US"
+    delivery: Literal["snapshot", "incremental"] = "snapshot"
+    extra_columns: Literal["fail", "ignore"] = "fail"
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("must be a single character (use \"\\t\" for tab)")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _standard_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(v for v in value.values() if v not in (*STANDARD_COLUMNS, "customer_id"))
+        if unknown:
+            raise ValueError(f"maps onto unknown standard column(s) {unknown}; standard columns are "
+                             f"{', '.join(STANDARD_COLUMNS)} (and customer_id for first-party data)")
+        targets = list(value.values())
+        duplicated = sorted({t for t in targets if targets.count(t) > 1})
+        if duplicated:
+            raise ValueError(f"several source columns map onto {duplicated}")
+        return value
+
+    @field_validator("default_country")
+    @classmethod
+    def _known_country(cls, value: str | None) -> str | None:
+        if value is not None and country_code(value) is None:
+            raise ValueError(f"unknown country {value!r}; use an ISO 3166 code such as US or GB")
+        return value
+
+    @model_validator(mode="after")
+    def _no_double_source(self) -> FileContract:
+        mapped = set(self.columns.values())
+        for column, key in self.prehashed.items():
+            if key.lower() in mapped:
+                raise ValueError(f"prehashed column {column!r} and a mapped column both provide {key}")
+        return self
+
+    def standard_name(self, source_column: str) -> str | None:
+        """The standard column a source column feeds, or None."""
+        if source_column in self.columns:
+            return self.columns[source_column]
+        return source_column if source_column in (*STANDARD_COLUMNS, "customer_id") else None
+
+    def required_columns(self) -> list[str]:
+        """Columns every file must have: the mapped, pre-hashed and segment columns."""
+        return list(dict.fromkeys([*self.columns, *self.prehashed, *getattr(self, "segments", [])]))
+
+    def readable_columns(self) -> list[str]:
+        """Required columns plus any standard column a file may carry under its own name."""
+        targets = set(self.columns.values())
+        optional = [c for c in (*STANDARD_COLUMNS, "customer_id") if c not in targets]
+        return list(dict.fromkeys([*self.required_columns(), *optional]))
+
+
+class PartnerContract(FileContract):
+    """A partner's delivery: a file contract plus the segment columns and the keys to match on."""
+
+    segments: list[str] = Field(default_factory=list)
+    match_keys: list[Literal["EMAIL", "PHONE", "MADID"]] = Field(default_factory=lambda: ["EMAIL", "PHONE"])
+
+    @model_validator(mode="after")
+    def _segments_are_not_identifiers(self) -> PartnerContract:
+        clash = sorted(set(self.segments) & (set(self.columns) | set(self.prehashed) | set(STANDARD_COLUMNS)))
+        if clash:
+            raise ValueError(f"segment column(s) {clash} are also identifier columns")
+        return self
+
+
+class FirstPartyContract(FileContract):
+    """The advertiser's CRM export: customer_id is required on every row."""
+
+    delivery: Literal["snapshot", "incremental"] = "snapshot"
+
+
+class SourcesConfig(_Strict):
+    partners: dict[str, PartnerContract]
+    first_party: FirstPartyContract = FirstPartyContract()
+    suppression: FileContract = FileContract(delivery="incremental")
+
+    @field_validator("partners")
+    @classmethod
+    def _names(cls, value: dict[str, PartnerContract]) -> dict[str, PartnerContract]:
+        if not value:
+            raise ValueError("declare at least one partner")
+        for name in value:
+            if not NAME_PATTERN.match(name):
+                raise ValueError(f"partner name {name!r} must be lower case letters, digits and _ (max 63)")
+        return value
+
+    def partner_prefix(self, name: str) -> str:
+        return self.partners[name].prefix or f"landing/partners/{name}/"
+
+    @property
+    def first_party_prefix(self) -> str:
+        return self.first_party.prefix or "landing/first_party/"
+
+    @property
+    def suppression_prefix(self) -> str:
+        return self.suppression.prefix or "landing/suppression/"
+
+
+class AudienceDefaults(_Strict):
+    mode: Literal["add", "remove", "mirror", "replace"] = "mirror"
+    min_size: int = PRIVACY_FLOOR
+    customer_file_source: Literal["USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"] = (
+        "USER_PROVIDED_ONLY")
+    retention_days: int = Field(default=180, ge=0, le=180)
+    chunk_rows: int = Field(default=10_000, ge=1, le=10_000, description="rows per upload request (Meta allows 10,000)")
+    keys: list[str] = Field(default_factory=lambda: [
+        "EMAIL", "PHONE", "FN", "LN", "FI", "CT", "ST", "ZIP", "COUNTRY", "DOBY", "DOBM", "DOBD", "GEN", "EXTERN_ID"])
+
+    @field_validator("min_size")
+    @classmethod
+    def _privacy_floor(cls, value: int) -> int:
+        if value < PRIVACY_FLOOR:
+            raise ValueError(f"must be at least {PRIVACY_FLOOR}: smaller audiences identify individuals")
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _meta_keys(cls, value: list[str]) -> list[str]:
+        allowed = [k for k in META_KEYS if k != "LOOKALIKE_VALUE"]  # value-based audiences are not supported yet
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown or unsupported Meta key(s) {unknown}; choose from {', '.join(allowed)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a key twice")
+        return value
+
+
+class Audience(AudienceDefaults):
+    """One Meta custom audience: who is in it (segments per partner) and how it is synced."""
+
+    meta_name: str
+    description: str = ""
+    select: dict[str, dict[str, list[str]]] = Field(
+        description="partner -> {segment column: accepted values}; a person qualifies through any partner "
+                    "whose every listed segment matches one of its values")
+
+    @field_validator("select")
+    @classmethod
+    def _not_empty(cls, value: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        if not value:
+            raise ValueError("select at least one partner")
+        for partner, segments in value.items():
+            for column, values in segments.items():
+                if not values:
+                    raise ValueError(f"{partner}.{column} lists no values")
+        return value
+
+
+class AudiencesConfig(_Strict):
+    defaults: AudienceDefaults = AudienceDefaults()
+    audiences: dict[str, dict]
+
+
+class ProjectConfig:
+    """Both files, loaded and cross-checked (audiences may only select declared partners and segments)."""
+
+    def __init__(self, sources: SourcesConfig, audiences: dict[str, Audience]):
+        self.sources = sources
+        self.audiences = audiences
+        for name, audience in audiences.items():
+            if not NAME_PATTERN.match(name):
+                raise ConfigError(f"audiences.yaml: audience name {name!r} must be lower case letters, digits and _")
+            for partner, segments in audience.select.items():
+                if partner not in sources.partners:
+                    raise ConfigError(f"audiences.yaml: audience {name!r} selects unknown partner {partner!r}; "
+                                      f"declared partners: {', '.join(sources.partners)}")
+                missing = sorted(set(segments) - set(sources.partners[partner].segments))
+                if missing:
+                    raise ConfigError(f"audiences.yaml: audience {name!r} selects {partner} segment(s) {missing} "
+                                      f"that partners.yaml does not declare for {partner!r}")
+
+    @property
+    def partners(self) -> dict[str, PartnerContract]:
+        return self.sources.partners
+
+    @cached_property
+    def payload_keys(self) -> list[str]:
+        """Meta keys computed for first-party customers: every audience's keys plus the match keys."""
+        wanted = {k for a in self.audiences.values() for k in a.keys} | set(self.match_keys)
+        return [k for k in META_KEYS if k in wanted]
+
+    @cached_property
+    def match_keys(self) -> list[str]:
+        """Keys the clean room joins on: every partner's match keys."""
+        wanted = {k for p in self.partners.values() for k in p.match_keys}
+        return [k for k in ("EMAIL", "PHONE", "MADID") if k in wanted]
+
+    @cached_property
+    def partners_by_audience(self) -> dict[str, list[str]]:
+        return {name: sorted(a.select) for name, a in self.audiences.items()}
+
+
+def _load_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (set AUDIENCE_CONFIG_DIR to the folder holding it)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _explain(path: Path, error: ValidationError, prefix: str = "") -> ConfigError:
+    lines = []
+    for issue in error.errors():
+        where = ".".join([prefix] * bool(prefix) + [str(part) for part in issue["loc"]])
+        lines.append(f"  {where}: {issue['msg']}")
+    return ConfigError(f"{path}: invalid configuration\n" + "\n".join(lines))
+
+
+def load_config(config_dir: Path | str | None = None) -> ProjectConfig:
+    """Load and validate `partners.yaml` and `audiences.yaml` from `config_dir` (default: the package's)."""
+    folder = Path(config_dir) if config_dir else PACKAGE_CONFIG_DIR
+    partners_path, audiences_path = folder / "partners.yaml", folder / "audiences.yaml"
+    try:
+        sources = SourcesConfig(**_load_yaml(partners_path))
+    except ValidationError as error:
+        raise _explain(partners_path, error) from None
+    try:
+        declared = AudiencesConfig(**_load_yaml(audiences_path))
+    except ValidationError as error:
+        raise _explain(audiences_path, error) from None
+    if not declared.audiences:
+        raise ConfigError(f"{audiences_path}: declare at least one audience under 'audiences:'")
+    audiences = {}
+    for name, spec in declared.audiences.items():
+        try:
+            audiences[name] = Audience(**{**declared.defaults.model_dump(), **(spec or {})})
+        except ValidationError as error:
+            raise _explain(audiences_path, error, prefix=f"audiences.{name}") from None
+    return ProjectConfig(sources, audiences)

@@ -1,0 +1,47 @@
+"""DuckDB connections for bulk work: bounded memory, spill to a temporary directory, no extensions.
+
+DuckDB is the compute engine here, never storage: every connection is in-memory, reads local
+Parquet/CSV files and writes local files that the storage resource then moves. Use `fetchall()` on
+every result before the next query (DuckDB 2.0 refuses a new query while one is pending).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def sql_path(path: Path | str) -> str:
+    """A file path as a SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+@contextlib.contextmanager
+def connect(work_dir: Path | None = None, *, memory_limit: str | None = None, threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB connection limited to `memory_limit` (env `AUDIENCE_DUCKDB_MEMORY_LIMIT`,
+    default 1GB) that spills to `work_dir`, with automatic extension loading switched off."""
+    limit = memory_limit or os.environ.get("AUDIENCE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+    with contextlib.ExitStack() as stack:
+        spill = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-duckdb-")))
+        config = {"memory_limit": limit, "temp_directory": str(spill), "autoinstall_known_extensions": False,
+                  "autoload_known_extensions": False, "preserve_insertion_order": False}
+        if threads or os.environ.get("AUDIENCE_DUCKDB_THREADS"):
+            config["threads"] = int(threads or os.environ["AUDIENCE_DUCKDB_THREADS"])
+        con = duckdb.connect(config=config)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None):
+    """The single value a query returns."""
+    rows = con.execute(query, params or []).fetchall()
+    return rows[0][0] if rows else None

@@ -1,0 +1,53 @@
+"""Where everything lives in the store: one key layout, the same locally and on S3.
+
+landing/      what sources deliver (partners/<partner>/, first_party/, suppression/)
+staging/      normalized first-party data, suppression list, quarantines (retention applies)
+clean_room/   the configured tables (first_party/, partners/<partner>/) and query results
+audiences/    members, payload rows and upload chunks per audience
+meta/         what Meta confirmed per audience, the upload ledger and dead letters
+"""
+
+from __future__ import annotations
+
+LANDING = "landing/"
+FIRST_PARTY_CUSTOMERS = "staging/first_party/customers.parquet"
+FIRST_PARTY_QUARANTINE = "staging/quarantine/first_party.parquet"
+SUPPRESSION_LIST = "staging/suppression/suppressed.parquet"
+SUPPRESSION_QUARANTINE = "staging/quarantine/suppression.parquet"
+CLEAN_ROOM_FIRST_PARTY = "clean_room/first_party/data.parquet"
+
+
+def partner_landing(partner: str) -> str:
+    return f"landing/partners/{partner}/"
+
+
+def partner_table(partner: str) -> str:
+    return f"clean_room/partners/{partner}/data.parquet"
+
+
+def partner_quarantine(partner: str) -> str:
+    return f"staging/quarantine/partners/{partner}.parquet"
+
+
+def matches(partner: str) -> str:
+    return f"clean_room/matches/{partner}/matches.parquet"
+
+
+def clean_room_results(partner: str) -> str:
+    return f"clean_room/results/{partner}/"
+
+
+def audience_members(audience: str) -> str:
+    return f"audiences/{audience}/members.parquet"
+
+
+def upload_plan(audience: str) -> str:
+    return f"audiences/{audience}/upload_plan.json"
+
+
+def chunk(audience: str, upload_id: str, kind: str, index: int) -> str:
+    return f"audiences/{audience}/chunks/{upload_id}/{kind}/chunk-{index:05d}.parquet"
+
+
+def confirmed(audience: str) -> str:
+    return f"meta/{audience}/confirmed.parquet"
