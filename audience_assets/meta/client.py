@@ -1,0 +1,246 @@
+"""A Graph API client for customer-list Custom Audiences (httpx), as a Meta engineer would write it.
+
+* The token travels in the `Authorization` header only, never in a URL or a log line; with an app
+  secret, every call carries `appsecret_proof` = HMAC-SHA256(app secret, token).
+* Every call has a timeout. POST and DELETE send JSON bodies (a DELETE with a 10,000-row payload in
+  its query string is how other clients fail).
+* Errors are classified by `code`/`error_subcode`: throttling waits for Meta's
+  `estimated_time_to_regain_access` (or backs off exponentially with jitter), transient errors are
+  retried briefly, fatal ones stop at once with code, subcode, fbtrace_id and the fix.
+* A pacer reads the usage headers and slows down before the limit instead of after it.
+* Requests that are not safe to repeat (creating an audience, the first batch of a replace) are never
+  retried blindly after a timeout: the caller reconciles first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from audience_assets.meta.errors import ErrorClass, MetaApiError, MetaTransportError, hint_for, redact
+
+log = logging.getLogger(__name__)
+DEFAULT_GRAPH_URL = "https://graph.facebook.com"
+DEFAULT_API_VERSION = "v25.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep trying, by error class. Meta's BUC windows are an hour: waits are long."""
+
+    timeout_seconds: float = 60.0
+    transient_attempts: int = 5
+    transient_base_seconds: float = 2.0
+    throttle_attempts: int = 12
+    throttle_base_seconds: float = 60.0
+    throttle_max_seconds: float = 900.0
+    slow_down_at_percent: int = 75   # above this usage, space calls out before Meta throttles
+
+
+@dataclasses.dataclass
+class CallStats:
+    """What the client did, for metadata and metrics (no payloads)."""
+
+    requests: int = 0
+    throttled: int = 0
+    transient_failures: int = 0
+    retries: int = 0
+    seconds_waiting: float = 0.0
+    latency_seconds: float = 0.0
+
+    def add(self, **changes: float) -> None:
+        for name, value in changes.items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+class Pacer:
+    """Spaces calls out as the `X-Business-Use-Case-Usage` call share rises, shared by all threads.
+
+    Meta throttles at 100 % of any usage metric. Below `slow_down_at` percent calls go out freely; above
+    it each call waits long enough that the remaining share lasts until the window frees up again.
+    """
+
+    def __init__(self, slow_down_at: int, sleep: Callable[[float], None], clock: Callable[[], float]):
+        self.slow_down_at, self._sleep, self._clock = slow_down_at, sleep, clock
+        self._lock = threading.Lock()
+        self._usage = 0
+        self._not_before = 0.0
+        self._regain_at = 0.0
+        self.waited = 0.0
+
+    def before_call(self) -> None:
+        with self._lock:
+            now = self._clock()
+            wait = max(self._not_before, self._regain_at) - now
+            if self._usage >= self.slow_down_at:
+                spacing = 0.05 * (2 ** ((self._usage - self.slow_down_at) / 5))
+                self._not_before = max(now, self._not_before) + spacing
+            else:
+                self._not_before = now
+        if wait > 0:
+            self.waited += wait
+            self._sleep(wait)
+
+    def observe(self, usage_percent: int, regain_seconds: float) -> None:
+        with self._lock:
+            self._usage = usage_percent
+            if regain_seconds > 0:
+                self._regain_at = max(self._regain_at, self._clock() + regain_seconds)
+
+
+def usage_from_headers(headers: Mapping[str, str]) -> tuple[int, float]:
+    """(highest usage percent, seconds until access is regained) from Meta's usage headers."""
+    highest, regain = 0, 0.0
+    raw = headers.get("x-business-use-case-usage")
+    if raw:
+        try:
+            for entries in json.loads(raw).values():
+                for entry in entries:
+                    highest = max(highest, *(int(entry.get(k, 0) or 0) for k in ("call_count", "total_cputime", "total_time")))
+                    regain = max(regain, 60.0 * float(entry.get("estimated_time_to_regain_access", 0) or 0))
+        except (ValueError, AttributeError, TypeError):
+            pass
+    raw_app = headers.get("x-app-usage")
+    if raw_app:
+        try:
+            app = json.loads(raw_app)
+            highest = max(highest, *(int(app.get(k, 0) or 0) for k in ("call_count", "total_cputime", "total_time")))
+        except (ValueError, AttributeError, TypeError):
+            pass
+    return highest, regain
+
+
+class GraphClient:
+    """Thread-safe Graph API client: one per ad account and token."""
+
+    def __init__(self, *, access_token: str, base_url: str = DEFAULT_GRAPH_URL, api_version: str = DEFAULT_API_VERSION,
+                 app_secret: str | None = None, transport: httpx.BaseTransport | None = None,
+                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, seed: int | None = None, max_connections: int = 8):
+        if not access_token:
+            raise ValueError("no Meta access token: set META_ACCESS_TOKEN (or use the local sandbox)")
+        self._token, self._secret = access_token, app_secret
+        self.retry, self._sleep = retry, sleep
+        self._random = random.Random(seed)
+        self.stats = CallStats()
+        self._stats_lock = threading.Lock()
+        self.pacer = Pacer(retry.slow_down_at_percent, sleep, clock)
+        self._http = httpx.Client(
+            base_url=f"{base_url.rstrip('/')}/{api_version}/", transport=transport,
+            timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
+            headers={"Authorization": f"Bearer {access_token}", "User-Agent": "audience_assets"},
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _proof(self) -> dict[str, str]:
+        if not self._secret:
+            return {}
+        return {"appsecret_proof": hmac.new(self._secret.encode(), self._token.encode(), hashlib.sha256).hexdigest()}
+
+    def _count(self, **changes: float) -> None:
+        with self._stats_lock:
+            self.stats.add(**changes)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, tuple(s for s in (self._token, self._secret) if s))
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                body: Mapping[str, Any] | None = None, retry_on_timeout: bool = True) -> dict[str, Any]:
+        """Send one Graph request with retries chosen by error class; returns the decoded JSON body.
+
+        With `retry_on_timeout=False`, a timeout or a lost connection raises `MetaTransportError`
+        (the request may have been applied) instead of sending it again.
+        """
+        transient = throttled = 0
+        while True:
+            self.pacer.before_call()
+            started = time.monotonic()
+            try:
+                if method == "GET":
+                    response = self._http.get(path, params={**(params or {}), **self._proof()})
+                else:
+                    response = self._http.request(method, path, params=params,
+                                                  json={**(body or {}), **self._proof()})
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
+                self._count(requests=1, transient_failures=1, latency_seconds=time.monotonic() - started)
+                if not retry_on_timeout:
+                    raise MetaTransportError(f"{method} {path} did not complete ({type(error).__name__}); "
+                                             "it may have been applied") from None
+                transient += 1
+                if transient >= self.retry.transient_attempts:
+                    raise MetaTransportError(f"{method} {path} failed {transient} times "
+                                             f"({type(error).__name__}); giving up") from None
+                self._wait(self.retry.transient_base_seconds * 2 ** (transient - 1), "transient")
+                continue
+            self._count(requests=1, latency_seconds=time.monotonic() - started)
+            usage, regain = usage_from_headers(response.headers)
+            self.pacer.observe(usage, regain)
+            payload = self._decode(response)
+            if "error" not in payload:
+                return payload
+            error = self._error(payload["error"], response.status_code)
+            if error.error_class is ErrorClass.THROTTLED:
+                throttled += 1
+                self._count(throttled=1)
+                if throttled >= self.retry.throttle_attempts:
+                    raise error
+                base = self.retry.throttle_base_seconds * 2 ** (throttled - 1)
+                self._wait(regain if regain > 0 else min(base, self.retry.throttle_max_seconds), "throttled")
+                continue
+            if error.error_class is ErrorClass.TRANSIENT:
+                self._count(transient_failures=1)
+                if payload.get("_html") and not retry_on_timeout:  # an edge error page: applied or not, unknown
+                    raise MetaTransportError(f"{method} {path} got HTTP {response.status_code} without a Graph "
+                                             "error body; it may have been applied")
+                transient += 1
+                if transient >= self.retry.transient_attempts:
+                    raise error
+                self._wait(self.retry.transient_base_seconds * 2 ** (transient - 1), "transient")
+                continue
+            raise error
+
+    def _wait(self, seconds: float, why: str) -> None:
+        seconds = min(seconds, self.retry.throttle_max_seconds) * self._random.uniform(0.8, 1.2)
+        self._count(retries=1, seconds_waiting=seconds)
+        log.info("Meta %s: waiting %.1f s before retrying", why, seconds)
+        self._sleep(seconds)
+
+    def _decode(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            return payload
+        if response.status_code >= 500 or response.status_code == 429:  # an edge error page: retry like code 2
+            return {"_html": True, "error": {"code": 2, "is_transient": True,
+                                             "message": f"HTTP {response.status_code} without a Graph error body"}}
+        return {"error": {"code": 1, "message": f"unexpected response (HTTP {response.status_code}, "
+                                                f"{response.headers.get('content-type', 'no content type')})"}}
+
+    def _error(self, error: Mapping[str, Any], status: int) -> MetaApiError:
+        code, subcode = error.get("code"), error.get("error_subcode")
+        return MetaApiError(self._redact(str(error.get("message", "unknown error"))), code=code, subcode=subcode,
+                            error_type=error.get("type"), fbtrace_id=error.get("fbtrace_id"), status=status,
+                            is_transient=bool(error.get("is_transient")), hint=hint_for(code, subcode))
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Mapping[str, Any], *, retry_on_timeout: bool = True) -> dict[str, Any]:
+        return self.request("POST", path, body=body, retry_on_timeout=retry_on_timeout)
+
+    def delete(self, path: str, body: Mapping[str, Any], *, retry_on_timeout: bool = True) -> dict[str, Any]:
+        return self.request("DELETE", path, body=body, retry_on_timeout=retry_on_timeout)

@@ -1,0 +1,53 @@
+"""The deployment's settings, read from the environment once when definitions are built.
+
+Only choices that shape the definitions are read here (local or aws, which stand-ins to use);
+secret values are never read: resources receive them as `dg.EnvVar`, resolved at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from audience_assets.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL
+
+SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_AD_ACCOUNT = "act_1000000001"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    env: str = "local"
+    data_dir: Path = Path(".audience_data")
+    config_dir: Path | None = None
+    meta_token_set: bool = False
+    app_secret_set: bool = False
+    meta_graph_url: str = DEFAULT_GRAPH_URL
+    meta_api_version: str = DEFAULT_API_VERSION
+    meta_ad_account_id: str | None = None
+    demo_data: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        mode = env.get("AUDIENCE_ASSETS_ENV", "local").strip().lower() or "local"
+        if mode not in ("local", "aws"):
+            raise ValueError(f"AUDIENCE_ASSETS_ENV must be 'local' or 'aws', not {mode!r}")
+        return cls(
+            env=mode,
+            data_dir=Path(env.get("AUDIENCE_DATA_DIR") or ".audience_data").expanduser().absolute(),
+            config_dir=Path(env["AUDIENCE_CONFIG_DIR"]).expanduser() if env.get("AUDIENCE_CONFIG_DIR") else None,
+            meta_token_set=bool(env.get("META_ACCESS_TOKEN")),
+            app_secret_set=bool(env.get("META_APP_SECRET")),
+            meta_graph_url=env.get("META_GRAPH_URL") or DEFAULT_GRAPH_URL,
+            meta_api_version=env.get("META_API_VERSION") or DEFAULT_API_VERSION,
+            meta_ad_account_id=env.get("META_AD_ACCOUNT_ID") or None,
+            demo_data=(env.get("AUDIENCE_DEMO_DATA", "1").strip().lower() not in ("0", "false", "no")),
+        )
+
+    @property
+    def meta_sandbox(self) -> bool:
+        """No token configured: talk to the built-in Graph API sandbox."""
+        return not self.meta_token_set
