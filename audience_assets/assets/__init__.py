@@ -1,0 +1,70 @@
+"""Assets wire the engines to the resources and report what happened; one module per stage group.
+
+Helpers here turn a written Parquet file into the metadata every asset emits (`dagster/row_count`,
+`dagster/uri`, `dagster/column_schema`), counts and reasons only, never values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from audience_assets.duck import sql_path
+from audience_assets.ingestion import IngestReport
+from audience_assets.resources.storage import Storage
+
+OWNERS = ["team:marketing-data"]
+
+
+@contextlib.contextmanager
+def work_dir() -> Iterator[Path]:
+    """A private scratch folder for one step's files (DuckDB spill, Parquet before upload)."""
+    with tempfile.TemporaryDirectory(prefix="aa-step-") as folder:
+        yield Path(folder)
+
+
+def column_schema(con: duckdb.DuckDBPyConnection, path: Path) -> dg.TableSchema:
+    described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)})").fetchall()
+    return dg.TableSchema(columns=[dg.TableColumn(name, str(kind)) for name, kind, *_ in described])
+
+
+def parquet_count(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    return con.execute(f"SELECT count(*) FROM read_parquet({sql_path(path)})").fetchall()[0][0]
+
+
+def publish(con: duckdb.DuckDBPyConnection, storage: Storage, path: Path, key: str) -> dict[str, Any]:
+    """Upload `path` to `key` and describe it: row count, URI and column schema."""
+    rows = parquet_count(con, path)
+    storage.upload(path, key)
+    return {"dagster/row_count": rows, "dagster/uri": storage.uri(key),
+            "dagster/column_schema": column_schema(con, path)}
+
+
+def reasons_table(reasons: Mapping[str, int] | Counter) -> dg.MetadataValue:
+    """Quarantine reasons with their row counts as a Markdown table (reasons never quote values)."""
+    if not reasons:
+        return dg.MetadataValue.md("_no rows quarantined_")
+    lines = ["| reason | rows |", "|---|---:|"]
+    lines += [f"| {reason} | {n:,} |" for reason, n in Counter(reasons).most_common()]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def ingest_metadata(report: IngestReport) -> dict[str, Any]:
+    """Row accounting (read = accepted + quarantined) per delivery, and invalid values per key."""
+    files = ["| file | read | accepted | quarantined |", "|---|---:|---:|---:|"]
+    files += [f"| {f.file} | {f.rows_read:,} | {f.rows_accepted:,} | {f.rows_quarantined:,} |" for f in report.files]
+    return {
+        "rows_read": report.rows_read,
+        "rows_accepted": report.rows_accepted,
+        "rows_quarantined": report.rows_quarantined,
+        "files": dg.MetadataValue.md("\n".join(files)),
+        "quarantine_reasons": reasons_table(report.quarantine_reasons()),
+        "invalid_values": dg.MetadataValue.json(report.invalid_summary()),
+    }

@@ -1,0 +1,196 @@
+"""Activation: audience members, the hashed chunks Meta receives, and the Meta custom audience itself.
+
+All three are partitioned by audience (audiences.yaml). `audience_members` refuses, through a blocking
+check, to let an audience below its privacy floor flow on; `audience_chunks` writes the delta against
+what Meta last confirmed as chunks of at most 10,000 rows; `meta_custom_audience` creates the audience
+if missing and uploads the chunks, resuming from the upload ledger after a crash.
+"""
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from audience_assets import layout
+from audience_assets.assets import OWNERS, parquet_count, publish, work_dir
+from audience_assets.audience import build_rows, plan_upload, read_chunk_rows, select_members, update_confirmed
+from audience_assets.config import Audience, ProjectConfig
+from audience_assets.duck import connect
+from audience_assets.meta.ledger import UploadLedger
+from audience_assets.meta.sync import AudienceManager, AudienceUploader, Chunk, Operation, UploadIncomplete, UploadPlan
+from audience_assets.partitions import audience_partitions, partner_to_audiences
+from audience_assets.resources.meta import MetaAudiences
+from audience_assets.resources.storage import Storage
+
+GROUP = "activation"
+PRIVACY_FLOOR_CHECK = "privacy_floor"
+META_POOL = "meta_api"
+
+
+@contextlib.contextmanager
+def optional_copy(storage: Storage, key: str) -> Iterator[Path | None]:
+    """A local copy of `key`, or None when it does not exist yet."""
+    with contextlib.ExitStack() as stack:
+        try:
+            path = stack.enter_context(storage.local_copy(key))
+        except FileNotFoundError:
+            path = None
+        yield path
+
+
+def enforce_privacy_floor(audience_name: str, audience: Audience, members: int) -> None:
+    if members < audience.min_size:
+        raise dg.Failure(f"audience {audience_name!r} has {members} members, below its privacy floor of "
+                         f"{audience.min_size}: nothing is uploaded until it grows or its selection widens",
+                         metadata={"members": members, "min_size": audience.min_size})
+
+
+def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room_matches: dg.AssetsDefinition,
+                            first_party_customers: dg.AssetsDefinition,
+                            suppression_list: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
+    partitions = audience_partitions(config)
+
+    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, partitions_def=partitions,
+              deps=[dg.AssetDep(clean_room_matches, partition_mapping=partner_to_audiences(config)),
+                    first_party_customers, suppression_list],
+              check_specs=[dg.AssetCheckSpec(PRIVACY_FLOOR_CHECK, asset="audience_members", blocking=True,
+                                             description="The audience has at least its min_size members (never "
+                                                         "below 100); below it nothing flows on to Meta.")])
+    def audience_members(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+        """The audience's customers: anyone a selected partner segment matched, deduplicated, minus everyone
+        on the opt-out list."""
+        name = context.partition_key
+        audience = config.audiences[name]
+        with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
+            matches = {p: stack.enter_context(storage.local_copy(layout.matches(p))) for p in audience.select}
+            customers = stack.enter_context(storage.local_copy(layout.FIRST_PARTY_CUSTOMERS))
+            suppression = stack.enter_context(optional_copy(storage, layout.SUPPRESSION_LIST))
+            out = tmp / "members.parquet"
+            counts = select_members(con, audience=audience, matches=matches, customers=customers,
+                                    suppression=suppression, out=out)
+            metadata = publish(con, storage, out, layout.audience_members(name))
+        passed = counts.members >= audience.min_size
+        context.log.info(f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed, {counts.members} members")
+        return dg.MaterializeResult(
+            metadata={**metadata, "qualified": counts.qualified, "suppressed": counts.suppressed,
+                      "members": counts.members, "min_size": audience.min_size,
+                      "partners": ", ".join(sorted(audience.select))},
+            check_results=[dg.AssetCheckResult(
+                check_name=PRIVACY_FLOOR_CHECK, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"members": counts.members, "min_size": audience.min_size},
+                description=None if passed else f"{counts.members} members is below the floor of {audience.min_size}")])
+
+    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, partitions_def=partitions,
+              deps=[audience_members, first_party_customers, suppression_list])
+    def audience_chunks(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+        """The audience as Meta multi-key rows (each attribute normalized and SHA-256 hashed per Meta's
+        rules), as the operations its sync mode needs against what Meta last confirmed, in chunks of at
+        most 10,000 rows."""
+        name = context.partition_key
+        audience = config.audiences[name]
+        keys = audience.keys
+        with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
+            members = stack.enter_context(storage.local_copy(layout.audience_members(name)))
+            enforce_privacy_floor(name, audience, parquet_count(con, members))
+            customers = stack.enter_context(storage.local_copy(layout.FIRST_PARTY_CUSTOMERS))
+            suppression = stack.enter_context(optional_copy(storage, layout.SUPPRESSION_LIST))
+            confirmed = stack.enter_context(optional_copy(storage, layout.confirmed(name)))
+            rows = tmp / "rows.parquet"
+            desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows)
+            plan = plan_upload(con, mode=audience.mode, keys=keys, desired=rows, confirmed=confirmed,
+                               suppression=suppression, out_dir=tmp / "chunks", chunk_rows=audience.chunk_rows)
+            operations = []
+            for op in plan.operations:
+                chunks = []
+                for chunk in op.chunks:
+                    key = layout.chunk(name, plan.upload_id, op.kind, chunk.index)
+                    storage.upload(chunk.path, key)
+                    chunks.append({"index": chunk.index, "rows": chunk.rows, "key": key, "digest": chunk.digest})
+                operations.append({"kind": op.kind, "rows": op.rows, "chunks": chunks})
+        document = {"audience": name, "mode": audience.mode, "upload_id": plan.upload_id, "schema": keys,
+                    "desired_rows": plan.desired_rows, "confirmed_rows": plan.confirmed_rows, "operations": operations}
+        storage.put_bytes(layout.upload_plan(name), json.dumps(document, indent=1).encode())
+        sizes = [c["rows"] for op in operations for c in op["chunks"]]
+        context.log.info(f"{name}: {desired} rows wanted, {plan.confirmed_rows} confirmed on Meta; "
+                         + (", ".join(f"{op['kind']} {op['rows']}" for op in operations) or "nothing to send"))
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": sum(sizes), "dagster/uri": storage.uri(layout.upload_plan(name)),
+            "upload_id": plan.upload_id, "mode": audience.mode, "desired_rows": desired,
+            "confirmed_rows": plan.confirmed_rows, "chunk_count": len(sizes), "largest_chunk_rows": max(sizes, default=0),
+            **{f"{op['kind']}_rows": op["rows"] for op in operations}, "schema": ", ".join(keys)})
+
+    @dg.asset(group_name=GROUP, kinds={"meta"}, owners=OWNERS, partitions_def=partitions, deps=[audience_chunks],
+              pool=META_POOL)
+    def meta_custom_audience(context: dg.AssetExecutionContext, storage: Storage,
+                             meta: MetaAudiences) -> dg.MaterializeResult:
+        """The Meta custom audience: created if missing, preflighted, then updated with the chunks through
+        upload sessions; a crashed upload resumes from the ledger without sending anything twice."""
+        name = context.partition_key
+        audience = config.audiences[name]
+        raw = storage.get_bytes(layout.upload_plan(name))
+        if raw is None:
+            raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
+        document = json.loads(raw)
+        plan = UploadPlan(document["upload_id"], tuple(document["schema"]), tuple(
+            Operation(op["kind"], tuple(Chunk(c["index"], c["rows"], c["key"]) for c in op["chunks"]))
+            for op in document["operations"]))
+        client = meta.client()
+        try:
+            manager = AudienceManager(client, meta.ad_account_id)
+            audience_id, created = manager.ensure(audience.meta_name, description=audience.description,
+                                                  customer_file_source=audience.customer_file_source,
+                                                  retention_days=audience.retention_days)
+            manager.preflight(audience_id)
+
+            def read_chunk(chunk: Chunk) -> list[list[Any]]:
+                with storage.local_copy(chunk.key) as path, connect() as con:
+                    return read_chunk_rows(con, path, plan.schema)
+
+            ledger = UploadLedger(storage, name, plan.upload_id)
+            uploader = AudienceUploader(client, ledger, read_chunk, concurrency=meta.upload_concurrency)
+            try:
+                result = uploader.run(audience_id, plan)
+            except UploadIncomplete as error:
+                raise dg.Failure(str(error), metadata={"audience_id": audience_id, "upload_id": plan.upload_id,
+                                                       "dead_letters": len(ledger.dead_letters())}) from None
+            _record_confirmed(storage, name, plan)
+            state = manager.read(audience_id, ["sandbox_member_count"] if meta.sandbox_state else [])
+        finally:
+            client.close()
+        received = sum(op.num_received for op in result.operations)
+        invalid = sum(op.num_invalid_entries for op in result.operations)
+        metadata: dict[str, Any] = {
+            "audience_id": audience_id, "created": created, "upload_id": plan.upload_id, "mode": audience.mode,
+            "rows_sent": sum(op.rows for op in result.operations),
+            "num_received": received, "num_invalid_entries": invalid,
+            "batches_sent": sum(op.batches_sent for op in result.operations),
+            "batches_resumed": sum(op.batches_resumed for op in result.operations),
+            "sessions": len({s for op in result.operations for s in op.session_ids}),
+            "approximate_count_lower_bound": state.get("approximate_count_lower_bound", -1),
+            "approximate_count_upper_bound": state.get("approximate_count_upper_bound", -1),
+            "operation_status": (state.get("operation_status") or {}).get("description", ""),
+            "api_requests": client.stats.requests, "api_retries": client.stats.retries,
+            "throttled_responses": client.stats.throttled, "seconds_waiting": round(client.stats.seconds_waiting, 1),
+        }
+        if "sandbox_member_count" in state:
+            metadata["sandbox_member_count"] = state["sandbox_member_count"]
+            metadata["dagster/row_count"] = state["sandbox_member_count"]
+        context.log.info(f"{name}: audience {audience_id} {'created and ' if created else ''}updated; Meta received "
+                         f"{received} rows, {invalid} invalid")
+        return dg.MaterializeResult(metadata=metadata)
+
+    return [audience_members, audience_chunks, meta_custom_audience]
+
+
+def _record_confirmed(storage: Storage, audience: str, plan: UploadPlan) -> None:
+    """Fold the acknowledged chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds."""
+    with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
+        confirmed = stack.enter_context(optional_copy(storage, layout.confirmed(audience)))
+        acknowledged = {op.kind: [stack.enter_context(storage.local_copy(c.key)) for c in op.chunks]
+                        for op in plan.operations}
+        out = tmp / "confirmed.parquet"
+        update_confirmed(con, keys=plan.schema, confirmed=confirmed, acknowledged=acknowledged, out=out)
+        storage.upload(out, layout.confirmed(audience))

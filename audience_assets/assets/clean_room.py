@@ -1,0 +1,59 @@
+"""Clean room: the first-party table published for the collaboration, and each partner's match.
+
+Only hashed identifiers and the advertiser's own customer ids enter the room; only customer ids and the
+partner's segment attributes come out (the `audience_match` analysis template).
+"""
+
+import dagster as dg
+
+from audience_assets import layout
+from audience_assets.assets import OWNERS, publish, work_dir
+from audience_assets.config import ProjectConfig
+from audience_assets.duck import connect
+from audience_assets.ingestion import sources
+from audience_assets.partitions import partner_partitions
+from audience_assets.resources.clean_room import LocalCleanRoom
+from audience_assets.resources.storage import Storage
+
+GROUP = "clean_room"
+
+
+def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_party_customers: dg.AssetsDefinition,
+                            partner_data: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
+    match_keys = config.match_keys
+
+    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, deps=[first_party_customers])
+    def clean_room_first_party_table(storage: Storage) -> dg.MaterializeResult:
+        """The advertiser's side of the clean room: customer id and hashed match keys only, nothing else."""
+        with work_dir() as tmp, connect(tmp) as con, storage.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
+            table = tmp / "first_party.parquet"
+            sources.publish_first_party(con, customers, table, match_keys)
+            metadata = publish(con, storage, table, layout.CLEAN_ROOM_FIRST_PARTY)
+        return dg.MaterializeResult(metadata={**metadata, "match_keys": ", ".join(match_keys)})
+
+    @dg.asset(group_name=GROUP, kinds={"cleanrooms", "duckdb"}, owners=OWNERS, partitions_def=partner_partitions(config),
+              deps=[partner_data, clean_room_first_party_table])
+    def clean_room_matches(context: dg.AssetExecutionContext, storage: Storage,
+                           clean_room: LocalCleanRoom) -> dg.MaterializeResult:
+        """The partner's match: advertiser customer ids with the partner's segment attributes, for every
+        partner record whose hashed email or phone equals the advertiser's, computed as a protected query."""
+        partner = context.partition_key
+        result = clean_room.match(storage, partner)
+        rate = result.matched_customers / result.first_party_customers if result.first_party_customers else 0.0
+        partner_rate = result.matched_partner_identities / result.partner_identities if result.partner_identities else 0.0
+        context.log.info(f"{partner}: {result.matched_customers} of {result.first_party_customers} customers matched "
+                         f"({rate:.1%}) by protected query {result.query.id}")
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": result.rows,
+            "dagster/uri": storage.uri(layout.matches(partner)),
+            "matched_customers": result.matched_customers,
+            "match_rate": dg.MetadataValue.float(round(rate, 6)),
+            "partner_match_rate": dg.MetadataValue.float(round(partner_rate, 6)),
+            "first_party_customers": result.first_party_customers,
+            "partner_identities": result.partner_identities,
+            "protected_query_id": result.query.id,
+            "protected_query_status": " -> ".join(result.query.history),
+            "query_duration_ms": result.query.duration_ms,
+        })
+
+    return [clean_room_first_party_table, clean_room_matches]

@@ -1,0 +1,76 @@
+"""Ingest: what sources deliver to the landing zone, validated, normalized and hashed.
+
+`partner_data` (one partition per partner), `first_party_customers` (the CRM export) and
+`suppression_list` (opt-outs). Whole files that break their contract fail the run with a message
+naming the file and the columns; bad rows inside a good file go to the quarantine with a reason.
+"""
+
+import dagster as dg
+
+from audience_assets import layout
+from audience_assets.assets import OWNERS, ingest_metadata, publish, work_dir
+from audience_assets.config import ProjectConfig
+from audience_assets.duck import connect
+from audience_assets.ingestion import sources
+from audience_assets.partitions import partner_partitions
+from audience_assets.resources.storage import Storage
+
+GROUP = "ingest"
+
+
+def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.AssetsDefinition]:
+    kinds = {"duckdb", storage_kind}
+    source_config = config.sources
+
+    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, partitions_def=partner_partitions(config))
+    def partner_data(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+        """A partner's delivery as its clean-room table: identifiers normalized and SHA-256 hashed per
+        Meta's rules, one row per segment attribute; rows failing the contract are quarantined with a reason."""
+        partner = context.partition_key
+        contract = source_config.partners[partner]
+        files = sources.select_files(storage.list(source_config.partner_prefix(partner)), contract.delivery)
+        with work_dir() as tmp, connect(tmp) as con:
+            table, quarantine = tmp / "partner.parquet", tmp / "quarantine.parquet"
+            report, identities = sources.ingest_partner(con, storage, files, partner=partner, contract=contract,
+                                                        out_table=table, out_quarantine=quarantine)
+            metadata = publish(con, storage, table, layout.partner_table(partner))
+            storage.upload(quarantine, layout.partner_quarantine(partner))
+        context.log.info(f"{partner}: {report.rows_read} rows read from {len(files)} file(s), "
+                         f"{report.rows_accepted} accepted, {report.rows_quarantined} quarantined")
+        return dg.MaterializeResult(metadata={
+            **metadata, **ingest_metadata(report), "partner_identities": identities,
+            "quarantine_uri": storage.uri(layout.partner_quarantine(partner))})
+
+    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS)
+    def first_party_customers(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+        """The advertiser's CRM export, one row per customer id with every Meta key normalized and hashed
+        (the payload the audiences are built from); unusable and duplicate rows are quarantined."""
+        contract = source_config.first_party
+        files = sources.select_files(storage.list(source_config.first_party_prefix), contract.delivery)
+        keys = config.payload_keys
+        with work_dir() as tmp, connect(tmp) as con:
+            customers, quarantine = tmp / "customers.parquet", tmp / "quarantine.parquet"
+            report = sources.ingest_first_party(con, storage, files, contract=contract, keys=keys,
+                                                out_customers=customers, out_quarantine=quarantine)
+            metadata = publish(con, storage, customers, layout.FIRST_PARTY_CUSTOMERS)
+            storage.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
+        context.log.info(f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "
+                         f"{report.rows_quarantined} quarantined")
+        return dg.MaterializeResult(metadata={**metadata, **ingest_metadata(report),
+                                              "quarantine_uri": storage.uri(layout.FIRST_PARTY_QUARANTINE)})
+
+    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS)
+    def suppression_list(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+        """Everyone who opted out, as hashed identifiers: never uploaded, and removed from Meta if they were."""
+        contract = source_config.suppression
+        files = sources.select_files(storage.list(source_config.suppression_prefix), contract.delivery)
+        with work_dir() as tmp, connect(tmp) as con:
+            table, quarantine = tmp / "suppressed.parquet", tmp / "quarantine.parquet"
+            report = sources.ingest_suppression(con, storage, files, contract=contract, out_table=table,
+                                                out_quarantine=quarantine)
+            metadata = publish(con, storage, table, layout.SUPPRESSION_LIST)
+            storage.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
+        context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
+        return dg.MaterializeResult(metadata={**metadata, **ingest_metadata(report)})
+
+    return [partner_data, first_party_customers, suppression_list]

@@ -1,0 +1,67 @@
+"""`python -m audience_assets run`: the whole pipeline once, headless, on the landing zone's contents.
+
+It does what the sensor and automation would do, in dependency order: first-party and suppression data
+and the clean-room table, then each partner's data and match, then each audience through to Meta. With
+`DAGSTER_HOME` set the runs are recorded in that instance (the UI shows them); otherwise in a throwaway
+one. Exit status 0 means every step succeeded. `python -m audience_assets demo` seeds the demo data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import dagster as dg
+
+from audience_assets.config import load_config
+from audience_assets.definitions import build_assets, build_resources
+from audience_assets.demo import ensure_demo_data
+from audience_assets.settings import Settings
+
+STAGES = (  # (asset keys, partitioned by)
+    (["first_party_customers", "suppression_list", "clean_room_first_party_table"], None),
+    (["partner_data", "clean_room_matches"], "partner"),
+    (["audience_members", "audience_chunks", "meta_custom_audience"], "audience"),
+)
+
+
+def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdout) -> bool:
+    config = load_config(settings.config_dir)
+    if settings.env == "local" and settings.demo_data:
+        ensure_demo_data(settings.data_dir)
+    assets, resources = build_assets(config, settings), build_resources(settings)
+    ok = True
+    for keys, partitioned_by in STAGES:
+        partitions = {"partner": sorted(config.partners), "audience": sorted(config.audiences)}.get(partitioned_by, [None])
+        for partition in partitions:
+            result = dg.materialize(assets, selection=keys, partition_key=partition, resources=resources,
+                                    instance=instance, raise_on_error=False,
+                                    tags={"audience_assets/trigger": "headless"})
+            label = ", ".join(keys) + (f" [{partition}]" if partition else "")
+            print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)
+            for event in result.get_asset_materialization_events():
+                materialization = event.materialization
+                rows = materialization.metadata.get("dagster/row_count")
+                print(f"         {materialization.asset_key.to_user_string()}: "
+                      f"{rows.value if rows else '-'} rows", file=out)
+            if not result.success:
+                for event in result.all_events:
+                    if event.is_failure and event.step_failure_data:
+                        print(f"         {event.step_key}: {event.step_failure_data.error.message.strip()}", file=out)
+            ok &= result.success
+    return ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m audience_assets", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["run", "demo"], nargs="?", default="run")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "demo":
+        seeded = ensure_demo_data(settings.data_dir)
+        print(f"demo data {'written to' if seeded else 'already present in'} {settings.data_dir / 'landing'}")
+        return 0
+    with (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()) as instance:
+        return 0 if run_pipeline(settings, instance) else 1

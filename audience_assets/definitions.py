@@ -1,0 +1,59 @@
+"""The code location: assets, checks, jobs, sensors and resources for this environment.
+
+`AUDIENCE_ASSETS_ENV=local` (the default) keeps everything under `AUDIENCE_DATA_DIR` and seeds the demo
+landing zone when it is empty; `aws` uses S3 with SSE-KMS. With no `META_ACCESS_TOKEN`, uploads go to the
+built-in Graph API sandbox. Secrets are `dg.EnvVar`s, resolved at run time, never read here.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from audience_assets.assets.activation import META_POOL, build_activation_assets
+from audience_assets.assets.clean_room import build_clean_room_assets
+from audience_assets.assets.ingest import build_ingest_assets
+from audience_assets.config import ProjectConfig, load_config
+from audience_assets.demo import ensure_demo_data
+from audience_assets.jobs import build_jobs
+from audience_assets.resources import LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
+from audience_assets.sensors import build_landing_zone_sensor
+from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
+
+SANDBOX_STATE = "meta_sandbox/graph.sqlite"
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    if settings.env == "aws":
+        storage = S3Storage(bucket=dg.EnvVar("AUDIENCE_BUCKET"), kms_key_id=dg.EnvVar("AUDIENCE_KMS_KEY_ID"))
+    else:
+        storage = LocalStorage(data_dir=str(settings.data_dir))
+    if settings.meta_sandbox:
+        meta = MetaAudiences(access_token=SANDBOX_TOKEN, ad_account_id=SANDBOX_AD_ACCOUNT,
+                             sandbox_state=str(settings.data_dir / SANDBOX_STATE), api_version=settings.meta_api_version)
+    else:
+        meta = MetaAudiences(access_token=dg.EnvVar("META_ACCESS_TOKEN"), ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
+                             app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
+                             graph_url=settings.meta_graph_url, api_version=settings.meta_api_version)
+    return {"storage": storage, "clean_room": LocalCleanRoom(), "meta": meta}
+
+
+def build_assets(config: ProjectConfig, settings: Settings) -> list[dg.AssetsDefinition]:
+    storage_kind = "s3" if settings.env == "aws" else "parquet"
+    partner_data, first_party_customers, suppression_list = build_ingest_assets(config, storage_kind)
+    first_party_table, clean_room_matches = build_clean_room_assets(config, storage_kind, first_party_customers, partner_data)
+    activation = build_activation_assets(config, storage_kind, clean_room_matches, first_party_customers, suppression_list)
+    return [partner_data, first_party_customers, suppression_list, first_party_table, clean_room_matches, *activation]
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    config = load_config(settings.config_dir)
+    if settings.env == "local" and settings.demo_data:
+        ensure_demo_data(settings.data_dir)
+    assets = build_assets(config, settings)
+    jobs = build_jobs(assets[0])
+    return dg.Definitions(assets=assets, jobs=jobs, sensors=[build_landing_zone_sensor(config, jobs)],
+                          resources=build_resources(settings))
+
+
+defs = build_definitions()

@@ -1,0 +1,110 @@
+"""The landing-zone sensor: every new delivered object requests exactly one run, across ticks and restarts.
+
+The cursor (JSON) holds a watermark, the newest `last_modified` handed out, and the objects handed out
+within `OVERLAP` before it with their versions. Each tick lists the landing prefixes and requests a run
+for every delivery that is newer than `watermark - OVERLAP` and not already handed out at that version;
+the overlap catches objects that become visible late with an older timestamp (same-second arrivals, and
+multipart uploads, whose LastModified is when the upload began). The run key is `<key>@<version>` (the
+S3 ETag), so a re-upload with new content runs again and an unchanged object never does, even if the
+cursor were lost. At most `MAX_RUNS_PER_TICK` runs are requested per tick: a first start on a prefix
+that already holds thousands of objects drains the backlog over successive ticks, oldest first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import dagster as dg
+
+from audience_assets.config import ProjectConfig
+from audience_assets.ingestion.sources import is_delivery
+from audience_assets.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
+from audience_assets.resources.storage import Storage, StoredObject
+
+OVERLAP = dt.timedelta(hours=1)
+MAX_RUNS_PER_TICK = 500
+SENSOR_INTERVAL_SECONDS = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    prefix: str
+    job_name: str
+    partition_key: str | None = None
+
+
+def landing_targets(config: ProjectConfig) -> list[Target]:
+    sources = config.sources
+    return [*(Target(sources.partner_prefix(p), PARTNER_DATA_JOB, p) for p in sorted(config.partners)),
+            Target(sources.first_party_prefix, FIRST_PARTY_JOB), Target(sources.suppression_prefix, SUPPRESSION_JOB)]
+
+
+@dataclasses.dataclass
+class LandingCursor:
+    watermark: dt.datetime | None = None
+    recent: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)  # key -> (version, last_modified)
+
+    @classmethod
+    def parse(cls, raw: str | None) -> LandingCursor:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        mark = dt.datetime.fromisoformat(data["watermark"]) if data.get("watermark") else None
+        return cls(mark, {k: (v, t) for k, (v, t) in data.get("recent", {}).items()})
+
+    def dump(self) -> str:
+        return json.dumps({"watermark": self.watermark.isoformat() if self.watermark else None,
+                           "recent": {k: list(v) for k, v in sorted(self.recent.items())}}, separators=(",", ":"))
+
+    def is_new(self, obj: StoredObject) -> bool:
+        if self.watermark is not None and obj.last_modified < self.watermark - OVERLAP:
+            return False
+        seen = self.recent.get(obj.key)
+        return seen is None or seen[0] != obj.version
+
+    def hand_out(self, obj: StoredObject) -> None:
+        self.recent[obj.key] = (obj.version, obj.last_modified.timestamp())
+        if self.watermark is None or obj.last_modified > self.watermark:
+            self.watermark = obj.last_modified
+
+    def forget_old(self) -> None:
+        """Drop entries before `watermark - OVERLAP`: such objects are never listed as new again."""
+        if self.watermark is not None:
+            horizon = (self.watermark - OVERLAP).timestamp()
+            self.recent = {k: v for k, v in self.recent.items() if v[1] >= horizon}
+
+
+def new_deliveries(storage: Storage, targets: list[Target], cursor: LandingCursor,
+                   limit: int | None = None) -> list[tuple[StoredObject, Target]]:
+    """The oldest `limit` deliveries not handed out yet, marked as handed out in `cursor`."""
+    found = [(obj, target) for target in targets for obj in storage.list(target.prefix)
+             if is_delivery(obj) and cursor.is_new(obj)]
+    found.sort(key=lambda pair: (pair[0].last_modified, pair[0].key))
+    chosen = found[:limit or MAX_RUNS_PER_TICK]
+    for obj, _ in chosen:
+        cursor.hand_out(obj)
+    cursor.forget_old()
+    return chosen
+
+
+def build_landing_zone_sensor(config: ProjectConfig, jobs: list[dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+    targets = landing_targets(config)
+
+    @dg.sensor(name="landing_zone_sensor", jobs=jobs, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Requests one ingestion run per new file under landing/ (partners, first party, "
+                           "suppression); run key = object key @ version, so nothing runs twice.")
+    def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: Storage) -> dg.SensorResult:
+        cursor = LandingCursor.parse(context.cursor)
+        chosen = new_deliveries(storage, targets, cursor)
+        requests = [dg.RunRequest(run_key=f"{obj.key}@{obj.version}", job_name=target.job_name,
+                                  partition_key=target.partition_key,
+                                  tags={"audience_assets/object": obj.key[:255]}) for obj, target in chosen]
+        if chosen:
+            context.log.info(f"{len(chosen)} new deliveries; watermark {cursor.watermark.isoformat()}")
+        return dg.SensorResult(run_requests=requests, cursor=cursor.dump(),
+                               skip_reason=None if requests else "no new deliveries")
+
+    return landing_zone_sensor

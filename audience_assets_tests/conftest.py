@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated Dagster home, environments for subprocesses, the package config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from audience_assets.config import PACKAGE_CONFIG_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+# Variables a test environment must not inherit from the developer's shell.
+LEAKY = ("META_ACCESS_TOKEN", "META_APP_SECRET", "META_AD_ACCOUNT_ID", "META_GRAPH_URL", "AUDIENCE_ASSETS_ENV",
+         "AUDIENCE_DATA_DIR", "AUDIENCE_CONFIG_DIR", "AUDIENCE_BUCKET", "AUDIENCE_KMS_KEY_ID", "AWS_ENDPOINT_URL",
+         "DAGSTER_HOME")
+
+
+def make_dagster_home(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return path
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in LEAKY}
+    env.update(overrides)
+    return env
+
+
+def copy_config(target: Path, audiences_patch: dict | None = None) -> Path:
+    """The package's config files copied to `target`, with audience settings overridden."""
+    import yaml
+
+    shutil.copytree(PACKAGE_CONFIG_DIR, target)
+    if audiences_patch:
+        path = target / "audiences.yaml"
+        data = yaml.safe_load(path.read_text())
+        for name, changes in audiences_patch.items():
+            data["audiences"][name].update(changes)
+        path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return target
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = make_dagster_home(tmp_path / "dagster_home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home

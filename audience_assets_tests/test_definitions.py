@@ -1,0 +1,72 @@
+"""The code location: it loads in every environment, shows the whole lineage, and its three entry points agree."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from audience_assets.config import ConfigError, load_config
+from audience_assets.definitions import build_definitions
+from audience_assets.demo import ensure_demo_data
+from audience_assets.settings import Settings
+from audience_assets_tests.conftest import REPO, copy_config
+
+LINEAGE = {  # asset -> what it is computed from (design.md §1)
+    "partner_data": set(),
+    "first_party_customers": set(),
+    "suppression_list": set(),
+    "clean_room_first_party_table": {"first_party_customers"},
+    "clean_room_matches": {"partner_data", "clean_room_first_party_table"},
+    "audience_members": {"clean_room_matches", "first_party_customers", "suppression_list"},
+    "audience_chunks": {"audience_members", "first_party_customers", "suppression_list"},
+    "meta_custom_audience": {"audience_chunks"},
+}
+
+
+def test_pyproject_workspace_and_dagster_cloud_name_the_same_location():
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]
+    workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    cloud = yaml.safe_load((REPO / "dagster_cloud.yaml").read_text())["locations"][0]
+    assert tool["module_name"] == workspace["module_name"] == cloud["code_source"]["module_name"] == "audience_assets.definitions"
+    assert tool["code_location_name"] == workspace["location_name"] == cloud["location_name"] == "audience_assets"
+
+
+def test_local_definitions_load_with_the_whole_lineage(tmp_path: Path):
+    defs = build_definitions(Settings(data_dir=tmp_path, demo_data=False))
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    for asset, parents in LINEAGE.items():
+        key = dg.AssetKey(asset)
+        assert {p.to_user_string() for p in graph.get(key).parent_keys} == parents, asset
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups["partner_data"] == "ingest" and groups["clean_room_matches"] == "clean_room"
+    assert groups["meta_custom_audience"] == "activation"
+    config = load_config()
+    assert graph.get(dg.AssetKey("partner_data")).partitions_def.get_partition_keys() == sorted(config.partners)
+    assert graph.get(dg.AssetKey("audience_members")).partitions_def.get_partition_keys() == sorted(config.audiences)
+    assert defs.resolve_sensor_def("landing_zone_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_aws_definitions_load_without_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for name in ("AUDIENCE_BUCKET", "AUDIENCE_KMS_KEY_ID", "META_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    defs = build_definitions(Settings(env="aws", data_dir=tmp_path, meta_token_set=True, meta_ad_account_id="act_1"))
+    dg.Definitions.validate_loadable(defs)  # secrets are EnvVars, resolved only when a run starts
+    assert not (tmp_path / "landing").exists(), "aws mode never seeds demo data"
+
+
+def test_an_empty_local_landing_zone_is_seeded_once(tmp_path: Path):
+    assert ensure_demo_data(tmp_path) is True
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "landing").rglob("*") if p.is_file())
+    assert [f.split("/")[1] for f in files] == ["first_party", "partners", "partners", "suppression"]
+    assert ensure_demo_data(tmp_path) is False
+
+
+def test_an_audience_selecting_an_undeclared_segment_is_a_clear_error(tmp_path: Path):
+    config = copy_config(tmp_path / "config", {"young_gamers": {"select": {"acme_data": {"Hobby": ["chess"]}}}})
+    with pytest.raises(ConfigError, match=r"young_gamers.*Hobby.*acme_data"):
+        load_config(config)

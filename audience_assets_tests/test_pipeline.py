@@ -1,0 +1,136 @@
+"""The walking pipeline end to end: the README's headless command on generated demo data.
+
+`python -m audience_assets run` runs in a subprocess against a temporary landing zone, a Dagster home and
+the built-in Meta sandbox. Its outputs are checked against `oracle`, an independent computation
+(Python csv/pyarrow readers and the pure-Python normalization reference instead of DuckDB SQL).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from audience_assets import layout
+from audience_assets.config import load_config
+from audience_assets.demo import generate
+from audience_assets.identity import HASHED_KEYS
+from audience_assets.meta.sandbox import GraphSandbox
+from audience_assets_tests import oracle
+from audience_assets_tests.conftest import REPO, clean_env, copy_config, make_dagster_home
+
+pytestmark = pytest.mark.slow
+HEX64_OR_EMPTY = re.compile(r"^([0-9a-f]{64})?$")
+CHUNK_ROWS = {"travel_enthusiasts": 1_000}  # small chunks so one audience spans several requests
+
+
+# ##### FIXTURES
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("pipeline")
+    data, home = root / "data", make_dagster_home(root / "dagster_home")
+    generate(data, customers=20_000, seed=11)
+    config_dir = copy_config(root / "config", {a: {"chunk_rows": n} for a, n in CHUNK_ROWS.items()})
+    env = clean_env(AUDIENCE_DATA_DIR=str(data), AUDIENCE_CONFIG_DIR=str(config_dir), DAGSTER_HOME=str(home))
+    done = subprocess.run([sys.executable, "-m", "audience_assets", "run"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    config = load_config(config_dir)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        metadata = {}
+        for key in instance.get_asset_keys():
+            for record in instance.fetch_materializations(key, limit=100).records:
+                m = record.asset_materialization
+                metadata[(m.asset_key.to_user_string(), m.partition)] = {k: v.value for k, v in m.metadata.items()}
+    return {"process": done, "data": data, "config": config, "metadata": metadata,
+            "expected": oracle.compute(data / "landing", config)}
+
+
+def parquet_rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+# ##### TESTS
+
+def test_headless_command_exits_zero_and_reports_every_step(run):
+    process = run["process"]
+    assert process.returncode == 0, process.stdout + process.stderr
+    steps = [line for line in process.stdout.splitlines() if line.startswith(("ok", "FAILED"))]
+    assert len(steps) == 1 + len(run["config"].partners) + len(run["config"].audiences)
+    assert all(line.startswith("ok") for line in steps)
+
+
+def test_match_counts_equal_the_independent_computation(run):
+    expected, data = run["expected"], run["data"]
+    for partner in run["config"].partners:
+        matched = set(run["expected"].matches(partner))
+        stored = {r["customer_id"] for r in parquet_rows(data / layout.matches(partner))}
+        assert stored == matched
+        meta = run["metadata"][("clean_room_matches", partner)]
+        assert meta["matched_customers"] == len(matched) > 1_000
+        assert meta["match_rate"] == pytest.approx(len(matched) / len(expected.customers), abs=1e-6)
+    assert run["metadata"][("first_party_customers", None)]["dagster/row_count"] == len(expected.customers)
+
+
+def test_members_are_the_selected_customers_minus_opt_outs(run):
+    expected, data = run["expected"], run["data"]
+    suppressed = expected.suppressed()
+    for audience in run["config"].audiences:
+        members = expected.members(run["config"], audience)
+        stored = [r["customer_id"] for r in parquet_rows(data / layout.audience_members(audience))]
+        assert len(stored) == len(set(stored)), "members must be deduplicated"
+        assert set(stored) == members
+        assert not members & suppressed
+        meta = run["metadata"][("audience_members", audience)]
+        assert meta["members"] == len(members) >= run["config"].audiences[audience].min_size
+    assert any(run["metadata"][("audience_members", a)]["suppressed"] > 0 for a in run["config"].audiences)
+
+
+def test_chunks_hold_at_most_the_limit_and_only_hashes_where_meta_wants_hashes(run):
+    data = run["data"]
+    for audience, spec in run["config"].audiences.items():
+        plan = json.loads((data / layout.upload_plan(audience)).read_text())
+        limit = CHUNK_ROWS.get(audience, 10_000)
+        sizes = [c["rows"] for op in plan["operations"] for c in op["chunks"]]
+        assert sizes and max(sizes) <= limit <= 10_000
+        assert sum(sizes) == len(run["expected"].members(run["config"], audience))
+        for op in plan["operations"]:
+            for chunk in op["chunks"]:
+                rows = parquet_rows(data / chunk["key"])
+                assert len(rows) == chunk["rows"]
+                for row in rows:
+                    for key in spec.keys:
+                        if key in HASHED_KEYS:
+                            assert HEX64_OR_EMPTY.match(row[key]), (audience, key)
+                    assert not HEX64_OR_EMPTY.fullmatch(row["EXTERN_ID"] or "x"), "EXTERN_ID is sent unhashed"
+    travel = json.loads((data / layout.upload_plan("travel_enthusiasts")).read_text())
+    assert len(travel["operations"][0]["chunks"]) > 2
+
+
+def test_sandbox_audiences_hold_exactly_the_members(run):
+    sandbox = GraphSandbox(run["data"] / "meta_sandbox" / "graph.sqlite")
+    try:
+        for audience, spec in run["config"].audiences.items():
+            audience_id = sandbox.audience_id(spec.meta_name)
+            assert audience_id is not None
+            assert sandbox.member_keys(audience_id) == run["expected"].row_keys(run["config"], audience)
+            meta = run["metadata"][("meta_custom_audience", audience)]
+            assert meta["audience_id"] == audience_id
+            assert meta["sandbox_member_count"] == len(run["expected"].members(run["config"], audience))
+            assert meta["num_received"] == meta["rows_sent"] and meta["num_invalid_entries"] == 0
+        assert sandbox.resent_replace_batches() == 0
+    finally:
+        sandbox.close()
+
+
+def test_no_plaintext_identifier_reaches_metadata_or_logs(run):
+    crm = next((run["data"] / "landing" / "first_party").glob("*.csv")).read_text(encoding="utf-8").splitlines()[1:200]
+    emails = {line.split(",")[1].strip().lower() for line in crm if "@" in line}
+    text = (repr(run["metadata"]) + run["process"].stdout + run["process"].stderr).lower()
+    assert emails and not [e for e in emails if e and e in text]
