@@ -22,7 +22,6 @@ _HEX64 = re.compile(rules.HEX64)
 _EMAIL = re.compile(rules.EMAIL_VALID)
 _WS = re.compile(rules.WS)
 _EXTENSION = re.compile(rules.PHONE_EXTENSION)
-_INTERNATIONAL = re.compile(rules.PHONE_INTERNATIONAL)
 _DATES = [(re.compile(p), y, m, d, month_first) for p, y, m, d, month_first in rules.DATE_FORMATS]
 _DAY = re.compile(rules.DAY_PART)
 _US_ZIP = re.compile(rules.US_ZIP)
@@ -138,7 +137,7 @@ def _phone(text: str, country: str | None) -> tuple[str, str]:
     digits = re.sub("[^0-9]", "", _EXTENSION.sub("", lowered))
     if not digits:
         return "", "no digits"
-    if _INTERNATIONAL.match(lowered) or country is None:
+    if lowered.startswith(rules.PHONE_INTERNATIONAL_PREFIXES) or country is None:
         number = (digits[2:] if lowered.startswith("00") else digits).lstrip("0")
     else:
         number, reason = _with_calling_code(digits, rules.countries()[country])

@@ -39,6 +39,8 @@ STANDARD_COLUMNS: tuple[str, ...] = (
 # Whitespace trimmed from every value: ASCII whitespace plus the Unicode spaces CRM exports carry
 # (no-break space, the U+2000 block, ideographic space, BOM, zero-width space).
 _WHITESPACE = " \t\n\r\v\f\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff"
+# the same set spelled out, for SQL that tests single characters without a regular expression
+TRIM_CHARACTERS = re.sub("(.)-(.)", lambda m: "".join(chr(c) for c in range(ord(m[1]), ord(m[2]) + 1)), _WHITESPACE)
 WS = f"[{_WHITESPACE}]"
 TRIM = f"^{WS}+|{WS}+$"
 HEX64 = r"^[0-9a-fA-F]{64}$"
@@ -48,7 +50,7 @@ EMAIL_VALID = rf"^[^@{_WHITESPACE}]+@[^@.{_WHITESPACE}]+(\.[^@.{_WHITESPACE}]+)+
 
 # PHONE: an extension at the end is not part of the number ("555-0100 ext. 12", "x12", "#12").
 PHONE_EXTENSION = r"[ ]*(ext\.?|x|#)[ ]*[0-9]+$"
-PHONE_INTERNATIONAL = r"^(\+|00)"
+PHONE_INTERNATIONAL_PREFIXES = ("+", "00")  # a number written with its country code
 PHONE_MIN_DIGITS, PHONE_MAX_DIGITS = 7, 15  # E.164 allows at most 15 digits including the country code
 
 # Full dates of birth, tried in this order: (pattern, group of year, of month, of day, month-first).

@@ -11,6 +11,7 @@ only the high-cardinality keys (email, phone, device ids) are computed row by ro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,14 @@ from audience_assets.identity import rules
 # Keys whose values are (nearly) unique per row: a dictionary would cost a hash join and save nothing.
 ROW_BY_ROW_KEYS = frozenset({"EMAIL", "PHONE", "MADID", "EXTERN_ID", "LOOKALIKE_VALUE"})
 COUNTRY_AWARE = frozenset({"PHONE", "ST", "ZIP"})
+PHONE_SEPARATORS = " ()-.+/"  # characters that only separate digit groups
+# The only countries ST and ZIP have rules of their own for (see key_stages); every other country
+# behaves alike, so their dictionaries are keyed by value and this class, not by every country.
+COUNTRIES_WITH_OWN_RULES = ("us", "gb")
+COUNTRY_CLASS = (f"CASE WHEN aa_country IS NULL OR aa_country IN ({', '.join(repr(c) for c in COUNTRIES_WITH_OWN_RULES)}) "
+                 "THEN aa_country ELSE '~' END")
+# COUNTRY's payload cell: the digest a source already gave, else the hash of the row's country (or default).
+COUNTRY_CELL = "coalesce(aa_country_digest, CASE WHEN aa_country IS NULL THEN '' ELSE sha256(aa_country) END)"
 
 
 def q(text: str) -> str:
@@ -50,8 +59,14 @@ class _Stages:
 def _clean(p: str, v: str) -> list[list[tuple[str, str]]]:
     """Trimmed NFC text, its lower case, and whether it already is a SHA-256 digest."""
     return [
-        [(f"{p}_t", f"regexp_replace(nfc_normalize({v}), {_rx(rules.TRIM)}, '', 'g')")],
-        [(f"{p}_l", f"lower({p}_t)"), (f"{p}_hex", f"regexp_matches({p}_t, {_rx(rules.HEX64)})")],
+        [(f"{p}_nfc", f"nfc_normalize({v})")],
+        # most values need no trimming: test the first and last character before using the expression
+        [(f"{p}_t", f"CASE WHEN contains({q(rules.TRIM_CHARACTERS)}, {p}_nfc[1]) OR "
+                    f"contains({q(rules.TRIM_CHARACTERS)}, {p}_nfc[-1]) THEN "
+                    f"regexp_replace({p}_nfc, {_rx(rules.TRIM)}, '', 'g') ELSE {p}_nfc END")],
+        # the length test first: the regular expression then only runs on 64-character values
+        [(f"{p}_l", f"lower({p}_t)"),
+         (f"{p}_hex", f"CASE WHEN strlen({p}_t) = 64 THEN regexp_matches({p}_t, {_rx(rules.HEX64)}) ELSE FALSE END")],
     ]
 
 
@@ -68,6 +83,18 @@ def _result(p: str, cases: Sequence[tuple[str, str, str]], default: tuple[str, s
     value = "CASE " + " ".join(f"WHEN {c} THEN {v}" for c, v, _ in all_cases) + f" ELSE {default[0]} END"
     reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, _, r in all_cases) + f" ELSE {default[1]} END"
     return [(f"{p}_value", value), (f"{p}_reason", reason)]
+
+
+def _checked_result(p: str, valid_when: str, cases: Sequence[tuple[str, str]], value: str,
+                    hex_passes: bool = True) -> list[list[tuple[str, str]]]:
+    """Like `_result` for row-by-row keys, where speed matters: the value needs one test, `valid_when`
+    (true exactly when none of the invalid `cases` (condition, reason) holds), and the reasons are
+    worked out only for the rows that turned out invalid."""
+    head = [(f"{p}_t = ''", "''")] + ([(f"{p}_hex", f"{p}_l")] if hex_passes else [])
+    cell = "CASE " + " ".join(f"WHEN {c} THEN {v}" for c, v in head) + f" WHEN {valid_when} THEN {value} ELSE '' END"
+    settled = " OR ".join([f"{p}_t = ''", *([f"{p}_hex"] if hex_passes else []), f"{p}_value <> ''"])
+    reason = f"CASE WHEN {settled} THEN '' " + " ".join(f"WHEN {c} THEN {r}" for c, r in cases) + " ELSE '' END"
+    return [[(f"{p}_value", cell)], [(f"{p}_reason", reason)]]
 
 
 def _date_parts(p: str) -> list[list[tuple[str, str]]]:
@@ -122,20 +149,30 @@ def key_stages(key: str, p: str, v: str, c: str | None, calling: Mapping[str, st
         return _Stages(steps, f"{p}_value", f"{p}_reason", f"{p}_hex", f"{p}_value")
     if key == "EMAIL":
         e = f"{p}_e"
-        steps.append([(e, f"regexp_replace({l}, '\\.+$', '')")])
-        steps.append(_result(p, [
-            (f"NOT contains({e}, '@')", "''", "'missing @'"),
-            (f"strlen({e}) - strlen(replace({e}, '@', '')) > 1", "''", "'multiple @'"),
-            (f"regexp_matches({e}, {_rx(rules.WS)})", "''", "'whitespace inside'"),
-            (f"NOT regexp_matches({e}, {_rx(rules.EMAIL_VALID)})", "''", "'invalid domain'"),
-        ], (e, "''"), hex_passes=True))
+        steps.append([(e, f"CASE WHEN ends_with({l}, '.') THEN rtrim({l}, '.') ELSE {l} END")])
+        # EMAIL_VALID admits exactly one @ and no whitespace, so it alone decides validity
+        steps += _checked_result(p, f"regexp_matches({e}, {_rx(rules.EMAIL_VALID)})", [
+            (f"NOT contains({e}, '@')", "'missing @'"),
+            (f"strlen({e}) - strlen(replace({e}, '@', '')) > 1", "'multiple @'"),
+            (f"regexp_matches({e}, {_rx(rules.WS)})", "'whitespace inside'"),
+            ("TRUE", "'invalid domain'"),
+        ], e)
     elif key == "PHONE":
         assert calling is not None, "PHONE needs the country calling-code columns"
         cc, trunk, lo, hi = (calling[n] for n in ("calling_code", "trunk_prefix", "nsn_min", "nsn_max"))
         d = f"{p}_d"
         steps.append([
-            (d, f"regexp_replace(regexp_replace({l}, {_rx(rules.PHONE_EXTENSION)}, ''), '[^0-9]', '', 'g')"),
-            (f"{p}_intl", f"regexp_matches({l}, {_rx(rules.PHONE_INTERNATIONAL)}) OR {country} IS NULL"),
+            # Fast path without regular expressions for the usual notations (digits and common separators);
+            # an extension needs an "x" (ext, x) or a "#", so only such values take the extension rule.
+            (f"{p}_sep", functools.reduce(lambda expr, ch: f"replace({expr}, {q(ch)}, '')", PHONE_SEPARATORS, l)),
+            (f"{p}_ext", f"contains({l}, 'x') OR contains({l}, '#')"),
+        ])
+        steps.append([
+            (d, f"CASE WHEN NOT {p}_ext AND regexp_full_match({p}_sep, '[0-9]*') THEN {p}_sep "
+                f"ELSE regexp_replace(CASE WHEN {p}_ext THEN regexp_replace({l}, {_rx(rules.PHONE_EXTENSION)}, '') "
+                f"ELSE {l} END, '[^0-9]', '', 'g') END"),
+            (f"{p}_intl", " OR ".join([*(f"starts_with({l}, {q(x)})" for x in rules.PHONE_INTERNATIONAL_PREFIXES),
+                                       f"{country} IS NULL"])),
         ])
         national_reason = f"CASE WHEN length({d}) < {lo} THEN 'too short' ELSE 'too long' END"
         steps.append([
@@ -147,12 +184,12 @@ def key_stages(key: str, p: str, v: str, c: str | None, calling: Mapping[str, st
                        f"WHEN length({d}) BETWEEN {lo} AND {hi} THEN {cc} || {d} ELSE NULL END"),
         ])
         n = f"{p}_n"
-        steps.append(_result(p, [
-            (f"{d} = ''", "''", "'no digits'"),
-            (f"{n} IS NULL", "''", national_reason),
-            (f"length({n}) < {rules.PHONE_MIN_DIGITS}", "''", "'too short'"),
-            (f"length({n}) > {rules.PHONE_MAX_DIGITS}", "''", "'too long'"),
-        ], (n, "''"), hex_passes=True))
+        steps += _checked_result(p, f"length({n}) BETWEEN {rules.PHONE_MIN_DIGITS} AND {rules.PHONE_MAX_DIGITS}", [
+            (f"{d} = ''", "'no digits'"),
+            (f"{n} IS NULL", national_reason),
+            (f"length({n}) < {rules.PHONE_MIN_DIGITS}", "'too short'"),
+            (f"length({n}) > {rules.PHONE_MAX_DIGITS}", "'too long'"),
+        ], n)
     elif key == "GEN":
         steps.append([(f"{p}_g", f"{_map(rules.GENDERS)}[regexp_replace({l}, '[^a-z]', '', 'g')]")])
         steps.append(_result(p, [(f"{p}_g IS NULL", "''", "'unrecognized'")], (f"{p}_g", "''"), hex_passes=True))
@@ -218,10 +255,10 @@ def key_stages(key: str, p: str, v: str, c: str | None, calling: Mapping[str, st
     elif key == "MADID":
         steps.append([(f"{p}_m", f"regexp_replace({l}, {_rx(rules.MADID_BARE)}, '\\1-\\2-\\3-\\4-\\5')")])
         m = f"{p}_m"
-        steps.append(_result(p, [
-            (f"NOT regexp_matches({m}, {_rx(rules.MADID_UUID)})", "''", "'not a device id'"),
-            (f"{m} = {q(rules.MADID_ZERO)}", "''", "'zeroed device id'"),
-        ], (m, "''"), hex_passes=True))
+        steps += _checked_result(p, f"regexp_matches({m}, {_rx(rules.MADID_UUID)}) AND {m} <> {q(rules.MADID_ZERO)}", [
+            (f"NOT regexp_matches({m}, {_rx(rules.MADID_UUID)})", "'not a device id'"),
+            ("TRUE", "'zeroed device id'"),
+        ], m)
     elif key == "LOOKALIKE_VALUE":
         steps.append(_result(p, [(f"NOT regexp_matches({t}, {_rx(rules.LOOKALIKE_NUMBER)})", "''", "'not a non-negative number'")],
                              (t, "''"), hex_passes=False))
@@ -273,22 +310,28 @@ def meta_cells_query(
     used = sorted(set(sources.values()) | ({country_column} if country_column else set()))
     default = q(default_country.lower()) if default_country else "NULL"
     base_cols = [*(f'"{k}"' for k in keep), *(f"coalesce(CAST({c} AS VARCHAR), '') AS aa_src_{c}" for c in used)]
-    ctes = [f"aa_base AS (SELECT {', '.join(base_cols)} FROM {source})"]
+    ctes = [f"aa_base AS NOT MATERIALIZED (SELECT {', '.join(base_cols)} FROM {source})"]
 
-    # The row's country, normalized once per distinct spelling; then its calling-code columns.
+    # The row's country and its calling-code columns, worked out once per distinct spelling and joined
+    # to the rows in one join.
+    numbering = "ci.calling_code AS aa_cc, ci.trunk_prefix AS aa_trunk, ci.nsn_min AS aa_lo, ci.nsn_max AS aa_hi"
     if country_column:
         cn = key_stages("COUNTRY", "aa_cn", "aa_in", None)
         dict_ctes, last = _chain("aa_cn", f"(SELECT DISTINCT aa_src_{country_column} AS aa_in FROM aa_base)", cn.steps)
         ctes += dict_ctes
         ctes.append(
-            "aa_ctx AS (SELECT b.*, "
-            f"CASE WHEN d.{cn.prehashed} THEN {default} ELSE coalesce(nullif(d.{cn.normalized}, ''), {default}) END AS aa_country, "
-            f"CASE WHEN d.{cn.prehashed} THEN d.{cn.value} END AS aa_country_digest, d.{cn.reason} AS aa_country_reason "
-            f"FROM aa_base b LEFT JOIN {last} d ON b.aa_src_{country_column} = d.aa_in)")
+            "aa_cn_dict AS (SELECT aa_in, "
+            f"CASE WHEN {cn.prehashed} THEN {default} ELSE coalesce(nullif({cn.normalized}, ''), {default}) END AS aa_country, "
+            f"CASE WHEN {cn.prehashed} THEN {cn.value} END AS aa_country_digest, {cn.reason} AS aa_country_reason FROM {last})")
+        ctes.append(f"aa_cn_full AS (SELECT d.*, {numbering} FROM aa_cn_dict d LEFT JOIN aa_countries ci ON ci.alpha2 = d.aa_country)")
+        ctes.append(f"aa_cn_class AS (SELECT *, {COUNTRY_CLASS} AS aa_class, {COUNTRY_CELL} AS aa_country_cell FROM aa_cn_full)")
+        ctes.append("aa_rows AS (SELECT b.*, d.* EXCLUDE (aa_in) FROM aa_base b "
+                    f"LEFT JOIN aa_cn_class d ON b.aa_src_{country_column} = d.aa_in)")
     else:
-        ctes.append(f"aa_ctx AS (SELECT *, {default} AS aa_country, NULL AS aa_country_digest, '' AS aa_country_reason FROM aa_base)")
-    ctes.append("aa_rows AS (SELECT x.*, ci.calling_code AS aa_cc, ci.trunk_prefix AS aa_trunk, ci.nsn_min AS aa_lo, "
-                "ci.nsn_max AS aa_hi FROM aa_ctx x LEFT JOIN aa_countries ci ON ci.alpha2 = x.aa_country)")
+        ctes.append(f"aa_rows AS (SELECT b.*, {default} AS aa_country, NULL AS aa_country_digest, '' AS aa_country_reason, "
+                    f"{numbering}, {COUNTRY_CLASS.replace('aa_country', default)} AS aa_class, "
+                    f"{COUNTRY_CELL.replace('aa_country_digest', 'NULL').replace('aa_country', default)} AS aa_country_cell "
+                    f"FROM aa_base b LEFT JOIN aa_countries ci ON ci.alpha2 = {default})")
     calling = {"calling_code": "aa_cc", "trunk_prefix": "aa_trunk", "nsn_min": "aa_lo", "nsn_max": "aa_hi"}
 
     by_source: dict[str, list[str]] = {}
@@ -308,7 +351,7 @@ def meta_cells_query(
             continue
         # A dictionary: each distinct (value[, country]) normalized and hashed once, then joined back.
         with_country = any(k in COUNTRY_AWARE for k in column_keys)
-        distinct = f"(SELECT DISTINCT aa_src_{column} AS aa_in{', aa_country AS aa_c' if with_country else ''} FROM aa_rows)"
+        distinct = f"(SELECT DISTINCT aa_src_{column} AS aa_in{', aa_class AS aa_c' if with_country else ''} FROM aa_rows)"
         steps, selected = [], []
         for key in column_keys:
             st = key_stages(key, f"aa_{key.lower()}", "aa_in", "aa_c" if with_country else None)
@@ -318,14 +361,14 @@ def meta_cells_query(
         ctes += dict_ctes
         dictionary = f"aa_dict_{column}"
         ctes.append(f"{dictionary} AS (SELECT aa_in{', aa_c' if with_country else ''}, {', '.join(selected)} FROM {last})")
-        on = f"j.aa_src_{column} = d.aa_in" + (" AND j.aa_country IS NOT DISTINCT FROM d.aa_c" if with_country else "")
+        on = f"j.aa_src_{column} = d.aa_in" + (f" AND j.aa_class IS NOT DISTINCT FROM d.aa_c" if with_country else "")
         added = ", ".join(f"d.aa_{k.lower()}_out, d.aa_{k.lower()}_why" for k in column_keys)
         joined = f"aa_j_{column}"
         ctes.append(f"{joined} AS (SELECT j.*, {added} FROM {current} j LEFT JOIN {dictionary} d ON {on})")
         current = joined
         outputs.update({k: (f"aa_{k.lower()}_out", f"aa_{k.lower()}_why") for k in column_keys})
     if "COUNTRY" in keys:
-        outputs["COUNTRY"] = ("coalesce(aa_country_digest, CASE WHEN aa_country IS NULL THEN '' ELSE sha256(aa_country) END)",
+        outputs["COUNTRY"] = ("aa_country_cell",
                               "coalesce(aa_country_reason, '')")
 
     select = [f'"{k}"' for k in keep]
