@@ -7,20 +7,18 @@ if missing and uploads the chunks, resuming from the upload ledger after a crash
 """
 
 import contextlib
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from audience_assets import layout
 from audience_assets.assets import OWNERS, parquet_count, publish, work_dir
-from audience_assets.audience import build_rows, plan_upload, read_chunk_rows, select_members, update_confirmed
+from audience_assets.audience import build_rows, plan_upload, select_members
+from audience_assets.audience.delivery import deliver, load_plan, optional_copy, store_plan
 from audience_assets.config import Audience, ProjectConfig
 from audience_assets.duck import connect
 from audience_assets.meta.ledger import UploadLedger
-from audience_assets.meta.sync import AudienceManager, AudienceUploader, Chunk, Operation, UploadIncomplete, UploadPlan
+from audience_assets.meta.sync import UploadIncomplete
 from audience_assets.partitions import audience_partitions, partner_to_audiences
 from audience_assets.resources.meta import MetaAudiences
 from audience_assets.resources.storage import Storage
@@ -28,17 +26,6 @@ from audience_assets.resources.storage import Storage
 GROUP = "activation"
 PRIVACY_FLOOR_CHECK = "privacy_floor"
 META_POOL = "meta_api"
-
-
-@contextlib.contextmanager
-def optional_copy(storage: Storage, key: str) -> Iterator[Path | None]:
-    """A local copy of `key`, or None when it does not exist yet."""
-    with contextlib.ExitStack() as stack:
-        try:
-            path = stack.enter_context(storage.local_copy(key))
-        except FileNotFoundError:
-            path = None
-        yield path
 
 
 def enforce_privacy_floor(audience_name: str, audience: Audience, members: int) -> None:
@@ -102,17 +89,8 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows)
             plan = plan_upload(con, mode=audience.mode, keys=keys, desired=rows, confirmed=confirmed,
                                suppression=suppression, out_dir=tmp / "chunks", chunk_rows=audience.chunk_rows)
-            operations = []
-            for op in plan.operations:
-                chunks = []
-                for chunk in op.chunks:
-                    key = layout.chunk(name, plan.upload_id, op.kind, chunk.index)
-                    storage.upload(chunk.path, key)
-                    chunks.append({"index": chunk.index, "rows": chunk.rows, "key": key, "digest": chunk.digest})
-                operations.append({"kind": op.kind, "rows": op.rows, "chunks": chunks})
-        document = {"audience": name, "mode": audience.mode, "upload_id": plan.upload_id, "schema": keys,
-                    "desired_rows": plan.desired_rows, "confirmed_rows": plan.confirmed_rows, "operations": operations}
-        storage.put_bytes(layout.upload_plan(name), json.dumps(document, indent=1).encode())
+            document = store_plan(storage, name, mode=audience.mode, keys=keys, plan=plan)
+        operations = document["operations"]
         sizes = [c["rows"] for op in operations for c in op["chunks"]]
         context.log.info(f"{name}: {desired} rows wanted, {plan.confirmed_rows} confirmed on Meta; "
                          + (", ".join(f"{op['kind']} {op['rows']}" for op in operations) or "nothing to send"))
@@ -130,42 +108,29 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         upload sessions; a crashed upload resumes from the ledger without sending anything twice."""
         name = context.partition_key
         audience = config.audiences[name]
-        raw = storage.get_bytes(layout.upload_plan(name))
-        if raw is None:
+        plan = load_plan(storage, name)
+        if plan is None:
             raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
-        document = json.loads(raw)
-        plan = UploadPlan(document["upload_id"], tuple(document["schema"]), tuple(
-            Operation(op["kind"], tuple(Chunk(c["index"], c["rows"], c["key"]) for c in op["chunks"]))
-            for op in document["operations"]))
         client = meta.client()
         try:
-            manager = AudienceManager(client, meta.ad_account_id)
-            audience_id, created = manager.ensure(audience.meta_name, description=audience.description,
-                                                  customer_file_source=audience.customer_file_source,
-                                                  retention_days=audience.retention_days)
-            manager.preflight(audience_id)
-
-            def read_chunk(chunk: Chunk) -> list[list[Any]]:
-                with storage.local_copy(chunk.key) as path, connect() as con:
-                    return read_chunk_rows(con, path, plan.schema)
-
-            ledger = UploadLedger(storage, name, plan.upload_id)
-            uploader = AudienceUploader(client, ledger, read_chunk, concurrency=meta.upload_concurrency)
-            try:
-                result = uploader.run(audience_id, plan)
-            except UploadIncomplete as error:
-                raise dg.Failure(str(error), metadata={"audience_id": audience_id, "upload_id": plan.upload_id,
-                                                       "dead_letters": len(ledger.dead_letters())}) from None
-            _record_confirmed(storage, name, plan)
-            state = manager.read(audience_id, ["sandbox_member_count"] if meta.sandbox_state else [])
+            delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account_id,
+                               concurrency=meta.upload_concurrency,
+                               extra_fields=["sandbox_member_count"] if meta.sandbox_state else [])
+        except UploadIncomplete as error:
+            dead = len(UploadLedger(storage, name, plan.upload_id).dead_letters())
+            raise dg.Failure(str(error), metadata={"upload_id": plan.upload_id, "dead_letters": dead}) from None
         finally:
             client.close()
+        result, state, audience_id, created = delivery.result, delivery.state, delivery.audience_id, delivery.created
         received = sum(op.num_received for op in result.operations)
         invalid = sum(op.num_invalid_entries for op in result.operations)
         metadata: dict[str, Any] = {
             "audience_id": audience_id, "created": created, "upload_id": plan.upload_id, "mode": audience.mode,
             "rows_sent": sum(op.rows for op in result.operations),
+            **{f"{op.kind}_rows": op.rows for op in result.operations},
             "num_received": received, "num_invalid_entries": invalid,
+            "invalid_entry_samples": sum(op.invalid_entry_samples for op in result.operations),  # a count only
+            "session_ids": ", ".join(str(s) for op in result.operations for s in op.session_ids),
             "batches_sent": sum(op.batches_sent for op in result.operations),
             "batches_resumed": sum(op.batches_resumed for op in result.operations),
             "sessions": len({s for op in result.operations for s in op.session_ids}),
@@ -184,13 +149,3 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
 
     return [audience_members, audience_chunks, meta_custom_audience]
 
-
-def _record_confirmed(storage: Storage, audience: str, plan: UploadPlan) -> None:
-    """Fold the acknowledged chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds."""
-    with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
-        confirmed = stack.enter_context(optional_copy(storage, layout.confirmed(audience)))
-        acknowledged = {op.kind: [stack.enter_context(storage.local_copy(c.key)) for c in op.chunks]
-                        for op in plan.operations}
-        out = tmp / "confirmed.parquet"
-        update_confirmed(con, keys=plan.schema, confirmed=confirmed, acknowledged=acknowledged, out=out)
-        storage.upload(out, layout.confirmed(audience))

@@ -17,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -30,6 +32,8 @@ import httpx
 from audience_assets.meta.errors import ErrorClass, MetaApiError, MetaTransportError, hint_for, redact
 
 log = logging.getLogger(__name__)
+# httpx logs every request URL at INFO; a GET's query carries appsecret_proof, which stays out of logs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v25.0"
 
@@ -44,7 +48,8 @@ class RetryPolicy:
     throttle_attempts: int = 12
     throttle_base_seconds: float = 60.0
     throttle_max_seconds: float = 900.0
-    slow_down_at_percent: int = 75   # above this usage, space calls out before Meta throttles
+    usage_window_seconds: float = 3600.0  # Meta's business-use-case limits count calls over a rolling hour
+    pace_from_percent: int = 50           # from this reported usage on, calls are paced to the window's budget
 
 
 @dataclasses.dataclass
@@ -64,38 +69,100 @@ class CallStats:
 
 
 class Pacer:
-    """Spaces calls out as the `X-Business-Use-Case-Usage` call share rises, shared by all threads.
+    """Keeps this client's calls inside the rolling window Meta's usage headers report on.
 
-    Meta throttles at 100 % of any usage metric. Below `slow_down_at` percent calls go out freely; above
-    it each call waits long enough that the remaining share lasts until the window frees up again.
+    Meta counts an ad account's calls in a rolling window (an hour for business-use-case limits) and
+    reports the share used (`call_count`, a whole percent of the budget) on every response, never the
+    budget itself. The pacer remembers when each of its calls was sent and answered, and works the budget
+    out: an answer reporting `u` percent for a call sent at `s` and answered at `a` means the server then
+    counted `r` calls with u = floor(100 r / budget), where r is at least this call plus those sent after
+    `a - window` and answered before `s`, and at most the calls sent before `a` and not answered by
+    `s - window`. The budgets consistent with every answer so far are kept; the smallest is used. From
+    `engage_at` percent on, a call goes out only while fewer calls than that budget may still be counted
+    (a call counts until a window after its answer): the budget is spent as fast as the window frees it,
+    and no faster. Below `engage_at` calls go out freely. A throttle pauses every thread for Meta's
+    `estimated_time_to_regain_access` (at most `max_pause`).
     """
 
-    def __init__(self, slow_down_at: int, sleep: Callable[[float], None], clock: Callable[[], float]):
-        self.slow_down_at, self._sleep, self._clock = slow_down_at, sleep, clock
+    def __init__(self, window_seconds: float, sleep: Callable[[float], None], clock: Callable[[], float], *,
+                 engage_at: int = 50, max_pause: float = math.inf):
+        self.window, self.engage_at, self.max_pause = window_seconds, engage_at, max_pause
+        self._sleep, self._clock = sleep, clock
         self._lock = threading.Lock()
-        self._usage = 0
-        self._not_before = 0.0
+        self._calls: dict[int, list[Any]] = {}  # number -> [sent at, answered at or None, refused by a throttle]
+        self._numbers = itertools.count()
+        self._candidates: set[int] | None = None  # budgets consistent with every answer so far
+        self.budget: int | None = None  # calls per window, once the usage headers have told
         self._regain_at = 0.0
         self.waited = 0.0
 
-    def before_call(self) -> None:
-        with self._lock:
-            now = self._clock()
-            wait = max(self._not_before, self._regain_at) - now
-            if self._usage >= self.slow_down_at:
-                spacing = 0.05 * (2 ** ((self._usage - self.slow_down_at) / 5))
-                self._not_before = max(now, self._not_before) + spacing
-            else:
-                self._not_before = now
-        if wait > 0:
+    def _prune(self, now: float) -> None:
+        stale = [n for n, (_, answered, _) in self._calls.items() if answered is not None and answered <= now - 2 * self.window]
+        for number in stale:
+            del self._calls[number]
+
+    def before_call(self) -> int:
+        """Wait until a call may go out; returns its number (pass it to `observe` or `abandon`)."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._prune(now)
+                wait = self._regain_at - now
+                if wait <= 0 and self.budget is not None:
+                    counting = [a for _, a, refused in self._calls.values() if not refused and (a is None or a > now - self.window)]
+                    if len(counting) >= self.budget:
+                        answered = [a for a in counting if a is not None]
+                        # until the oldest leaves the window (at least a moment: rounding must not let it through),
+                        # or, with every counted call still in flight, until an answer comes
+                        wait = max(min(answered) + self.window - now, 0.001) if answered else 0.05
+                if wait <= 0:
+                    number = next(self._numbers)
+                    self._calls[number] = [now, None, False]
+                    return number
             self.waited += wait
             self._sleep(wait)
 
-    def observe(self, usage_percent: int, regain_seconds: float) -> None:
+    def abandon(self, number: int) -> None:
+        """The call got no answer (timeout): it may have been counted, so it counts for a window."""
         with self._lock:
-            self._usage = usage_percent
-            if regain_seconds > 0:
-                self._regain_at = max(self._regain_at, self._clock() + regain_seconds)
+            if number in self._calls:
+                self._calls[number][1] = self._clock()
+
+    @staticmethod
+    def _consistent(budget: int, usage: int, least: int, most: int) -> bool:
+        """Could the server have counted r in [least, most] calls and reported `usage` percent of `budget`?"""
+        if usage >= 100:
+            return most >= budget
+        low, high = -(-usage * budget // 100), -(-(usage + 1) * budget // 100) - 1  # r with floor(100r/b) = usage
+        return max(low, least) <= min(high, most)
+
+    def observe(self, number: int, usage_percent: int, regain_seconds: float) -> None:
+        with self._lock:
+            now = self._clock()
+            call = self._calls.get(number)
+            if call is None:
+                return
+            sent_at = call[0]
+            call[1] = now
+            if regain_seconds > 0:  # refused: Meta did not count it, and nothing goes out until access is back
+                call[2] = True
+                self._regain_at = max(self._regain_at, now + min(regain_seconds, self.max_pause))
+                return
+            if usage_percent < 1:
+                return
+            others = [c for n, c in self._calls.items() if n != number and not c[2]]
+            least = 1 + sum(1 for sent, answered, _ in others
+                            if sent > now - self.window and answered is not None and answered < sent_at)
+            most = 1 + sum(1 for sent, answered, _ in others
+                           if sent < now and (answered is None or answered > sent_at - self.window))
+            if self._candidates is not None:
+                self._candidates = {b for b in self._candidates if self._consistent(b, usage_percent, least, most)}
+            if not self._candidates:  # first answer, or the account has other callers: start from this one
+                top = most * 100 // max(1, usage_percent) if usage_percent < 100 else most
+                self._candidates = {b for b in range(max(1, least * 100 // (usage_percent + 1)), top + 1)
+                                    if self._consistent(b, usage_percent, least, most)}
+            if usage_percent >= self.engage_at and self._candidates:
+                self.budget = min(self._candidates)
 
 
 def usage_from_headers(headers: Mapping[str, str]) -> tuple[int, float]:
@@ -134,7 +201,8 @@ class GraphClient:
         self._random = random.Random(seed)
         self.stats = CallStats()
         self._stats_lock = threading.Lock()
-        self.pacer = Pacer(retry.slow_down_at_percent, sleep, clock)
+        self.pacer = Pacer(retry.usage_window_seconds, sleep, clock, engage_at=retry.pace_from_percent,
+                           max_pause=retry.throttle_max_seconds)
         self._http = httpx.Client(
             base_url=f"{base_url.rstrip('/')}/{api_version}/", transport=transport,
             timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
@@ -165,7 +233,7 @@ class GraphClient:
         """
         transient = throttled = 0
         while True:
-            self.pacer.before_call()
+            call = self.pacer.before_call()
             started = time.monotonic()
             try:
                 if method == "GET":
@@ -173,7 +241,8 @@ class GraphClient:
                 else:
                     response = self._http.request(method, path, params=params,
                                                   json={**(body or {}), **self._proof()})
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            except httpx.TransportError as error:  # timeouts, refused or lost connections, protocol errors
+                self.pacer.abandon(call)
                 self._count(requests=1, transient_failures=1, latency_seconds=time.monotonic() - started)
                 if not retry_on_timeout:
                     raise MetaTransportError(f"{method} {path} did not complete ({type(error).__name__}); "
@@ -186,7 +255,7 @@ class GraphClient:
                 continue
             self._count(requests=1, latency_seconds=time.monotonic() - started)
             usage, regain = usage_from_headers(response.headers)
-            self.pacer.observe(usage, regain)
+            self.pacer.observe(call, usage, regain)
             payload = self._decode(response)
             if "error" not in payload:
                 return payload
@@ -197,7 +266,10 @@ class GraphClient:
                 if throttled >= self.retry.throttle_attempts:
                     raise error
                 base = self.retry.throttle_base_seconds * 2 ** (throttled - 1)
-                self._wait(regain if regain > 0 else min(base, self.retry.throttle_max_seconds), "throttled")
+                if regain > 0:  # Meta's own estimate: never retry before it (jitter only adds)
+                    self._wait(regain, "throttled", jitter=(1.0, 1.2))
+                else:
+                    self._wait(min(base, self.retry.throttle_max_seconds), "throttled")
                 continue
             if error.error_class is ErrorClass.TRANSIENT:
                 self._count(transient_failures=1)
@@ -211,8 +283,8 @@ class GraphClient:
                 continue
             raise error
 
-    def _wait(self, seconds: float, why: str) -> None:
-        seconds = min(seconds, self.retry.throttle_max_seconds) * self._random.uniform(0.8, 1.2)
+    def _wait(self, seconds: float, why: str, jitter: tuple[float, float] = (0.8, 1.2)) -> None:
+        seconds = min(seconds, self.retry.throttle_max_seconds) * self._random.uniform(*jitter)
         self._count(retries=1, seconds_waiting=seconds)
         log.info("Meta %s: waiting %.1f s before retrying", why, seconds)
         self._sleep(seconds)

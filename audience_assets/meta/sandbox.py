@@ -46,6 +46,7 @@ MAX_ROWS_PER_REQUEST = 10_000
 MAX_AUDIENCES_PER_ACCOUNT = 500
 REPLACE_WINDOW_SECONDS = 90 * 60
 REPLACE_MAX_USERS = 100_000_000
+MAX_INVALID_SAMPLES = 100
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MADID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _VERSION = re.compile(r"^v(\d+)\.0$")
@@ -171,7 +172,10 @@ class GraphSandbox:
             error = GraphError(500, 2, "An unexpected error has occurred. Please retry your request later.",
                                is_transient=True)
             return self._json(500, error.body(), {})
-        account = None
+        # What routing learned before a request failed: the ad account (an error answer carries the usage
+        # header too, above all a throttle's `estimated_time_to_regain_access`) and replace sessions that timed
+        # out (the timeout stands even when the request that noticed it is rejected and rolled back).
+        context: dict[str, Any] = {"account": None, "expired": []}
         try:
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -182,14 +186,19 @@ class GraphSandbox:
                         verb = str(params.pop("method")).upper()
                     version, parts = self._version(split.path)
                     token = self._authenticate(params, headers)
-                    account, result = self._route(verb, parts, params, token, fault == "throttle")
+                    account, result = self._route(verb, parts, params, token, fault == "throttle", context)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
             response = self._json(200, result, self._usage_headers(account))
         except GraphError as error:
-            response = self._json(error.status, error.body(), self._usage_headers(account, error.usage_minutes))
+            with self._lock:
+                if context["expired"]:
+                    self._persist_expiry(context["expired"])
+                if error.code == 80003:
+                    self._bump("throttled")
+            response = self._json(error.status, error.body(), self._usage_headers(context["account"], error.usage_minutes))
         if fault == "timeout_after":
             response.drop = True
         return response
@@ -255,7 +264,7 @@ class GraphSandbox:
                 raise GraphError(400, 100, "API calls from the server require an appsecret_proof argument",
                                  error_type="GraphMethodException")
             expected = hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
-            if not hmac.compare_digest(proof, expected):
+            if not hmac.compare_digest(proof.encode(), expected.encode()):
                 raise GraphError(400, 100, "Invalid appsecret_proof provided in the API argument",
                                  error_type="GraphMethodException")
         return token
@@ -274,7 +283,6 @@ class GraphSandbox:
             calls.popleft()
         if forced or (limit is not None and len(calls) >= limit):
             wait = calls[0] + window - now if limit is not None and len(calls) >= limit else 0.0
-            self._bump("throttled")
             raise GraphError(400, 80003, "(#80003) There have been too many calls to this ad-account. Wait a bit and try again. "
                                          "For more info, please refer to https://developers.facebook.com/docs/graph-api/overview/rate-limiting.",
                              usage_minutes=max(0, math.ceil(wait / 60)))
@@ -295,7 +303,8 @@ class GraphSandbox:
             {"call_count": pct // 4, "total_cputime": pct // 8, "total_time": pct // 8})}
 
     # ------------------------------------------------------------------ routing
-    def _route(self, verb: str, parts: list[str], params: dict[str, Any], token: str, forced_throttle: bool) -> tuple[str | None, Any]:
+    def _route(self, verb: str, parts: list[str], params: dict[str, Any], token: str, forced_throttle: bool,
+               context: dict[str, Any]) -> tuple[str | None, Any]:
         if parts == ["me"] and verb == "GET":
             return None, {"id": "10" + hashlib.sha256(token.encode()).hexdigest()[:12], "name": "Sandbox system user"}
         if not parts:
@@ -303,6 +312,7 @@ class GraphSandbox:
         head = parts[0]
         if head.startswith("act_"):
             account = self._account(verb, head, token)
+            context["account"] = account
             self._charge(account, forced_throttle)
             if len(parts) == 1 and verb == "GET":
                 return account, self._fields(self._account_fields(account), params, default=("id",))
@@ -311,8 +321,8 @@ class GraphSandbox:
             if parts[1:] == ["customaudiences"] and verb == "POST":
                 return account, self._create(account, params)
             raise self._unknown(verb, "/".join(parts))
-        audience = self._audience(verb, head, token)
-        account = audience["account"]
+        audience = self._audience(verb, head, token, context)
+        account = context["account"] = audience["account"]
         self._charge(account, forced_throttle)
         if len(parts) == 1 and verb == "GET":
             return account, self._fields(self._audience_fields(audience), params, default=("id",))
@@ -347,13 +357,14 @@ class GraphSandbox:
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row)) if row else None
 
-    def _audience(self, verb: str, audience_id: str, token: str) -> dict[str, Any]:
+    def _audience(self, verb: str, audience_id: str, token: str, context: dict[str, Any]) -> dict[str, Any]:
         audience = self._load_audience(audience_id)
         if audience is None:
             raise self._unknown(verb, audience_id)
         if not self._can_use(token, audience["account"]):
             raise GraphError(403, 200, f"(#200) The current user can not update audience {audience_id}")
-        self._expire_replace(audience)
+        if self._expire_replace(audience):
+            context["expired"].append(audience_id)
         return audience
 
     @staticmethod
@@ -386,7 +397,10 @@ class GraphSandbox:
         }
 
     def _list_audiences(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
-        limit = min(int(params.get("limit", 25) or 25), 500)
+        raw_limit = str(params.get("limit", "") or "25")
+        if not raw_limit.isascii() or not raw_limit.isdigit() or int(raw_limit) < 1:
+            raise GraphError(400, 100, "(#100) Param limit must be a positive integer", error_type="GraphMethodException")
+        limit = min(int(raw_limit), 500)
         after = str(params.get("after", "") or "")
         rows = self._db.execute("SELECT id FROM audiences WHERE account = ? AND deleted = 0 AND id > ? ORDER BY id LIMIT ?",
                                 (account, after, limit + 1)).fetchall()
@@ -412,11 +426,11 @@ class GraphSandbox:
         if source is not None and source not in CUSTOMER_FILE_SOURCES:
             raise GraphError(400, 100, f"(#100) Param customer_file_source must be one of {{{', '.join(CUSTOMER_FILE_SOURCES)}}}")
         if not self.config.ad_accounts[account].get("tos_accepted", True):
-            raise GraphError(400, 200, "(#200) Custom Audience Terms Not Accepted: You need to accept the Custom Audience Terms "
+            raise GraphError(403, 200, "(#200) Custom Audience Terms Not Accepted: You need to accept the Custom Audience Terms "
                                        "before you can create or edit an audience.", subcode=1870090)
         retention = params.get("retention_days")
         if retention not in (None, ""):
-            if not str(retention).isdigit() or not 0 <= int(retention) <= 180:
+            if not str(retention).isascii() or not str(retention).isdigit() or not 0 <= int(retention) <= 180:
                 raise GraphError(400, 100, "(#100) Param retention_days must be an integer between 0 and 180")
         count = self._db.execute("SELECT count(*) FROM audiences WHERE account = ? AND deleted = 0", (account,)).fetchone()[0]
         if count >= MAX_AUDIENCES_PER_ACCOUNT:
@@ -427,7 +441,7 @@ class GraphSandbox:
         self._db.execute("INSERT INTO audiences (id, account, name, subtype, description, customer_file_source, retention_days, "
                          "is_value_based, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (audience_id, account, name, subtype, str(params.get("description", "") or ""), source,
-                          int(retention) if str(retention or "").isdigit() else None, int(value_based), now, now))
+                          None if retention in (None, "") else int(retention), int(value_based), now, now))
         return {"id": audience_id}
 
     # ------------------------------------------------------------------ uploads
@@ -504,6 +518,24 @@ class GraphSandbox:
             return None
         return hashlib.sha256("|".join(sorted(cells)).encode()).hexdigest()
 
+    @classmethod
+    def _split_rows(cls, schema: list[str], data: list[list[Any]]) -> tuple[list[str], int, dict[str, str]]:
+        """The row keys of the valid rows, the number of invalid rows, and up to 100 samples of those
+        (`{"<the entry as sent>": "<why>"}`, `{}` when every row is valid)."""
+        keys, invalid, samples = [], 0, {}
+        for row in data:
+            key = cls._row_key(schema, row)
+            if key is not None:
+                keys.append(key)
+                continue
+            invalid += 1
+            if len(samples) < MAX_INVALID_SAMPLES:
+                sent = [cell for cell in row if cell not in (None, "")]
+                why = (f"invalid value for {', '.join(k for k, c in zip(schema, row) if c not in (None, ''))}" if sent
+                       else "every field is empty")
+                samples[",".join(str(cell) for cell in row)] = why
+        return keys, invalid, samples
+
     def _session(self, params: dict[str, Any], required: bool) -> dict[str, Any] | None:
         raw = params.get("session")
         if raw in (None, ""):
@@ -533,7 +565,7 @@ class GraphSandbox:
         if audience["flagged"]:
             raise GraphError(400, 100, "Invalid parameter", subcode=1713230, error_type="OAuthException")
         if not self.config.ad_accounts[audience["account"]].get("tos_accepted", True):
-            raise GraphError(400, 200, "(#200) Custom Audience Terms Not Accepted", subcode=1870090)
+            raise GraphError(403, 200, "(#200) Custom Audience Terms Not Accepted", subcode=1870090)
         if audience["subtype"] != "CUSTOM":
             raise GraphError(400, 2650, "(#2650) Failed to update the custom audience: only customer file (CUSTOM) "
                                         "audiences accept users")
@@ -552,25 +584,21 @@ class GraphSandbox:
         if state is not None and state["finished"]:
             raise GraphError(400, 100, f"(#100) The upload session {session['session_id']} has already finished "
                                        "(last_batch_flag was sent)")
-        keys, invalid = [], 0
-        for row in data:
-            key = self._row_key(schema, row)
-            if key is None:
-                invalid += 1
-            else:
-                keys.append((audience["id"], key))
+        row_keys, invalid, samples = self._split_rows(schema, data)
+        keys = [(audience["id"], key) for key in row_keys]
         if remove:
             self._db.executemany("DELETE FROM members WHERE audience = ? AND row_key = ?", keys)
         else:
             self._db.executemany("INSERT OR IGNORE INTO members (audience, row_key) VALUES (?, ?)", keys)
-        return self._record_batch(audience, session, "remove" if remove else "add", len(data), invalid)
+        return self._record_batch(audience, session, "remove" if remove else "add", len(data), invalid, samples)
 
     def _session_row(self, audience_id: str, session_id: str) -> dict[str, Any] | None:
         cur = self._db.execute("SELECT * FROM sessions WHERE audience = ? AND session_id = ?", (audience_id, session_id))
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row)) if row else None
 
-    def _record_batch(self, audience: dict[str, Any], session: dict[str, Any], kind: str, received: int, invalid: int) -> dict[str, Any]:
+    def _record_batch(self, audience: dict[str, Any], session: dict[str, Any], kind: str, received: int, invalid: int,
+                      samples: dict[str, str]) -> dict[str, Any]:
         now = self.clock()
         sid = session["session_id"]
         self._db.execute("INSERT OR IGNORE INTO sessions (audience, session_id, kind, started) VALUES (?, ?, ?, ?)",
@@ -587,18 +615,33 @@ class GraphSandbox:
         state = self._session_row(audience["id"], sid)
         assert state is not None
         return {"audience_id": audience["id"], "session_id": sid, "num_received": state["num_received"],
-                "num_invalid_entries": state["num_invalid"], "invalid_entry_samples": {}}
+                "num_invalid_entries": state["num_invalid"], "invalid_entry_samples": samples}
 
     def _active_replace(self, audience_id: str) -> dict[str, Any] | None:
         cur = self._db.execute("SELECT * FROM sessions WHERE audience = ? AND kind = 'replace' AND finished = 0", (audience_id,))
         row = cur.fetchone()
         return dict(zip([d[0] for d in cur.description], row)) if row else None
 
-    def _expire_replace(self, audience: dict[str, Any]) -> None:
+    def _expire_replace(self, audience: dict[str, Any]) -> bool:
         """A replace session older than 90 minutes ends with what it received so far."""
         active = self._active_replace(audience["id"])
         if active and self.clock() - active["started"] > REPLACE_WINDOW_SECONDS:
             self._finish_replace(audience["id"], active["session_id"], timed_out=True)
+            return True
+        return False
+
+    def _persist_expiry(self, audience_ids: list[str]) -> None:
+        """Apply replace timeouts found by a request that then failed (its transaction was rolled back)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for audience_id in audience_ids:
+                audience = self._load_audience(audience_id)
+                if audience is not None:
+                    self._expire_replace(audience)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _finish_replace(self, audience_id: str, session_id: str, timed_out: bool = False) -> None:
         self._db.execute("DELETE FROM members WHERE audience = ?", (audience_id,))
@@ -618,6 +661,8 @@ class GraphSandbox:
         sid, seq = session["session_id"], session["batch_seq"]
         state = self._session_row(audience["id"], sid)
         active = self._active_replace(audience["id"])
+        if state is not None and state["kind"] != "replace":
+            raise GraphError(400, 100, f"(#100) Session {sid} belongs to another operation")
         if state is not None and state["finished"]:
             subcode = 1870158 if state["finished"] == 2 else 1870159
             what = "timed out (90 minutes)" if state["finished"] == 2 else "already finished"
@@ -641,15 +686,10 @@ class GraphSandbox:
             raise GraphError(400, 2650, "(#2650) Invalid upload batch for replace: the first batch (batch_seq 1) of "
                                         f"session {sid} has not been received.", subcode=1870147)
         schema, data = self._payload(audience, params)
-        keys, invalid = [], 0
-        for row in data:
-            key = self._row_key(schema, row)
-            if key is None:
-                invalid += 1
-            else:
-                keys.append((audience["id"], sid, key))
+        row_keys, invalid, samples = self._split_rows(schema, data)
+        keys = [(audience["id"], sid, key) for key in row_keys]
         self._db.executemany("INSERT OR IGNORE INTO replace_rows (audience, session_id, row_key) VALUES (?, ?, ?)", keys)
-        result = self._record_batch(audience, {**session, "last": False}, "replace", len(data), invalid)
+        result = self._record_batch(audience, {**session, "last": False}, "replace", len(data), invalid, samples)
         if session["last"]:
             self._finish_replace(audience["id"], sid)
         return result
@@ -728,6 +768,7 @@ class SandboxServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else each keep-alive request waits ~40 ms on delayed ACKs
 
             def _serve(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
@@ -752,7 +793,8 @@ class SandboxServer:
         self.sandbox = sandbox
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="meta-sandbox", daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="meta-sandbox", daemon=True)
         self.thread.start()
 
     @property

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 Kind = Literal["add", "remove", "replace"]
 AUDIENCE_FIELDS = ("id,name,subtype,customer_file_source,retention_days,description,operation_status,delivery_status,"
                    "approximate_count_lower_bound,approximate_count_upper_bound,is_value_based,time_updated")
+AUTH_ERROR_CODES = frozenset({102, 104, 190})  # the token itself is missing, invalid or expired
 REPLACE_WINDOW_SECONDS = 90 * 60
 REPLACE_SAFETY_SECONDS = 5 * 60
 
@@ -134,14 +135,23 @@ class AudienceManager:
         """Check, before any row is sent, that the token, the account and the audience can take uploads."""
         try:
             self.client.get("me", fields="id")
+            account = self.client.get(self.ad_account_id, fields="tos_accepted")
         except MetaApiError as error:
-            raise MetaPreflightError(f"the Meta access token does not work: {error}") from None
-        account = self.client.get(self.ad_account_id, fields="tos_accepted")
+            if error.code in AUTH_ERROR_CODES:
+                raise MetaPreflightError(f"the Meta access token does not work: {error}") from None
+            if error.error_class is ErrorClass.FATAL:  # no rights on the account, or no such account
+                raise MetaPreflightError(f"{self.ad_account_id} cannot take uploads with this token: {error}") from None
+            raise  # an outage or a throttle, not a configuration problem
         if not (account.get("tos_accepted") or {}).get("custom_audience_tos"):
             raise MetaPreflightError(
                 f"the Custom Audience terms are not accepted for {self.ad_account_id}: accept them at "
                 f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={self.ad_account_id[4:]} and rerun")
-        audience = self.read(audience_id)
+        try:
+            audience = self.read(audience_id)
+        except MetaApiError as error:
+            if error.error_class is ErrorClass.FATAL:
+                raise MetaPreflightError(f"audience {audience_id} cannot be read with this token: {error}") from None
+            raise
         if audience.get("subtype") != "CUSTOM":
             raise MetaPreflightError(f"audience {audience_id} has subtype {audience.get('subtype')}; only CUSTOM "
                                      "(customer list) audiences accept uploads: choose another meta_name")

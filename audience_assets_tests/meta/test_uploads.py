@@ -1,0 +1,136 @@
+"""Uploads under failure: injected faults, a killed upload process, and small deltas.
+
+Everything runs against the Graph API sandbox over real HTTP on loopback, through the same functions the
+`meta_custom_audience` asset uses (plan -> store -> deliver), and ends by comparing the sandbox's member
+set with the intended set computed independently in Python.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audience_assets import layout
+from audience_assets.audience.delivery import deliver
+from audience_assets.meta.client import GraphClient, RetryPolicy
+from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig
+from audience_assets.resources import LocalStorage
+from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
+from audience_assets_tests.conftest import REPO
+from audience_assets_tests.meta.uploads import expected_members, plan, spec
+
+pytestmark = pytest.mark.slow
+AUDIENCE = "test_audience"
+
+
+# ##### HELPERS
+
+def client_for(url: str, waits: list[float] | None = None) -> GraphClient:
+    """A client that records its back-off waits instead of sleeping them (the test needs no wall time)."""
+    record = waits.append if waits is not None else (lambda seconds: None)
+    return GraphClient(access_token=SANDBOX_TOKEN, base_url=url, sleep=record, seed=1,
+                       retry=RetryPolicy(timeout_seconds=5, transient_attempts=12, throttle_attempts=20))
+
+
+def sync(storage: LocalStorage, url: str, mode: str, ids, *, chunk_rows: int = 10_000, waits=None):
+    audience_spec = spec(mode, chunk_rows=chunk_rows)
+    upload = plan(storage, AUDIENCE, audience_spec, ids)
+    client = client_for(url, waits)
+    try:
+        return deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT), client
+    finally:
+        client.close()
+
+
+def batch_resends(state: Path, kind: str) -> int:
+    with sqlite3.connect(state) as db:
+        return db.execute("SELECT coalesce(sum(b.times - 1), 0) FROM batches b JOIN sessions s USING (audience, session_id) "
+                          "WHERE s.kind = ?", (kind,)).fetchone()[0]
+
+
+# ##### TESTS
+
+def test_faults_on_a_fifth_of_requests_still_end_with_the_exact_set(tmp_path: Path):
+    """200,000 rows in mirror mode, then a replace, with 5xx, timeouts (before and after processing) and
+    throttles injected: the audience ends exactly as intended and no replace batch is sent twice."""
+    faults = Faults(server_error=0.08, timeout_before=0.05, timeout_after=0.05, throttle=0.08, delay_seconds=0.01, seed=5)
+    sandbox = GraphSandbox(tmp_path / "graph.sqlite", SandboxConfig(faults=faults))
+    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    with sandbox.serve() as server:
+        first = range(200_000)
+        delivery, client = sync(storage, server.url, "mirror", first)
+        assert sandbox.member_keys(delivery.audience_id) == expected_members(first)
+        failed = client.stats.throttled + client.stats.transient_failures
+        assert failed / client.stats.requests >= 0.2, (failed, client.stats.requests)
+
+        replacement = range(50_000, 180_000)
+        delivery, client = sync(storage, server.url, "replace", replacement)
+        assert sandbox.member_keys(delivery.audience_id) == expected_members(replacement)
+        assert sandbox.resent_replace_batches() == 0
+        assert (client.stats.throttled + client.stats.transient_failures) / client.stats.requests >= 0.2
+    sandbox.close()
+
+
+@pytest.mark.parametrize("mode", ["replace", "mirror"])
+def test_a_killed_upload_resumes_to_the_exact_set(tmp_path: Path, mode: str):
+    """The upload process gets SIGKILL after some batches are acknowledged; the rerun finishes the same
+    plan from the ledger: the exact set, no acknowledged batch sent again."""
+    sandbox = GraphSandbox(tmp_path / "graph.sqlite")
+    data = tmp_path / "data"
+    storage = LocalStorage(data_dir=str(data))
+    ids = range(100_000)
+    audience_spec = spec(mode, chunk_rows=1_000)
+    upload = plan(storage, AUDIENCE, audience_spec, ids)
+    acks = data / "meta" / AUDIENCE / "uploads" / upload.upload_id / "batches"
+    with sandbox.serve() as server:
+        worker = subprocess.Popen([sys.executable, "-m", "audience_assets_tests.meta.upload_worker", str(data), AUDIENCE,
+                                   mode, server.url], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        deadline = time.monotonic() + 60
+        while not (acks.is_dir() and len(list(acks.glob("*.json"))) >= 20):
+            assert worker.poll() is None, "the upload finished before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        done_before = len(list(acks.glob("*.json")))
+        assert 20 <= done_before < 100
+        audience_id = sandbox.audience_id(audience_spec.meta_name)
+        assert len(sandbox.member_keys(audience_id)) < len(ids)
+
+        client = client_for(server.url)
+        delivery = deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT)
+        client.close()
+        assert delivery.audience_id == audience_id
+        assert sandbox.member_keys(audience_id) == expected_members(ids)
+        assert sum(op.batches_resumed for op in delivery.result.operations) >= done_before
+    if mode == "replace":
+        assert sandbox.resent_replace_batches() == 0
+    else:  # only batches in flight at the kill (not yet acknowledged) may arrive twice
+        assert batch_resends(tmp_path / "graph.sqlite", "add") <= 2
+    sandbox.close()
+
+
+def test_a_one_percent_change_sends_about_one_percent(tmp_path: Path):
+    sandbox = GraphSandbox(tmp_path / "graph.sqlite")
+    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    with sandbox.serve() as server:
+        before = set(range(100_000))
+        full, _ = sync(storage, server.url, "mirror", before)
+        full_rows = sum(op.rows for op in full.result.operations)
+        after = (before - set(range(0, 1_000, 2))) | set(range(100_000, 100_500))  # 500 leave, 500 join
+        delta, _ = sync(storage, server.url, "mirror", after)
+        sent = sum(op.rows for op in delta.result.operations)
+        assert sent == 1_000 and sent <= 0.011 * full_rows
+        assert {op.kind for op in delta.result.operations} == {"add", "remove"}
+        assert sandbox.member_keys(delta.audience_id) == expected_members(after)
+        assert (tmp_path / "data" / layout.confirmed(AUDIENCE)).is_file()
+        again, _ = sync(storage, server.url, "mirror", after)  # nothing changed: nothing is sent
+        assert again.result.operations == []
+    sandbox.close()

@@ -1,0 +1,27 @@
+"""A separate upload process for the crash test: `python -m audience_assets_tests.meta.upload_worker
+<data_dir> <audience> <mode> <graph_url>` delivers the stored plan against the sandbox at `graph_url`."""
+
+from __future__ import annotations
+
+import sys
+
+from audience_assets.audience.delivery import deliver, load_plan
+from audience_assets.meta.client import GraphClient
+from audience_assets.resources import LocalStorage
+from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
+from audience_assets_tests.meta.uploads import spec
+
+
+def main(data_dir: str, audience: str, mode: str, graph_url: str) -> None:
+    storage = LocalStorage(data_dir=data_dir)
+    plan = load_plan(storage, audience)
+    client = GraphClient(access_token=SANDBOX_TOKEN, base_url=graph_url)
+    try:
+        deliver(storage, audience, spec(mode, chunk_rows=1_000), plan, client, ad_account_id=SANDBOX_AD_ACCOUNT,
+                concurrency=2)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])

@@ -1,0 +1,56 @@
+"""Test helpers for uploads: synthetic audiences as Meta payload rows, planned, stored and delivered
+exactly as the assets do it (audience.plan_upload -> delivery.store_plan -> delivery.deliver)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from audience_assets import layout
+from audience_assets.audience import plan_upload, row_id_sql
+from audience_assets.audience.delivery import load_plan, optional_copy, store_plan
+from audience_assets.config import Audience
+from audience_assets.duck import connect, sql_path
+from audience_assets.meta.sync import UploadPlan
+from audience_assets.resources.storage import Storage
+from audience_assets_tests.oracle import canonical_row_key
+
+KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
+
+
+def spec(mode: str, name: str = "Upload test", chunk_rows: int = 10_000) -> Audience:
+    return Audience(meta_name=name, select={"partner": {}}, keys=KEYS, mode=mode, chunk_rows=chunk_rows)
+
+
+def cells_sql(ids_table: str) -> str:
+    return (f"SELECT sha256('user' || i || '@example.com') AS EMAIL, sha256(CAST(15550000000 + i AS VARCHAR)) AS PHONE, "
+            f"'c' || i AS EXTERN_ID FROM {ids_table}")
+
+
+def plan(storage: Storage, audience: str, audience_spec: Audience, ids: Iterable[int]) -> UploadPlan:
+    """Plan the upload that makes the audience hold exactly `ids`, store it, and return it."""
+    with tempfile.TemporaryDirectory() as tmp, connect(Path(tmp)) as con, \
+            optional_copy(storage, layout.confirmed(audience)) as confirmed:
+        con.execute("CREATE TABLE ids (i BIGINT)")
+        con.execute("INSERT INTO ids SELECT unnest(?)", [list(ids)])
+        desired = Path(tmp) / "desired.parquet"
+        con.execute(f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM ({cells_sql('ids')})) TO {sql_path(desired)} "
+                    "(FORMAT parquet)")
+        planned = plan_upload(con, mode=audience_spec.mode, keys=KEYS, desired=desired, confirmed=confirmed,
+                              suppression=None, out_dir=Path(tmp) / "chunks", chunk_rows=audience_spec.chunk_rows)
+        store_plan(storage, audience, mode=audience_spec.mode, keys=KEYS, plan=planned)
+    loaded = load_plan(storage, audience)
+    assert loaded is not None
+    return loaded
+
+
+def expected_members(ids: Iterable[int]) -> set[str]:
+    """The sandbox's canonical keys of the rows for `ids`, computed in Python."""
+    import hashlib
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    return {canonical_row_key({"EMAIL": sha(f"user{i}@example.com"), "PHONE": sha(str(15550000000 + i)),
+                               "EXTERN_ID": f"c{i}"}) for i in ids}
