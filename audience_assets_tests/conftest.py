@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -48,3 +49,33 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = make_dagster_home(tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
+
+
+# ##### S3 AND KMS: a moto server on loopback, spoken to over real HTTP
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    from moto.server import ThreadedMotoServer
+
+    from audience_assets_tests.harness import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> dict[str, str]:
+    """A fresh bucket and KMS key on the moto server, with the environment boto3 reads pointing at it."""
+    import boto3
+
+    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bucket = ("audience-" + re.sub("[^a-z0-9]+", "-", request.node.name.lower()))[:60].strip("-")
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    key_id = boto3.client("kms").create_key(Description="audience_assets test key")["KeyMetadata"]["Arn"]
+    return {**env, "AUDIENCE_BUCKET": bucket, "AUDIENCE_KMS_KEY_ID": key_id}

@@ -85,8 +85,11 @@ def _header(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract) 
         raise ContractViolation("CSV files without a header row are not supported: the contract needs column names")
     encoding = "utf-8-sig" if contract.encoding == "utf-8" else contract.encoding
     opener = gzip.open if _is_gzip(path) else open
-    with opener(path, "rt", encoding=encoding, newline="") as handle:  # type: ignore[operator]
+    # Undecodable bytes further down belong to rows (DuckDB quarantines those); only the header must decode.
+    with opener(path, "rt", encoding=encoding, errors="replace", newline="") as handle:  # type: ignore[operator]
         first = next(csv.reader(handle, delimiter=contract.delimiter), [])
+    if any("\ufffd" in name for name in first):
+        raise UnicodeDecodeError(contract.encoding, b"", 0, 1, "the header row is not valid text in this encoding")
     return [name.strip() for name in first]
 
 
