@@ -8,6 +8,11 @@ multipart uploads, whose LastModified is when the upload began). The run key is 
 S3 ETag), so a re-upload with new content runs again and an unchanged object never does, even if the
 cursor were lost. At most `MAX_RUNS_PER_TICK` runs are requested per tick: a first start on a prefix
 that already holds thousands of objects drains the backlog over successive ticks, oldest first.
+
+dagster-aws's `get_objects` helper is not used: listing goes through the storage resource so the same
+sensor serves a local folder and S3, and its `since_key` cursor raises once that key is deleted and
+misses objects whose key sorts before it (dagster-io/dagster#22892); the watermark plus overlap above
+is the fix that issue recommends.
 """
 
 from __future__ import annotations

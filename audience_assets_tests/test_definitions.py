@@ -70,3 +70,11 @@ def test_an_audience_selecting_an_undeclared_segment_is_a_clear_error(tmp_path: 
     config = copy_config(tmp_path / "config", {"young_gamers": {"select": {"acme_data": {"Hobby": ["chess"]}}}})
     with pytest.raises(ConfigError, match=r"young_gamers.*Hobby.*acme_data"):
         load_config(config)
+
+
+def test_a_headerless_csv_contract_must_name_its_columns(tmp_path: Path):
+    config = copy_config(tmp_path / "config")
+    partners = config / "partners.yaml"
+    partners.write_text(partners.read_text().replace('    delimiter: ";"\n', '    delimiter: ";"\n    header: false\n'))
+    with pytest.raises(ConfigError, match=r"partners\.acme_data.*header: false needs column_names"):
+        load_config(config)

@@ -41,6 +41,7 @@ class FileContract(_Strict):
     delimiter: str = ","
     encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"
     header: bool = True
+    column_names: list[str] | None = Field(default=None, description="the columns, in order, of CSV files without a header row")
     columns: dict[str, str] = Field(default_factory=dict, description="source column -> standard column")
     prehashed: dict[str, Literal["EMAIL", "PHONE"]] = Field(
         default_factory=dict, description="source column holding SHA-256 of the normalized value -> Meta key")
@@ -74,6 +75,12 @@ class FileContract(_Strict):
         if value is not None and country_code(value) is None:
             raise ValueError(f"unknown country {value!r}; use an ISO 3166 code such as US or GB")
         return value
+
+    @model_validator(mode="after")
+    def _names_without_header(self) -> FileContract:
+        if self.format == "csv" and not self.header and not self.column_names:
+            raise ValueError("header: false needs column_names (the columns of each file, in order)")
+        return self
 
     @model_validator(mode="after")
     def _no_double_source(self) -> FileContract:

@@ -82,7 +82,7 @@ def _header(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract) 
             "AND json_type(line::JSON) = 'OBJECT'").fetchall()
         return sorted(row[0] for row in rows)
     if not contract.header:
-        raise ContractViolation("CSV files without a header row are not supported: the contract needs column names")
+        return list(contract.column_names or [])
     encoding = "utf-8-sig" if contract.encoding == "utf-8" else contract.encoding
     opener = gzip.open if _is_gzip(path) else open
     # Undecodable bytes further down belong to rows (DuckDB quarantines those); only the header must decode.
@@ -153,7 +153,8 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
             source = _jsonl_source(con, path, file, contract, header, quarantine)
         else:
             compression = "gzip" if _is_gzip(path) else "none"
-            source = (f"read_csv({sql_path(path)}, delim = {idsql.q(contract.delimiter)}, header = true, "
+            source = (f"read_csv({sql_path(path)}, delim = {idsql.q(contract.delimiter)}, "
+                      f"header = {str(contract.header).lower()}, "
                       f"compression = '{compression}', encoding = {idsql.q(contract.encoding)}, ignore_errors = true, "
                       f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan', "
                       f"strict_mode = true, null_padding = false, auto_detect = false, "

@@ -77,6 +77,8 @@ CASES = [
     ("JSON Lines with a broken line", {"format": "jsonl"}, "a.jsonl",
      (json.dumps({"email": "ann@example.com", "phone": "", "segment": "travel"}) + "\n{broken\n").encode(),
      ("ok", 1, {"malformed JSON line": 1})),
+    ("no header row, names in the contract", {"header": False, "column_names": ["email", "phone", "segment"]}, "a.csv",
+     csv_bytes(*GOOD, "x@example.com"), ("ok", 2, {"wrong column count (too few)": 1})),
     ("UTF-16 declared", {"encoding": "utf-16"}, "a.csv", "email,phone,segment\nann@example.com,,travel\n".encode("utf-16"),
      ("ok", 1, {})),
 ]
