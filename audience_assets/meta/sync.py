@@ -173,10 +173,12 @@ class AudienceUploader:
         self.replace_window = replace_window_seconds
         self.reconcile_attempts = reconcile_attempts
         self._lock = threading.Lock()
+        self._dead_before: set[str] = set()
 
     # ------------------------------------------------------------------ public
     def run(self, audience_id: str, plan: UploadPlan) -> UploadResult:
         result = UploadResult(audience_id, plan.upload_id, [])
+        self._dead_before = set(self.ledger.dead_letters())  # chunks an earlier run gave up on: sent again now
         for operation in plan.operations:
             if operation.kind == "replace":
                 result.operations.append(self._replace(audience_id, plan, operation))
@@ -206,6 +208,8 @@ class AudienceUploader:
                "num_invalid_entries": int(response.get("num_invalid_entries", 0) or 0),
                "invalid_entry_samples": len(samples), "acknowledged_at": self.clock()}
         self.ledger.acknowledge(kind, chunk.index, ack, session_id if per_session else None)
+        if f"{kind}-{chunk.index:06d}" in self._dead_before:
+            self.ledger.clear_dead_letter(kind, chunk.index)
         with self._lock:
             op.batches_sent += 1
             op.rows_sent += chunk.rows

@@ -7,7 +7,9 @@ set with the intended set computed independently in Python.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +30,7 @@ from audience_assets_tests.meta.uploads import expected_members, plan, spec
 
 pytestmark = pytest.mark.slow
 AUDIENCE = "test_audience"
+SEED = 2  # a fault sequence that lets the lookups through and then dead-letters some batches
 
 
 # ##### HELPERS
@@ -134,3 +137,40 @@ def test_a_one_percent_change_sends_about_one_percent(tmp_path: Path):
         again, _ = sync(storage, server.url, "mirror", after)  # nothing changed: nothing is sent
         assert again.result.operations == []
     sandbox.close()
+
+
+def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: Path):
+    """Batches that exhaust their retries are recorded with the error (never the rows); re-materializing
+    the audience (the same plan) sends exactly those again and clears their dead letters."""
+    from audience_assets.meta.ledger import UploadLedger
+    from audience_assets.meta.sync import UploadIncomplete
+
+    state = tmp_path / "graph.sqlite"
+    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    ids = range(30_000)
+    audience_spec = spec("mirror", chunk_rows=1_000)
+    upload = plan(storage, AUDIENCE, audience_spec, ids)
+    flaky = GraphSandbox(state, SandboxConfig(faults=Faults(server_error=0.5, seed=SEED)))
+    with flaky.serve() as server:  # one batch at a time, so the seeded faults fall on the same requests every run
+        client = GraphClient(access_token=SANDBOX_TOKEN, base_url=server.url, sleep=lambda s: None,
+                             retry=RetryPolicy(transient_attempts=2, timeout_seconds=5))
+        with pytest.raises(UploadIncomplete, match="exhausted their retries"):
+            deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT, concurrency=1)
+        client.close()
+    flaky.close()
+    ledger = UploadLedger(storage, AUDIENCE, upload.upload_id)
+    dead = ledger.dead_letters()
+    assert dead and all(d["error_class"] == "transient" and d["code"] == 2 and d["message"] and d["chunk_key"]
+                        for d in dead.values())
+    assert not re.search(r"[0-9a-f]{64}|@example", json.dumps(dead)), "a dead letter names its chunk, never its rows"
+    assert not (tmp_path / "data" / layout.confirmed(AUDIENCE)).exists(), "nothing is confirmed while batches are missing"
+
+    healthy = GraphSandbox(state)
+    with healthy.serve() as server:
+        client = client_for(server.url)
+        delivery = deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT)
+        client.close()
+        assert healthy.member_keys(delivery.audience_id) == expected_members(ids)
+    assert ledger.dead_letters() == {}
+    assert sum(op.batches_sent for op in delivery.result.operations) >= len(dead)
+    healthy.close()
