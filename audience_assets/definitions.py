@@ -14,7 +14,7 @@ from audience_assets.assets.clean_room import build_clean_room_assets
 from audience_assets.assets.ingest import build_ingest_assets
 from audience_assets.config import ProjectConfig, load_config
 from audience_assets.demo import ensure_demo_data
-from audience_assets.jobs import build_jobs
+from audience_assets.jobs import build_jobs, build_retention_job
 from audience_assets.resources import LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
 from audience_assets.sensors import build_landing_zone_sensor
 from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
@@ -31,7 +31,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         meta = MetaAudiences(access_token=SANDBOX_TOKEN, ad_account_id=SANDBOX_AD_ACCOUNT,
                              sandbox_state=str(settings.data_dir / SANDBOX_STATE), api_version=settings.meta_api_version)
     else:
-        meta = MetaAudiences(access_token=dg.EnvVar("META_ACCESS_TOKEN"), ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
+        token = ({"access_token_secret_id": dg.EnvVar("META_ACCESS_TOKEN_SECRET_ID")} if settings.meta_token_secret_set
+                 else {"access_token": dg.EnvVar("META_ACCESS_TOKEN")})
+        meta = MetaAudiences(**token, ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
                              app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
                              graph_url=settings.meta_graph_url, api_version=settings.meta_api_version)
     return {"storage": storage, "clean_room": LocalCleanRoom(), "meta": meta}
@@ -52,8 +54,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ensure_demo_data(settings.data_dir)
     assets = build_assets(config, settings)
     jobs = build_jobs(assets[0])
-    return dg.Definitions(assets=assets, jobs=jobs, sensors=[build_landing_zone_sensor(config, jobs)],
-                          resources=build_resources(settings))
+    retention_job, retention_schedule = build_retention_job(config, settings.retention_days)
+    return dg.Definitions(assets=assets, jobs=[*jobs, retention_job], sensors=[build_landing_zone_sensor(config, jobs)],
+                          schedules=[retention_schedule], resources=build_resources(settings))
 
 
 defs = build_definitions()

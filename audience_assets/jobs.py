@@ -1,15 +1,18 @@
-"""Jobs the sensors launch: one per kind of delivery."""
+"""Jobs: the ingestion jobs the sensors launch (one per kind of delivery), and the retention cleanup."""
 
-from __future__ import annotations
 
 import dagster as dg
+
+from audience_assets.config import ProjectConfig
+from audience_assets.ingestion.retention import delete_expired_exports
+from audience_assets.resources.storage import Storage
 
 PARTNER_DATA_JOB = "partner_data_job"
 FIRST_PARTY_JOB = "first_party_job"
 SUPPRESSION_JOB = "suppression_job"
 
 
-def build_jobs(partner_data: dg.AssetsDefinition) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_jobs(partner_data: dg.AssetsDefinition) -> list:  # of unresolved asset jobs
     return [
         dg.define_asset_job(PARTNER_DATA_JOB, selection=[partner_data],
                             description="Ingest one partner's delivery (launched by landing_zone_sensor)."),
@@ -18,3 +21,23 @@ def build_jobs(partner_data: dg.AssetsDefinition) -> list[dg.UnresolvedAssetJobD
         dg.define_asset_job(SUPPRESSION_JOB, selection=["suppression_list"],
                             description="Ingest opt-out files (launched by landing_zone_sensor)."),
     ]
+
+
+def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
+    """A daily job deleting CRM exports older than `keep_days` (AUDIENCE_RETENTION_DAYS)."""
+    prefix = config.sources.first_party_prefix
+
+    @dg.op(description=f"Delete first-party exports under {prefix} older than {keep_days} days.")
+    def delete_expired_first_party_exports(context: dg.OpExecutionContext, storage: Storage) -> None:
+        deleted = delete_expired_exports(storage, prefix, keep_days=keep_days)
+        context.log.info(f"retention: {len(deleted)} export(s) older than {keep_days} days deleted")
+        context.log_event(dg.AssetObservation(asset_key="first_party_customers",
+                                              metadata={"exports_deleted": len(deleted), "retention_days": keep_days}))
+
+    @dg.job(name="retention_job", description="Deletes the advertiser's plaintext CRM exports past their retention.")
+    def retention_job() -> None:
+        delete_expired_first_party_exports()
+
+    schedule = dg.ScheduleDefinition(name="retention_schedule", job=retention_job, cron_schedule="30 3 * * *",
+                                     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+    return retention_job, schedule

@@ -5,6 +5,7 @@ staging/      normalized first-party data, suppression list, quarantines (retent
 clean_room/   the configured tables (first_party/, partners/<partner>/) and query results
 audiences/    members, payload rows and upload chunks per audience
 meta/         what Meta confirmed per audience, the upload ledger and dead letters
+audit/        one append-only record per upload (no personal data)
 """
 
 from __future__ import annotations
@@ -51,3 +52,7 @@ def chunk(audience: str, upload_id: str, kind: str, index: int) -> str:
 
 def confirmed(audience: str) -> str:
     return f"meta/{audience}/confirmed.parquet"
+
+
+def audit(audience: str, stamp: str, upload_id: str) -> str:
+    return f"audit/{audience}/{stamp}-{upload_id}.json"

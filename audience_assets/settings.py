@@ -23,7 +23,9 @@ class Settings:
     data_dir: Path = Path(".audience_data")
     config_dir: Path | None = None
     meta_token_set: bool = False
+    meta_token_secret_set: bool = False  # META_ACCESS_TOKEN_SECRET_ID: the token lives in AWS Secrets Manager
     app_secret_set: bool = False
+    retention_days: int = 30
     meta_graph_url: str = DEFAULT_GRAPH_URL
     meta_api_version: str = DEFAULT_API_VERSION
     meta_ad_account_id: str | None = None
@@ -40,6 +42,8 @@ class Settings:
             data_dir=Path(env.get("AUDIENCE_DATA_DIR") or ".audience_data").expanduser().absolute(),
             config_dir=Path(env["AUDIENCE_CONFIG_DIR"]).expanduser() if env.get("AUDIENCE_CONFIG_DIR") else None,
             meta_token_set=bool(env.get("META_ACCESS_TOKEN")),
+            meta_token_secret_set=bool(env.get("META_ACCESS_TOKEN_SECRET_ID")),
+            retention_days=int(env.get("AUDIENCE_RETENTION_DAYS") or 30),
             app_secret_set=bool(env.get("META_APP_SECRET")),
             meta_graph_url=env.get("META_GRAPH_URL") or DEFAULT_GRAPH_URL,
             meta_api_version=env.get("META_API_VERSION") or DEFAULT_API_VERSION,
@@ -50,4 +54,4 @@ class Settings:
     @property
     def meta_sandbox(self) -> bool:
         """No token configured: talk to the built-in Graph API sandbox."""
-        return not self.meta_token_set
+        return not (self.meta_token_set or self.meta_token_secret_set)

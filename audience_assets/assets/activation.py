@@ -13,7 +13,7 @@ import dagster as dg
 
 from audience_assets import layout
 from audience_assets.assets import OWNERS, parquet_count, publish, work_dir
-from audience_assets.audience import build_rows, plan_upload, select_members
+from audience_assets.audience import Plan, build_rows, plan_upload, select_members
 from audience_assets.audience.delivery import deliver, load_plan, optional_copy, store_plan
 from audience_assets.config import Audience, ProjectConfig
 from audience_assets.duck import connect
@@ -33,6 +33,18 @@ def enforce_privacy_floor(audience_name: str, audience: Audience, members: int) 
         raise dg.Failure(f"audience {audience_name!r} has {members} members, below its privacy floor of "
                          f"{audience.min_size}: nothing is uploaded until it grows or its selection widens",
                          metadata={"members": members, "min_size": audience.min_size})
+
+
+def enforce_floor_after(audience_name: str, audience: Audience, plan: Plan) -> None:
+    """Refuse a plan that would leave the audience on Meta below its floor (Meta rejects such removals too)."""
+    rows = {op.kind: op.rows for op in plan.operations}
+    if not rows:
+        return
+    after = rows["replace"] if "replace" in rows else plan.confirmed_rows + rows.get("add", 0) - rows.get("remove", 0)
+    if after < audience.min_size:
+        raise dg.Failure(f"the upload for {audience_name!r} would leave {after} members on Meta, below its privacy "
+                         f"floor of {audience.min_size}: refused; nothing was sent",
+                         metadata={"members_after": after, "min_size": audience.min_size, **rows})
 
 
 def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room_matches: dg.AssetsDefinition,
@@ -59,7 +71,9 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             counts = select_members(con, audience=audience, matches=matches, customers=customers,
                                     suppression=suppression, out=out)
             metadata = publish(con, storage, out, layout.audience_members(name))
-        passed = counts.members >= audience.min_size
+        # A removal list is not an audience: for mode remove the floor applies to what stays on Meta
+        # (audience_chunks checks it); for every other mode the members are the audience.
+        passed = audience.mode == "remove" or counts.members >= audience.min_size
         context.log.info(f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed, {counts.members} members")
         return dg.MaterializeResult(
             metadata={**metadata, "qualified": counts.qualified, "suppressed": counts.suppressed,
@@ -81,7 +95,8 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         keys = audience.keys
         with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
             members = stack.enter_context(storage.local_copy(layout.audience_members(name)))
-            enforce_privacy_floor(name, audience, parquet_count(con, members))
+            if audience.mode != "remove":
+                enforce_privacy_floor(name, audience, parquet_count(con, members))
             customers = stack.enter_context(storage.local_copy(layout.FIRST_PARTY_CUSTOMERS))
             suppression = stack.enter_context(optional_copy(storage, layout.SUPPRESSION_LIST))
             confirmed = stack.enter_context(optional_copy(storage, layout.confirmed(name)))
@@ -89,6 +104,7 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows)
             plan = plan_upload(con, mode=audience.mode, keys=keys, desired=rows, confirmed=confirmed,
                                suppression=suppression, out_dir=tmp / "chunks", chunk_rows=audience.chunk_rows)
+            enforce_floor_after(name, audience, plan)
             document = store_plan(storage, name, mode=audience.mode, keys=keys, plan=plan)
         operations = document["operations"]
         sizes = [c["rows"] for op in operations for c in op["chunks"]]
@@ -114,7 +130,7 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         client = meta.client()
         try:
             delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account_id,
-                               concurrency=meta.upload_concurrency,
+                               concurrency=meta.upload_concurrency, run_id=context.run_id,
                                extra_fields=["sandbox_member_count"] if meta.sandbox_state else [])
         except UploadIncomplete as error:
             dead = len(UploadLedger(storage, name, plan.upload_id).dead_letters())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 from audience_assets import layout
 from audience_assets.audience import Plan, read_chunk_rows, update_confirmed
 from audience_assets.config import Audience
-from audience_assets.duck import connect
+from audience_assets.duck import connect, sql_path
 from audience_assets.meta.client import GraphClient
 from audience_assets.meta.ledger import UploadLedger
 from audience_assets.meta.sync import AudienceManager, AudienceUploader, Chunk, Operation, UploadPlan, UploadResult
@@ -72,7 +73,7 @@ def load_plan(storage: Storage, audience: str) -> UploadPlan | None:
 
 
 def deliver(storage: Storage, audience: str, spec: Audience, plan: UploadPlan, client: GraphClient, *,
-            ad_account_id: str, concurrency: int = 4, extra_fields: Sequence[str] = ()) -> Delivery:
+            ad_account_id: str, concurrency: int = 4, extra_fields: Sequence[str] = (), run_id: str = "") -> Delivery:
     """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
 
     Raises `UploadIncomplete` when batches exhausted their retries (they are dead-lettered in the
@@ -90,12 +91,40 @@ def deliver(storage: Storage, audience: str, spec: Audience, plan: UploadPlan, c
     uploader = AudienceUploader(client, UploadLedger(storage, audience, plan.upload_id), read_chunk,
                                 concurrency=concurrency)
     result = uploader.run(audience_id, plan)
-    record_confirmed(storage, audience, plan)
-    return Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))
+    confirmed_rows, digests = record_confirmed(storage, audience, plan)
+    delivery = Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))
+    write_audit(storage, audience, spec.mode, plan, delivery, digests, confirmed_rows, run_id)
+    return delivery
 
 
-def record_confirmed(storage: Storage, audience: str, plan: UploadPlan) -> int:
-    """Fold the plan's chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds."""
+def write_audit(storage: Storage, audience: str, mode: str, plan: UploadPlan, delivery: Delivery,
+                digests: dict[str, tuple[int, str]], confirmed_rows: int, run_id: str) -> str:
+    """One append-only audit record per upload: what was sent (counts and a SHA-256 of the sorted row
+    ids per operation, never a row), Meta's counts, and who ran it when. Returns its key."""
+    now = dt.datetime.now(dt.timezone.utc)
+    key = layout.audit(audience, now.strftime("%Y%m%dT%H%M%S%fZ"), plan.upload_id)
+    result = delivery.result
+    record = {
+        "audience": audience, "meta_audience_id": delivery.audience_id, "mode": mode, "upload_id": plan.upload_id,
+        "run_id": run_id, "recorded_at": now.isoformat(),
+        "session_ids": [str(s) for op in result.operations for s in op.session_ids],
+        "operations": [{"kind": kind, "rows": rows, "row_ids_sha256": digest} for kind, (rows, digest) in digests.items()],
+        "meta": {"num_received": sum(op.num_received for op in result.operations),
+                 "num_invalid_entries": sum(op.num_invalid_entries for op in result.operations),
+                 "invalid_entry_samples": sum(op.invalid_entry_samples for op in result.operations),
+                 "approximate_count_lower_bound": delivery.state.get("approximate_count_lower_bound"),
+                 "approximate_count_upper_bound": delivery.state.get("approximate_count_upper_bound")},
+        "confirmed_rows_after": confirmed_rows,
+    }
+    if storage.get_bytes(key) is not None:  # append-only: a record is never rewritten
+        raise FileExistsError(f"audit record {key} already exists")
+    storage.put_bytes(key, json.dumps(record, indent=1, sort_keys=True).encode())
+    return key
+
+
+def record_confirmed(storage: Storage, audience: str, plan: UploadPlan) -> tuple[int, dict[str, tuple[int, str]]]:
+    """Fold the plan's chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds. Returns its
+    row count and, per operation, the rows sent and a SHA-256 of their sorted row ids."""
     with tempfile.TemporaryDirectory(prefix="aa-confirmed-") as tmp, connect(Path(tmp)) as con, \
             contextlib.ExitStack() as stack:
         confirmed = stack.enter_context(optional_copy(storage, layout.confirmed(audience)))
@@ -104,4 +133,10 @@ def record_confirmed(storage: Storage, audience: str, plan: UploadPlan) -> int:
         out = Path(tmp) / "confirmed.parquet"
         rows = update_confirmed(con, keys=plan.schema, confirmed=confirmed, acknowledged=acknowledged, out=out)
         storage.upload(out, layout.confirmed(audience))
-        return rows
+        digests = {}
+        for kind, paths in acknowledged.items():
+            files = ", ".join(sql_path(p) for p in paths)
+            count, digest = con.execute(f"SELECT count(*), sha256(coalesce(string_agg(row_id, ',' ORDER BY row_id), '')) "
+                                        f"FROM read_parquet([{files}])").fetchall()[0]
+            digests[kind] = (int(count), digest)
+        return rows, digests

@@ -22,7 +22,9 @@ from audience_assets.duck import sql_path
 from audience_assets.identity import sql as idsql
 from audience_assets.identity.rules import HEX64, STANDARD_COLUMNS, re2
 
-QUARANTINE_COLUMNS = "aa_file VARCHAR, aa_row BIGINT, reason VARCHAR, raw VARCHAR"
+# A quarantined row is referenced by its file and row (or, for an unreadable line, its line number) and
+# never copied: the personal data stays in the landing file, under that file's retention.
+QUARANTINE_COLUMNS = "aa_file VARCHAR, aa_row BIGINT, reason VARCHAR"
 
 
 class ContractViolation(ValueError):
@@ -166,12 +168,12 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
     accepted = con.execute("SELECT count(*) FROM aa_file_rows").fetchall()[0][0]
     if contract.format == "csv":
         rejected = con.execute(
-            f"SELECT line, string_agg(DISTINCT lower(CAST(error_type AS VARCHAR)), ', '), any_value(csv_line) "
+            f"SELECT line, string_agg(DISTINCT lower(CAST(error_type AS VARCHAR)), ', ') "
             f"FROM {rejects} GROUP BY line").fetchall()
-        for line, reason, raw in rejected:
+        for line, reason in rejected:
             readable = {"missing columns": "wrong column count (too few)", "too many columns": "wrong column count (too many)",
                         "invalid encoding": f"undecodable text (not {contract.encoding})"}.get(reason, reason)
-            con.execute(f"INSERT INTO {quarantine} VALUES (?, ?, ?, ?)", [file, int(line), readable, raw])
+            con.execute(f"INSERT INTO {quarantine} VALUES (?, ?, ?)", [file, int(line), readable])
             report.quarantine_reasons[readable] += 1
         con.execute(f"DROP TABLE IF EXISTS {rejects}; DROP TABLE IF EXISTS {rejects}_scan")
     elif contract.format == "jsonl":
@@ -189,7 +191,7 @@ def _jsonl_source(con: duckdb.DuckDBPyConnection, path: Path, file: str, contrac
                   header: Sequence[str], quarantine: str) -> str:
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_json_lines AS SELECT row_number() OVER () AS n, line "
                 f"FROM {_json_lines(path, contract)}")
-    con.execute(f"INSERT INTO {quarantine} SELECT ?, n, 'malformed JSON line', line FROM aa_json_lines "
+    con.execute(f"INSERT INTO {quarantine} SELECT ?, n, 'malformed JSON line' FROM aa_json_lines "
                 f"WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line::JSON) <> 'OBJECT')", [file])
     fields = ", ".join(f"json_extract_string(line, {idsql.q('$.' + _json_path(c))}) AS {_q(c)}" for c in header)
     return (f"(SELECT {fields} FROM aa_json_lines WHERE trim(line) <> '' AND json_valid(line) "

@@ -70,7 +70,7 @@ def _standard_view(contract: FileContract, extra: Sequence[str] = ()) -> str:
 def _quarantine_unusable(con: duckdb.DuckDBPyConnection, report: IngestReport, table: str, usable: str, why: str) -> None:
     """Move the rows of `table` failing `usable` to the quarantine, with the reason `why` (SQL)."""
     counts = con.execute(f"SELECT aa_file, {why} AS reason, count(*) FROM {table} WHERE NOT ({usable}) GROUP BY ALL").fetchall()
-    con.execute(f"INSERT INTO aa_quarantine SELECT aa_file, aa_row, {why}, NULL FROM {table} WHERE NOT ({usable})")
+    con.execute(f"INSERT INTO aa_quarantine SELECT aa_file, aa_row, {why} FROM {table} WHERE NOT ({usable})")
     con.execute(f"DELETE FROM {table} WHERE NOT ({usable})")
     by_file = {f.file: f for f in report.files}
     for file, reason, n in counts:

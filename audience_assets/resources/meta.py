@@ -7,6 +7,9 @@ the data directory, so the UI shows what "Meta" holds after each run.
 
 from __future__ import annotations
 
+import json
+
+import boto3
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
@@ -17,7 +20,9 @@ from audience_assets.meta.sandbox import GraphSandbox
 class MetaAudiences(dg.ConfigurableResource):
     """Credentials and endpoint for the Marketing API. Secrets arrive as `dg.EnvVar`, resolved at run time."""
 
-    access_token: str = Field(description="META_ACCESS_TOKEN; sent only in the Authorization header")
+    access_token: str | None = Field(default=None, description="META_ACCESS_TOKEN; sent only in the Authorization header")
+    access_token_secret_id: str | None = Field(
+        default=None, description="META_ACCESS_TOKEN_SECRET_ID: read the token from AWS Secrets Manager at run time instead")
     ad_account_id: str = Field(description="META_AD_ACCOUNT_ID, act_<digits>")
     app_secret: str | None = Field(default=None, description="META_APP_SECRET; adds appsecret_proof to every call")
     graph_url: str = DEFAULT_GRAPH_URL
@@ -33,9 +38,25 @@ class MetaAudiences(dg.ConfigurableResource):
             self._sandbox = GraphSandbox(self.sandbox_state)
         return self._sandbox
 
+    def token(self) -> str:
+        """The access token: given directly, or the secret's value (a plain string, or JSON with
+        "access_token"). Fetched per run, so a rotated secret takes effect without a redeploy."""
+        if self.access_token:
+            return self.access_token
+        if not self.access_token_secret_id:
+            raise ValueError("no Meta access token: set META_ACCESS_TOKEN or META_ACCESS_TOKEN_SECRET_ID")
+        raw = boto3.client("secretsmanager").get_secret_value(SecretId=self.access_token_secret_id)["SecretString"]
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return raw.strip()
+        if isinstance(value, dict) and value.get("access_token"):
+            return str(value["access_token"])
+        raise ValueError(f"secret {self.access_token_secret_id} holds JSON without an \"access_token\" field")
+
     def client(self) -> GraphClient:
         sandbox = self.sandbox()
-        return GraphClient(access_token=self.access_token, base_url=self.graph_url, api_version=self.api_version,
+        return GraphClient(access_token=self.token(), base_url=self.graph_url, api_version=self.api_version,
                            app_secret=self.app_secret, transport=sandbox.transport() if sandbox else None,
                            retry=RetryPolicy(timeout_seconds=self.timeout_seconds,
                                              transient_attempts=self.transient_attempts))
