@@ -48,7 +48,7 @@ def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdou
                       f"{rows.value if rows else '-'} rows", file=out)
             if not result.success:
                 for event in result.all_events:
-                    if event.is_failure and event.step_failure_data:
+                    if event.is_step_failure:
                         print(f"         {event.step_key}: {event.step_failure_data.error.message.strip()}", file=out)
             ok &= result.success
     return ok

@@ -1,0 +1,115 @@
+"""Opt-outs and the privacy floor, end to end through the headless pipeline and the Meta sandbox.
+
+Suppressed people never reach Meta in add, mirror or replace mode; someone who opts out after an upload is
+removed from every audience on the next sync; an audience below its floor uploads nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from audience_assets import layout
+from audience_assets.audience import ChunkFile, Plan, PlannedOperation
+from audience_assets.assets.activation import enforce_floor_after
+from audience_assets.cli import run_pipeline
+from audience_assets.config import load_config
+from audience_assets.demo import generate
+from audience_assets.meta.sandbox import GraphSandbox
+from audience_assets.settings import Settings
+from audience_assets_tests import oracle
+from audience_assets_tests.conftest import copy_config
+
+pytestmark = pytest.mark.slow
+
+
+def run(data: Path, config_dir: Path, out: io.StringIO | None = None) -> bool:
+    with dg.DagsterInstance.ephemeral() as instance:
+        return run_pipeline(Settings(data_dir=data, config_dir=config_dir, demo_data=False), instance,
+                            out=out or io.StringIO())
+
+
+def sandbox_members(data: Path, config) -> dict[str, set[str]]:
+    sandbox = GraphSandbox(data / "meta_sandbox" / "graph.sqlite")
+    try:
+        return {a: sandbox.member_keys(sandbox.audience_id(spec.meta_name)) for a, spec in config.audiences.items()}
+    finally:
+        sandbox.close()
+
+
+def row_keys(expected: oracle.Expected, config, audience: str, customers) -> set[str]:
+    keys = config.audiences[audience].keys
+    return {oracle.canonical_row_key({k: expected.customers[c][k] for k in keys}) for c in customers}
+
+
+def test_opt_outs_never_reach_meta_and_later_opt_outs_are_removed(tmp_path: Path):
+    data = tmp_path / "data"
+    generate(data, customers=20_000, seed=5)
+    config_dir = copy_config(tmp_path / "config")
+    config = load_config(config_dir)
+    assert {spec.mode for spec in config.audiences.values()} == {"add", "mirror", "replace"}
+    assert run(data, config_dir)
+
+    expected = oracle.compute(data / "landing", config)
+    suppressed = expected.suppressed()
+    held = sandbox_members(data, config)
+    for audience in config.audiences:
+        assert held[audience] and not held[audience] & row_keys(expected, config, audience, suppressed)
+        assert held[audience] == expected.row_keys(config, audience)
+    assert any(qualified & suppressed for qualified in [set(expected.matches(p)) for p in config.partners])
+
+    # Later, 25 current members of every audience opt out (a new file in the landing zone).
+    crm = {row["customer_id"]: row for row in csv.DictReader((data / "landing" / "first_party").glob("*.csv").__next__().open())}
+    leaving = set()
+    for audience in config.audiences:
+        members = [r["customer_id"] for r in pq.read_table(data / layout.audience_members(audience)).to_pylist()]
+        leaving |= set([c for c in members if expected.customers[c]["EMAIL"]][:25])
+    later = data / "landing" / "suppression" / "optouts_2026-11-20.csv"
+    later.write_text("email\n" + "".join(f"{crm[c]['email']}\n" for c in sorted(leaving)))
+    assert run(data, config_dir)
+
+    after = sandbox_members(data, config)
+    expected = oracle.compute(data / "landing", config)
+    for audience in config.audiences:
+        gone = row_keys(expected, config, audience, leaving)
+        assert not after[audience] & gone, audience
+        assert held[audience] & gone, f"{audience} held some of the people who opted out later"
+        assert after[audience] == expected.row_keys(config, audience)
+    latest = {a: json.loads(sorted((data / "audit" / a).glob("*.json"))[-1].read_text()) for a in config.audiences}
+    kinds = {record["mode"]: {op["kind"] for op in record["operations"]} for record in latest.values()}
+    assert "remove" in kinds["add"] and "remove" in kinds["mirror"] and kinds["replace"] == {"replace"}
+    assert all(len(sorted((data / "audit" / a).glob("*.json"))) == 2 for a in config.audiences)  # one per upload
+
+
+def test_an_audience_below_its_floor_uploads_nothing(tmp_path: Path):
+    data = tmp_path / "data"
+    generate(data, customers=20_000, seed=5)
+    config_dir = copy_config(tmp_path / "config", {"young_gamers": {"min_size": 5_000}})
+    report = io.StringIO()
+    assert not run(data, config_dir, report)  # the run reports the blocked audience, and why
+    blocked = [line for line in report.getvalue().splitlines() if "young_gamers" in line or "privacy_floor" in line]
+    assert blocked[0].startswith("FAILED") and any("privacy_floor" in line for line in blocked), report.getvalue()
+    config = load_config(config_dir)
+    sandbox = GraphSandbox(data / "meta_sandbox" / "graph.sqlite")
+    try:
+        assert sandbox.audience_id(config.audiences["young_gamers"].meta_name) is None
+        assert sandbox.audience_id(config.audiences["travel_enthusiasts"].meta_name) is not None
+    finally:
+        sandbox.close()
+    assert not (data / layout.upload_plan("young_gamers")).exists()
+
+
+def test_a_removal_that_would_shrink_an_audience_below_its_floor_is_refused():
+    spec = load_config().audiences["young_gamers"].model_copy(update={"mode": "remove", "min_size": 100})
+    chunk = ChunkFile(0, 50, Path("chunk.parquet"), "digest")
+    shrink = Plan("u1", (PlannedOperation("remove", (chunk,)),), desired_rows=50, confirmed_rows=120)
+    with pytest.raises(dg.Failure, match="would leave 70 members on Meta, below its privacy floor of 100"):
+        enforce_floor_after("young_gamers", spec, shrink)
+    enforce_floor_after("young_gamers", spec, Plan("u2", (PlannedOperation("remove", (chunk,)),), 50, 150))
+    enforce_floor_after("young_gamers", spec, Plan("u3", (), 0, 10))  # nothing to send: nothing to refuse
