@@ -70,7 +70,9 @@ def test_match_counts_equal_the_independent_computation(run):
     expected, data = run["expected"], run["data"]
     for partner in run["config"].partners:
         matched = set(run["expected"].matches(partner))
-        stored = {r["customer_id"] for r in parquet_rows(data / layout.matches(partner))}
+        rows = parquet_rows(data / layout.matches(partner))
+        assert set(rows[0]) == {"customer_id", "segment_name", "segment_value"}, "no partner identifier leaves the room"
+        stored = {r["customer_id"] for r in rows}
         assert stored == matched
         meta = run["metadata"][("clean_room_matches", partner)]
         assert meta["matched_customers"] == len(matched) > 1_000
