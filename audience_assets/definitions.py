@@ -14,9 +14,9 @@ from audience_assets.assets.clean_room import build_clean_room_assets
 from audience_assets.assets.ingest import build_ingest_assets
 from audience_assets.config import ProjectConfig, load_config
 from audience_assets.demo import ensure_demo_data
-from audience_assets.jobs import build_jobs, build_retention_job
+from audience_assets.jobs import build_jobs, build_replay_job, build_retention_job
 from audience_assets.resources import LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
-from audience_assets.sensors import build_landing_zone_sensor
+from audience_assets.sensors import build_dead_letter_sensor, build_landing_zone_sensor
 from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
 
 SANDBOX_STATE = "meta_sandbox/graph.sqlite"
@@ -54,9 +54,14 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ensure_demo_data(settings.data_dir)
     assets = build_assets(config, settings)
     jobs = build_jobs(assets[0])
+    resources = build_resources(settings)
     retention_job, retention_schedule = build_retention_job(config, settings.retention_days)
-    return dg.Definitions(assets=assets, jobs=[*jobs, retention_job], sensors=[build_landing_zone_sensor(config, jobs)],
-                          schedules=[retention_schedule], resources=build_resources(settings))
+    automation = dg.AutomationConditionSensorDefinition(
+        "audience_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Materializes downstream assets when new data lands, and refreshes audiences daily.")
+    return dg.Definitions(assets=assets, jobs=[*jobs, retention_job, build_replay_job(assets, resources)],
+                          sensors=[build_landing_zone_sensor(config, jobs), build_dead_letter_sensor(), automation],
+                          schedules=[retention_schedule], resources=resources)
 
 
 defs = build_definitions()

@@ -1,6 +1,8 @@
 """Jobs: the ingestion jobs the sensors launch (one per kind of delivery), and the retention cleanup."""
 
 
+import json
+
 import dagster as dg
 
 from audience_assets.config import ProjectConfig
@@ -41,3 +43,34 @@ def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDe
     schedule = dg.ScheduleDefinition(name="retention_schedule", job=retention_job, cron_schedule="30 3 * * *",
                                      execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
     return retention_job, schedule
+
+
+def build_replay_job(assets: list[dg.AssetsDefinition], resources: dict) -> dg.JobDefinition:
+    """replay_job: materializes again what each dead-lettered run failed to, and clears the entries that
+    now succeed. For an audience upload this resumes its ledger, so failed Meta batches are sent again."""
+    from audience_assets import layout
+
+    @dg.op(description="Re-run the assets of every dead-lettered run; clear the entries that succeed.")
+    def replay_dead_letters(context: dg.OpExecutionContext, storage: Storage) -> None:
+        replayed = cleared = 0
+        for obj in list(storage.list(layout.DEAD_LETTER_RUNS)):
+            entry = json.loads(storage.get_bytes(obj.key) or b"{}")
+            selection = [a for a in entry.get("assets", []) if any(a == k.to_user_string() for d in assets for k in d.keys)]
+            if not selection:
+                continue
+            replayed += 1
+            result = dg.materialize(assets, selection=selection, partition_key=entry.get("partition"),
+                                    resources=resources, instance=context.instance, raise_on_error=False,
+                                    tags={"audience_assets/replay_of": entry["run_id"]})
+            if result.success:
+                storage.delete(obj.key)
+                cleared += 1
+            context.log.info(f"replay of run {entry['run_id']} ({', '.join(selection)}): "
+                             f"{'succeeded' if result.success else 'failed again'}")
+        context.log.info(f"replay: {replayed} dead-lettered run(s) replayed, {cleared} cleared")
+
+    @dg.job(name="replay_job", description="Replays dead-lettered runs (see dead_letter_sensor).")
+    def replay_job() -> None:
+        replay_dead_letters()
+
+    return replay_job

@@ -56,3 +56,10 @@ def confirmed(audience: str) -> str:
 
 def audit(audience: str, stamp: str, upload_id: str) -> str:
     return f"audit/{audience}/{stamp}-{upload_id}.json"
+
+
+DEAD_LETTER_RUNS = "dead_letters/runs/"
+
+
+def dead_letter_run(run_id: str) -> str:
+    return f"{DEAD_LETTER_RUNS}{run_id}.json"

@@ -59,6 +59,9 @@ def moto_endpoint() -> str:
 
     from audience_assets_tests.harness import free_port
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per S3 call otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

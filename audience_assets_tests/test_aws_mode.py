@@ -38,7 +38,7 @@ def test_every_object_the_pipeline_writes_is_sse_kms(tmp_path: Path, aws: dict[s
     written = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
                for o in page.get("Contents", []) if o["Key"] not in delivered]
     areas = {key.split("/")[0] for key in written}
-    assert areas == {"staging", "clean_room", "audiences", "meta"}, areas
+    assert areas == {"staging", "clean_room", "audiences", "meta", "audit"}, areas
     assert len(written) > 20
     for key in written:
         head = s3.head_object(Bucket=bucket, Key=key)

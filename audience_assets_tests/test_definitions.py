@@ -78,3 +78,30 @@ def test_a_headerless_csv_contract_must_name_its_columns(tmp_path: Path):
     partners.write_text(partners.read_text().replace('    delimiter: ";"\n', '    delimiter: ";"\n    header: false\n'))
     with pytest.raises(ConfigError, match=r"partners\.acme_data.*header: false needs column_names"):
         load_config(config)
+
+
+def test_new_partner_data_flows_on_by_itself_and_everything_has_freshness_and_owners(tmp_path: Path):
+    from audience_assets.demo import generate
+
+    generate(tmp_path, customers=3_000, seed=1)
+    defs = build_definitions(Settings(data_dir=tmp_path, demo_data=False))
+    graph = defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("partner_data")).freshness_policy is not None
+    assert graph.get(dg.AssetKey("meta_custom_audience")).freshness_policy is not None
+    assert defs.resolve_sensor_def("audience_automation").default_status == dg.DefaultSensorStatus.RUNNING
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.owners and node.description and node.kinds, key
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # the tick before data lands
+        for partner in ("acme_data", "beta_insights"):
+            assert defs.resolve_job_def("partner_data_job").execute_in_process(
+                partition_key=partner, instance=instance).success
+        assert defs.resolve_job_def("first_party_job").execute_in_process(instance=instance).success
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        requested = {key.to_user_string() for key in graph.get_all_asset_keys() if result.get_num_requested(key)}
+        assert requested == {"clean_room_first_party_table"}  # the matches wait for it: their deps are not all there
+        assert defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={dg.AssetKey("clean_room_first_party_table")}).execute_in_process(instance=instance).success
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert result.get_requested_partitions(dg.AssetKey("clean_room_matches")) == {"acme_data", "beta_insights"}

@@ -7,6 +7,7 @@ Helpers here turn a written Parquet file into the metadata every asset emits (`d
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -68,3 +69,23 @@ def ingest_metadata(report: IngestReport) -> dict[str, Any]:
         "quarantine_reasons": reasons_table(report.quarantine_reasons()),
         "invalid_values": dg.MetadataValue.json(report.invalid_summary()),
     }
+
+
+def history_table(context: dg.AssetExecutionContext, current: Mapping[str, Any], keys: tuple[str, ...],
+                  limit: int = 10) -> dg.MetadataValue:
+    """This materialization and the previous ones of the same asset (and partition) as a Markdown table:
+    how a number moved over time, next to the plot the UI draws from each numeric key."""
+    partitions = [context.partition_key] if context.has_partition_key else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=partitions), limit=limit - 1).records
+
+    def cell(value: Any) -> str:
+        return f"{value:.2%}" if isinstance(value, float) and value <= 1 else f"{value:,}" if isinstance(value, int) else str(value)
+
+    lines = ["| when (UTC) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
+             "| this run | " + " | ".join(cell(current.get(k, "")) for k in keys) + " |"]
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        when = dt.datetime.fromtimestamp(record.timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        lines.append(f"| {when} | " + " | ".join(cell(metadata[k].value) if k in metadata else "" for k in keys) + " |")
+    return dg.MetadataValue.md("\n".join(lines))

@@ -7,12 +7,13 @@ if missing and uploads the chunks, resuming from the upload ledger after a crash
 """
 
 import contextlib
+import datetime as dt
 from typing import Any
 
 import dagster as dg
 
-from audience_assets import layout
-from audience_assets.assets import OWNERS, parquet_count, publish, work_dir
+from audience_assets import checks, layout
+from audience_assets.assets import OWNERS, history_table, parquet_count, publish, work_dir
 from audience_assets.audience import Plan, build_rows, plan_upload, select_members
 from audience_assets.audience.delivery import deliver, load_plan, optional_copy, store_plan
 from audience_assets.config import Audience, ProjectConfig
@@ -24,7 +25,6 @@ from audience_assets.resources.meta import MetaAudiences
 from audience_assets.resources.storage import Storage
 
 GROUP = "activation"
-PRIVACY_FLOOR_CHECK = "privacy_floor"
 META_POOL = "meta_api"
 
 
@@ -51,11 +51,16 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
                             first_party_customers: dg.AssetsDefinition,
                             suppression_list: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
     partitions = audience_partitions(config)
+    # New matches flow on by themselves; every audience is also refreshed daily (first audience's cron).
+    crons = {a.refresh_cron for a in config.audiences.values()}
+    refresh = dg.AutomationCondition.eager() | dg.AutomationCondition.on_cron(sorted(crons)[0], cron_timezone="UTC")
+    stale_after = dt.timedelta(hours=min(a.freshness_hours for a in config.audiences.values()))
 
     @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, partitions_def=partitions,
               deps=[dg.AssetDep(clean_room_matches, partition_mapping=partner_to_audiences(config)),
                     first_party_customers, suppression_list],
-              check_specs=[dg.AssetCheckSpec(PRIVACY_FLOOR_CHECK, asset="audience_members", blocking=True,
+              automation_condition=refresh,
+              check_specs=[dg.AssetCheckSpec(checks.PRIVACY_FLOOR, asset="audience_members", blocking=True,
                                              description="The audience has at least its min_size members (never "
                                                          "below 100); below it nothing flows on to Meta.")])
     def audience_members(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
@@ -80,12 +85,16 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
                       "members": counts.members, "min_size": audience.min_size,
                       "partners": ", ".join(sorted(audience.select))},
             check_results=[dg.AssetCheckResult(
-                check_name=PRIVACY_FLOOR_CHECK, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                check_name=checks.PRIVACY_FLOOR, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
                 metadata={"members": counts.members, "min_size": audience.min_size},
                 description=None if passed else f"{counts.members} members is below the floor of {audience.min_size}")])
 
     @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, partitions_def=partitions,
-              deps=[audience_members, first_party_customers, suppression_list])
+              deps=[audience_members, first_party_customers, suppression_list],
+              automation_condition=dg.AutomationCondition.eager(),
+              check_specs=[checks.spec(checks.HASHED_CELLS, "audience_chunks", "Every outbound cell is 64 lowercase "
+                                       "hex or empty where Meta wants a hash, and no raw column holds an email address "
+                                       "or a phone number; otherwise no upload plan is published.", blocking=True)])
     def audience_chunks(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The audience as Meta multi-key rows (each attribute normalized and SHA-256 hashed per Meta's
         rules), as the operations its sync mode needs against what Meta last confirmed, in chunks of at
@@ -105,6 +114,12 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             plan = plan_upload(con, mode=audience.mode, keys=keys, desired=rows, confirmed=confirmed,
                                suppression=suppression, out_dir=tmp / "chunks", chunk_rows=audience.chunk_rows)
             enforce_floor_after(name, audience, plan)
+            chunk_files = [c.path for op in plan.operations for c in op.chunks]
+            problems = checks.outbound_cell_problems(con, chunk_files, keys)
+            cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
+            if problems:  # nothing may be uploaded from this plan, now or by a later run
+                storage.delete(layout.upload_plan(name))
+                return dg.MaterializeResult(metadata={"dagster/row_count": 0}, check_results=[cell_check])
             document = store_plan(storage, name, mode=audience.mode, keys=keys, plan=plan)
         operations = document["operations"]
         sizes = [c["rows"] for op in operations for c in op["chunks"]]
@@ -114,10 +129,17 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             "dagster/row_count": sum(sizes), "dagster/uri": storage.uri(layout.upload_plan(name)),
             "upload_id": plan.upload_id, "mode": audience.mode, "desired_rows": desired,
             "confirmed_rows": plan.confirmed_rows, "chunk_count": len(sizes), "largest_chunk_rows": max(sizes, default=0),
-            **{f"{op['kind']}_rows": op["rows"] for op in operations}, "schema": ", ".join(keys)})
+            **{f"{op['kind']}_rows": op["rows"] for op in operations}, "schema": ", ".join(keys)},
+            check_results=[cell_check])
 
     @dg.asset(group_name=GROUP, kinds={"meta"}, owners=OWNERS, partitions_def=partitions, deps=[audience_chunks],
-              pool=META_POOL)
+              pool=META_POOL, automation_condition=dg.AutomationCondition.eager(),
+              freshness_policy=dg.FreshnessPolicy.time_window(fail_window=stale_after),
+              check_specs=[
+                  checks.spec(checks.INVALID_ENTRY_RATE, "meta_custom_audience",
+                              "Meta rejected at most the audience's max_invalid_rate of the entries sent."),
+                  checks.spec(checks.COUNT_DIRECTION, "meta_custom_audience",
+                              "Meta's approximate count moved the way the sync did (up after adds, down after removals).")])
     def meta_custom_audience(context: dg.AssetExecutionContext, storage: Storage,
                              meta: MetaAudiences) -> dg.MaterializeResult:
         """The Meta custom audience: created if missing, preflighted, then updated with the chunks through
@@ -130,7 +152,7 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         client = meta.client()
         try:
             delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account_id,
-                               concurrency=meta.upload_concurrency, run_id=context.run_id,
+                               concurrency=meta.upload_concurrency, run_id=context.run.run_id,
                                extra_fields=["sandbox_member_count"] if meta.sandbox_state else [])
         except UploadIncomplete as error:
             dead = len(UploadLedger(storage, name, plan.upload_id).dead_letters())
@@ -159,9 +181,26 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         if "sandbox_member_count" in state:
             metadata["sandbox_member_count"] = state["sandbox_member_count"]
             metadata["dagster/row_count"] = state["sandbox_member_count"]
+        previous = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[name]), limit=1).records
+        before = None
+        if previous and previous[0].asset_materialization:
+            entry = previous[0].asset_materialization.metadata.get("approximate_count_lower_bound")
+            before = int(entry.value) if entry is not None else None
+        rows = {op.kind: op.rows for op in result.operations}
+        metadata["audience_size_history"] = history_table(
+            context, metadata, ("approximate_count_lower_bound", "rows_sent", "num_invalid_entries"))
+        metadata["summary"] = dg.MetadataValue.md(
+            f"**{audience.meta_name}** ({audience.mode}): Meta audience `{audience_id}`"
+            f"{' (created now)' if created else ''}; {', '.join(f'{k} {v:,} rows' for k, v in rows.items()) or 'nothing to send'}; "
+            f"Meta received {received:,}, rejected {invalid:,}; approximate size "
+            f"{metadata['approximate_count_lower_bound']:,}–{metadata['approximate_count_upper_bound']:,}.")
         context.log.info(f"{name}: audience {audience_id} {'created and ' if created else ''}updated; Meta received "
                          f"{received} rows, {invalid} invalid")
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=metadata, check_results=[
+            checks.invalid_entry_rate(invalid, received, audience.max_invalid_rate),
+            checks.count_direction(before, int(metadata["approximate_count_lower_bound"]),
+                                   rows.get("add", 0) - rows.get("remove", 0))])
 
     return [audience_members, audience_chunks, meta_custom_audience]
 

@@ -6,8 +6,8 @@ partner's segment attributes come out (the `audience_match` analysis template).
 
 import dagster as dg
 
-from audience_assets import layout
-from audience_assets.assets import OWNERS, publish, work_dir
+from audience_assets import checks, layout
+from audience_assets.assets import OWNERS, history_table, publish, work_dir
 from audience_assets.config import ProjectConfig
 from audience_assets.duck import connect
 from audience_assets.ingestion import sources
@@ -22,7 +22,8 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
                             partner_data: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
     match_keys = config.match_keys
 
-    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, deps=[first_party_customers])
+    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, deps=[first_party_customers],
+              automation_condition=dg.AutomationCondition.eager())
     def clean_room_first_party_table(storage: Storage) -> dg.MaterializeResult:
         """The advertiser's side of the clean room: customer id and hashed match keys only, nothing else."""
         with work_dir() as tmp, connect(tmp) as con, storage.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
@@ -32,7 +33,9 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
         return dg.MaterializeResult(metadata={**metadata, "match_keys": ", ".join(match_keys)})
 
     @dg.asset(group_name=GROUP, kinds={"cleanrooms", "duckdb"}, owners=OWNERS, partitions_def=partner_partitions(config),
-              deps=[partner_data, clean_room_first_party_table])
+              deps=[partner_data, clean_room_first_party_table], automation_condition=dg.AutomationCondition.eager(),
+              check_specs=[checks.spec(checks.MATCH_RATE, "clean_room_matches",
+                                       "At least the partner's min_match_rate of first-party customers matched.")])
     def clean_room_matches(context: dg.AssetExecutionContext, storage: Storage,
                            clean_room: LocalCleanRoom) -> dg.MaterializeResult:
         """The partner's match: advertiser customer ids with the partner's segment attributes, for every
@@ -43,7 +46,7 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
         partner_rate = result.matched_partner_identities / result.partner_identities if result.partner_identities else 0.0
         context.log.info(f"{partner}: {result.matched_customers} of {result.first_party_customers} customers matched "
                          f"({rate:.1%}) by protected query {result.query.id}")
-        return dg.MaterializeResult(metadata={
+        metadata = {
             "dagster/row_count": result.rows,
             "dagster/uri": storage.uri(layout.matches(partner)),
             "matched_customers": result.matched_customers,
@@ -54,6 +57,11 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
             "protected_query_id": result.query.id,
             "protected_query_status": " -> ".join(result.query.history),
             "query_duration_ms": result.query.duration_ms,
-        })
+        }
+        metadata["match_rate_history"] = history_table(
+            context, {"matched_customers": result.matched_customers, "match_rate": round(rate, 6)},
+            ("matched_customers", "match_rate"))
+        return dg.MaterializeResult(metadata=metadata, check_results=[
+            checks.match_rate(round(rate, 6), config.partners[partner].min_match_rate)])
 
     return [clean_room_first_party_table, clean_room_matches]

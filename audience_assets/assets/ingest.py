@@ -5,9 +5,11 @@
 naming the file and the columns; bad rows inside a good file go to the quarantine with a reason.
 """
 
+import datetime as dt
+
 import dagster as dg
 
-from audience_assets import layout
+from audience_assets import checks, layout
 from audience_assets.assets import OWNERS, ingest_metadata, publish, work_dir
 from audience_assets.config import ProjectConfig
 from audience_assets.duck import connect
@@ -22,7 +24,14 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
     kinds = {"duckdb", storage_kind}
     source_config = config.sources
 
-    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, partitions_def=partner_partitions(config))
+    def accounting(asset: str) -> list[dg.AssetCheckSpec]:
+        return [checks.spec(checks.ROW_ACCOUNTING, asset, "Every delivered row is accepted or quarantined with a "
+                            "reason: rows read = accepted + quarantined, per file.", blocking=True)]
+
+    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, partitions_def=partner_partitions(config),
+              check_specs=accounting("partner_data"),
+              freshness_policy=dg.FreshnessPolicy.time_window(
+                  fail_window=dt.timedelta(hours=max(p.freshness_hours for p in source_config.partners.values()))))
     def partner_data(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """A partner's delivery as its clean-room table: identifiers normalized and SHA-256 hashed per
         Meta's rules, one row per segment attribute; rows failing the contract are quarantined with a reason."""
@@ -39,9 +48,10 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                          f"{report.rows_accepted} accepted, {report.rows_quarantined} quarantined")
         return dg.MaterializeResult(metadata={
             **metadata, **ingest_metadata(report), "partner_identities": identities,
-            "quarantine_uri": storage.uri(layout.partner_quarantine(partner))})
+            "quarantine_uri": storage.uri(layout.partner_quarantine(partner))},
+            check_results=[checks.row_accounting(report)])
 
-    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS)
+    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("first_party_customers"))
     def first_party_customers(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's CRM export, one row per customer id with every Meta key normalized and hashed
         (the payload the audiences are built from); unusable and duplicate rows are quarantined."""
@@ -57,9 +67,10 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         context.log.info(f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "
                          f"{report.rows_quarantined} quarantined")
         return dg.MaterializeResult(metadata={**metadata, **ingest_metadata(report),
-                                              "quarantine_uri": storage.uri(layout.FIRST_PARTY_QUARANTINE)})
+                                              "quarantine_uri": storage.uri(layout.FIRST_PARTY_QUARANTINE)},
+                                    check_results=[checks.row_accounting(report)])
 
-    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS)
+    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("suppression_list"))
     def suppression_list(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """Everyone who opted out, as hashed identifiers: never uploaded, and removed from Meta if they were."""
         contract = source_config.suppression
@@ -71,6 +82,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
             metadata = publish(con, storage, table, layout.SUPPRESSION_LIST)
             storage.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
         context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
-        return dg.MaterializeResult(metadata={**metadata, **ingest_metadata(report)})
+        return dg.MaterializeResult(metadata={**metadata, **ingest_metadata(report)},
+                                    check_results=[checks.row_accounting(report)])
 
     return [partner_data, first_party_customers, suppression_list]

@@ -111,6 +111,8 @@ class PartnerContract(FileContract):
     """A partner's delivery: a file contract plus the segment columns and the keys to match on."""
 
     segments: list[str] = Field(default_factory=list)
+    min_match_rate: float = Field(default=0.01, ge=0, le=1, description="warn when fewer customers match")
+    freshness_hours: float = Field(default=26, gt=0, description="the partner's data is stale after this many hours")
     match_keys: list[Literal["EMAIL", "PHONE", "MADID"]] = Field(default_factory=lambda: ["EMAIL", "PHONE"])
 
     @model_validator(mode="after")
@@ -161,6 +163,9 @@ class AudienceDefaults(_Strict):
         "USER_PROVIDED_ONLY")
     retention_days: int = Field(default=180, ge=0, le=180)
     chunk_rows: int = Field(default=10_000, ge=1, le=10_000, description="rows per upload request (Meta allows 10,000)")
+    max_invalid_rate: float = Field(default=0.05, ge=0, le=1, description="warn above this share of invalid entries")
+    freshness_hours: float = Field(default=26, gt=0, description="the audience is stale after this many hours")
+    refresh_cron: str = Field(default="0 6 * * *", description="daily refresh of the audience (UTC)")
     keys: list[str] = Field(default_factory=lambda: [
         "EMAIL", "PHONE", "FN", "LN", "FI", "CT", "ST", "ZIP", "COUNTRY", "DOBY", "DOBM", "DOBD", "GEN", "EXTERN_ID"])
 

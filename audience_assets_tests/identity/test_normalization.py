@@ -68,6 +68,93 @@ TABLE = [
     ("GEN", "female ", None, "f"),
     ("GEN", "x", None, ""),
     ("MADID", "AB7A7C55-1C8F-4F3B-9D2B-0E7B2B1C9A11", None, "ab7a7c55-1c8f-4f3b-9d2b-0e7b2b1c9a11"),
+    # more email: case, Unicode spaces, plus-addressing kept, malformed shapes
+    ("EMAIL", "MARY@EXAMPLE.COM", None, "mary@example.com"),
+    ("EMAIL", "\tjohn@example.org\n", None, "john@example.org"),
+    ("EMAIL", "\u00a0ana@mail.de\u00a0", None, "ana@mail.de"),
+    ("EMAIL", "\ufeffbom@example.com", None, "bom@example.com"),
+    ("EMAIL", "user+tag@gmail.com", None, "user+tag@gmail.com"),
+    ("EMAIL", "first.last@sub.domain.co.uk", None, "first.last@sub.domain.co.uk"),
+    ("EMAIL", "@example.com", None, ""),
+    ("EMAIL", "john@", None, ""),
+    ("EMAIL", "john@example..com", None, ""),
+    ("EMAIL", "john@.example.com", None, ""),
+    ("EMAIL", "john doe@example.com", None, ""),
+    ("EMAIL", "john@example", None, ""),
+    # more phone: national and international notations, extensions, trunk prefixes, junk
+    ("PHONE", "(555) 987-6543", None, "5559876543"),  # no country known: Meta's literal rule
+    ("PHONE", "001 555 987 6543", "us", "15559876543"),
+    ("PHONE", "555-987-6543 x12", "us", "15559876543"),
+    ("PHONE", "555-987-6543 #12", "us", "15559876543"),
+    ("PHONE", "555.987.6543 EXT. 7", "us", "15559876543"),
+    ("PHONE", "1 (555) 987-6543", "us", "15559876543"),
+    ("PHONE", "07700900123", "gb", "447700900123"),
+    ("PHONE", "+49 30 1234567", "us", "49301234567"),
+    ("PHONE", "030 1234567", "de", "49301234567"),
+    ("PHONE", "123456", "us", ""),
+    ("PHONE", "phone: none", "us", ""),
+    ("PHONE", "   ", "us", ""),
+    # more names: accents kept, punctuation and spaces dropped
+    ("FN", "ÉLODIE", None, "élodie"),
+    ("FN", "  Jean-Luc ", None, "jeanluc"),
+    ("FN", "Mary Anne", None, "maryanne"),
+    ("FN", "123", None, ""),
+    ("FN", "SØREN", None, "søren"),
+    ("LN", "O\u2019Connor", None, "oconnor"),
+    ("LN", "Müller", None, "müller"),
+    ("LN", "St. John", None, "stjohn"),
+    ("LN", "Da Silva", None, "dasilva"),
+    ("FI", "josé", None, "j"),
+    ("FI", "Zoë", None, "z"),
+    ("FI", "  mary", None, "m"),
+    ("FI", "", None, ""),
+    # city: a-z only
+    ("CT", "NEW YORK", None, "newyork"),
+    ("CT", "Saint-Étienne", None, "saintetienne"),
+    ("CT", "Zürich", None, "zurich"),
+    ("CT", "  ", None, ""),
+    # state: US names to codes
+    ("ST", "New York", "us", "ny"),
+    ("ST", "TX", "us", "tx"),
+    ("ST", "texas", "us", "tx"),
+    ("ST", "Massachusetts", "us", "ma"),
+    ("ST", "Calif.", "us", "ca"),  # the common abbreviation is in the state table
+    ("ST", "Narnia", "us", ""),
+    # ZIP / postcode by country
+    ("ZIP", "94103", "us", "94103"),
+    ("ZIP", "941031234", "us", "94103"),
+    ("ZIP", "8540", "us", "08540"),
+    ("ZIP", "EC1A 1BB", "gb", "ec1a1"),
+    ("ZIP", "M1 1AE", "gb", "m11"),
+    ("ZIP", "ABCDE", "us", ""),
+    # country spellings to alpha-2
+    ("COUNTRY", "us", None, "us"),
+    ("COUNTRY", "U.S.A.", None, "us"),
+    ("COUNTRY", "Great Britain", None, "gb"),
+    ("COUNTRY", "United Kingdom", None, "gb"),
+    ("COUNTRY", "DEU", None, "de"),
+    ("COUNTRY", "Brasil", None, "br"),
+    ("COUNTRY", "", None, ""),
+    # dates of birth in common formats
+    ("DOBY", "12/25/1985", None, "1985"),
+    ("DOBM", "12/25/1985", None, "12"),
+    ("DOBD", "12/25/1985", None, "25"),
+    ("DOBM", "25/12/1985", None, "12"),
+    ("DOBD", "25/12/1985", None, "25"),
+    ("DOBY", "1985-12-25T00:00:00", None, "1985"),
+    ("DOBY", "19851225", None, "1985"),
+    ("DOBM", "December", None, "12"),
+    ("DOBD", "1990-02-30", None, ""),
+    ("DOBD", "2024-02-29", None, "29"),
+    # gender
+    ("GEN", "M", None, "m"),
+    ("GEN", "male", None, "m"),
+    ("GEN", "FEMALE", None, "f"),
+    ("GEN", "", None, ""),
+    # device ids: lower-case UUIDs, bare hex reformatted, zeroed ids refused
+    ("MADID", "ab7a7c551c8f4f3b9d2b0e7b2b1c9a11", None, "ab7a7c55-1c8f-4f3b-9d2b-0e7b2b1c9a11"),
+    ("MADID", "00000000-0000-0000-0000-000000000000", None, ""),
+    ("MADID", "not-a-device", None, ""),
 ]
 
 
@@ -101,6 +188,16 @@ def test_reference_normalizes_as_meta_expects(key, raw, country, expected):
     value = meta_value(key, raw, country=country)
     assert value == ("" if not expected else expected if key in ("MADID", "EXTERN_ID") else
                      hashlib.sha256(expected.encode()).hexdigest())
+
+
+def test_the_table_is_large():
+    assert len(TABLE) >= 100
+
+
+def test_a_digest_is_passed_through_never_hashed_twice():
+    digest = sha256("mary@example.com")
+    assert meta_value("EMAIL", digest.upper()) == digest and meta_value("PHONE", f" {digest} ") == digest
+    assert sql_cells([{"email": digest.upper(), "phone": digest}], ["EMAIL", "PHONE"])[0] == {"EMAIL": digest, "PHONE": digest}
 
 
 def test_meta_documentation_vectors():

@@ -1,0 +1,94 @@
+"""Quality gates, attached to the stage they guard. Names are constants; the logic is plain functions
+over counts and files, so tests can feed them crafted bad data directly.
+
+Blocking (ERROR) checks stop the run before anything flows on: row accounting at ingestion, the format
+of every outbound cell, the privacy floor. Warnings (WARN) flag what a person should look at: a match
+rate below the partner's floor, Meta rejecting too many entries, Meta's count moving against the sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from audience_assets.duck import sql_path
+from audience_assets.identity import HASHED_KEYS
+from audience_assets.ingestion import IngestReport
+
+ROW_ACCOUNTING = "row_accounting"
+HASHED_CELLS = "hashed_cells"
+MATCH_RATE = "match_rate_floor"
+PRIVACY_FLOOR = "privacy_floor"
+INVALID_ENTRY_RATE = "invalid_entry_rate"
+COUNT_DIRECTION = "count_direction"
+
+
+def spec(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
+
+
+def row_accounting(report: IngestReport) -> dg.AssetCheckResult:
+    """Every file: rows read = rows accepted + rows quarantined (nothing lost, nothing invented)."""
+    broken = [f.file for f in report.files if f.rows_read != f.rows_accepted + f.rows_quarantined]
+    return dg.AssetCheckResult(
+        check_name=ROW_ACCOUNTING, passed=not broken, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"rows_read": report.rows_read, "rows_accepted": report.rows_accepted,
+                  "rows_quarantined": report.rows_quarantined, "files_out_of_balance": len(broken)},
+        description=f"rows do not add up in {', '.join(broken)}" if broken else None)
+
+
+def outbound_cell_problems(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], keys: Sequence[str]) -> dict[str, int]:
+    """Cells that must not leave: a hashed key that is not 64 lowercase hex or empty, a device id that is not
+    a lower-case id, or anything that looks like an email address or a phone number in a raw column."""
+    if not paths:
+        return {}
+    files = ", ".join(sql_path(p) for p in paths)
+    tests = []
+    for key in keys:
+        cell = f'coalesce("{key}", \'\')'
+        if key in HASHED_KEYS:
+            tests.append((key, f"NOT regexp_full_match({cell}, '([0-9a-f]{{64}})?')"))
+        elif key == "MADID":
+            tests.append((key, f"NOT regexp_full_match({cell}, '([0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-"
+                               f"[0-9a-f]{{4}}-[0-9a-f]{{12}}|[0-9a-f]{{64}})?')"))
+        else:  # sent as given (EXTERN_ID): never an email address or a phone number
+            tests.append((key, f"contains({cell}, '@') OR regexp_matches({cell}, '^\\+?[0-9][0-9 ().-]{{8,}}$')"))
+    counts = ", ".join(f"count(*) FILTER (WHERE {test})" for _, test in tests)
+    row = con.execute(f"SELECT {counts} FROM read_parquet([{files}])").fetchall()[0]
+    return {key: int(n) for (key, _), n in zip(tests, row) if n}
+
+
+def hashed_cells(problems: dict[str, int], cells: int) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=HASHED_CELLS, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"cells_checked": cells, **{f"bad_{k}": n for k, n in problems.items()}},
+        description=("cells that must not leave: " + ", ".join(f"{k} {n}" for k, n in problems.items())) if problems else None)
+
+
+def match_rate(rate: float, floor: float) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=MATCH_RATE, passed=rate >= floor, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"match_rate": rate, "min_match_rate": floor},
+                               description=None if rate >= floor else f"match rate {rate:.2%} is below {floor:.2%}")
+
+
+def invalid_entry_rate(invalid: int, received: int, ceiling: float) -> dg.AssetCheckResult:
+    rate = invalid / received if received else 0.0
+    return dg.AssetCheckResult(check_name=INVALID_ENTRY_RATE, passed=rate <= ceiling, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"invalid_rate": rate, "max_invalid_rate": ceiling, "num_invalid_entries": invalid},
+                               description=None if rate <= ceiling else f"Meta rejected {rate:.2%} of the entries")
+
+
+def count_direction(before: int | None, after: int, net_change: int) -> dg.AssetCheckResult:
+    """Meta's approximate count should move the way the sync did (-1 means Meta does not say yet)."""
+    if before is None or before < 0 or after < 0 or net_change == 0:
+        passed, why = True, None
+    elif net_change > 0:
+        passed, why = after >= before, f"added {net_change} rows but Meta's count fell from {before} to {after}"
+    else:
+        passed, why = after <= before, f"removed {-net_change} rows but Meta's count rose from {before} to {after}"
+    return dg.AssetCheckResult(check_name=COUNT_DIRECTION, passed=passed, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"count_before": before if before is not None else -1, "count_after": after,
+                                         "net_rows_sent": net_change}, description=None if passed else why)

@@ -1,0 +1,80 @@
+"""A failed run lands in the dead-letter log (no data in it) and replay_job completes it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from audience_assets import layout
+from audience_assets.definitions import build_definitions
+from audience_assets.demo import generate
+from audience_assets.resources import LocalStorage
+from audience_assets.settings import Settings
+
+
+def test_a_failed_run_is_dead_lettered_and_replayed(tmp_path: Path):
+    data = tmp_path / "data"
+    generate(data, customers=5_000, seed=2)
+    acme = data / "landing" / "partners" / "acme_data"
+    parked = tmp_path / "parked"
+    shutil.move(acme, parked)  # the partner's delivery is missing: the run fails
+    defs = build_definitions(Settings(data_dir=data, demo_data=False))
+    storage = LocalStorage(data_dir=str(data))
+    with dg.instance_for_test() as instance:
+        failed = defs.resolve_job_def("partner_data_job").execute_in_process(
+            partition_key="acme_data", instance=instance, raise_on_error=False)
+        assert not failed.success
+        run = instance.get_run_by_id(failed.run_id)
+        failure = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE][0]
+        sensor = defs.resolve_sensor_def("dead_letter_sensor")
+        with dg.build_run_status_sensor_context(sensor_name="dead_letter_sensor", dagster_instance=instance,
+                                                dagster_run=run, dagster_event=failure,
+                                                resources={"storage": storage}) as context:
+            sensor(context.for_run_failure())
+        entry = json.loads((data / layout.dead_letter_run(failed.run_id)).read_text())
+        assert entry["assets"] == ["partner_data"] and entry["partition"] == "acme_data"
+        assert entry["error_class"] == "ContractViolation" and set(entry) == {
+            "run_id", "job", "partition", "assets", "failed_steps", "error_class", "failed_at"}
+
+        shutil.move(parked, acme)  # the delivery arrives
+        replay = defs.resolve_job_def("replay_job").execute_in_process(instance=instance)
+        assert replay.success
+        assert list(storage.list(layout.DEAD_LETTER_RUNS)) == []
+        materialized = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("partner_data"), asset_partitions=["acme_data"]), limit=1)
+        assert materialized.records
+
+
+def test_the_alert_webhook_receives_the_dead_letter(tmp_path: Path, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    data = tmp_path / "data"
+    defs = build_definitions(Settings(data_dir=data, demo_data=False))
+    with dg.instance_for_test() as instance:
+        failed = defs.resolve_job_def("first_party_job").execute_in_process(instance=instance, raise_on_error=False)
+        failure = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE][0]
+        with dg.build_run_status_sensor_context(sensor_name="dead_letter_sensor", dagster_instance=instance,
+                                                dagster_run=instance.get_run_by_id(failed.run_id), dagster_event=failure,
+                                                resources={"storage": LocalStorage(data_dir=str(data))}) as context:
+            defs.resolve_sensor_def("dead_letter_sensor")(context.for_run_failure())
+    server.shutdown()
+    assert [r["run_id"] for r in received] == [failed.run_id]
+    assert received[0]["assets"] == ["first_party_customers"] and received[0]["error_class"] == "ContractViolation"
