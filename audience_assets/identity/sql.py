@@ -26,10 +26,17 @@ PHONE_SEPARATORS = " ()-.+/"  # characters that only separate digit groups
 # The only countries ST and ZIP have rules of their own for (see key_stages); every other country
 # behaves alike, so their dictionaries are keyed by value and this class, not by every country.
 COUNTRIES_WITH_OWN_RULES = ("us", "gb")
-COUNTRY_CLASS = (f"CASE WHEN aa_country IS NULL OR aa_country IN ({', '.join(repr(c) for c in COUNTRIES_WITH_OWN_RULES)}) "
-                 "THEN aa_country ELSE '~' END")
-# COUNTRY's payload cell: the digest a source already gave, else the hash of the row's country (or default).
-COUNTRY_CELL = "coalesce(aa_country_digest, CASE WHEN aa_country IS NULL THEN '' ELSE sha256(aa_country) END)"
+
+
+def country_class(country: str) -> str:
+    """SQL: the row's country as ST and ZIP see it: us, gb, NULL (unknown) or '~' (any other country)."""
+    own = ", ".join(repr(c) for c in COUNTRIES_WITH_OWN_RULES)
+    return f"CASE WHEN {country} IS NULL OR {country} IN ({own}) THEN {country} ELSE '~' END"
+
+
+def country_cell(country: str, digest: str) -> str:
+    """SQL: COUNTRY's payload cell: the digest a source already gave, else the hash of the row's country."""
+    return f"coalesce({digest}, CASE WHEN {country} IS NULL THEN '' ELSE sha256({country}) END)"
 
 
 def q(text: str) -> str:
@@ -324,13 +331,13 @@ def meta_cells_query(
             f"CASE WHEN {cn.prehashed} THEN {default} ELSE coalesce(nullif({cn.normalized}, ''), {default}) END AS aa_country, "
             f"CASE WHEN {cn.prehashed} THEN {cn.value} END AS aa_country_digest, {cn.reason} AS aa_country_reason FROM {last})")
         ctes.append(f"aa_cn_full AS (SELECT d.*, {numbering} FROM aa_cn_dict d LEFT JOIN aa_countries ci ON ci.alpha2 = d.aa_country)")
-        ctes.append(f"aa_cn_class AS (SELECT *, {COUNTRY_CLASS} AS aa_class, {COUNTRY_CELL} AS aa_country_cell FROM aa_cn_full)")
+        ctes.append(f"aa_cn_class AS (SELECT *, {country_class('aa_country')} AS aa_class, "
+                    f"{country_cell('aa_country', 'aa_country_digest')} AS aa_country_cell FROM aa_cn_full)")
         ctes.append("aa_rows AS (SELECT b.*, d.* EXCLUDE (aa_in) FROM aa_base b "
                     f"LEFT JOIN aa_cn_class d ON b.aa_src_{country_column} = d.aa_in)")
     else:
         ctes.append(f"aa_rows AS (SELECT b.*, {default} AS aa_country, NULL AS aa_country_digest, '' AS aa_country_reason, "
-                    f"{numbering}, {COUNTRY_CLASS.replace('aa_country', default)} AS aa_class, "
-                    f"{COUNTRY_CELL.replace('aa_country_digest', 'NULL').replace('aa_country', default)} AS aa_country_cell "
+                    f"{numbering}, {country_class(default)} AS aa_class, {country_cell(default, 'NULL')} AS aa_country_cell "
                     f"FROM aa_base b LEFT JOIN aa_countries ci ON ci.alpha2 = {default})")
     calling = {"calling_code": "aa_cc", "trunk_prefix": "aa_trunk", "nsn_min": "aa_lo", "nsn_max": "aa_hi"}
 
