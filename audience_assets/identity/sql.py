@@ -298,6 +298,7 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def meta_cells_query(
+    con: duckdb.DuckDBPyConnection,
     source: str,
     *,
     keys: Sequence[str],
@@ -312,35 +313,44 @@ def meta_cells_query(
     `source` is a table name or a parenthesised query whose identifier columns are named as in
     `rules.SOURCE_COLUMN` (override with `key_sources`). COUNTRY's cell is the hash of `aa_country`,
     so a configured default fills blank countries. Call `install(con)` once per connection.
+
+    The dictionaries (countries, and each repeating column) are built first, on `con`, as temporary
+    tables from their own scans of `source`; the returned query then streams the rows once, joining
+    them. Rows are never held in memory, only distinct values.
     """
     sources = {k: (key_sources or {}).get(k, rules.SOURCE_COLUMN.get(k, k.lower())) for k in keys if k != "COUNTRY"}
     used = sorted(set(sources.values()) | ({country_column} if country_column else set()))
     default = q(default_country.lower()) if default_country else "NULL"
-    base_cols = [*(f'"{k}"' for k in keep), *(f"coalesce(CAST({c} AS VARCHAR), '') AS aa_src_{c}" for c in used)]
-    ctes = [f"aa_base AS NOT MATERIALIZED (SELECT {', '.join(base_cols)} FROM {source})"]
 
-    # The row's country and its calling-code columns, worked out once per distinct spelling and joined
-    # to the rows in one join.
+    def text(column: str) -> str:
+        return f"coalesce(CAST({column} AS VARCHAR), '')"
+
+    def build(table: str, ctes: list[str], select: str) -> None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS " + ("WITH " + ",\n".join(ctes) + "\n" if ctes else "") + select)
+
+    # The row's country and its calling-code columns, worked out once per distinct spelling.
     numbering = "ci.calling_code AS aa_cc, ci.trunk_prefix AS aa_trunk, ci.nsn_min AS aa_lo, ci.nsn_max AS aa_hi"
     if country_column:
         cn = key_stages("COUNTRY", "aa_cn", "aa_in", None)
-        dict_ctes, last = _chain("aa_cn", f"(SELECT DISTINCT aa_src_{country_column} AS aa_in FROM aa_base)", cn.steps)
-        ctes += dict_ctes
+        ctes, last = _chain("aa_cn", f"(SELECT DISTINCT {text(country_column)} AS aa_in FROM {source})", cn.steps)
         ctes.append(
             "aa_cn_dict AS (SELECT aa_in, "
             f"CASE WHEN {cn.prehashed} THEN {default} ELSE coalesce(nullif({cn.normalized}, ''), {default}) END AS aa_country, "
             f"CASE WHEN {cn.prehashed} THEN {cn.value} END AS aa_country_digest, {cn.reason} AS aa_country_reason FROM {last})")
         ctes.append(f"aa_cn_full AS (SELECT d.*, {numbering} FROM aa_cn_dict d LEFT JOIN aa_countries ci ON ci.alpha2 = d.aa_country)")
-        ctes.append(f"aa_cn_class AS (SELECT *, {country_class('aa_country')} AS aa_class, "
-                    f"{country_cell('aa_country', 'aa_country_digest')} AS aa_country_cell FROM aa_cn_full)")
-        ctes.append("aa_rows AS (SELECT b.*, d.* EXCLUDE (aa_in) FROM aa_base b "
-                    f"LEFT JOIN aa_cn_class d ON b.aa_src_{country_column} = d.aa_in)")
+        build("aa_cn_class", ctes, f"SELECT *, {country_class('aa_country')} AS aa_class, "
+                                   f"{country_cell('aa_country', 'aa_country_digest')} AS aa_country_cell FROM aa_cn_full")
+        country_join = f"LEFT JOIN aa_cn_class aa_cn ON {text('b.' + country_column)} = aa_cn.aa_in"
+        country_cols = "aa_cn.* EXCLUDE (aa_in)"
     else:
-        ctes.append(f"aa_rows AS (SELECT b.*, {default} AS aa_country, NULL AS aa_country_digest, '' AS aa_country_reason, "
-                    f"{numbering}, {country_class(default)} AS aa_class, {country_cell(default, 'NULL')} AS aa_country_cell "
-                    f"FROM aa_base b LEFT JOIN aa_countries ci ON ci.alpha2 = {default})")
+        build("aa_cn_class", [], f"SELECT {default} AS aa_country, NULL AS aa_country_digest, '' AS aa_country_reason, "
+                                 f"{numbering}, {country_class(default)} AS aa_class, {country_cell(default, 'NULL')} "
+                                 f"AS aa_country_cell FROM (SELECT 1) LEFT JOIN aa_countries ci ON ci.alpha2 = {default}")
+        country_join, country_cols = "CROSS JOIN aa_cn_class aa_cn", "aa_cn.*"
     calling = {"calling_code": "aa_cc", "trunk_prefix": "aa_trunk", "nsn_min": "aa_lo", "nsn_max": "aa_hi"}
 
+    base_cols = [*(f'b."{k}"' for k in keep), *(f"{text('b.' + c)} AS aa_src_{c}" for c in used)]
+    ctes = [f"aa_rows AS (SELECT {', '.join(base_cols)}, {country_cols} FROM {source} b {country_join})"]
     by_source: dict[str, list[str]] = {}
     for key in keys:
         if key != "COUNTRY":
@@ -356,27 +366,31 @@ def meta_cells_query(
             stage_ctes, current = _chain(f"aa_r_{column}", current, steps)
             ctes += stage_ctes
             continue
-        # A dictionary: each distinct (value[, country]) normalized and hashed once, then joined back.
+        # A dictionary: each distinct (value[, country class]) normalized and hashed once, then joined back.
         with_country = any(k in COUNTRY_AWARE for k in column_keys)
-        distinct = f"(SELECT DISTINCT aa_src_{column} AS aa_in{', aa_class AS aa_c' if with_country else ''} FROM aa_rows)"
+        if with_country and country_column:
+            distinct = (f"(SELECT DISTINCT s.aa_in, c.aa_class AS aa_c FROM (SELECT DISTINCT {text(column)} AS aa_in, "
+                        f"{text(country_column)} AS aa_cin FROM {source}) s JOIN aa_cn_class c ON s.aa_cin = c.aa_in)")
+        elif with_country:
+            distinct = f"(SELECT DISTINCT {text(column)} AS aa_in, (SELECT aa_class FROM aa_cn_class) AS aa_c FROM {source})"
+        else:
+            distinct = f"(SELECT DISTINCT {text(column)} AS aa_in FROM {source})"
         steps, selected = [], []
         for key in column_keys:
             st = key_stages(key, f"aa_{key.lower()}", "aa_in", "aa_c" if with_country else None)
             steps += st.steps
             selected += [f"{st.value} AS aa_{key.lower()}_out", f"{st.reason} AS aa_{key.lower()}_why"]
-        dict_ctes, last = _chain(f"aa_d_{column}", distinct, steps)
-        ctes += dict_ctes
         dictionary = f"aa_dict_{column}"
-        ctes.append(f"{dictionary} AS (SELECT aa_in{', aa_c' if with_country else ''}, {', '.join(selected)} FROM {last})")
-        on = f"j.aa_src_{column} = d.aa_in" + (f" AND j.aa_class IS NOT DISTINCT FROM d.aa_c" if with_country else "")
+        dict_ctes, last = _chain(f"aa_d_{column}", distinct, steps)
+        build(dictionary, dict_ctes, f"SELECT aa_in{', aa_c' if with_country else ''}, {', '.join(selected)} FROM {last}")
+        on = f"j.aa_src_{column} = d.aa_in" + (" AND j.aa_class IS NOT DISTINCT FROM d.aa_c" if with_country else "")
         added = ", ".join(f"d.aa_{k.lower()}_out, d.aa_{k.lower()}_why" for k in column_keys)
         joined = f"aa_j_{column}"
         ctes.append(f"{joined} AS (SELECT j.*, {added} FROM {current} j LEFT JOIN {dictionary} d ON {on})")
         current = joined
         outputs.update({k: (f"aa_{k.lower()}_out", f"aa_{k.lower()}_why") for k in column_keys})
     if "COUNTRY" in keys:
-        outputs["COUNTRY"] = ("aa_country_cell",
-                              "coalesce(aa_country_reason, '')")
+        outputs["COUNTRY"] = ("aa_country_cell", "coalesce(aa_country_reason, '')")
 
     select = [f'"{k}"' for k in keep]
     for key in keys:

@@ -117,7 +117,7 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     plain = [k for k in contract.match_keys if k not in prehashed]
     extra = [*contract.segments, *prehashed.values()]
     idsql.install(con)
-    query = idsql.meta_cells_query(_standard_view(contract, extra), keys=plain, default_country=contract.default_country,
+    query = idsql.meta_cells_query(con, _standard_view(contract, extra), keys=plain, default_country=contract.default_country,
                                    keep=["aa_file", "aa_row", *extra])
     pre_cols = "".join(f", {cell} AS \"{key}\", {why} AS \"{key}__reason\""
                        for key, (cell, why) in ((k, prehashed_cell(c)) for k, c in prehashed.items()))
@@ -158,7 +158,7 @@ def ingest_first_party(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
     # EXTERN_ID is the advertiser's own id: external_id when the export has one, else customer_id.
     key_sources = {"EXTERN_ID": "external_id" if has_external else "customer_id"}
     idsql.install(con)
-    query = idsql.meta_cells_query(view, keys=list(keys), key_sources=key_sources,
+    query = idsql.meta_cells_query(con, view, keys=list(keys), key_sources=key_sources,
                                    default_country=contract.default_country, keep=["aa_file", "aa_row", "customer_id"])
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_cells AS SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) "
                 f"FROM ({query})")
@@ -195,7 +195,7 @@ def ingest_suppression(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
         report = IngestReport()
         create_tables(con, "aa_rows", "aa_quarantine", contract.readable_columns())
     idsql.install(con)
-    query = idsql.meta_cells_query(_standard_view(contract), keys=keys, default_country=contract.default_country,
+    query = idsql.meta_cells_query(con, _standard_view(contract), keys=keys, default_country=contract.default_country,
                                    keep=["aa_file", "aa_row", "customer_id"])
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_cells AS SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) "
                 f"FROM ({query})")

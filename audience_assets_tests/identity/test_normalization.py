@@ -167,7 +167,7 @@ def sql_cells(rows: list[dict[str, str]], keys: list[str], default_country: str 
         con.executemany(f"INSERT INTO t VALUES ({', '.join('?' * (len(columns) + 1))})",
                         [[i, *(r.get(c) for c in columns)] for i, r in enumerate(rows)])
         idsql.install(con)
-        query = idsql.meta_cells_query("t", keys=keys, default_country=default_country, keep=["rid"])
+        query = idsql.meta_cells_query(con, "t", keys=keys, default_country=default_country, keep=["rid"])
         result = con.execute(f"SELECT rid, {', '.join(f'{chr(34)}{k}{chr(34)}' for k in keys)} FROM ({query}) ORDER BY rid").fetchall()
     finally:
         con.close()
