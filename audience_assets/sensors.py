@@ -98,7 +98,7 @@ def new_deliveries(storage: Storage, targets: list[Target], cursor: LandingCurso
     return chosen
 
 
-def build_landing_zone_sensor(config: ProjectConfig, jobs: list[dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+def build_landing_zone_sensor(config: ProjectConfig, jobs: list) -> dg.SensorDefinition:
     targets = landing_targets(config)
 
     @dg.sensor(name="landing_zone_sensor", jobs=jobs, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
