@@ -15,7 +15,8 @@ import dagster as dg
 import duckdb
 
 from audience_assets.duck import sql_path
-from audience_assets.identity import HASHED_KEYS
+from audience_assets.identity import HASHED_KEYS, rules
+from audience_assets.identity.sql import q
 from audience_assets.ingestion import IngestReport
 
 ROW_ACCOUNTING = "row_accounting"
@@ -51,9 +52,9 @@ def outbound_cell_problems(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]
         cell = f'coalesce("{key}", \'\')'
         if key in HASHED_KEYS:
             tests.append((key, f"NOT regexp_full_match({cell}, '([0-9a-f]{{64}})?')"))
-        elif key == "MADID":
-            tests.append((key, f"NOT regexp_full_match({cell}, '([0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-"
-                               f"[0-9a-f]{{4}}-[0-9a-f]{{12}}|[0-9a-f]{{64}})?')"))
+        elif key == "MADID":  # a lower-case device id as normalization writes it, or a digest a source gave
+            tests.append((key, f"NOT ({cell} = '' OR regexp_matches({cell}, {q(rules.re2(rules.MADID_UUID))}) "
+                               f"OR regexp_full_match({cell}, '[0-9a-f]{{64}}'))"))
         else:  # sent as given (EXTERN_ID): never an email address or a phone number
             tests.append((key, f"contains({cell}, '@') OR regexp_matches({cell}, '^\\+?[0-9][0-9 ().-]{{8,}}$')"))
     counts = ", ".join(f"count(*) FILTER (WHERE {test})" for _, test in tests)
@@ -66,6 +67,15 @@ def hashed_cells(problems: dict[str, int], cells: int) -> dg.AssetCheckResult:
         check_name=HASHED_CELLS, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
         metadata={"cells_checked": cells, **{f"bad_{k}": n for k, n in problems.items()}},
         description=("cells that must not leave: " + ", ".join(f"{k} {n}" for k, n in problems.items())) if problems else None)
+
+
+def privacy_floor(members: int, min_size: int, *, removal_list: bool) -> dg.AssetCheckResult:
+    """The audience has at least its floor of members. A removal list (mode remove) is not an audience:
+    its floor applies to what stays on Meta, which audience_chunks enforces."""
+    passed = removal_list or members >= min_size
+    return dg.AssetCheckResult(check_name=PRIVACY_FLOOR, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"members": members, "min_size": min_size},
+                               description=None if passed else f"{members} members is below the floor of {min_size}")
 
 
 def match_rate(rate: float, floor: float) -> dg.AssetCheckResult:

@@ -1,10 +1,11 @@
-"""Jobs: the ingestion jobs the sensors launch (one per kind of delivery), and the retention cleanup."""
-
+"""Jobs: the ingestion jobs the sensors launch (one per kind of delivery), the retention cleanup, and
+the replay of dead-lettered runs."""
 
 import json
 
 import dagster as dg
 
+from audience_assets import layout
 from audience_assets.config import ProjectConfig
 from audience_assets.ingestion.retention import delete_expired_exports
 from audience_assets.resources.storage import Storage
@@ -48,8 +49,6 @@ def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDe
 def build_replay_job(assets: list[dg.AssetsDefinition], resources: dict) -> dg.JobDefinition:
     """replay_job: materializes again what each dead-lettered run failed to, and clears the entries that
     now succeed. For an audience upload this resumes its ledger, so failed Meta batches are sent again."""
-    from audience_assets import layout
-
     @dg.op(description="Re-run the assets of every dead-lettered run; clear the entries that succeed.")
     def replay_dead_letters(context: dg.OpExecutionContext, storage: Storage) -> None:
         replayed = cleared = 0

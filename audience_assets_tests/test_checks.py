@@ -42,6 +42,13 @@ def test_outbound_cells(tmp_path: Path):
     assert checks.hashed_cells({}, 4).passed and not checks.hashed_cells({"EMAIL": 1}, 4).passed
 
 
+def test_privacy_floor():
+    assert checks.privacy_floor(100, 100, removal_list=False).passed
+    below = checks.privacy_floor(99, 100, removal_list=False)
+    assert not below.passed and below.severity == dg.AssetCheckSeverity.ERROR
+    assert checks.privacy_floor(5, 100, removal_list=True).passed  # its floor applies to what stays on Meta
+
+
 def test_warnings():
     assert checks.match_rate(0.4, 0.01).passed
     low = checks.match_rate(0.005, 0.01)

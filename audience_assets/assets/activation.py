@@ -60,9 +60,9 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
               deps=[dg.AssetDep(clean_room_matches, partition_mapping=partner_to_audiences(config)),
                     first_party_customers, suppression_list],
               automation_condition=refresh,
-              check_specs=[dg.AssetCheckSpec(checks.PRIVACY_FLOOR, asset="audience_members", blocking=True,
-                                             description="The audience has at least its min_size members (never "
-                                                         "below 100); below it nothing flows on to Meta.")])
+              check_specs=[checks.spec(checks.PRIVACY_FLOOR, "audience_members", "The audience has at least its "
+                                       "min_size members (never below 100); below it nothing flows on to Meta.",
+                                       blocking=True)])
     def audience_members(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The audience's customers: anyone a selected partner segment matched, deduplicated, minus everyone
         on the opt-out list."""
@@ -76,18 +76,13 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             counts = select_members(con, audience=audience, matches=matches, customers=customers,
                                     suppression=suppression, out=out)
             metadata = publish(con, storage, out, layout.audience_members(name))
-        # A removal list is not an audience: for mode remove the floor applies to what stays on Meta
-        # (audience_chunks checks it); for every other mode the members are the audience.
-        passed = audience.mode == "remove" or counts.members >= audience.min_size
         context.log.info(f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed, {counts.members} members")
         return dg.MaterializeResult(
             metadata={**metadata, "qualified": counts.qualified, "suppressed": counts.suppressed,
                       "members": counts.members, "min_size": audience.min_size,
                       "partners": ", ".join(sorted(audience.select))},
-            check_results=[dg.AssetCheckResult(
-                check_name=checks.PRIVACY_FLOOR, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
-                metadata={"members": counts.members, "min_size": audience.min_size},
-                description=None if passed else f"{counts.members} members is below the floor of {audience.min_size}")])
+            check_results=[checks.privacy_floor(counts.members, audience.min_size,
+                                                removal_list=audience.mode == "remove")])
 
     @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, partitions_def=partitions,
               deps=[audience_members, first_party_customers, suppression_list],
