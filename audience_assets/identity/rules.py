@@ -116,13 +116,25 @@ def us_states() -> dict[str, str]:
     return table
 
 
+LETTER_CLASS_FILE = "letter_class.txt"  # `letter_class()` precomputed: its first line names the Unicode version
+
+
 @functools.cache
 def letter_class() -> str:
     """A character class of Unicode letters and marks, from Python's Unicode database.
 
     RE2's `\\p{L}` follows a newer Unicode version than Python 3.11's `unicodedata` (14.0), so the
-    SQL path uses this explicit class: both implementations then agree on every code point.
+    SQL path uses this explicit class: both implementations then agree on every code point. Scanning
+    all 1.1M code points takes a noticeable fraction of a second, so the class for the shipped Unicode
+    version is read from a file, and only computed when the running Python has another version.
     """
+    with resources.files(__package__).joinpath("data", LETTER_CLASS_FILE).open(encoding="ascii") as handle:
+        version, letters = handle.read().split("\n")[:2]
+    return letters if version == unicodedata.unidata_version else compute_letter_class()
+
+
+def compute_letter_class() -> str:
+    """`letter_class()` worked out from `unicodedata`, code point by code point."""
     ranges: list[tuple[int, int]] = []
     for code in range(0x110000):
         if unicodedata.category(chr(code))[0] in "LM":

@@ -368,11 +368,11 @@ def meta_cells_query(
             continue
         # A dictionary: each distinct (value[, country class]) normalized and hashed once, then joined back.
         with_country = any(k in COUNTRY_AWARE for k in column_keys)
-        if with_country and country_column:
-            distinct = (f"(SELECT DISTINCT s.aa_in, c.aa_class AS aa_c FROM (SELECT DISTINCT {text(column)} AS aa_in, "
-                        f"{text(country_column)} AS aa_cin FROM {source}) s JOIN aa_cn_class c ON s.aa_cin = c.aa_in)")
-        elif with_country:
-            distinct = f"(SELECT DISTINCT {text(column)} AS aa_in, (SELECT aa_class FROM aa_cn_class) AS aa_c FROM {source})"
+        if with_country:
+            # every distinct value under every country class present (at most four): far fewer pairs than
+            # the distinct (value, country spelling) pairs of the rows, and no second pass over them
+            distinct = (f"(SELECT s.aa_in, c.aa_c FROM (SELECT DISTINCT {text(column)} AS aa_in FROM {source}) s "
+                        f"CROSS JOIN (SELECT DISTINCT aa_class AS aa_c FROM aa_cn_class) c)")
         else:
             distinct = f"(SELECT DISTINCT {text(column)} AS aa_in FROM {source})"
         steps, selected = [], []

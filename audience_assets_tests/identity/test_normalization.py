@@ -4,6 +4,7 @@ path agreeing with the pure-Python reference on that table and on generated inpu
 from __future__ import annotations
 
 import hashlib
+from importlib.resources import files
 
 import duckdb
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from audience_assets.identity import META_KEYS, meta_value, normalize, sha256
 from audience_assets.identity import sql as idsql
+from audience_assets.identity import rules
 from audience_assets.identity.rules import SOURCE_COLUMN
 
 # (key, raw value, row country, normalized value Meta expects; "" = unusable)
@@ -230,3 +232,14 @@ def test_sql_agrees_with_the_reference_on_generated_rows(rows):
     keys = [*KEYS, "COUNTRY"]
     for row, cells in zip(rows, sql_cells(rows, keys)):
         assert cells == python_cells(row, keys), row
+
+
+def test_the_shipped_letter_class_is_the_running_pythons():
+    """The precomputed class must be exactly what this Python's unicodedata gives, or the SQL path and
+    the reference would disagree on some letters."""
+    import unicodedata
+
+    rules.letter_class.cache_clear()
+    assert rules.letter_class() == rules.compute_letter_class()
+    shipped_version = (files("audience_assets.identity") / "data" / rules.LETTER_CLASS_FILE).read_text().split("\n")[0]
+    assert shipped_version == unicodedata.unidata_version  # else every process pays the full scan
