@@ -41,7 +41,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         with work_dir() as tmp, connect(tmp) as con:
             table, quarantine = tmp / "partner.parquet", tmp / "quarantine.parquet"
             report, identities = sources.ingest_partner(con, storage, files, partner=partner, contract=contract,
-                                                        out_table=table, out_quarantine=quarantine)
+                                                        out_table=table, out_quarantine=quarantine, work_dir=tmp)
             metadata = publish(con, storage, table, layout.partner_table(partner))
             storage.upload(quarantine, layout.partner_quarantine(partner))
         context.log.info(f"{partner}: {report.rows_read} rows read from {len(files)} file(s), "
@@ -61,7 +61,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         with work_dir() as tmp, connect(tmp) as con:
             customers, quarantine = tmp / "customers.parquet", tmp / "quarantine.parquet"
             report = sources.ingest_first_party(con, storage, files, contract=contract, keys=keys,
-                                                out_customers=customers, out_quarantine=quarantine)
+                                                out_customers=customers, out_quarantine=quarantine, work_dir=tmp)
             metadata = publish(con, storage, customers, layout.FIRST_PARTY_CUSTOMERS)
             storage.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
         context.log.info(f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "
@@ -78,7 +78,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         with work_dir() as tmp, connect(tmp) as con:
             table, quarantine = tmp / "suppressed.parquet", tmp / "quarantine.parquet"
             report = sources.ingest_suppression(con, storage, files, contract=contract, out_table=table,
-                                                out_quarantine=quarantine)
+                                                out_quarantine=quarantine, work_dir=tmp)
             metadata = publish(con, storage, table, layout.SUPPRESSION_LIST)
             storage.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
         context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")

@@ -103,8 +103,9 @@ def row_id_sql(keys: Sequence[str]) -> str:
 def build_rows(con: duckdb.DuckDBPyConnection, *, members: Path, customers: Path, keys: Sequence[str], out: Path) -> int:
     """Write the members' distinct Meta payload rows (`row_id` + one column per key) to `out`."""
     cells = ", ".join(f'"{k}"' for k in keys)
-    con.execute(f"COPY (SELECT DISTINCT {row_id_sql(keys)} AS row_id, {cells} FROM {_parquet(customers)} "
-                f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)}) ORDER BY row_id) "
+    # row_id is a digest of the cells, so one row per row_id is one row per distinct payload row
+    con.execute(f"COPY (SELECT DISTINCT ON (row_id) * FROM (SELECT {row_id_sql(keys)} AS row_id, {cells} "
+                f"FROM {_parquet(customers)} WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)}))) "
                 f"TO {sql_path(out)} (FORMAT parquet)")
     return con.execute(f"SELECT count(*) FROM {_parquet(out)}").fetchall()[0][0]
 
@@ -144,14 +145,16 @@ def plan_upload(con: duckdb.DuckDBPyConnection, *, mode: str, keys: Sequence[str
     operations = []
     for kind, sql in _operations_sql(mode, "aa_desired", "aa_confirmed", suppressed).items():
         folder = out_dir / kind
-        con.execute(f"CREATE OR REPLACE TEMP TABLE aa_op AS SELECT *, (row_number() OVER (ORDER BY row_id) - 1) // {chunk_rows} "
-                    f"AS aa_chunk FROM ({sql})")
+        # Chunks are consecutive runs of row ids. Only the ids are sorted; the wide rows are then streamed
+        # once into their chunk's file (in no particular order: a chunk is read sorted, 10,000 rows at most).
+        con.execute(f"CREATE OR REPLACE TEMP TABLE aa_op AS SELECT row_id, (row_number() OVER (ORDER BY row_id) - 1) "
+                    f"// {chunk_rows} AS aa_chunk FROM (SELECT row_id FROM ({sql}))")
         stats = con.execute("SELECT aa_chunk, count(*), sha256(string_agg(row_id, ',' ORDER BY row_id)) FROM aa_op "
                             "GROUP BY aa_chunk ORDER BY aa_chunk").fetchall()
         if stats:
             folder.mkdir(parents=True, exist_ok=True)
-            con.execute(f"COPY (SELECT row_id, {cells}, aa_chunk FROM aa_op ORDER BY row_id) TO {sql_path(folder)} "
-                        f"(FORMAT parquet, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)")
+            con.execute(f"COPY (SELECT o.row_id, {cells}, o.aa_chunk FROM ({sql}) r JOIN aa_op o ON o.row_id = r.row_id) "
+                        f"TO {sql_path(folder)} (FORMAT parquet, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)")
         chunks = []
         for index, rows, chunk_digest in stats:
             files = sorted((folder / f"aa_chunk={index}").glob("*.parquet"))
@@ -200,6 +203,7 @@ def update_confirmed(con: duckdb.DuckDBPyConnection, *, keys: Sequence[str], con
     else:
         current = "SELECT * FROM aa_confirmed"
     added, removed = union(acknowledged.get("add", ())), union(acknowledged.get("remove", ()))
-    con.execute(f"COPY (SELECT DISTINCT * FROM (({current}) UNION ALL ({added})) "
-                f"WHERE row_id NOT IN (SELECT row_id FROM ({removed})) ORDER BY row_id) TO {sql_path(out)} (FORMAT parquet)")
+    # row_id is a digest of the cells: one row per row_id is one row per distinct payload row
+    con.execute(f"COPY (SELECT DISTINCT ON (row_id) * FROM (({current}) UNION ALL ({added})) "
+                f"WHERE row_id NOT IN (SELECT row_id FROM ({removed}))) TO {sql_path(out)} (FORMAT parquet)")
     return con.execute(f"SELECT count(*) FROM {_parquet(out)}").fetchall()[0][0]

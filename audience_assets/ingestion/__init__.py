@@ -129,10 +129,13 @@ def check_columns(file: str, header: Sequence[str], contract: FileContract, *, r
 
 
 def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract: FileContract, contract_name: str,
-              required: Sequence[str], wanted: Sequence[str], table: str, quarantine: str) -> FileReport:
-    """Append the file's rows to `table` (columns `aa_file`, `aa_row` and `wanted`, all VARCHAR, named as
-    in the source) and its unreadable lines to `quarantine`. Raises `ContractViolation` for a file
-    that cannot be used at all (empty, unreadable, wrong columns)."""
+              required: Sequence[str], wanted: Sequence[str], staged: Path, quarantine: str) -> FileReport:
+    """Write the file's rows to the Parquet file `staged` (columns `aa_file`, `aa_row` and `wanted`, all
+    VARCHAR, named as in the source) and its unreadable lines to the table `quarantine`. Raises
+    `ContractViolation` for a file that cannot be used at all (empty, unreadable, wrong columns).
+
+    Rows are staged on disk, compressed, rather than held in a table: every later pass reads only the
+    columns it needs, and memory does not grow with the file."""
     report = FileReport(file)
     if path.stat().st_size == 0:
         raise ContractViolation(f"{file} is empty (0 bytes); the {contract_name} contract expects "
@@ -147,7 +150,7 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
     select = ", ".join([f"{idsql.q(file)} AS aa_file", "row_number() OVER () AS aa_row"]
                        + [f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in present]
                        + [f"CAST(NULL AS VARCHAR) AS {_q(c)}" for c in wanted if c not in header])
-    rejects = f"{table}_rejects"
+    rejects = f"{quarantine}_rejects"
     try:
         if contract.format == "parquet":
             source = f"read_parquet({sql_path(path)})"
@@ -161,11 +164,11 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
                       f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan', "
                       f"strict_mode = true, null_padding = false, auto_detect = false, "
                       f"columns = {{{', '.join(f'{idsql.q(c)}: {chr(39)}VARCHAR{chr(39)}' for c in header)}}})")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE aa_file_rows AS SELECT {select} FROM {source}")
+        con.execute(f"COPY (SELECT {select} FROM {source}) TO {sql_path(staged)} (FORMAT parquet)")
     except duckdb.Error as error:
         raise ContractViolation(f"{file} could not be read as {contract.format} ({contract.encoding}) for the "
                                 f"{contract_name} contract: {_first_line(error)}") from None
-    accepted = con.execute("SELECT count(*) FROM aa_file_rows").fetchall()[0][0]
+    accepted = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(staged)})").fetchall()[0][0]
     if contract.format == "csv":
         rejected = con.execute(
             f"SELECT line, string_agg(DISTINCT lower(CAST(error_type AS VARCHAR)), ', ') "
@@ -180,7 +183,6 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
         for reason, n in con.execute(f"SELECT reason, count(*) FROM {quarantine} WHERE aa_file = ? GROUP BY reason",
                                      [file]).fetchall():
             report.quarantine_reasons[reason] += n
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM aa_file_rows")
     report.rows_accepted = accepted
     report.rows_quarantined = sum(report.quarantine_reasons.values())
     report.rows_read = report.rows_accepted + report.rows_quarantined
@@ -206,10 +208,18 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0][:300]
 
 
-def create_tables(con: duckdb.DuckDBPyConnection, table: str, quarantine: str, wanted: Sequence[str]) -> None:
-    columns = ", ".join(["aa_file VARCHAR", "aa_row BIGINT"] + [f"{_q(c)} VARCHAR" for c in wanted])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({columns})")
+def create_quarantine(con: duckdb.DuckDBPyConnection, quarantine: str) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {quarantine} ({QUARANTINE_COLUMNS})")
+
+
+def staged_rows_view(con: duckdb.DuckDBPyConnection, view: str, staged: Sequence[Path], wanted: Sequence[str]) -> None:
+    """`view`: the rows `load_file` staged, from every file (none: an empty relation with the same columns)."""
+    if staged:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet([{', '.join(sql_path(p) for p in staged)}])")
+    else:
+        columns = ", ".join(["CAST(NULL AS VARCHAR) AS aa_file", "CAST(NULL AS BIGINT) AS aa_row"]
+                            + [f"CAST(NULL AS VARCHAR) AS {_q(c)}" for c in wanted])
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} WHERE FALSE")
 
 
 def prehashed_cell(column: str) -> tuple[str, str]:

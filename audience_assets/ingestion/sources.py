@@ -20,7 +20,8 @@ from audience_assets.config import FileContract, PartnerContract
 from audience_assets.duck import sql_path
 from audience_assets.identity import sql as idsql
 from audience_assets.identity.rules import STANDARD_COLUMNS
-from audience_assets.ingestion import ContractViolation, IngestReport, create_tables, load_file, prehashed_cell
+from audience_assets.ingestion import (ContractViolation, IngestReport, create_quarantine, load_file, prehashed_cell,
+                                       staged_rows_view)
 from audience_assets.resources.storage import Storage, StoredObject
 
 TEMPORARY_NAME = re.compile(r"(^|/)[._][^/]*$|(\.tmp|\.part|\.crdownload|\.partial|~)$|_\$folder\$$", re.IGNORECASE)
@@ -44,14 +45,18 @@ def _q(name: str) -> str:
 
 
 def _load_all(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequence[StoredObject], contract: FileContract,
-              contract_name: str, required: Sequence[str]) -> IngestReport:
+              contract_name: str, required: Sequence[str], work_dir: Path) -> IngestReport:
+    """Stage every file's rows under `work_dir` as the view `aa_rows`; unreadable lines go to `aa_quarantine`."""
     report = IngestReport()
     wanted = list(dict.fromkeys([*required, *contract.readable_columns()]))
-    create_tables(con, "aa_rows", "aa_quarantine", wanted)
-    for obj in files:
+    create_quarantine(con, "aa_quarantine")
+    staged = []
+    for number, obj in enumerate(files):
+        staged.append(work_dir / f"staged-{number:05d}.parquet")
         with storage.local_copy(obj.key) as path:
             report.files.append(load_file(con, path, file=obj.key, contract=contract, contract_name=contract_name,
-                                          required=required, wanted=wanted, table="aa_rows", quarantine="aa_quarantine"))
+                                          required=required, wanted=wanted, staged=staged[-1], quarantine="aa_quarantine"))
+    staged_rows_view(con, "aa_rows", staged, wanted)
     return report
 
 
@@ -67,21 +72,37 @@ def _standard_view(contract: FileContract, extra: Sequence[str] = ()) -> str:
     return f"(SELECT {', '.join(cols)} FROM aa_rows)"
 
 
-def _quarantine_unusable(con: duckdb.DuckDBPyConnection, report: IngestReport, table: str, usable: str, why: str) -> None:
-    """Move the rows of `table` failing `usable` to the quarantine, with the reason `why` (SQL)."""
-    counts = con.execute(f"SELECT aa_file, {why} AS reason, count(*) FROM {table} WHERE NOT ({usable}) GROUP BY ALL").fetchall()
-    con.execute(f"INSERT INTO aa_quarantine SELECT aa_file, aa_row, {why} FROM {table} WHERE NOT ({usable})")
-    con.execute(f"DELETE FROM {table} WHERE NOT ({usable})")
+def _judge(con: duckdb.DuckDBPyConnection, report: IngestReport, rows: str, keys: Sequence[str], verdict: str,
+           work_dir: Path, keep: Sequence[str] = ()) -> None:
+    """One pass over `rows` into `aa_verdicts` (file, row, `keep`, reason), staged as Parquet under
+    `work_dir`: `verdict` is SQL giving NULL for a usable row, else why it is not. Counts every key's
+    invalid values into the report. Only the columns read here are computed (DuckDB drops the digests
+    nobody reads), so this pass is narrow."""
+    invalid = "list_filter([" + ", ".join(f"{{'key': {idsql.q(k)}, 'reason': \"{k}__reason\"}}" for k in keys) + \
+        "], lambda x: x.reason <> '')"
+    columns = ", ".join(["aa_file", "aa_row", *keep])
+    staged = work_dir / "verdicts.parquet"
+    con.execute(f"COPY (SELECT {columns}, {verdict} AS reason, {invalid} AS aa_invalid FROM {rows}) "
+                f"TO {sql_path(staged)} (FORMAT parquet)")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW aa_verdicts AS SELECT * FROM read_parquet({sql_path(staged)})")
+    report.invalid_values = {key: Counter() for key in keys}
+    for key, reason, n in con.execute("SELECT v.key, v.reason, count(*) FROM (SELECT unnest(aa_invalid) AS v "
+                                      "FROM aa_verdicts) GROUP BY ALL").fetchall():
+        report.invalid_values[key][reason] = n
+
+
+def _quarantine_verdicts(con: duckdb.DuckDBPyConnection, report: IngestReport, more: str | None = None) -> None:
+    """The rows `aa_verdicts` gives a reason (and the `more` rows: SQL of aa_file, aa_row, reason) go to
+    the quarantine and to `aa_unusable`, which the writing pass anti-joins."""
+    also = f" UNION ALL {more}" if more else ""
+    con.execute("CREATE OR REPLACE TEMP TABLE aa_unusable AS SELECT aa_file, aa_row, reason FROM aa_verdicts "
+                f"WHERE reason IS NOT NULL{also}")
+    con.execute("INSERT INTO aa_quarantine SELECT aa_file, aa_row, reason FROM aa_unusable")
     by_file = {f.file: f for f in report.files}
-    for file, reason, n in counts:
+    for file, reason, n in con.execute("SELECT aa_file, reason, count(*) FROM aa_unusable GROUP BY ALL").fetchall():
         by_file[file].rows_accepted -= n
         by_file[file].rows_quarantined += n
         by_file[file].quarantine_reasons[reason] += n
-
-
-def _invalid_counts(con: duckdb.DuckDBPyConnection, table: str, keys: Sequence[str]) -> dict[str, Counter]:
-    return {key: Counter(dict(con.execute(f'SELECT "{key}__reason", count(*) FROM {table} '
-                                          f'WHERE "{key}__reason" <> \'\' GROUP BY 1').fetchall())) for key in keys}
 
 
 def _no_identifier(keys: Sequence[str]) -> tuple[str, str]:
@@ -106,13 +127,13 @@ def _hashed_match_columns(keys: Sequence[str]) -> str:
 # ---------------------------------------------------------------------------- partners
 
 def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequence[StoredObject], *, partner: str,
-                   contract: PartnerContract, out_table: Path, out_quarantine: Path) -> tuple[IngestReport, int]:
+                   contract: PartnerContract, out_table: Path, out_quarantine: Path, work_dir: Path) -> tuple[IngestReport, int]:
     """The partner's clean-room table: `hashed_email, hashed_phone, hashed_madid` (NULL when unknown) and
     `segment_name, segment_value`, one row per non-empty segment attribute (an identity without any gets
     one row with NULL segment). Returns the report and the number of distinct identities published."""
     if not files:
         raise ContractViolation(f"no files for partner {partner!r} under landing/partners/{partner}/")
-    report = _load_all(con, storage, files, contract, partner, required=contract.required_columns())
+    report = _load_all(con, storage, files, contract, partner, required=contract.required_columns(), work_dir=work_dir)
     prehashed = {key: column for column, key in contract.prehashed.items()}
     plain = [k for k in contract.match_keys if k not in prehashed]
     extra = [*contract.segments, *prehashed.values()]
@@ -121,23 +142,27 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
                                    keep=["aa_file", "aa_row", *extra])
     pre_cols = "".join(f", {cell} AS \"{key}\", {why} AS \"{key}__reason\""
                        for key, (cell, why) in ((k, prehashed_cell(c)) for k, c in prehashed.items()))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_cells AS SELECT *{pre_cols} FROM ({query})")
+    rows = f"(SELECT *{pre_cols} FROM ({query}))"
     keys = list(dict.fromkeys([*contract.match_keys, *prehashed]))
-    report.invalid_values = _invalid_counts(con, "aa_cells", keys)
-    _quarantine_unusable(con, report, "aa_cells", *_no_identifier(keys))
+    usable, why = _no_identifier(keys)
+    _judge(con, report, rows, keys, f"CASE WHEN NOT ({usable}) THEN {why} END", work_dir)
+    _quarantine_verdicts(con, report)
     segments = "".join(f", {_q(s)}" for s in contract.segments)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT {_hashed_match_columns(keys)}{segments} FROM aa_cells")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT {_hashed_match_columns(keys)}{segments} FROM {rows} r "
+                f"ANTI JOIN aa_unusable u ON r.aa_file = u.aa_file AND r.aa_row = u.aa_row")
+    # Each identity once, and whether any of its rows names a segment ("bare" identities get one NULL row).
+    no_segment = " AND ".join(f"nullif(trim({_q(s)}), '') IS NULL" for s in contract.segments) or "TRUE"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY}, bool_and({no_segment}) AS aa_bare "
+                f"FROM aa_ids GROUP BY ALL")
     unpivot = " UNION ALL ".join(
         f"SELECT {IDENTITY}, {idsql.q(s)} AS segment_name, nullif(trim({_q(s)}), '') AS segment_value FROM aa_ids"
         for s in contract.segments) or f"SELECT {IDENTITY}, NULL AS segment_name, NULL AS segment_value FROM aa_ids WHERE FALSE"
     con.execute(f"""
         COPY (
-          WITH named AS (SELECT DISTINCT * FROM ({unpivot}) WHERE segment_value IS NOT NULL),
-          bare AS (SELECT DISTINCT {IDENTITY} FROM aa_ids EXCEPT SELECT DISTINCT {IDENTITY} FROM named)
-          SELECT * FROM named
-          UNION ALL SELECT {IDENTITY}, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR) FROM bare
+          SELECT DISTINCT * FROM ({unpivot}) WHERE segment_value IS NOT NULL
+          UNION ALL SELECT {IDENTITY}, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR) FROM aa_identities WHERE aa_bare
         ) TO {sql_path(out_table)} (FORMAT parquet)""")
-    identities = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {IDENTITY} FROM aa_ids)").fetchall()[0][0]
+    identities = con.execute("SELECT count(*) FROM aa_identities").fetchall()[0][0]
     _write_quarantine(con, out_quarantine)
     return report, identities
 
@@ -145,14 +170,15 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
 # ---------------------------------------------------------------------------- first party
 
 def ingest_first_party(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequence[StoredObject], *,
-                       contract: FileContract, keys: Sequence[str], out_customers: Path, out_quarantine: Path) -> IngestReport:
+                       contract: FileContract, keys: Sequence[str], out_customers: Path, out_quarantine: Path,
+                       work_dir: Path) -> IngestReport:
     """One row per customer: `customer_id` and one Meta payload cell per key. Rows without a customer id,
     without an email, phone or device id, or repeating an earlier customer id are quarantined."""
     if not files:
         raise ContractViolation("no first-party file under landing/first_party/: drop the CRM export there")
     id_column = next((src for src, std in contract.columns.items() if std == "customer_id"), "customer_id")
     report = _load_all(con, storage, files, contract, "first_party",
-                       required=list(dict.fromkeys([*contract.required_columns(), id_column])))
+                       required=list(dict.fromkeys([*contract.required_columns(), id_column])), work_dir=work_dir)
     view = _standard_view(contract)
     has_external = con.execute(f"SELECT count(*) FROM {view} WHERE coalesce(external_id, '') <> ''").fetchall()[0][0]
     # EXTERN_ID is the advertiser's own id: external_id when the export has one, else customer_id.
@@ -160,17 +186,22 @@ def ingest_first_party(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
     idsql.install(con)
     query = idsql.meta_cells_query(con, view, keys=list(keys), key_sources=key_sources,
                                    default_country=contract.default_country, keep=["aa_file", "aa_row", "customer_id"])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_cells AS SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) "
-                f"FROM ({query})")
-    report.invalid_values = _invalid_counts(con, "aa_cells", keys)
-    _quarantine_unusable(con, report, "aa_cells", "customer_id <> ''", "'missing customer_id'")
-    _quarantine_unusable(con, report, "aa_cells", *_no_identifier([k for k in ("EMAIL", "PHONE", "MADID") if k in keys]))
-    con.execute("CREATE OR REPLACE TEMP TABLE aa_cells AS SELECT *, row_number() OVER (PARTITION BY customer_id "
-                "ORDER BY aa_file DESC, aa_row DESC) AS aa_rank FROM aa_cells")
-    _quarantine_unusable(con, report, "aa_cells", "aa_rank = 1", "'duplicate customer_id (the last row wins)'")
+    rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
+    # Pass 1 is narrow (DuckDB drops the digests nobody reads): each row's verdict and the invalid values.
+    usable, why = _no_identifier([k for k in ("EMAIL", "PHONE", "MADID") if k in keys])
+    _judge(con, report, rows, keys, f"CASE WHEN customer_id = '' THEN 'missing customer_id' WHEN NOT ({usable}) THEN {why} END",
+           work_dir, keep=["customer_id"])
+    # A repeated customer id: the last usable row wins. Only the repeated ids are ranked.
+    _quarantine_verdicts(con, report, more="""
+        SELECT aa_file, aa_row, 'duplicate customer_id (the last row wins)' FROM (
+          SELECT aa_file, aa_row, row_number() OVER (PARTITION BY customer_id ORDER BY aa_file DESC, aa_row DESC) AS aa_rank
+          FROM aa_verdicts WHERE reason IS NULL AND customer_id IN (
+            SELECT customer_id FROM aa_verdicts WHERE reason IS NULL GROUP BY customer_id HAVING count(*) > 1))
+        WHERE aa_rank > 1""")
+    # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
     cells = ", ".join(f'"{k}"' for k in keys)
-    con.execute(f"COPY (SELECT customer_id, {cells} FROM aa_cells ORDER BY customer_id) TO {sql_path(out_customers)} "
-                "(FORMAT parquet)")
+    con.execute(f"COPY (SELECT customer_id, {cells} FROM {rows} r ANTI JOIN aa_unusable u "
+                f"ON r.aa_file = u.aa_file AND r.aa_row = u.aa_row) TO {sql_path(out_customers)} (FORMAT parquet)")
     _write_quarantine(con, out_quarantine)
     return report
 
@@ -185,24 +216,25 @@ def publish_first_party(con: duckdb.DuckDBPyConnection, customers: Path, out_tab
 # ---------------------------------------------------------------------------- suppression
 
 def ingest_suppression(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequence[StoredObject], *,
-                       contract: FileContract, out_table: Path, out_quarantine: Path) -> IngestReport:
+                       contract: FileContract, out_table: Path, out_quarantine: Path, work_dir: Path) -> IngestReport:
     """Everyone who opted out, as hashed keys (and customer ids when the file has them). No files means
     nobody opted out yet, which is a valid state."""
     keys = ["EMAIL", "PHONE", "MADID"]
     if files:
-        report = _load_all(con, storage, files, contract, "suppression", required=contract.required_columns())
+        report = _load_all(con, storage, files, contract, "suppression", required=contract.required_columns(),
+                           work_dir=work_dir)
     else:
         report = IngestReport()
-        create_tables(con, "aa_rows", "aa_quarantine", contract.readable_columns())
+        create_quarantine(con, "aa_quarantine")
+        staged_rows_view(con, "aa_rows", [], contract.readable_columns())
     idsql.install(con)
     query = idsql.meta_cells_query(con, _standard_view(contract), keys=keys, default_country=contract.default_country,
                                    keep=["aa_file", "aa_row", "customer_id"])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_cells AS SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) "
-                f"FROM ({query})")
-    report.invalid_values = _invalid_counts(con, "aa_cells", keys)
+    rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
     usable, why = _no_identifier(keys)
-    _quarantine_unusable(con, report, "aa_cells", f"{usable} OR customer_id <> ''", why)
-    con.execute(f"COPY (SELECT DISTINCT nullif(customer_id, '') AS customer_id, {_hashed_match_columns(keys)} FROM aa_cells) "
-                f"TO {sql_path(out_table)} (FORMAT parquet)")
+    _judge(con, report, rows, keys, f"CASE WHEN NOT ({usable} OR customer_id <> '') THEN {why} END", work_dir)
+    _quarantine_verdicts(con, report)
+    con.execute(f"COPY (SELECT DISTINCT nullif(customer_id, '') AS customer_id, {_hashed_match_columns(keys)} FROM {rows} r "
+                f"ANTI JOIN aa_unusable u ON r.aa_file = u.aa_file AND r.aa_row = u.aa_row) TO {sql_path(out_table)} (FORMAT parquet)")
     _write_quarantine(con, out_quarantine)
     return report

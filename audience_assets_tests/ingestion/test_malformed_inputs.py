@@ -96,7 +96,8 @@ def test_malformed_delivery(tmp_path: Path, name, overrides, file, content, expe
     con = duckdb.connect()
     try:
         run = lambda: ingest_partner(con, storage, files, partner="partner_x", contract=contract,  # noqa: E731
-                                     out_table=tmp_path / "out.parquet", out_quarantine=tmp_path / "q.parquet")
+                                     out_table=tmp_path / "out.parquet", out_quarantine=tmp_path / "q.parquet",
+                                     work_dir=tmp_path)
         if expected[0] == "fail":
             with pytest.raises(ContractViolation, match=expected[1]):
                 run()
