@@ -49,7 +49,11 @@ def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdou
             if not result.success:
                 for event in result.all_events:
                     if event.is_step_failure:
-                        print(f"         {event.step_key}: {event.step_failure_data.error.message.strip()}", file=out)
+                        error = event.step_failure_data.error
+                        while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+                            error = error.cause  # the step's own exception, not Dagster's wrapper
+                        message = " ".join(line.strip() for line in error.message.splitlines() if line.strip())
+                        print(f"         {event.step_key}: {error.cls_name}: {message[:500]}", file=out)
             ok &= result.success
     return ok
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+import yaml
 
 from audience_assets_tests.conftest import REPO
 
@@ -39,3 +45,80 @@ def test_policy_is_valid_and_names_its_resources(path):
 def test_the_policies_are_there():
     assert {p.name for p in POLICIES} >= {"dagster-run-role-policy.json", "cleanrooms-data-access-role-policy.json",
                                           "cleanrooms-data-access-role-trust.json"}
+
+
+# ---------------------------------------------------------------------------- the production instance and image
+
+def test_the_production_instance_config_satisfies_dagsters_schema(tmp_path):
+    """deploy/dagster.yaml against Dagster's instance schema, and each pluggable class's block against
+    that class's own config schema (what the daemon checks when it starts)."""
+    from dagster._config import validate_config
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster_aws.ecs import EcsRunLauncher
+    from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+    config, custom_class = dagster_instance_config(str(tmp_path))
+    assert custom_class is None and "postgres" in config["storage"]
+    for block, cls in (("run_launcher", EcsRunLauncher), ("compute_logs", S3ComputeLogManager)):
+        assert (config[block]["module"], config[block]["class"]) == (cls.__module__.rsplit(".", 1)[0]
+                                                                     if block == "run_launcher" else cls.__module__, cls.__name__)
+        result = validate_config(cls.config_type(), config[block]["config"])
+        assert result.success, [e.message for e in result.errors]
+    assert config["compute_logs"]["config"]["upload_extra_args"]["ServerSideEncryption"] == "aws:kms"
+    assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
+
+
+def test_an_invalid_instance_config_is_refused(tmp_path):
+    """The schema check above can fail: a misspelled key is an error."""
+    from dagster._core.errors import DagsterInvalidConfigError
+    from dagster._core.instance.config import dagster_instance_config
+
+    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text().replace("run_retries:", "run_retry:"))
+    with pytest.raises(DagsterInvalidConfigError):
+        dagster_instance_config(str(tmp_path))
+
+
+def test_the_dockerfile_installs_dependencies_before_the_code_and_runs_unprivileged():
+    lines = [line.strip() for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0].startswith("FROM python:3.11")
+    copies = [i for i, line in enumerate(lines) if line.startswith("COPY")]
+    first_install = next(i for i, line in enumerate(lines) if "pip install" in line)
+    assert lines[copies[0]].startswith("COPY pyproject.toml") and copies[0] < first_install < copies[1]
+    assert "COPY audience_assets" in lines[copies[1]]
+    users = [line.split()[1] for line in lines if line.startswith("USER")]
+    assert users and users[-1] not in ("root", "0")
+    assert any("dagster-postgres==0.29.27" in line for line in lines)  # pinned with dagster-aws 0.29.27
+
+
+def test_the_production_workspace_loads_the_location_from_its_grpc_server():
+    location = yaml.safe_load((REPO / "deploy" / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
+    assert location["location_name"] == "audience_assets" and location["port"] == 4000
+    assert "4000" in (REPO / "deploy" / "Dockerfile").read_text().splitlines()[-1]
+
+
+def test_dagster_definitions_validate_passes_in_aws_mode(tmp_path):
+    """The production configuration: aws mode, every variable set to a dummy value, no network."""
+    env = {**os.environ, "AUDIENCE_ASSETS_ENV": "aws", "AUDIENCE_BUCKET": "dummy-bucket",
+           "AUDIENCE_KMS_KEY_ID": "alias/dummy", "META_ACCESS_TOKEN_SECRET_ID": "dummy/meta-token",
+           "META_AD_ACCOUNT_ID": "act_123", "AWS_DEFAULT_REGION": "us-east-1", "AUDIENCE_DATA_DIR": str(tmp_path / "data"),
+           "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not (tmp_path / "data").exists(), "aws mode writes nothing locally when definitions load"
+
+
+def test_meta_uploads_share_one_pool_across_runs():
+    """Parallel audience runs draw Meta upload slots from one pool (limited with `dagster instance
+    concurrency set meta_api 1`, see deploy/README.md), so they share the ad account's budget."""
+    from audience_assets.assets.activation import META_POOL
+    from audience_assets.definitions import build_definitions
+    from audience_assets.settings import Settings
+
+    graph = build_definitions(Settings(data_dir=Path(tempfile.mkdtemp()), demo_data=False)).resolve_asset_graph()
+    pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
+    assert pools["meta_custom_audience"] == {META_POOL}
+    assert not any(p for key, p in pools.items() if key != "meta_custom_audience")  # nothing else waits on Meta
+    assert f"concurrency set {META_POOL} 1" in (REPO / "deploy" / "README.md").read_text()

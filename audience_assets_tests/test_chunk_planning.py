@@ -1,0 +1,36 @@
+"""Chunk planning: every desired row lands in exactly one chunk of consecutive row ids, whatever the number
+of chunks (they are written in groups so that memory does not grow with the audience)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from audience_assets.audience import CHUNKS_PER_WRITE, plan_upload, row_id_sql
+from audience_assets.duck import sql_path
+
+KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
+
+
+def test_many_chunks_are_written_in_groups_and_cover_every_row_once(tmp_path: Path):
+    rows, chunk_rows = 1_003, 10
+    chunks = -(-rows // chunk_rows)
+    assert chunks > 3 * CHUNKS_PER_WRITE  # several write groups, the last one partial
+    desired = tmp_path / "desired.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM (SELECT sha256('e' || range) AS EMAIL, "
+                    f"sha256('p' || range) AS PHONE, 'c' || range AS EXTERN_ID FROM range({rows}))) "
+                    f"TO {sql_path(desired)} (FORMAT parquet)")
+        plan = plan_upload(con, mode="add", keys=KEYS, desired=desired, confirmed=None, suppression=None,
+                           out_dir=tmp_path / "plan", chunk_rows=chunk_rows)
+        (operation,) = plan.operations
+        assert [c.index for c in operation.chunks] == list(range(chunks))
+        assert [c.rows for c in operation.chunks] == [chunk_rows] * (chunks - 1) + [rows % chunk_rows]
+        files = ", ".join(sql_path(c.path) for c in operation.chunks)
+        written = con.execute(f"SELECT count(*), count(DISTINCT row_id) FROM read_parquet([{files}])").fetchall()[0]
+        assert written == (rows, rows)
+        expected = con.execute(f"SELECT row_id FROM read_parquet({sql_path(desired)}) ORDER BY row_id").fetchall()
+        for chunk in operation.chunks:  # consecutive runs of the sorted row ids, each in its own file
+            ids = con.execute(f"SELECT row_id FROM read_parquet({sql_path(chunk.path)}) ORDER BY row_id").fetchall()
+            assert ids == expected[chunk.index * chunk_rows:(chunk.index + 1) * chunk_rows]
