@@ -21,12 +21,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
@@ -130,7 +128,6 @@ time.sleep(10 ** 6)
 
 CHILD = """
 import json, resource, sys, time, io
-from collections import defaultdict
 import dagster as dg
 from audience_assets.cli import run_pipeline
 from audience_assets.settings import Settings
