@@ -128,6 +128,7 @@ time.sleep(10 ** 6)
 
 CHILD = """
 import json, resource, sys, time, io
+from collections import defaultdict
 import dagster as dg
 from audience_assets.cli import run_pipeline
 from audience_assets.settings import Settings
