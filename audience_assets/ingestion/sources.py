@@ -105,6 +105,11 @@ def _quarantine_verdicts(con: duckdb.DuckDBPyConnection, report: IngestReport, m
         by_file[file].quarantine_reasons[reason] += n
 
 
+def _usable(rows: str) -> str:
+    """SQL: `rows` without those `_quarantine_verdicts` set aside (the writing pass)."""
+    return f"{rows} r ANTI JOIN aa_unusable u ON r.aa_file = u.aa_file AND r.aa_row = u.aa_row"
+
+
 def _no_identifier(keys: Sequence[str]) -> tuple[str, str]:
     """(usable condition, reason) for rows that must carry at least one of `keys`."""
     detail = " || ".join(f"CASE WHEN \"{k}__reason\" <> '' THEN '; {k} ' || \"{k}__reason\" ELSE '' END" for k in keys)
@@ -148,8 +153,7 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     _judge(con, report, rows, keys, f"CASE WHEN NOT ({usable}) THEN {why} END", work_dir)
     _quarantine_verdicts(con, report)
     segments = "".join(f", {_q(s)}" for s in contract.segments)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT {_hashed_match_columns(keys)}{segments} FROM {rows} r "
-                f"ANTI JOIN aa_unusable u ON r.aa_file = u.aa_file AND r.aa_row = u.aa_row")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT {_hashed_match_columns(keys)}{segments} FROM {_usable(rows)}")
     # Each identity once, and whether any of its rows names a segment ("bare" identities get one NULL row).
     no_segment = " AND ".join(f"nullif(trim({_q(s)}), '') IS NULL" for s in contract.segments) or "TRUE"
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY}, bool_and({no_segment}) AS aa_bare "
@@ -187,7 +191,6 @@ def ingest_first_party(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
     query = idsql.meta_cells_query(con, view, keys=list(keys), key_sources=key_sources,
                                    default_country=contract.default_country, keep=["aa_file", "aa_row", "customer_id"])
     rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
-    # Pass 1 is narrow (DuckDB drops the digests nobody reads): each row's verdict and the invalid values.
     usable, why = _no_identifier([k for k in ("EMAIL", "PHONE", "MADID") if k in keys])
     _judge(con, report, rows, keys, f"CASE WHEN customer_id = '' THEN 'missing customer_id' WHEN NOT ({usable}) THEN {why} END",
            work_dir, keep=["customer_id"])
@@ -200,8 +203,7 @@ def ingest_first_party(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
         WHERE aa_rank > 1""")
     # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
     cells = ", ".join(f'"{k}"' for k in keys)
-    con.execute(f"COPY (SELECT customer_id, {cells} FROM {rows} r ANTI JOIN aa_unusable u "
-                f"ON r.aa_file = u.aa_file AND r.aa_row = u.aa_row) TO {sql_path(out_customers)} (FORMAT parquet)")
+    con.execute(f"COPY (SELECT customer_id, {cells} FROM {_usable(rows)}) TO {sql_path(out_customers)} (FORMAT parquet)")
     _write_quarantine(con, out_quarantine)
     return report
 
@@ -234,7 +236,7 @@ def ingest_suppression(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
     usable, why = _no_identifier(keys)
     _judge(con, report, rows, keys, f"CASE WHEN NOT ({usable} OR customer_id <> '') THEN {why} END", work_dir)
     _quarantine_verdicts(con, report)
-    con.execute(f"COPY (SELECT DISTINCT nullif(customer_id, '') AS customer_id, {_hashed_match_columns(keys)} FROM {rows} r "
-                f"ANTI JOIN aa_unusable u ON r.aa_file = u.aa_file AND r.aa_row = u.aa_row) TO {sql_path(out_table)} (FORMAT parquet)")
+    con.execute(f"COPY (SELECT DISTINCT nullif(customer_id, '') AS customer_id, {_hashed_match_columns(keys)} "
+                f"FROM {_usable(rows)}) TO {sql_path(out_table)} (FORMAT parquet)")
     _write_quarantine(con, out_quarantine)
     return report
