@@ -3,7 +3,8 @@
 It does what the sensor and automation would do, in dependency order: first-party and suppression data
 and the clean-room table, then each partner's data and match, then each audience through to Meta. With
 `DAGSTER_HOME` set the runs are recorded in that instance (the UI shows them); otherwise in a throwaway
-one. Exit status 0 means every step succeeded. `python -m audience_assets demo` seeds the demo data.
+one. Exit status 0 means every step succeeded. `python -m audience_assets demo` seeds the demo data;
+`python -m audience_assets templates` prints each partner's analysis templates (to create them on AWS).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from audience_assets.config import load_config
+from audience_assets.cleanroom import collaboration
+from audience_assets.config import ProjectConfig, load_config
 from audience_assets.definitions import build_assets, build_resources
 from audience_assets.demo import ensure_demo_data
 from audience_assets.settings import Settings
@@ -27,11 +29,13 @@ STAGES = (  # (asset keys, partitioned by)
 )
 
 
-def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdout) -> bool:
+def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdout,
+                 resources: dict[str, dg.ConfigurableResource] | None = None) -> bool:
+    """Materialize everything once; `resources` replaces some of the environment's (tests, stand-ins)."""
     config = load_config(settings.config_dir)
     if settings.env == "local" and settings.demo_data:
         ensure_demo_data(settings.data_dir)
-    assets, resources = build_assets(config, settings), build_resources(settings)
+    assets, resources = build_assets(config, settings), {**build_resources(settings), **(resources or {})}
     ok = True
     for keys, partitioned_by in STAGES:
         partitions = {"partner": sorted(config.partners), "audience": sorted(config.audiences)}.get(partitioned_by, [None])
@@ -58,11 +62,24 @@ def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdou
     return ok
 
 
+def print_templates(config: ProjectConfig, out=None) -> None:
+    """Each partner's analysis templates as they run: the text to create in the AWS Clean Rooms collaboration."""
+    out = out or sys.stdout
+    for partner, contract in sorted(config.partners.items()):
+        rule = collaboration.partner_rule(contract.clean_room.analysis_rule, partner)
+        for name, sql in collaboration.analyses(partner, contract.match_keys, contract.clean_room.match_on,
+                                                rule.kind).items():
+            print(f"-- {name} for {partner} (table {partner}; the advertiser's table is first_party)\n{sql};\n", file=out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audience_assets", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["run", "demo"], nargs="?", default="run")
+    parser.add_argument("command", choices=["run", "demo", "templates"], nargs="?", default="run")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command == "templates":
+        print_templates(load_config(settings.config_dir))
+        return 0
     if args.command == "demo":
         seeded = ensure_demo_data(settings.data_dir)
         print(f"demo data {'written to' if seeded else 'already present in'} {settings.data_dir / 'landing'}")

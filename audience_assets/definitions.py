@@ -1,8 +1,8 @@
 """The code location: assets, checks, jobs, sensors and resources for this environment.
 
 `AUDIENCE_ASSETS_ENV=local` (the default) keeps everything under `AUDIENCE_DATA_DIR` and seeds the demo
-landing zone when it is empty; `aws` uses S3 with SSE-KMS. With no `META_ACCESS_TOKEN`, uploads go to the
-built-in Graph API sandbox. Secrets are `dg.EnvVar`s, resolved at run time, never read here.
+landing zone when it is empty; `aws` uses S3 with SSE-KMS, and AWS Clean Rooms once `CLEANROOMS_MEMBERSHIP_ID`
+is set (the local engine until then). With no `META_ACCESS_TOKEN`, uploads go to the built-in Graph API sandbox. Secrets are `dg.EnvVar`s, resolved at run time, never read here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from audience_assets.assets.ingest import build_ingest_assets
 from audience_assets.config import ProjectConfig, load_config
 from audience_assets.demo import ensure_demo_data
 from audience_assets.jobs import build_jobs, build_replay_job, build_retention_job
-from audience_assets.resources import LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
+from audience_assets.resources import AwsCleanRoom, LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
 from audience_assets.sensors import build_dead_letter_sensor, build_landing_zone_sensor
 from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
 
@@ -27,6 +27,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         storage = S3Storage(bucket=dg.EnvVar("AUDIENCE_BUCKET"), kms_key_id=dg.EnvVar("AUDIENCE_KMS_KEY_ID"))
     else:
         storage = LocalStorage(data_dir=str(settings.data_dir))
+    if settings.env == "aws" and settings.cleanrooms_membership_set:
+        clean_room = AwsCleanRoom(membership_id=dg.EnvVar("CLEANROOMS_MEMBERSHIP_ID"), analysis_template_arn=(
+            dg.EnvVar("CLEANROOMS_ANALYSIS_TEMPLATE_ARN") if settings.cleanrooms_template_set else None))
+    else:  # no collaboration yet: the local engine enforces the same rules inside the run, over the same store
+        clean_room = LocalCleanRoom()
     if settings.meta_sandbox:
         meta = MetaAudiences(access_token=SANDBOX_TOKEN, ad_account_id=SANDBOX_AD_ACCOUNT,
                              sandbox_state=str(settings.data_dir / SANDBOX_STATE), api_version=settings.meta_api_version)
@@ -36,7 +41,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         meta = MetaAudiences(**token, ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
                              app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
                              graph_url=settings.meta_graph_url, api_version=settings.meta_api_version)
-    return {"storage": storage, "clean_room": LocalCleanRoom(), "meta": meta}
+    return {"storage": storage, "clean_room": clean_room, "meta": meta}
 
 
 def build_assets(config: ProjectConfig, settings: Settings) -> list[dg.AssetsDefinition]:

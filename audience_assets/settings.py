@@ -30,6 +30,8 @@ class Settings:
     meta_api_version: str = DEFAULT_API_VERSION
     meta_ad_account_id: str | None = None
     demo_data: bool = True
+    cleanrooms_membership_set: bool = False  # CLEANROOMS_MEMBERSHIP_ID: aws mode matches in AWS Clean Rooms
+    cleanrooms_template_set: bool = False  # CLEANROOMS_ANALYSIS_TEMPLATE_ARN: the default audience_match template
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +50,8 @@ class Settings:
             meta_graph_url=env.get("META_GRAPH_URL") or DEFAULT_GRAPH_URL,
             meta_api_version=env.get("META_API_VERSION") or DEFAULT_API_VERSION,
             meta_ad_account_id=env.get("META_AD_ACCOUNT_ID") or None,
+            cleanrooms_membership_set=bool(env.get("CLEANROOMS_MEMBERSHIP_ID")),
+            cleanrooms_template_set=bool(env.get("CLEANROOMS_ANALYSIS_TEMPLATE_ARN")),
             demo_data=(env.get("AUDIENCE_DEMO_DATA", "1").strip().lower() not in ("0", "false", "no")),
         )
 

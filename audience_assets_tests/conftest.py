@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Variables a test environment must not inherit from the developer's shell.
 LEAKY = ("META_ACCESS_TOKEN", "META_APP_SECRET", "META_AD_ACCOUNT_ID", "META_GRAPH_URL", "AUDIENCE_ASSETS_ENV",
          "AUDIENCE_DATA_DIR", "AUDIENCE_CONFIG_DIR", "AUDIENCE_BUCKET", "AUDIENCE_KMS_KEY_ID", "AWS_ENDPOINT_URL",
-         "DAGSTER_HOME")
+         "DAGSTER_HOME", "CLEANROOMS_MEMBERSHIP_ID", "CLEANROOMS_ANALYSIS_TEMPLATE_ARN")
 
 
 def make_dagster_home(path: Path) -> Path:

@@ -59,6 +59,21 @@ def test_aws_definitions_load_without_credentials(tmp_path: Path, monkeypatch: p
     assert not (tmp_path / "landing").exists(), "aws mode never seeds demo data"
 
 
+def test_aws_mode_matches_in_aws_clean_rooms_once_a_membership_is_configured(tmp_path: Path):
+    from audience_assets.definitions import build_resources
+    from audience_assets.resources import AwsCleanRoom, LocalCleanRoom
+
+    without = build_resources(Settings(env="aws", data_dir=tmp_path))["clean_room"]
+    assert isinstance(without, LocalCleanRoom)
+    with_membership = build_resources(Settings(env="aws", data_dir=tmp_path, cleanrooms_membership_set=True,
+                                               cleanrooms_template_set=True))["clean_room"]
+    assert isinstance(with_membership, AwsCleanRoom)
+    assert Settings.from_env({"CLEANROOMS_MEMBERSHIP_ID": "m", "CLEANROOMS_ANALYSIS_TEMPLATE_ARN": "a"}
+                             ).cleanrooms_membership_set
+    assert isinstance(build_resources(Settings(env="local", data_dir=tmp_path, cleanrooms_membership_set=True))[
+        "clean_room"], LocalCleanRoom), "local mode never calls AWS"
+
+
 def test_an_empty_local_landing_zone_is_seeded_once(tmp_path: Path):
     assert ensure_demo_data(tmp_path) is True
     files = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "landing").rglob("*") if p.is_file())

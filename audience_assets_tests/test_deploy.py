@@ -102,7 +102,8 @@ def test_dagster_definitions_validate_passes_in_aws_mode(tmp_path):
     """The production configuration: aws mode, every variable set to a dummy value, no network."""
     env = {**os.environ, "AUDIENCE_ASSETS_ENV": "aws", "AUDIENCE_BUCKET": "dummy-bucket",
            "AUDIENCE_KMS_KEY_ID": "alias/dummy", "META_ACCESS_TOKEN_SECRET_ID": "dummy/meta-token",
-           "META_AD_ACCOUNT_ID": "act_123", "AWS_DEFAULT_REGION": "us-east-1", "AUDIENCE_DATA_DIR": str(tmp_path / "data"),
+           "META_AD_ACCOUNT_ID": "act_123", "AWS_DEFAULT_REGION": "us-east-1",
+           "CLEANROOMS_MEMBERSHIP_ID": "00000000-0000-4000-8000-000000000000", "AUDIENCE_DATA_DIR": str(tmp_path / "data"),
            "DAGSTER_HOME": str(tmp_path)}
     done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)

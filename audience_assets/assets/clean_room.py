@@ -12,7 +12,7 @@ from audience_assets.config import ProjectConfig
 from audience_assets.duck import connect
 from audience_assets.ingestion import sources
 from audience_assets.partitions import partner_partitions
-from audience_assets.resources.clean_room import LocalCleanRoom
+from audience_assets.resources.clean_room import CleanRoom
 from audience_assets.resources.storage import Storage
 
 GROUP = "clean_room"
@@ -37,13 +37,12 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
               check_specs=[checks.spec(checks.MATCH_RATE, "clean_room_matches",
                                        "At least the partner's min_match_rate of first-party customers matched.")])
     def clean_room_matches(context: dg.AssetExecutionContext, storage: Storage,
-                           clean_room: LocalCleanRoom) -> dg.MaterializeResult:
+                           clean_room: CleanRoom) -> dg.MaterializeResult:
         """The partner's match: advertiser customer ids with the partner's segment attributes, for every
         partner record whose hashed email or phone equals the advertiser's, computed as a protected query."""
         partner = context.partition_key
-        result = clean_room.match(storage, partner)
+        result = clean_room.match(storage, config, partner, context.run.run_id)
         rate = result.matched_customers / result.first_party_customers if result.first_party_customers else 0.0
-        partner_rate = result.matched_partner_identities / result.partner_identities if result.partner_identities else 0.0
         context.log.info(f"{partner}: {result.matched_customers} of {result.first_party_customers} customers matched "
                          f"({rate:.1%}) by protected query {result.query.id}")
         metadata = {
@@ -51,13 +50,19 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
             "dagster/uri": storage.uri(layout.matches(partner)),
             "matched_customers": result.matched_customers,
             "match_rate": dg.MetadataValue.float(round(rate, 6)),
-            "partner_match_rate": dg.MetadataValue.float(round(partner_rate, 6)),
             "first_party_customers": result.first_party_customers,
             "partner_identities": result.partner_identities,
+            "clean_room": clean_room.engine,
             "protected_query_id": result.query.id,
-            "protected_query_status": " -> ".join(result.query.history),
+            "protected_query_status": " -> ".join(result.query.statuses),
             "query_duration_ms": result.query.duration_ms,
         }
+        if result.matched_partner_identities is not None and result.partner_identities:
+            metadata["partner_match_rate"] = dg.MetadataValue.float(
+                round(result.matched_partner_identities / result.partner_identities, 6))
+        if result.overlap_query is not None:
+            metadata["overlap_query_id"] = result.overlap_query.id
+            metadata["overlap_query_duration_ms"] = result.overlap_query.duration_ms
         metadata["match_rate_history"] = history_table(
             context, {"matched_customers": result.matched_customers, "match_rate": round(rate, 6)},
             ("matched_customers", "match_rate"))

@@ -1,19 +1,56 @@
 """The clean room: the match of first-party and partner data, where only what an analysis allows leaves.
 
-`templates/` holds the analyses as SQL files (the same text becomes an AWS Clean Rooms analysis
-template); `local` runs them in DuckDB with the protected-query lifecycle, `aws` drives the service.
+`templates/` holds the analyses as SQL files; `render_*` fixes them for one partner (its table and the
+keys it matches on), and that text is what becomes an AWS Clean Rooms analysis template. `rules` and
+`admission` enforce analysis rules, `local` is a local collaboration with the service's API, and
+`protected_query` runs a query to the end on either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 
-TEMPLATES = ("audience_match", "overlap_count")
+MATCH_COLUMNS = {"EMAIL": "hashed_email", "PHONE": "hashed_phone", "MADID": "hashed_madid"}
+FIRST_PARTY_TABLE = "first_party"   # association name of the advertiser's table
+PARTNER_COLUMNS = (*MATCH_COLUMNS.values(), "segment_name", "segment_value")
+MATCH_OUTPUT = {"customer_id": "VARCHAR", "segment_name": "VARCHAR", "segment_value": "VARCHAR"}
 
 
-def template_sql(name: str, *, partner: str) -> str:
-    """The analysis template `name` as created for `partner`'s table association."""
-    if name not in TEMPLATES:
-        raise ValueError(f"unknown analysis template {name!r}; shipped templates: {', '.join(TEMPLATES)}")
+def first_party_columns(keys: Sequence[str]) -> tuple[str, ...]:
+    """The advertiser's table: customer id and the hashed keys some partner matches on, nothing else."""
+    return ("customer_id", *(MATCH_COLUMNS[k] for k in MATCH_COLUMNS if k in keys))
+
+
+def _text(name: str) -> str:
     text = resources.files(__package__).joinpath("templates", f"{name}.sql").read_text(encoding="utf-8")
-    return text.replace("{{partner}}", partner)
+    return "\n".join(line for line in text.splitlines() if not line.startswith("--")).strip()
+
+
+def _conditions(keys: Sequence[str]) -> list[str]:
+    return [f"fp.{MATCH_COLUMNS[k]} = p.{MATCH_COLUMNS[k]}" for k in keys]
+
+
+def render_match(partner: str, keys: Sequence[str], *, match_on: str = "any", single_join: bool = False) -> str:
+    """`audience_match` for `partner`: rows match on any of `keys` (or all, with match_on="all").
+    `single_join` writes "any" as one OR join, the only form a LIST rule accepts."""
+    text = _text("audience_match").replace("{{partner}}", partner)
+    conditions = _conditions(keys)
+    if match_on == "all" or len(conditions) == 1:
+        return text.replace("{{on}}", " AND ".join(conditions))
+    if single_join:
+        return text.replace("{{on}}", " OR ".join(conditions))
+    return "\nUNION\n".join(text.replace("{{on}}", c) for c in conditions)
+
+
+def render_overlap(partner: str, keys: Sequence[str], *, match_on: str = "any") -> str:
+    """`overlap_count` for `partner`, matching as `render_match` does. The matched pairs carry the
+    advertiser's customer id and the partner's hashed identifiers unchanged, so an aggregation threshold
+    on any of them applies to the counts."""
+    identity = " || '|' || ".join(f"coalesce(p.{c}, '')" for c in MATCH_COLUMNS.values())
+    carried = ", ".join(f"p.{c}" for c in MATCH_COLUMNS.values())  # so thresholds on them can be enforced
+    pair = (f"SELECT fp.customer_id, {carried}, {identity} AS partner_identity FROM {FIRST_PARTY_TABLE} fp "
+            f"INNER JOIN {partner} p ON {{on}}")
+    conditions = _conditions(keys)
+    branches = [" AND ".join(conditions)] if match_on == "all" else conditions
+    return _text("overlap_count").replace("{{matched_pairs}}", "\nUNION ALL\n".join(pair.format(on=c) for c in branches))

@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audience_assets.cleanroom import collaboration
+from audience_assets.cleanroom.rules import AnalysisRuleInvalid
 from audience_assets.identity import META_KEYS, country_code
 from audience_assets.identity.rules import STANDARD_COLUMNS
 
@@ -107,6 +109,22 @@ class FileContract(_Strict):
         return list(dict.fromkeys([*self.required_columns(), *optional]))
 
 
+class CleanRoomTable(_Strict):
+    """How the table is governed in the clean room."""
+
+    analysis_rule: dict[str, Any] | None = Field(default=None, description=(
+        "the table's rule as AWS writes it (policy.v1: list, aggregation or custom), enforced by the local engine; "
+        "default: CUSTOM allowing only this project's templates, hashed identifiers never in the output"))
+
+
+class PartnerCleanRoom(CleanRoomTable):
+    """The partner's table in the clean room and the analyses that run on it."""
+
+    match_on: Literal["any", "all"] = Field(default="any", description="a record matches on any or on all match keys")
+    match_template_arn: str | None = Field(default=None, description="aws mode: the audience_match template's ARN")
+    overlap_template_arn: str | None = Field(default=None, description="aws mode: the overlap_count template's ARN")
+
+
 class PartnerContract(FileContract):
     """A partner's delivery: a file contract plus the segment columns and the keys to match on."""
 
@@ -114,6 +132,7 @@ class PartnerContract(FileContract):
     min_match_rate: float = Field(default=0.01, ge=0, le=1, description="warn when fewer customers match")
     freshness_hours: float = Field(default=26, gt=0, description="the partner's data is stale after this many hours")
     match_keys: list[Literal["EMAIL", "PHONE", "MADID"]] = Field(default_factory=lambda: ["EMAIL", "PHONE"])
+    clean_room: PartnerCleanRoom = PartnerCleanRoom()
 
     @model_validator(mode="after")
     def _segments_are_not_identifiers(self) -> PartnerContract:
@@ -127,6 +146,7 @@ class FirstPartyContract(FileContract):
     """The advertiser's CRM export: customer_id is required on every row."""
 
     delivery: Literal["snapshot", "incremental"] = "snapshot"
+    clean_room: CleanRoomTable = CleanRoomTable()
 
 
 class SourcesConfig(_Strict):
@@ -231,6 +251,25 @@ class ProjectConfig:
                 if missing:
                     raise ConfigError(f"audiences.yaml: audience {name!r} selects {partner} segment(s) {missing} "
                                       f"that partners.yaml does not declare for {partner!r}")
+        self._check_clean_room()
+
+    def _check_clean_room(self) -> None:
+        """Every table's analysis rule is valid, and each partner's can run the audience match."""
+        where = "partners.yaml: first_party.clean_room.analysis_rule"
+        try:
+            first_party = collaboration.first_party_rule(self.sources.first_party.clean_room.analysis_rule,
+                                                         list(self.partners), self.match_keys)
+            for partner, contract in self.partners.items():
+                where = f"partners.yaml: partners.{partner}.clean_room.analysis_rule"
+                rule = collaboration.partner_rule(contract.clean_room.analysis_rule, partner)
+                if rule.kind == "AGGREGATION":
+                    raise AnalysisRuleInvalid("an AGGREGATION rule admits only aggregates; the audience match needs "
+                                              "a LIST or CUSTOM rule")
+                if rule.kind != first_party.kind:
+                    raise AnalysisRuleInvalid(f"a query reads tables of one rule type only, and first_party's rule is "
+                                              f"{first_party.kind}, not {rule.kind}")
+        except AnalysisRuleInvalid as error:
+            raise ConfigError(f"{where}: {error}") from None
 
     @property
     def partners(self) -> dict[str, PartnerContract]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from audience_assets.cleanroom import MATCH_COLUMNS
 from audience_assets.config import FileContract, PartnerContract
 from audience_assets.duck import sql_path
 from audience_assets.identity import sql as idsql
@@ -25,7 +26,6 @@ from audience_assets.ingestion import (ContractViolation, IngestReport, create_q
 from audience_assets.resources.storage import Storage, StoredObject
 
 TEMPORARY_NAME = re.compile(r"(^|/)[._][^/]*$|(\.tmp|\.part|\.crdownload|\.partial|~)$|_\$folder\$$", re.IGNORECASE)
-MATCH_COLUMNS = {"EMAIL": "hashed_email", "PHONE": "hashed_phone", "MADID": "hashed_madid"}
 IDENTITY = ", ".join(MATCH_COLUMNS.values())
 
 
@@ -121,11 +121,14 @@ def _write_quarantine(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     con.execute(f"COPY (SELECT * FROM aa_quarantine ORDER BY aa_file, aa_row) TO {sql_path(path)} (FORMAT parquet)")
 
 
-def _hashed_match_columns(keys: Sequence[str]) -> str:
-    """Match keys as clean-room columns: NULL when unknown (so blanks never join); device ids hashed."""
+def _hashed_match_columns(keys: Sequence[str], *, all_keys: bool = True) -> str:
+    """Match keys as clean-room columns: NULL when unknown (so blanks never join); device ids hashed.
+    With `all_keys`, keys not in `keys` are NULL columns, so every partner table has the same columns."""
+    keys = [k for k in MATCH_COLUMNS if k in keys]
     cols = [f"sha256(nullif(\"{k}\", ''))" if k == "MADID" else f"nullif(\"{k}\", '')" for k in keys]
     out = [f"{c} AS {MATCH_COLUMNS[k]}" for c, k in zip(cols, keys)]
-    out += [f"CAST(NULL AS VARCHAR) AS {col}" for k, col in MATCH_COLUMNS.items() if k not in keys]
+    if all_keys:
+        out += [f"CAST(NULL AS VARCHAR) AS {col}" for k, col in MATCH_COLUMNS.items() if k not in keys]
     return ", ".join(out)
 
 
@@ -209,8 +212,9 @@ def ingest_first_party(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
 
 
 def publish_first_party(con: duckdb.DuckDBPyConnection, customers: Path, out_table: Path, match_keys: Sequence[str]) -> int:
-    """The first-party clean-room table: only `customer_id` and the hashed match keys (NULL when unknown)."""
-    con.execute(f"COPY (SELECT customer_id, {_hashed_match_columns(match_keys)} FROM read_parquet({sql_path(customers)})) "
+    """The first-party clean-room table: only `customer_id` and the hashed keys partners match on (NULL when
+    unknown), the columns the analysis rule and the templates need."""
+    con.execute(f"COPY (SELECT customer_id, {_hashed_match_columns(match_keys, all_keys=False)} FROM read_parquet({sql_path(customers)})) "
                 f"TO {sql_path(out_table)} (FORMAT parquet)")
     return con.execute(f"SELECT count(*) FROM read_parquet({sql_path(out_table)})").fetchall()[0][0]
 
