@@ -27,7 +27,7 @@ INVALID_ENTRY_RATE = "invalid_entry_rate"
 COUNT_DIRECTION = "count_direction"
 
 
-def spec(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+def spec(name: str, asset: str | dg.AssetKey, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
 
 

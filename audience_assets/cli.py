@@ -26,6 +26,7 @@ STAGES = (  # (asset keys, partitioned by)
     (["first_party_customers", "suppression_list", "clean_room_first_party_table"], None),
     (["partner_data", "clean_room_matches"], "partner"),
     (["audience_members", "audience_chunks", "meta_custom_audience"], "audience"),
+    (["tenant_costs"], None),
 )
 
 
@@ -35,15 +36,19 @@ def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdou
     config = load_config(settings.config_dir)
     if settings.env == "local" and settings.demo_data:
         ensure_demo_data(settings.data_dir)
-    assets, resources = build_assets(config, settings), {**build_resources(settings), **(resources or {})}
+    assets, resources = build_assets(config, settings), {**build_resources(settings, config), **(resources or {})}
     ok = True
     for keys, partitioned_by in STAGES:
-        partitions = {"partner": sorted(config.partners), "audience": sorted(config.audiences)}.get(partitioned_by, [None])
-        for partition in partitions:
-            result = dg.materialize(assets, selection=keys, partition_key=partition, resources=resources,
+        if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
+            batches = [([f"{tenant}/{k}" if config.multi_tenant else k for k in keys], config.audiences_of(tenant))
+                       for tenant in config.tenant_names]
+        else:
+            batches = [(keys, sorted(config.partners) if partitioned_by == "partner" else [None])]
+        for selection, partition in ((selection, p) for selection, partitions in batches for p in partitions):
+            result = dg.materialize(assets, selection=selection, partition_key=partition, resources=resources,
                                     instance=instance, raise_on_error=False,
                                     tags={"audience_assets/trigger": "headless"})
-            label = ", ".join(keys) + (f" [{partition}]" if partition else "")
+            label = ", ".join(selection) + (f" [{partition}]" if partition else "")
             print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)
             for event in result.get_asset_materialization_events():
                 materialization = event.materialization

@@ -7,22 +7,36 @@ is set (the local engine until then). With no `META_ACCESS_TOKEN`, uploads go to
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
-from audience_assets.assets.activation import META_POOL, build_activation_assets
+from audience_assets.assets.activation import build_activation_assets
 from audience_assets.assets.clean_room import build_clean_room_assets
 from audience_assets.assets.ingest import build_ingest_assets
+from audience_assets.assets.reporting import build_reporting_assets
 from audience_assets.config import ProjectConfig, load_config
 from audience_assets.demo import ensure_demo_data
 from audience_assets.jobs import build_jobs, build_replay_job, build_retention_job
 from audience_assets.resources import AwsCleanRoom, LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
+from audience_assets.resources.metrics import CloudWatchMetrics, PrometheusFileMetrics
 from audience_assets.sensors import build_dead_letter_sensor, build_landing_zone_sensor
 from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
 
 SANDBOX_STATE = "meta_sandbox/graph.sqlite"
+METRICS_FILE = "metrics/audience_assets.prom"
 
 
-def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def meta_sandbox(settings: Settings, config: ProjectConfig | None) -> bool:
+    """Use the built-in Graph API sandbox: no token is configured (META_* for the implicit tenant; with
+    tenants.yaml, none of the tenants' token variables is set and none reads a secret)."""
+    if config is None or not config.multi_tenant:
+        return settings.meta_sandbox
+    tenants = [config.tenant(name) for name in config.tenant_names]
+    return not any(t.meta_token_secret_id or os.environ.get(t.meta_token_env or "") for t in tenants)
+
+
+def build_resources(settings: Settings, config: ProjectConfig | None = None) -> dict[str, dg.ConfigurableResource]:
     if settings.env == "aws":
         storage = S3Storage(bucket=dg.EnvVar("AUDIENCE_BUCKET"), kms_key_id=dg.EnvVar("AUDIENCE_KMS_KEY_ID"))
     else:
@@ -32,24 +46,31 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             dg.EnvVar("CLEANROOMS_ANALYSIS_TEMPLATE_ARN") if settings.cleanrooms_template_set else None))
     else:  # no collaboration yet: the local engine enforces the same rules inside the run, over the same store
         clean_room = LocalCleanRoom()
-    if settings.meta_sandbox:
+    if meta_sandbox(settings, config):
         meta = MetaAudiences(access_token=SANDBOX_TOKEN, ad_account_id=SANDBOX_AD_ACCOUNT,
                              sandbox_state=str(settings.data_dir / SANDBOX_STATE), api_version=settings.meta_api_version)
+    elif config is not None and config.multi_tenant:  # each tenant brings its ad account and token variable
+        meta = MetaAudiences(app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
+                             graph_url=settings.meta_graph_url, api_version=settings.meta_api_version)
     else:
         token = ({"access_token_secret_id": dg.EnvVar("META_ACCESS_TOKEN_SECRET_ID")} if settings.meta_token_secret_set
                  else {"access_token": dg.EnvVar("META_ACCESS_TOKEN")})
         meta = MetaAudiences(**token, ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
                              app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
                              graph_url=settings.meta_graph_url, api_version=settings.meta_api_version)
-    return {"storage": storage, "clean_room": clean_room, "meta": meta}
+    metrics = (CloudWatchMetrics(namespace=settings.metrics_namespace) if settings.env == "aws"
+               else PrometheusFileMetrics(path=str(settings.data_dir / METRICS_FILE)))
+    return {"storage": storage, "clean_room": clean_room, "meta": meta, "metrics": metrics}
 
 
 def build_assets(config: ProjectConfig, settings: Settings) -> list[dg.AssetsDefinition]:
     storage_kind = "s3" if settings.env == "aws" else "parquet"
     partner_data, first_party_customers, suppression_list = build_ingest_assets(config, storage_kind)
     first_party_table, clean_room_matches = build_clean_room_assets(config, storage_kind, first_party_customers, partner_data)
-    activation = build_activation_assets(config, storage_kind, clean_room_matches, first_party_customers, suppression_list)
-    return [partner_data, first_party_customers, suppression_list, first_party_table, clean_room_matches, *activation]
+    activation = [asset for tenant in config.tenant_names for asset in build_activation_assets(
+        config, storage_kind, clean_room_matches, first_party_customers, suppression_list, tenant)]
+    measured = [partner_data, first_party_customers, suppression_list, first_party_table, clean_room_matches, *activation]
+    return [*measured, *build_reporting_assets(config, measured)]
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -59,7 +80,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         ensure_demo_data(settings.data_dir)
     assets = build_assets(config, settings)
     jobs = build_jobs(assets[0])
-    resources = build_resources(settings)
+    resources = build_resources(settings, config)
     retention_job, retention_schedule = build_retention_job(config, settings.retention_days)
     automation = dg.AutomationConditionSensorDefinition(
         "audience_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,

@@ -6,6 +6,7 @@ clean_room/   the configured tables (first_party/, partners/<partner>/) and quer
 audiences/    members, payload rows and upload chunks per audience
 meta/         what Meta confirmed per audience, the upload ledger and dead letters
 audit/        one append-only record per upload (no personal data)
+reports/      per-tenant cost reports (no personal data)
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def audit(audience: str, stamp: str, upload_id: str) -> str:
 
 
 DEAD_LETTER_RUNS = "dead_letters/runs/"
+TENANT_COSTS = "reports/tenant_costs.csv"
 
 
 def dead_letter_run(run_id: str) -> str:

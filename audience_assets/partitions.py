@@ -12,12 +12,13 @@ def partner_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition(sorted(config.partners))
 
 
-def audience_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:
-    """One partition per audience declared in audiences.yaml."""
-    return dg.StaticPartitionsDefinition(sorted(config.audiences))
+def audience_partitions(config: ProjectConfig, tenant: str) -> dg.StaticPartitionsDefinition:
+    """One partition per audience of `tenant` declared in audiences.yaml."""
+    return dg.StaticPartitionsDefinition(config.audiences_of(tenant))
 
 
-def partner_to_audiences(config: ProjectConfig) -> dg.StaticPartitionMapping:
-    """Each partner's matches feed the audiences that select it."""
-    return dg.StaticPartitionMapping({partner: {a for a, spec in config.audiences.items() if partner in spec.select}
-                                      for partner in config.partners})
+def partner_to_audiences(config: ProjectConfig, tenant: str) -> dg.StaticPartitionMapping:
+    """Each of the tenant's partners' matches feed the tenant's audiences that select it."""
+    audiences = config.audiences_of(tenant)
+    return dg.StaticPartitionMapping({partner: {a for a in audiences if partner in config.audiences[a].select}
+                                      for partner in config.partners if config.tenant_of_partner(partner) == tenant})

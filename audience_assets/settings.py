@@ -30,6 +30,7 @@ class Settings:
     meta_api_version: str = DEFAULT_API_VERSION
     meta_ad_account_id: str | None = None
     demo_data: bool = True
+    metrics_namespace: str = "AudienceAssets"  # AUDIENCE_METRICS_NAMESPACE: CloudWatch namespace (aws mode)
     cleanrooms_membership_set: bool = False  # CLEANROOMS_MEMBERSHIP_ID: aws mode matches in AWS Clean Rooms
     cleanrooms_template_set: bool = False  # CLEANROOMS_ANALYSIS_TEMPLATE_ARN: the default audience_match template
 
@@ -52,6 +53,7 @@ class Settings:
             meta_ad_account_id=env.get("META_AD_ACCOUNT_ID") or None,
             cleanrooms_membership_set=bool(env.get("CLEANROOMS_MEMBERSHIP_ID")),
             cleanrooms_template_set=bool(env.get("CLEANROOMS_ANALYSIS_TEMPLATE_ARN")),
+            metrics_namespace=env.get("AUDIENCE_METRICS_NAMESPACE") or "AudienceAssets",
             demo_data=(env.get("AUDIENCE_DEMO_DATA", "1").strip().lower() not in ("0", "false", "no")),
         )
 

@@ -123,3 +123,24 @@ def test_meta_uploads_share_one_pool_across_runs():
     assert pools["meta_custom_audience"] == {META_POOL}
     assert not any(p for key, p in pools.items() if key != "meta_custom_audience")  # nothing else waits on Meta
     assert f"concurrency set {META_POOL} 1" in (REPO / "deploy" / "README.md").read_text()
+
+
+def test_the_documented_cloudwatch_alarms_watch_metrics_the_pipeline_publishes(aws):
+    """Each alarm in deploy/cloudwatch-alarms.json is a valid PutMetricAlarm request on a metric and dimensions the
+    runs publish, and CloudWatch (moto on 127.0.0.1) accepts it."""
+    import json
+
+    import boto3
+
+    from audience_assets.resources.metrics import DIMENSIONS, METRICS
+
+    alarms = json.loads((REPO / "deploy" / "cloudwatch-alarms.json").read_text())["alarms"]
+    published = {cloudwatch_name for cloudwatch_name, *_ in METRICS.values()}
+    assert {a["MetricName"] for a in alarms} == {"MatchRate", "UploadFailures"} <= published
+    cloudwatch = boto3.client("cloudwatch")
+    for alarm in alarms:
+        assert alarm["Namespace"] == "AudienceAssets"
+        assert {d["Name"] for d in alarm["Dimensions"]} <= set(DIMENSIONS) and "tenant" in {d["Name"] for d in alarm["Dimensions"]}
+        cloudwatch.put_metric_alarm(**alarm)
+    described = cloudwatch.describe_alarms(AlarmNames=[a["AlarmName"] for a in alarms])["MetricAlarms"]
+    assert sorted(a["MetricName"] for a in described) == ["MatchRate", "UploadFailures"]

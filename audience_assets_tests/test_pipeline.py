@@ -62,7 +62,7 @@ def test_headless_command_exits_zero_and_reports_every_step(run):
     process = run["process"]
     assert process.returncode == 0, process.stdout + process.stderr
     steps = [line for line in process.stdout.splitlines() if line.startswith(("ok", "FAILED"))]
-    assert len(steps) == 1 + len(run["config"].partners) + len(run["config"].audiences)
+    assert len(steps) == 1 + len(run["config"].partners) + len(run["config"].audiences) + 1  # + the cost report
     assert all(line.startswith("ok") for line in steps)
 
 

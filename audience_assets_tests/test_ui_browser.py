@@ -7,6 +7,8 @@ Chromium on the machine the test is skipped, except where `AUDIENCE_REQUIRE_BROW
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 import time
@@ -60,12 +62,12 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
                 skip.click()
             except PlaywrightTimeout:  # not shown once dismissed on this instance
                 pass
-            for group in ("ingest", "clean_room", "activation"):
+            for group in ("ingest", "clean_room", "activation", "reporting"):
                 expect(page.get_by_text(group, exact=True).first).to_be_visible()
             page.screenshot(path=ARTIFACTS / "1-graph.png")
 
             page.get_by_role("button", name="Materialize all…").click()
-            expect(page.get_by_text("Launch runs to materialize 8 assets")).to_be_visible()
+            expect(page.get_by_text("Launch runs to materialize 9 assets")).to_be_visible()
             page.get_by_role("button", name="All", exact=True).click()
             page.screenshot(path=ARTIFACTS / "2-materialize-all.png")
             page.get_by_role("button", name="Launch backfill").click()
@@ -79,6 +81,10 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
             for label in ("audience_id", "num_received", "num_invalid_entries", "sandbox_member_count"):
                 expect(page.get_by_text(label, exact=True).first).to_be_visible(timeout=30_000)
             page.screenshot(path=ARTIFACTS / "4-meta-audience.png", full_page=True)
+
+            page.goto(f"{url}/assets/tenant_costs", wait_until="networkidle")
+            expect(page.get_by_text("costs", exact=True).first).to_be_visible(timeout=30_000)
+            page.screenshot(path=ARTIFACTS / "5-tenant-costs.png", full_page=True)
         finally:
             browser.close()
         latest = graphql(url, LATEST_META_COUNTS)["assetNodeOrError"]["assetMaterializations"]
@@ -87,7 +93,13 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
         for partition, entries in counts.items():
             assert entries["sandbox_member_count"] >= 100 and entries["num_invalid_entries"] == 0, partition
             assert entries["num_received"] == entries["rows_sent"], partition
+        costs = graphql(url, LATEST_COSTS)["assetNodeOrError"]["assetMaterializations"][0]["metadataEntries"]
+        records = [json.loads(r) for e in costs if e["label"] == "costs" for r in e["table"]["records"]]
+        assert [r["tenant"] for r in records] == ["default"] and records[0]["runs"] >= 1
+        assert records[0]["meta_requests"] > 0 and records[0]["rows_processed"] > 0 and records[0]["compute_seconds"] > 0
 
 
+LATEST_COSTS = """{ assetNodeOrError(assetKey: {path: ["tenant_costs"]}) { ... on AssetNode {
+  assetMaterializations(limit: 1) { metadataEntries { label ... on TableMetadataEntry { table { records } } } } } } }"""
 LATEST_META_COUNTS = """{ assetNodeOrError(assetKey: {path: ["meta_custom_audience"]}) { ... on AssetNode {
   assetMaterializations(limit: 3) { partition metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""

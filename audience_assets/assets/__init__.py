@@ -7,8 +7,10 @@ Helpers here turn a written Parquet file into the metadata every asset emits (`d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,6 +24,39 @@ from audience_assets.ingestion import IngestReport
 from audience_assets.resources.storage import Storage
 
 OWNERS = ["team:marketing-data"]
+SHARED_TENANT = "shared"  # deployment-wide steps (first-party data) once several tenants are declared
+
+
+@dataclasses.dataclass
+class Attribution:
+    """Who a step works for. Its run and its materialization carry the `tenant` (and `partner` or
+    `audience`) tags, every object it writes carries the tenant as an object tag, and its cost (compute
+    seconds, rows processed, Meta requests, clean-room query time) is recorded with the materialization,
+    where `tenant_costs` sums it per tenant and day."""
+
+    tags: dict[str, str]
+    storage: Storage
+    started: float
+
+    def result(self, *, metadata: Mapping[str, Any], rows: int, check_results: list | None = None,
+               meta_requests: int = 0, clean_room_seconds: float = 0.0) -> dg.MaterializeResult:
+        cost = {"cost/compute_seconds": dg.MetadataValue.float(round(time.monotonic() - self.started, 3)),
+                "cost/rows_processed": int(rows), "cost/meta_requests": int(meta_requests),
+                "cost/clean_room_query_seconds": dg.MetadataValue.float(round(clean_room_seconds, 3))}
+        return dg.MaterializeResult(metadata={**metadata, **cost}, check_results=check_results or [], tags=self.tags)
+
+
+def deployment_tenant(multi_tenant: bool) -> str:
+    """The tenant deployment-wide steps are attributed to: the only tenant, or `shared` among several."""
+    return SHARED_TENANT if multi_tenant else "default"
+
+
+def attribute(context: dg.AssetExecutionContext, storage: Storage, *, tenant: str, partner: str | None = None,
+              audience: str | None = None) -> Attribution:
+    """Tag this step's run and writes with the tenant it works for, and start its cost meter."""
+    tags = {"tenant": tenant, **({"partner": partner} if partner else {}), **({"audience": audience} if audience else {})}
+    context.instance.add_run_tags(context.run.run_id, tags)
+    return Attribution(tags, storage.tagged(tenant=tenant), time.monotonic())
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from audience_assets import checks, layout
-from audience_assets.assets import OWNERS, history_table, parquet_count, publish, work_dir
+from audience_assets.assets import OWNERS, attribute, history_table, parquet_count, publish, work_dir
 from audience_assets.audience import Plan, build_rows, plan_upload, select_members
 from audience_assets.audience.delivery import deliver, load_plan, optional_copy, store_plan
 from audience_assets.config import Audience, ProjectConfig
@@ -22,6 +22,7 @@ from audience_assets.meta.ledger import UploadLedger
 from audience_assets.meta.sync import UploadIncomplete
 from audience_assets.partitions import audience_partitions, partner_to_audiences
 from audience_assets.resources.meta import MetaAudiences
+from audience_assets.resources.metrics import Metrics
 from audience_assets.resources.storage import Storage
 
 GROUP = "activation"
@@ -47,20 +48,39 @@ def enforce_floor_after(audience_name: str, audience: Audience, plan: Plan) -> N
                          metadata={"members_after": after, "min_size": audience.min_size, **rows})
 
 
+def freshness_lag(storage: Storage, landing_prefixes: list[str]) -> float:
+    """Seconds from the newest partner delivery the audience draws on to now (the end of its upload)."""
+    newest = max((o.last_modified for prefix in landing_prefixes for o in storage.list(prefix)), default=None)
+    return (dt.datetime.now(dt.timezone.utc) - newest).total_seconds() if newest else 0.0
+
+
+def meta_pool(config: ProjectConfig, tenant: str) -> str:
+    """The concurrency pool of a tenant's uploads: one per ad account, so one account's throttling or
+    failure never holds another's slots. The implicit tenant keeps the plain `meta_api` pool."""
+    declared = config.tenant(tenant)
+    return f"{META_POOL}:{declared.meta_ad_account_id}" if declared else META_POOL
+
+
 def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room_matches: dg.AssetsDefinition,
-                            first_party_customers: dg.AssetsDefinition,
-                            suppression_list: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
-    partitions = audience_partitions(config)
+                            first_party_customers: dg.AssetsDefinition, suppression_list: dg.AssetsDefinition,
+                            tenant: str) -> list[dg.AssetsDefinition]:
+    """The activation assets of one tenant: under the tenant's key prefix once tenants are declared."""
+    partitions = audience_partitions(config, tenant)
+    audiences = [config.audiences[a] for a in config.audiences_of(tenant)]
+    prefix = [tenant] if config.multi_tenant else []
+    tags = {"tenant": tenant}
     # New matches flow on by themselves; every audience is also refreshed daily (first audience's cron).
-    crons = {a.refresh_cron for a in config.audiences.values()}
+    crons = {a.refresh_cron for a in audiences}
     refresh = dg.AutomationCondition.eager() | dg.AutomationCondition.on_cron(sorted(crons)[0], cron_timezone="UTC")
-    stale_after = dt.timedelta(hours=min(a.freshness_hours for a in config.audiences.values()))
+    stale_after = dt.timedelta(hours=min(a.freshness_hours for a in audiences))
 
     @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, partitions_def=partitions,
-              deps=[dg.AssetDep(clean_room_matches, partition_mapping=partner_to_audiences(config)),
+              key_prefix=prefix, tags=tags,
+              deps=[dg.AssetDep(clean_room_matches, partition_mapping=partner_to_audiences(config, tenant)),
                     first_party_customers, suppression_list],
               automation_condition=refresh,
-              check_specs=[checks.spec(checks.PRIVACY_FLOOR, "audience_members", "The audience has at least its "
+              check_specs=[checks.spec(checks.PRIVACY_FLOOR, dg.AssetKey([*prefix, "audience_members"]),
+                                       "The audience has at least its "
                                        "min_size members (never below 100); below it nothing flows on to Meta.",
                                        blocking=True)])
     def audience_members(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
@@ -68,6 +88,8 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         on the opt-out list."""
         name = context.partition_key
         audience = config.audiences[name]
+        meter = attribute(context, storage, tenant=tenant, audience=name)
+        storage = meter.storage
         with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
             matches = {p: stack.enter_context(storage.local_copy(layout.matches(p))) for p in audience.select}
             customers = stack.enter_context(storage.local_copy(layout.FIRST_PARTY_CUSTOMERS))
@@ -77,17 +99,17 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
                                     suppression=suppression, out=out)
             metadata = publish(con, storage, out, layout.audience_members(name))
         context.log.info(f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed, {counts.members} members")
-        return dg.MaterializeResult(
+        return meter.result(
             metadata={**metadata, "qualified": counts.qualified, "suppressed": counts.suppressed,
                       "members": counts.members, "min_size": audience.min_size,
                       "partners": ", ".join(sorted(audience.select))},
-            check_results=[checks.privacy_floor(counts.members, audience.min_size,
+            rows=counts.qualified, check_results=[checks.privacy_floor(counts.members, audience.min_size,
                                                 removal_list=audience.mode == "remove")])
 
     @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, partitions_def=partitions,
-              deps=[audience_members, first_party_customers, suppression_list],
+              key_prefix=prefix, tags=tags, deps=[audience_members, first_party_customers, suppression_list],
               automation_condition=dg.AutomationCondition.eager(),
-              check_specs=[checks.spec(checks.HASHED_CELLS, "audience_chunks", "Every outbound cell is 64 lowercase "
+              check_specs=[checks.spec(checks.HASHED_CELLS, dg.AssetKey([*prefix, "audience_chunks"]), "Every outbound cell is 64 lowercase "
                                        "hex or empty where Meta wants a hash, and no raw column holds an email address "
                                        "or a phone number; otherwise no upload plan is published.", blocking=True)])
     def audience_chunks(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
@@ -96,6 +118,8 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         most 10,000 rows."""
         name = context.partition_key
         audience = config.audiences[name]
+        meter = attribute(context, storage, tenant=tenant, audience=name)
+        storage = meter.storage
         keys = audience.keys
         with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
             members = stack.enter_context(storage.local_copy(layout.audience_members(name)))
@@ -114,13 +138,13 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
             if problems:  # nothing may be uploaded from this plan, now or by a later run
                 storage.delete(layout.upload_plan(name))
-                return dg.MaterializeResult(metadata={"dagster/row_count": 0}, check_results=[cell_check])
+                return meter.result(metadata={"dagster/row_count": 0}, rows=desired, check_results=[cell_check])
             document = store_plan(storage, name, mode=audience.mode, keys=keys, plan=plan)
         operations = document["operations"]
         sizes = [c["rows"] for op in operations for c in op["chunks"]]
         context.log.info(f"{name}: {desired} rows wanted, {plan.confirmed_rows} confirmed on Meta; "
                          + (", ".join(f"{op['kind']} {op['rows']}" for op in operations) or "nothing to send"))
-        return dg.MaterializeResult(metadata={
+        return meter.result(rows=desired, metadata={
             "dagster/row_count": sum(sizes), "dagster/uri": storage.uri(layout.upload_plan(name)),
             "upload_id": plan.upload_id, "mode": audience.mode, "desired_rows": desired,
             "confirmed_rows": plan.confirmed_rows, "chunk_count": len(sizes), "largest_chunk_rows": max(sizes, default=0),
@@ -128,29 +152,34 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             check_results=[cell_check])
 
     @dg.asset(group_name=GROUP, kinds={"meta"}, owners=OWNERS, partitions_def=partitions, deps=[audience_chunks],
-              pool=META_POOL, automation_condition=dg.AutomationCondition.eager(),
+              key_prefix=prefix, tags=tags, pool=meta_pool(config, tenant),
+              automation_condition=dg.AutomationCondition.eager(),
               freshness_policy=dg.FreshnessPolicy.time_window(fail_window=stale_after),
               check_specs=[
-                  checks.spec(checks.INVALID_ENTRY_RATE, "meta_custom_audience",
+                  checks.spec(checks.INVALID_ENTRY_RATE, dg.AssetKey([*prefix, "meta_custom_audience"]),
                               "Meta rejected at most the audience's max_invalid_rate of the entries sent."),
-                  checks.spec(checks.COUNT_DIRECTION, "meta_custom_audience",
+                  checks.spec(checks.COUNT_DIRECTION, dg.AssetKey([*prefix, "meta_custom_audience"]),
                               "Meta's approximate count moved the way the sync did (up after adds, down after removals).")])
-    def meta_custom_audience(context: dg.AssetExecutionContext, storage: Storage,
-                             meta: MetaAudiences) -> dg.MaterializeResult:
+    def meta_custom_audience(context: dg.AssetExecutionContext, storage: Storage, meta: MetaAudiences,
+                             metrics: Metrics) -> dg.MaterializeResult:
         """The Meta custom audience: created if missing, preflighted, then updated with the chunks through
         upload sessions; a crashed upload resumes from the ledger without sending anything twice."""
         name = context.partition_key
         audience = config.audiences[name]
+        meter = attribute(context, storage, tenant=tenant, audience=name)
+        storage = meter.storage
         plan = load_plan(storage, name)
         if plan is None:
             raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
-        client = meta.client()
+        client = meta.client(config.tenant(tenant))
         try:
-            delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account_id,
+            delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account(config.tenant(tenant)),
                                concurrency=meta.upload_concurrency, run_id=context.run.run_id,
                                extra_fields=["sandbox_member_count"] if meta.sandbox_state else [])
         except UploadIncomplete as error:
             dead = len(UploadLedger(storage, name, plan.upload_id).dead_letters())
+            metrics.publish({"upload_failures": 1, "throttled_requests": client.stats.throttled}, tenant=tenant,
+                            audience=name)
             raise dg.Failure(str(error), metadata={"upload_id": plan.upload_id, "dead_letters": dead}) from None
         finally:
             client.close()
@@ -172,6 +201,7 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             "operation_status": (state.get("operation_status") or {}).get("description", ""),
             "api_requests": client.stats.requests, "api_retries": client.stats.retries,
             "throttled_responses": client.stats.throttled, "seconds_waiting": round(client.stats.seconds_waiting, 1),
+            "seconds_paced": round(client.pacer.waited, 1),
         }
         if "sandbox_member_count" in state:
             metadata["sandbox_member_count"] = state["sandbox_member_count"]
@@ -192,7 +222,13 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             f"{metadata['approximate_count_lower_bound']:,}–{metadata['approximate_count_upper_bound']:,}.")
         context.log.info(f"{name}: audience {audience_id} {'created and ' if created else ''}updated; Meta received "
                          f"{received} rows, {invalid} invalid")
-        return dg.MaterializeResult(metadata=metadata, check_results=[
+        metrics.publish({
+            "rows_uploaded": metadata["rows_sent"], "invalid_entries": invalid, "upload_failures": 0,
+            "throttled_requests": client.stats.throttled,
+            "upload_latency": round(client.stats.latency_seconds / client.stats.requests, 4) if client.stats.requests else 0.0,
+            "freshness_lag": round(freshness_lag(storage, [config.sources.partner_prefix(p) for p in audience.select]), 1)}, tenant=tenant, audience=name)
+        return meter.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests,
+                            check_results=[
             checks.invalid_entry_rate(invalid, received, audience.max_invalid_rate),
             checks.count_direction(before, int(metadata["approximate_count_lower_bound"]),
                                    rows.get("add", 0) - rows.get("remove", 0))])

@@ -7,12 +7,13 @@ partner's segment attributes come out (the `audience_match` analysis template).
 import dagster as dg
 
 from audience_assets import checks, layout
-from audience_assets.assets import OWNERS, history_table, publish, work_dir
+from audience_assets.assets import OWNERS, attribute, deployment_tenant, history_table, publish, work_dir
 from audience_assets.config import ProjectConfig
 from audience_assets.duck import connect
 from audience_assets.ingestion import sources
 from audience_assets.partitions import partner_partitions
 from audience_assets.resources.clean_room import CleanRoom
+from audience_assets.resources.metrics import Metrics
 from audience_assets.resources.storage import Storage
 
 GROUP = "clean_room"
@@ -24,23 +25,28 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
 
     @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, deps=[first_party_customers],
               automation_condition=dg.AutomationCondition.eager())
-    def clean_room_first_party_table(storage: Storage) -> dg.MaterializeResult:
+    def clean_room_first_party_table(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's side of the clean room: customer id and hashed match keys only, nothing else."""
+        meter = attribute(context, storage, tenant=deployment_tenant(config.multi_tenant))
+        storage = meter.storage
         with work_dir() as tmp, connect(tmp) as con, storage.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
             table = tmp / "first_party.parquet"
             sources.publish_first_party(con, customers, table, match_keys)
             metadata = publish(con, storage, table, layout.CLEAN_ROOM_FIRST_PARTY)
-        return dg.MaterializeResult(metadata={**metadata, "match_keys": ", ".join(match_keys)})
+        return meter.result(metadata={**metadata, "match_keys": ", ".join(match_keys)}, rows=metadata["dagster/row_count"])
 
     @dg.asset(group_name=GROUP, kinds={"cleanrooms", "duckdb"}, owners=OWNERS, partitions_def=partner_partitions(config),
               deps=[partner_data, clean_room_first_party_table], automation_condition=dg.AutomationCondition.eager(),
               check_specs=[checks.spec(checks.MATCH_RATE, "clean_room_matches",
                                        "At least the partner's min_match_rate of first-party customers matched.")])
     def clean_room_matches(context: dg.AssetExecutionContext, storage: Storage,
-                           clean_room: CleanRoom) -> dg.MaterializeResult:
+                           clean_room: CleanRoom, metrics: Metrics) -> dg.MaterializeResult:
         """The partner's match: advertiser customer ids with the partner's segment attributes, for every
         partner record whose hashed email or phone equals the advertiser's, computed as a protected query."""
         partner = context.partition_key
+        tenant = config.tenant_of_partner(partner)
+        meter = attribute(context, storage, tenant=tenant, partner=partner)
+        storage = meter.storage
         result = clean_room.match(storage, config, partner, context.run.run_id)
         rate = result.matched_customers / result.first_party_customers if result.first_party_customers else 0.0
         context.log.info(f"{partner}: {result.matched_customers} of {result.first_party_customers} customers matched "
@@ -66,7 +72,10 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
         metadata["match_rate_history"] = history_table(
             context, {"matched_customers": result.matched_customers, "match_rate": round(rate, 6)},
             ("matched_customers", "match_rate"))
-        return dg.MaterializeResult(metadata=metadata, check_results=[
-            checks.match_rate(round(rate, 6), config.partners[partner].min_match_rate)])
+        metrics.publish({"match_rate": round(rate, 6)}, tenant=tenant, partner=partner)
+        query_seconds = (result.query.duration_ms + (result.overlap_query.duration_ms if result.overlap_query else 0)) / 1000
+        return meter.result(metadata=metadata, rows=result.first_party_customers + result.partner_identities,
+                            clean_room_seconds=query_seconds,
+                            check_results=[checks.match_rate(round(rate, 6), config.partners[partner].min_match_rate)])
 
     return [clean_room_first_party_table, clean_room_matches]

@@ -10,7 +10,7 @@ import datetime as dt
 import dagster as dg
 
 from audience_assets import checks, layout
-from audience_assets.assets import OWNERS, ingest_metadata, publish, work_dir
+from audience_assets.assets import OWNERS, attribute, deployment_tenant, ingest_metadata, publish, work_dir
 from audience_assets.config import ProjectConfig
 from audience_assets.duck import connect
 from audience_assets.ingestion import sources
@@ -23,6 +23,7 @@ GROUP = "ingest"
 def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.AssetsDefinition]:
     kinds = {"duckdb", storage_kind}
     source_config = config.sources
+    shared = deployment_tenant(config.multi_tenant)
 
     def accounting(asset: str) -> list[dg.AssetCheckSpec]:
         return [checks.spec(checks.ROW_ACCOUNTING, asset, "Every delivered row is accepted or quarantined with a "
@@ -36,6 +37,8 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         """A partner's delivery as its clean-room table: identifiers normalized and SHA-256 hashed per
         Meta's rules, one row per segment attribute; rows failing the contract are quarantined with a reason."""
         partner = context.partition_key
+        meter = attribute(context, storage, tenant=config.tenant_of_partner(partner), partner=partner)
+        storage = meter.storage
         contract = source_config.partners[partner]
         files = sources.select_files(storage.list(source_config.partner_prefix(partner)), contract.delivery)
         with work_dir() as tmp, connect(tmp) as con:
@@ -46,15 +49,17 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
             storage.upload(quarantine, layout.partner_quarantine(partner))
         context.log.info(f"{partner}: {report.rows_read} rows read from {len(files)} file(s), "
                          f"{report.rows_accepted} accepted, {report.rows_quarantined} quarantined")
-        return dg.MaterializeResult(metadata={
+        return meter.result(metadata={
             **metadata, **ingest_metadata(report), "partner_identities": identities,
             "quarantine_uri": storage.uri(layout.partner_quarantine(partner))},
-            check_results=[checks.row_accounting(report)])
+            rows=report.rows_read, check_results=[checks.row_accounting(report)])
 
     @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("first_party_customers"))
     def first_party_customers(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's CRM export, one row per customer id with every Meta key normalized and hashed
         (the payload the audiences are built from); unusable and duplicate rows are quarantined."""
+        meter = attribute(context, storage, tenant=shared)
+        storage = meter.storage
         contract = source_config.first_party
         files = sources.select_files(storage.list(source_config.first_party_prefix), contract.delivery)
         keys = config.payload_keys
@@ -66,13 +71,15 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
             storage.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
         context.log.info(f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "
                          f"{report.rows_quarantined} quarantined")
-        return dg.MaterializeResult(metadata={**metadata, **ingest_metadata(report),
-                                              "quarantine_uri": storage.uri(layout.FIRST_PARTY_QUARANTINE)},
-                                    check_results=[checks.row_accounting(report)])
+        return meter.result(metadata={**metadata, **ingest_metadata(report),
+                                      "quarantine_uri": storage.uri(layout.FIRST_PARTY_QUARANTINE)},
+                            rows=report.rows_read, check_results=[checks.row_accounting(report)])
 
     @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("suppression_list"))
     def suppression_list(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """Everyone who opted out, as hashed identifiers: never uploaded, and removed from Meta if they were."""
+        meter = attribute(context, storage, tenant=shared)
+        storage = meter.storage
         contract = source_config.suppression
         files = sources.select_files(storage.list(source_config.suppression_prefix), contract.delivery)
         with work_dir() as tmp, connect(tmp) as con:
@@ -82,7 +89,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
             metadata = publish(con, storage, table, layout.SUPPRESSION_LIST)
             storage.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
         context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
-        return dg.MaterializeResult(metadata={**metadata, **ingest_metadata(report)},
-                                    check_results=[checks.row_accounting(report)])
+        return meter.result(metadata={**metadata, **ingest_metadata(report)}, rows=report.rows_read,
+                            check_results=[checks.row_accounting(report)])
 
     return [partner_data, first_party_customers, suppression_list]

@@ -212,6 +212,8 @@ class Audience(AudienceDefaults):
     """One Meta custom audience: who is in it (segments per partner) and how it is synced."""
 
     meta_name: str
+    tenant: str | None = Field(default=None, description="the advertiser it belongs to (tenants.yaml); "
+                                                         "required once tenants are declared")
     description: str = ""
     select: dict[str, dict[str, list[str]]] = Field(
         description="partner -> {segment column: accepted values}; a person qualifies through any partner "
@@ -229,6 +231,43 @@ class Audience(AudienceDefaults):
         return value
 
 
+AD_ACCOUNT = re.compile(r"^act_[0-9]+$")
+IMPLICIT_TENANT = "default"
+
+
+class Tenant(_Strict):
+    """An advertiser: its Meta ad account and token, the partners whose data it may use, its defaults."""
+
+    meta_ad_account_id: str = Field(description="act_<digits>; the only ad account its audiences are written to")
+    meta_token_env: str | None = Field(default=None, description="environment variable holding its access token")
+    meta_token_secret_id: str | None = Field(default=None, description="AWS Secrets Manager secret holding its token")
+    partners: list[str] = Field(description="the partners whose data its audiences may select")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="audience defaults for its audiences")
+
+    @field_validator("meta_ad_account_id")
+    @classmethod
+    def _ad_account(cls, value: str) -> str:
+        if not AD_ACCOUNT.match(value):
+            raise ValueError(f"must look like act_<digits>, not {value!r}")
+        return value
+
+    @field_validator("defaults")
+    @classmethod
+    def _valid_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        AudienceDefaults(**value)  # the same rules as audiences.yaml's defaults (privacy floor, keys, ...)
+        return value
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Tenant:
+        if bool(self.meta_token_env) == bool(self.meta_token_secret_id):
+            raise ValueError("name exactly one of meta_token_env and meta_token_secret_id")
+        return self
+
+
+class TenantsConfig(_Strict):
+    tenants: dict[str, Tenant]
+
+
 class AudiencesConfig(_Strict):
     defaults: AudienceDefaults = AudienceDefaults()
     audiences: dict[str, dict]
@@ -237,9 +276,10 @@ class AudiencesConfig(_Strict):
 class ProjectConfig:
     """Both files, loaded and cross-checked (audiences may only select declared partners and segments)."""
 
-    def __init__(self, sources: SourcesConfig, audiences: dict[str, Audience]):
+    def __init__(self, sources: SourcesConfig, audiences: dict[str, Audience], tenants: dict[str, Tenant] | None = None):
         self.sources = sources
         self.audiences = audiences
+        self.declared_tenants = tenants  # None: one implicit tenant, configured by the META_* variables
         for name, audience in audiences.items():
             if not NAME_PATTERN.match(name):
                 raise ConfigError(f"audiences.yaml: audience name {name!r} must be lower case letters, digits and _")
@@ -252,6 +292,68 @@ class ProjectConfig:
                     raise ConfigError(f"audiences.yaml: audience {name!r} selects {partner} segment(s) {missing} "
                                       f"that partners.yaml does not declare for {partner!r}")
         self._check_clean_room()
+        self._check_tenants()
+
+    @property
+    def multi_tenant(self) -> bool:
+        """Tenants are declared in tenants.yaml (rather than the one implicit tenant)."""
+        return self.declared_tenants is not None
+
+    @cached_property
+    def tenant_names(self) -> list[str]:
+        return sorted(self.declared_tenants) if self.declared_tenants is not None else [IMPLICIT_TENANT]
+
+    def tenant(self, name: str) -> Tenant | None:
+        """The declared tenant `name`, or None for the implicit tenant."""
+        return self.declared_tenants[name] if self.declared_tenants is not None else None
+
+    def tenant_of_audience(self, audience: str) -> str:
+        return self.audiences[audience].tenant or IMPLICIT_TENANT
+
+    def tenant_of_partner(self, partner: str) -> str:
+        if self.declared_tenants is None:
+            return IMPLICIT_TENANT
+        return next(name for name, t in self.declared_tenants.items() if partner in t.partners)
+
+    def audiences_of(self, tenant: str) -> list[str]:
+        return sorted(a for a in self.audiences if self.tenant_of_audience(a) == tenant)
+
+    def _check_tenants(self) -> None:
+        """Isolation by construction: each partner and ad account belongs to one tenant, and an audience
+        selects only its own tenant's partners."""
+        if self.declared_tenants is None:
+            return
+        owners: dict[str, str] = {}
+        accounts: dict[str, str] = {}
+        for name, tenant in self.declared_tenants.items():
+            if not NAME_PATTERN.match(name):
+                raise ConfigError(f"tenants.yaml: tenant name {name!r} must be lower case letters, digits and _ (max 63)")
+            if tenant.meta_ad_account_id in accounts:
+                raise ConfigError(f"tenants.yaml: tenants {accounts[tenant.meta_ad_account_id]!r} and {name!r} name the "
+                                  f"same ad account {tenant.meta_ad_account_id}; each tenant writes to its own")
+            accounts[tenant.meta_ad_account_id] = name
+            for partner in tenant.partners:
+                if partner not in self.partners:
+                    raise ConfigError(f"tenants.yaml: tenant {name!r} lists unknown partner {partner!r}; declared "
+                                      f"partners: {', '.join(self.partners)}")
+                if partner in owners:
+                    raise ConfigError(f"tenants.yaml: partner {partner!r} is listed by tenants {owners[partner]!r} and "
+                                      f"{name!r}; a partner's data belongs to one tenant")
+                owners[partner] = name
+        unowned = sorted(set(self.partners) - set(owners))
+        if unowned:
+            raise ConfigError(f"tenants.yaml: partner(s) {unowned} belong to no tenant; list each under one tenant")
+        for audience_name, audience in self.audiences.items():
+            if audience.tenant is None:
+                raise ConfigError(f"audiences.yaml: audience {audience_name!r} names no tenant; with tenants.yaml "
+                                  f"every audience needs `tenant:` (one of {', '.join(sorted(self.declared_tenants))})")
+            if audience.tenant not in self.declared_tenants:
+                raise ConfigError(f"audiences.yaml: audience {audience_name!r} names unknown tenant {audience.tenant!r}; "
+                                  f"declared tenants: {', '.join(sorted(self.declared_tenants))}")
+            foreign = sorted(p for p in audience.select if owners[p] != audience.tenant)
+            if foreign:
+                raise ConfigError(f"audiences.yaml: audience {audience_name!r} of tenant {audience.tenant!r} selects "
+                                  f"partner(s) {foreign} of tenant {owners[foreign[0]]!r}; tenants never share data")
 
     def _check_clean_room(self) -> None:
         """Every table's analysis rule is valid, and each partner's can run the audience match."""
@@ -316,6 +418,15 @@ def load_config(config_dir: Path | str | None = None) -> ProjectConfig:
     """Load and validate `partners.yaml` and `audiences.yaml` from `config_dir` (default: the package's)."""
     folder = Path(config_dir) if config_dir else PACKAGE_CONFIG_DIR
     partners_path, audiences_path = folder / "partners.yaml", folder / "audiences.yaml"
+    tenants_path = folder / "tenants.yaml"
+    tenants = None
+    if tenants_path.is_file():  # optional: without it, one implicit tenant (the META_* variables)
+        try:
+            tenants = TenantsConfig(**_load_yaml(tenants_path)).tenants
+        except ValidationError as error:
+            raise _explain(tenants_path, error) from None
+        if not tenants:
+            raise ConfigError(f"{tenants_path}: declare at least one tenant under 'tenants:' (or remove the file)")
     try:
         sources = SourcesConfig(**_load_yaml(partners_path))
     except ValidationError as error:
@@ -328,8 +439,10 @@ def load_config(config_dir: Path | str | None = None) -> ProjectConfig:
         raise ConfigError(f"{audiences_path}: declare at least one audience under 'audiences:'")
     audiences = {}
     for name, spec in declared.audiences.items():
-        try:
-            audiences[name] = Audience(**{**declared.defaults.model_dump(), **(spec or {})})
+        spec = spec or {}
+        tenant = (tenants or {}).get(spec.get("tenant"))
+        try:  # defaults, then the tenant's defaults, then the audience's own settings
+            audiences[name] = Audience(**{**declared.defaults.model_dump(), **(tenant.defaults if tenant else {}), **spec})
         except ValidationError as error:
             raise _explain(audiences_path, error, prefix=f"audiences.{name}") from None
-    return ProjectConfig(sources, audiences)
+    return ProjectConfig(sources, audiences, tenants)

@@ -274,8 +274,12 @@ class GraphSandbox:
         return "*" in allowed or account in allowed
 
     # ------------------------------------------------------------------ rate budget
+    def _limit(self, account: str) -> int | None:
+        """Calls per window for `account`: its own `rate_limit_calls`, else the sandbox-wide one."""
+        return self.config.ad_accounts.get(account, {}).get("rate_limit_calls", self.config.rate_limit_calls)
+
     def _charge(self, account: str, forced: bool) -> None:
-        limit = self.config.rate_limit_calls
+        limit = self._limit(account)
         now = self.clock()
         calls = self._calls.setdefault(account, deque())
         window = self.config.rate_limit_window_seconds
@@ -291,7 +295,7 @@ class GraphSandbox:
     def _usage_headers(self, account: str | None, regain_minutes: int = 0) -> dict[str, str]:
         if account is None:
             return {}
-        limit = self.config.rate_limit_calls
+        limit = self._limit(account)
         now = self.clock()
         calls = self._calls.get(account, deque())
         recent = sum(1 for t in calls if t > now - self.config.rate_limit_window_seconds)

@@ -8,22 +8,28 @@ the data directory, so the UI shows what "Meta" holds after each run.
 from __future__ import annotations
 
 import json
+import os
 
 import boto3
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
+from audience_assets.config import Tenant
 from audience_assets.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL, GraphClient, RetryPolicy
 from audience_assets.meta.sandbox import GraphSandbox
 
 
 class MetaAudiences(dg.ConfigurableResource):
-    """Credentials and endpoint for the Marketing API. Secrets arrive as `dg.EnvVar`, resolved at run time."""
+    """Credentials and endpoint for the Marketing API. Secrets arrive as `dg.EnvVar`, resolved at run time.
+
+    The fields are the implicit tenant's account. A declared tenant (tenants.yaml) brings its own ad account
+    and names its token's environment variable or secret, read when its upload runs.
+    """
 
     access_token: str | None = Field(default=None, description="META_ACCESS_TOKEN; sent only in the Authorization header")
     access_token_secret_id: str | None = Field(
         default=None, description="META_ACCESS_TOKEN_SECRET_ID: read the token from AWS Secrets Manager at run time instead")
-    ad_account_id: str = Field(description="META_AD_ACCOUNT_ID, act_<digits>")
+    ad_account_id: str = Field(default="", description="META_AD_ACCOUNT_ID, act_<digits> (the implicit tenant's)")
     app_secret: str | None = Field(default=None, description="META_APP_SECRET; adds appsecret_proof to every call")
     graph_url: str = DEFAULT_GRAPH_URL
     api_version: str = DEFAULT_API_VERSION
@@ -31,6 +37,9 @@ class MetaAudiences(dg.ConfigurableResource):
     timeout_seconds: float = 60.0
     transient_attempts: int = 5
     upload_concurrency: int = 4
+    throttle_base_seconds: float = 60.0
+    throttle_max_seconds: float = 900.0
+    usage_window_seconds: float = 3600.0  # the rolling window Meta's usage headers report on
     _sandbox: GraphSandbox | None = PrivateAttr(default=None)
 
     def sandbox(self) -> GraphSandbox | None:
@@ -38,28 +47,51 @@ class MetaAudiences(dg.ConfigurableResource):
             self._sandbox = GraphSandbox(self.sandbox_state)
         return self._sandbox
 
-    def token(self) -> str:
-        """The access token: given directly, or the secret's value (a plain string, or JSON with
-        "access_token"). Fetched per run, so a rotated secret takes effect without a redeploy."""
-        if self.access_token:
+    def ad_account(self, tenant: Tenant | None = None) -> str:
+        """The ad account a tenant's audiences are written to (never another tenant's)."""
+        if tenant:
+            return tenant.meta_ad_account_id
+        if not self.ad_account_id:
+            raise ValueError("no Meta ad account: set META_AD_ACCOUNT_ID")
+        return self.ad_account_id
+
+    def token(self, tenant: Tenant | None = None) -> str:
+        """The access token: given directly, from the tenant's variable, or a secret's value (a plain string,
+        or JSON with "access_token"). Fetched per run, so a rotated secret takes effect without a redeploy."""
+        if self.sandbox_state:  # the built-in sandbox: its one token serves every account
+            return self.access_token or ""
+        if tenant and tenant.meta_token_env:
+            token = os.environ.get(tenant.meta_token_env, "")
+            if not token:
+                raise ValueError(f"no Meta access token for ad account {tenant.meta_ad_account_id}: "
+                                 f"{tenant.meta_token_env} is not set")
+            return token
+        secret_id = tenant.meta_token_secret_id if tenant else self.access_token_secret_id
+        if not tenant and self.access_token:
             return self.access_token
-        if not self.access_token_secret_id:
+        if not secret_id:
             raise ValueError("no Meta access token: set META_ACCESS_TOKEN or META_ACCESS_TOKEN_SECRET_ID")
-        raw = boto3.client("secretsmanager").get_secret_value(SecretId=self.access_token_secret_id)["SecretString"]
+        raw = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
         try:
             value = json.loads(raw)
         except ValueError:
             return raw.strip()
         if isinstance(value, dict) and value.get("access_token"):
             return str(value["access_token"])
-        raise ValueError(f"secret {self.access_token_secret_id} holds JSON without an \"access_token\" field")
+        raise ValueError(f"secret {secret_id} holds JSON without an \"access_token\" field")
 
-    def client(self) -> GraphClient:
+    def client(self, tenant: Tenant | None = None) -> GraphClient:
         sandbox = self.sandbox()
-        return GraphClient(access_token=self.token(), base_url=self.graph_url, api_version=self.api_version,
+        if sandbox is not None:  # the sandbox knows every tenant's account
+            sandbox.config.ad_accounts.setdefault(self.ad_account(tenant), {"name": "Sandbox ad account",
+                                                                            "tos_accepted": True})
+        return GraphClient(access_token=self.token(tenant), base_url=self.graph_url, api_version=self.api_version,
                            app_secret=self.app_secret, transport=sandbox.transport() if sandbox else None,
                            retry=RetryPolicy(timeout_seconds=self.timeout_seconds,
-                                             transient_attempts=self.transient_attempts))
+                                             transient_attempts=self.transient_attempts,
+                                             throttle_base_seconds=self.throttle_base_seconds,
+                                             throttle_max_seconds=self.throttle_max_seconds,
+                                             usage_window_seconds=self.usage_window_seconds))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._sandbox is not None:

@@ -23,7 +23,7 @@ import dagster as dg
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
@@ -38,6 +38,12 @@ class StoredObject:
 
 class Storage(dg.ConfigurableResource):
     """The one interface of both stores; assets and engines depend on this, never on a concrete store."""
+
+    default_tags: dict[str, str] = Field(default_factory=dict, description="object tags on every write (S3)")
+
+    def tagged(self, **tags: str) -> Storage:
+        """This store, writing every object with `tags` too (the tenant, for cost allocation on S3)."""
+        return self.model_copy(update={"default_tags": {**self.default_tags, **tags}})
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         raise NotImplementedError
@@ -152,6 +158,7 @@ class S3Storage(Storage):
         if not self.kms_key_id:
             raise ValueError("AUDIENCE_KMS_KEY_ID is not set: every object must be written with SSE-KMS")
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        tags = {**self.default_tags, **(tags or {})}
         if tags:
             extra["Tagging"] = urlencode(tags)
         return extra
