@@ -141,6 +141,8 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
             "error_class": _root_error_class(steps[0].event_specific_data.error) if steps else "RunFailure",
             "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
+        if "tenant" in run.tags:  # the failed steps had tagged their run: the record is that tenant's cost too
+            storage = storage.tagged(tenant=run.tags["tenant"])
         storage.put_bytes(layout.dead_letter_run(run.run_id), json.dumps(entry, indent=1).encode())
         url = os.environ.get("ALERT_WEBHOOK_URL")
         if url:

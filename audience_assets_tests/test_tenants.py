@@ -97,6 +97,32 @@ def test_an_audience_uses_only_its_own_tenants_partners(tmp_path, audience_tenan
                                                             "young_gamers": "northwind", **audience_tenants}))
 
 
+def test_a_tenant_named_without_tenants_yaml_fails_on_load(tmp_path):
+    folder = copy_config(tmp_path / "config")
+    audiences = yaml.safe_load((folder / "audiences.yaml").read_text())
+    audiences["audiences"]["new_parents"]["tenant"] = "southpaw"
+    (folder / "audiences.yaml").write_text(yaml.safe_dump(audiences, allow_unicode=True))
+    with pytest.raises(ConfigError, match="audience 'new_parents' names tenant 'southpaw', but no tenants.yaml"):
+        load_config(folder)
+
+
+def test_a_tenant_without_audiences_yet_activates_nothing(tmp_path):
+    """A tenant being onboarded: its partner's data is ingested and matched, no activation assets exist."""
+    tenants = {**TENANTS, "southpaw": {**TENANTS["southpaw"], "partners": []},
+               "eastgate": {"meta_ad_account_id": "act_4000000001", "meta_token_env": "EASTGATE_META_TOKEN",
+                            "partners": ["beta_insights"]}}
+    config_dir = _config_dir(tmp_path, tenants, audience_tenants={"travel_enthusiasts": "northwind",
+                                                                  "young_gamers": "northwind"})
+    audiences = yaml.safe_load((config_dir / "audiences.yaml").read_text())
+    del audiences["audiences"]["new_parents"]
+    (config_dir / "audiences.yaml").write_text(yaml.safe_dump(audiences, allow_unicode=True))
+    config = load_config(config_dir)
+    assets = build_assets(config, Settings(data_dir=tmp_path / "data", config_dir=config_dir, demo_data=False))
+    keys = {key.to_user_string() for a in assets for key in a.keys}
+    assert "northwind/meta_custom_audience" in keys and "clean_room_matches" in keys
+    assert not any(k.startswith(("southpaw/", "eastgate/")) for k in keys)
+
+
 def test_each_tenant_has_its_own_assets_partitions_and_upload_pool(tmp_path):
     from audience_assets.definitions import build_definitions
 
@@ -237,8 +263,18 @@ def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_ot
             table = report.get_asset_materialization_events()[0].materialization.metadata["costs"]
             assert len(table.value.records) == len(rows)
 
+            # an upload Meta refuses (southpaw's token revoked) counts as a failed upload, like a dead-lettered one
+            monkeypatch.setenv("SOUTHPAW_META_TOKEN", "token-revoked")
+            refused = dg.materialize(assets, selection=["southpaw/meta_custom_audience"], partition_key="new_parents",
+                                     resources=resources, instance=instance, raise_on_error=False)
+            assert not refused.success
+
     # metrics: the local file parses as Prometheus text, with one series per tenant and audience
+    assert (tmp_path / "data" / METRICS_FILE).stat().st_mode & 0o777 == 0o644  # readable by a scraper's user
     families = {f.name: f for f in text_string_to_metric_families((tmp_path / "data" / METRICS_FILE).read_text())}
+    failures = {(s.labels["tenant"], s.labels["audience"]): s.value for s in families["audience_assets_upload_failures"].samples}
+    assert failures == {("northwind", "travel_enthusiasts"): 0, ("northwind", "young_gamers"): 0,
+                        ("southpaw", "new_parents"): 1}
     uploaded = {(s.labels["tenant"], s.labels["audience"]): s.value for s in families["audience_assets_rows_uploaded"].samples}
     assert uploaded[("southpaw", "new_parents")] == south["rows_sent"]
     assert uploaded[("northwind", "travel_enthusiasts")] == north["rows_sent"]

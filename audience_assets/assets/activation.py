@@ -64,9 +64,12 @@ def meta_pool(config: ProjectConfig, tenant: str) -> str:
 def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room_matches: dg.AssetsDefinition,
                             first_party_customers: dg.AssetsDefinition, suppression_list: dg.AssetsDefinition,
                             tenant: str) -> list[dg.AssetsDefinition]:
-    """The activation assets of one tenant: under the tenant's key prefix once tenants are declared."""
-    partitions = audience_partitions(config, tenant)
+    """The activation assets of one tenant: under the tenant's key prefix once tenants are declared. A tenant
+    being onboarded may have no audiences yet: its partners' data is ingested and matched, nothing activated."""
     audiences = [config.audiences[a] for a in config.audiences_of(tenant)]
+    if not audiences:
+        return []
+    partitions = audience_partitions(config, tenant)
     prefix = [tenant] if config.multi_tenant else []
     tags = {"tenant": tenant}
     # New matches flow on by themselves; every audience is also refreshed daily (first audience's cron).
@@ -176,10 +179,15 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account(config.tenant(tenant)),
                                concurrency=meta.upload_concurrency, run_id=context.run.run_id,
                                extra_fields=["sandbox_member_count"] if meta.sandbox_state else [])
-        except UploadIncomplete as error:
+        except Exception as error:  # every failed upload counts (the failed-upload alarm watches it), whatever failed
+            try:
+                metrics.publish({"upload_failures": 1, "throttled_requests": client.stats.throttled}, tenant=tenant,
+                                audience=name)
+            except Exception as unpublished:  # never hide the upload's own error behind the metric's
+                context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
+            if not isinstance(error, UploadIncomplete):
+                raise
             dead = len(UploadLedger(storage, name, plan.upload_id).dead_letters())
-            metrics.publish({"upload_failures": 1, "throttled_requests": client.stats.throttled}, tenant=tenant,
-                            audience=name)
             raise dg.Failure(str(error), metadata={"upload_id": plan.upload_id, "dead_letters": dead}) from None
         finally:
             client.close()

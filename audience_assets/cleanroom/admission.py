@@ -12,6 +12,7 @@ documented, this engine refuses rather than guesses: a query it cannot prove com
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 import sqlglot
@@ -19,6 +20,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import traverse_scope
 
 from audience_assets.cleanroom.rules import ANY_QUERY, AggregationRule, ConfiguredTable, CustomRule, ListRule
 
@@ -62,7 +64,7 @@ def admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, templ
     if not isinstance(tree, exp.Query) or tree.find(exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop):
         raise QueryRejected("Only SELECT statements are allowed")
     tree = _bind(tree, declared, parameters or {}) if template_arn else _no_placeholders(tree)
-    names = _referenced_tables(tree)
+    names = _referenced_tables(tree, tables)
     unknown = sorted(n for n in names if n not in tables)
     if unknown:
         raise QueryRejected(f"Table(s) {_list(unknown)} are not associated with the collaboration")
@@ -91,12 +93,30 @@ def _list(items) -> str:
     return "[" + ", ".join(items) + "]"
 
 
-def _referenced_tables(tree: exp.Expression) -> set[str]:
+def _referenced_tables(tree: exp.Expression, configured: Mapping[str, ConfiguredTable]) -> set[str]:
+    """The tables `tree` reads, each resolved in its own scope (a CTE is visible only where SQL says it is).
+
+    A CTE may not take a configured table's name, nor a name another CTE has: then every reference to a
+    configured table's name is that table, whatever the scope, and the checks below can follow CTEs by name."""
     functions = [t for t in tree.find_all(exp.Table) if not isinstance(t.this, exp.Identifier)]
     if functions:
         raise QueryRejected(f"Table functions are not allowed: {functions[0].sql(dialect=DIALECT)}")
-    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
-    return {t.name.lower() for t in tree.find_all(exp.Table) if t.name.lower() not in ctes}
+    qualified = next((t for t in tree.find_all(exp.Table) if t.args.get("db") or t.args.get("catalog")), None)
+    if qualified is not None:
+        raise QueryRejected(f"Table {qualified.sql(dialect=DIALECT)}: refer to configured tables by name alone")
+    ctes = [cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)]
+    clash = next((n for n in ctes if n in configured or ctes.count(n) > 1), None)
+    if clash is not None:
+        raise QueryRejected(f"CTE name {clash} is {'a configured table' if clash in configured else 'defined twice'}; "
+                            "rename the CTE")
+    if any(w.args.get("recursive") for w in tree.find_all(exp.With)):
+        raise QueryRejected("Recursive CTEs are not allowed")
+    try:
+        scoped = {source.name.lower() for scope in traverse_scope(tree) for source in scope.sources.values()
+                  if isinstance(source, exp.Table)}
+    except SqlglotError as error:
+        raise QueryRejected(f"cannot resolve the query's tables: {str(error).splitlines()[0]}") from None
+    return scoped | {t.name.lower() for t in tree.find_all(exp.Table) if t.name.lower() not in ctes}
 
 
 def _no_placeholders(tree: exp.Expression) -> exp.Expression:
@@ -128,6 +148,8 @@ def _bind(tree: exp.Expression, declared: tuple[Parameter, ...], given: Mapping[
             if kind in _INTEGER_TYPES:
                 return exp.Literal.number(int(value))
             if kind in _NUMBER_TYPES:
+                if not math.isfinite(float(value)):
+                    raise ValueError(value)
                 return exp.Literal.number(repr(float(value)))
             if kind == "BOOLEAN":
                 if value.lower() not in ("true", "false"):
@@ -147,6 +169,8 @@ def _single_select(tree: exp.Expression, kind: str) -> exp.Select:
         raise QueryRejected(f"{kind} queries cannot contain subqueries")
     if tree.find(exp.Window):
         raise QueryRejected(f"{kind} queries cannot use window functions")
+    if isinstance(tree.args.get("distinct"), exp.Distinct) and tree.args["distinct"].args.get("on"):
+        raise QueryRejected(f"DISTINCT ON is not allowed in {kind.lower()} queries")
     return tree
 
 
@@ -415,12 +439,10 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
         raise QueryRejected(f"Column(s) {_list(dict.fromkeys(ungrouped))} must appear in group by clause")
     if not any(item.find(exp.AggFunc) for item in select.expressions):
         raise QueryRejected("Aggregation queries need at least one aggregate function in select")
-    counts: dict[tuple[str, str], tuple[exp.Column, int]] = {}
-    for alias, source in sources.items():
-        for column, minimum in source.table.rule.output_constraints.items():
-            key = (source.table.name, column)  # the same table twice: the strictest alias count is the same
-            counts[key] = (exp.column(column, table=alias), max(minimum, counts.get(key, (None, 0))[1]))
-    return _with_hidden_counts(select, list(counts.values()))
+    # every copy of a table (a self-join) meets its constraints on its own
+    counts = [(exp.column(column, table=alias), minimum) for alias, source in sources.items()
+              for column, minimum in source.table.rule.output_constraints.items()]
+    return _with_hidden_counts(select, counts)
 
 
 # ---------------------------------------------------------------------------- CUSTOM
@@ -441,10 +463,16 @@ def _admit_custom(tree: exp.Query, tables: Mapping[str, ConfiguredTable], *, run
         qualified = qualify(tree.copy(), schema=schema, dialect=DIALECT, validate_qualify_columns=True)
     except SqlglotError as error:
         raise QueryRejected(str(error).splitlines()[0]) from None
+    untraceable = next((n for n in qualified.find_all(exp.TableColumn, exp.Columns, exp.Star)
+                        if not (isinstance(n, exp.Star) and isinstance(n.parent, exp.Count))), None)
+    if untraceable is not None:  # a whole row (`SELECT t FROM custom t`), COLUMNS(...), an unexpanded *
+        raise QueryRejected(f"{untraceable.sql(dialect=DIALECT)} is not allowed: name the columns to output")
     _check_disallowed_outputs(qualified, tables, schema)
     thresholds = {(t.name, c): m for t in tables.values() for c, m in t.rule.thresholds.items()}
     if not thresholds:
         return tree.sql(dialect="duckdb")
+    if tree.find(exp.Window):  # a window reads other rows, including the rows the threshold drops
+        raise QueryRejected("Window functions are not allowed on tables with aggregation thresholds")
     if not all(t.rule.any_aggregate_expression for t in tables.values() if t.rule.thresholds):
         for aggregate in tree.find_all(exp.AggFunc):
             argument = aggregate.this
@@ -458,19 +486,70 @@ def _admit_custom(tree: exp.Query, tables: Mapping[str, ConfiguredTable], *, run
         table, column = next(iter(thresholds))
         raise QueryRejected(f"Table {table} requires at least {thresholds[(table, column)]} distinct {column} values "
                             "per output row: aggregate in the outermost SELECT")
+    return _with_hidden_counts(tree, _threshold_counts(tree, thresholds))
+
+
+def _threshold_counts(select: exp.Select, thresholds: Mapping[tuple[str, str], int]) -> list[tuple[exp.Column, int]]:
+    """The hidden distinct counts that enforce `thresholds`: one per read of a thresholded table, so each copy
+    of a self-joined table meets the minimum on its own. Every read must be a FROM item of the outermost
+    SELECT (directly, or once inside a subquery or CTE that passes the identity column through unchanged);
+    a read anywhere else (a scalar or IN subquery, twice inside one subquery) could carry one identity's
+    values into a row that many identities make large enough."""
+    ctes = {c.alias_or_name.lower(): c.this for c in select.find_all(exp.CTE)}
+    items = _from_nodes(select)
     counts = []
     for (table, column), minimum in thresholds.items():
-        identity = _passthrough(tree, table, column)
-        if identity is None:
-            raise QueryRejected(f"Table {table} requires at least {minimum} distinct {column} values per output row: "
-                                f"the outermost SELECT must read {table}.{column} directly or through a subquery column")
-        counts.append((identity, minimum))
-    return _with_hidden_counts(tree, counts)
+        elsewhere = _reads(select, table, ctes, skip=items)
+        if elsewhere:
+            raise QueryRejected(f"Table {table} has an aggregation threshold: read it only as a FROM item of the "
+                                "outermost SELECT, not in a subquery expression")
+        for item in items:
+            reads = _reads(item, table, ctes)
+            if reads > 1:
+                raise QueryRejected(f"Table {table} has an aggregation threshold: {item.alias_or_name} reads it "
+                                    f"{reads} times; join each read in the outermost SELECT instead")
+            identity = _identity(item, table, column, ctes) if reads else None
+            if reads and identity is None:
+                raise QueryRejected(f"Table {table} requires at least {minimum} distinct {column} values per output "
+                                    f"row: {item.alias_or_name} must pass {table}.{column} through unchanged")
+            if identity is not None:
+                counts.append((identity, minimum))
+    return counts
+
+
+def _reads(node: exp.Expression, table: str, ctes: Mapping[str, exp.Expression],
+           skip: list[exp.Expression] = ()) -> int:
+    """How many times one row of `node` can draw on `table`: its references, CTEs followed (but not
+    their definitions, nor the `skip` subtrees); a set operation's rows come from one branch each."""
+    if isinstance(node, exp.Subquery):
+        return _reads(node.this, table, ctes, skip)
+    if isinstance(node, exp.SetOperation):
+        return max(_reads(node.this, table, ctes, skip), _reads(node.expression, table, ctes, skip))
+    skipped = {id(n) for n in skip}
+    total = 0
+    for found in node.walk(prune=lambda n: isinstance(n, exp.With) or id(n) in skipped):
+        if isinstance(found, exp.Table) and id(found) not in skipped:
+            name = found.name.lower()
+            total += 1 if name == table else _reads(ctes[name], table, ctes) if name in ctes else 0
+    return total
+
+
+def _identity(item: exp.Expression, table: str, column: str, ctes: Mapping[str, exp.Expression]) -> exp.Column | None:
+    """The column of FROM item `item` that holds `table.column` unchanged, or None."""
+    alias = item.alias_or_name
+    if isinstance(item, exp.Table) and item.name.lower() == table:
+        return exp.column(column, table=alias)
+    body = item.this if isinstance(item, exp.Subquery) else ctes.get(item.name.lower())
+    if isinstance(body, exp.Query):
+        for position, name in enumerate(body.named_selects):
+            if _source_of(body, position, ctes) == (table, column):
+                return exp.column(name, table=alias)
+    return None
 
 
 def _check_disallowed_outputs(qualified: exp.Query, tables: Mapping[str, ConfiguredTable], schema: dict) -> None:
     """Reject a query whose output carries a disallowed column's values, directly or through subqueries and CTEs.
-    Values folded into an aggregate (`COUNT(DISTINCT hashed_email)`) are not carried."""
+    Values only counted (`COUNT(DISTINCT hashed_email)`) are not carried."""
     disallowed = {(t.name, c) for t in tables.values() for c in t.rule.disallowed_output_columns}
     if not disallowed:
         return
@@ -498,28 +577,15 @@ def _check_disallowed_outputs(qualified: exp.Query, tables: Mapping[str, Configu
 
 
 def _aggregated(column: exp.Column) -> bool:
+    """Whether `column` is only counted. COUNT hides values; MAX, MIN, SUM, LISTAGG and the like return them
+    (one row in a group suffices)."""
     aggregate = column.find_ancestor(exp.AggFunc)
-    return aggregate is not None and aggregate.find_ancestor(exp.Window) is None
+    return isinstance(aggregate, exp.Count) and aggregate.find_ancestor(exp.Window) is None
 
 
 def _from_nodes(select: exp.Select) -> list[exp.Expression]:
     nodes = [select.args["from_"].this] if select.args.get("from_") else []
     return nodes + [j.this for j in select.args.get("joins") or []]
-
-
-def _passthrough(select: exp.Select, table: str, column: str) -> exp.Column | None:
-    """A column of `select`'s FROM scope that holds `table.column` unchanged, or None."""
-    ctes = {c.alias_or_name.lower(): c.this for c in select.find_all(exp.CTE)}
-    for node in _from_nodes(select):
-        alias = node.alias_or_name
-        if isinstance(node, exp.Table) and node.name.lower() == table:
-            return exp.column(column, table=alias)
-        body = node.this if isinstance(node, exp.Subquery) else ctes.get(node.name.lower())
-        if isinstance(body, exp.Query):
-            for position, name in enumerate(body.named_selects):
-                if _source_of(body, position, ctes) == (table, column):
-                    return exp.column(name, table=alias)
-    return None
 
 
 def _source_of(query: exp.Expression, position: int, ctes: dict) -> tuple[str, str] | None:

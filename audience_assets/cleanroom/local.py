@@ -117,8 +117,11 @@ class LocalCollaboration:
         except QueryRejected as error:
             query["error"] = {"code": "QUERY_REJECTED", "message": str(error)}
             self._move(query, "FAILED")
-        except Exception as error:  # the engine failed on admitted SQL: report it the way the service would
-            query["error"] = {"code": "EXECUTION_FAILED", "message": str(error).splitlines()[0][:1000]}
+        except Exception as error:  # the engine failed on admitted SQL. Its own message may quote table values
+            # ("Could not convert string 'jane@example.com'"), and nothing of the tables leaves but results.
+            query["error"] = {"code": "EXECUTION_FAILED",
+                              "message": f"the query failed while running ({type(error).__name__}); the engine's "
+                                         "message is withheld because it may quote values from the tables"}
             self._move(query, "FAILED")
         else:
             query["result"] = {"output": {"s3": {"location": location}}}

@@ -66,13 +66,20 @@ def run(client: Any, *, membership_id: str, sql_parameters: Mapping[str, Any], b
     try:
         while query["status"] not in TERMINAL:
             if clock() - started > polling.deadline:
-                _cancel(client, membership_id, query_id)
                 raise ProtectedQueryFailed(
                     f"protected query {query_id} ({what}) did not finish within {polling.deadline:.0f} s and was "
                     "cancelled; raise the deadline or check the collaboration's query quota", query_id=query_id,
-                    status=query["status"])
-            query = client.get_protected_query(membershipIdentifier=membership_id,
-                                               protectedQueryIdentifier=query_id)["protectedQuery"]
+                    status="CANCELLED" if _cancel(client, membership_id, query_id) else query["status"])
+            try:
+                query = client.get_protected_query(membershipIdentifier=membership_id,
+                                                   protectedQueryIdentifier=query_id)["protectedQuery"]
+            except (ClientError, BotoCoreError) as error:
+                if not _transient(error):
+                    raise ProtectedQueryFailed(
+                        f"could not follow protected query {query_id} ({what}), so it was cancelled: {error}",
+                        query_id=query_id, status="CANCELLED" if _cancel(client, membership_id, query_id)
+                        else query["status"]) from error
+                log.warning("protected query %s (%s): polling failed, retrying: %s", query_id, what, error)
             if query["status"] != statuses[-1]:
                 statuses.append(query["status"])
                 log.info("protected query %s (%s) %s", query_id, what, query["status"])
@@ -95,10 +102,25 @@ def run(client: Any, *, membership_id: str, sql_parameters: Mapping[str, Any], b
                     int(duration if duration is not None else (clock() - started) * 1000), tuple(statuses))
 
 
-def _cancel(client: Any, membership_id: str, query_id: str) -> None:
+def _transient(error: ClientError | BotoCoreError) -> bool:
+    """Whether a failed poll is worth repeating (throttled, a server error, the network) once botocore's own
+    retries are spent; the query keeps running meanwhile, so the deadline bounds the repeats."""
+    if isinstance(error, BotoCoreError):
+        return True
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES or status == 429 or status >= 500
+
+
+_TRANSIENT_CODES = {"ThrottlingException", "InternalServerException", "ServiceUnavailableException", "RequestTimeout"}
+
+
+def _cancel(client: Any, membership_id: str, query_id: str) -> bool:
+    """Ask the service to cancel the query; whether it agreed."""
     try:
         client.update_protected_query(membershipIdentifier=membership_id, protectedQueryIdentifier=query_id,
                                       targetStatus="CANCELLED")
         log.warning("protected query %s cancelled", query_id)
+        return True
     except (ClientError, BotoCoreError) as error:  # already ended, or the service is unreachable: nothing to stop
         log.warning("could not cancel protected query %s: %s", query_id, error)
+        return False

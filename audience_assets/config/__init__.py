@@ -322,6 +322,10 @@ class ProjectConfig:
         """Isolation by construction: each partner and ad account belongs to one tenant, and an audience
         selects only its own tenant's partners."""
         if self.declared_tenants is None:
+            named = next((name for name, a in self.audiences.items() if a.tenant is not None), None)
+            if named is not None:
+                raise ConfigError(f"audiences.yaml: audience {named!r} names tenant {self.audiences[named].tenant!r}, "
+                                  "but no tenants.yaml declares tenants; add it, or remove `tenant:`")
             return
         owners: dict[str, str] = {}
         accounts: dict[str, str] = {}

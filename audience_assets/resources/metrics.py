@@ -112,6 +112,7 @@ def _write(path: Path, series: Mapping[tuple[str, str], float]) -> None:
             lines += [f"# HELP {prometheus} {help_text}", f"# TYPE {prometheus} gauge"]
             lines += [f"{prometheus}{labels} {value!r}" for labels, value in mine]
     fd, tmp = tempfile.mkstemp(prefix=".aa-tmp-", dir=path.parent)
+    os.fchmod(fd, 0o644)  # mkstemp makes it 0600; a scraper under another user must read it (no PII in it)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     os.replace(tmp, path)

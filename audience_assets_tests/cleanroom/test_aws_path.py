@@ -143,10 +143,41 @@ def test_a_terminated_run_cancels_its_query():
 def test_a_query_past_its_deadline_is_cancelled_and_fails():
     client, stubber, sql = _running_query_then_cancel()
     now = [0.0]
-    with pytest.raises(protected_query.ProtectedQueryFailed, match="did not finish within 60 s"):
+    with pytest.raises(protected_query.ProtectedQueryFailed, match="did not finish within 60 s") as failure:
         protected_query.run(client, membership_id=MEMBERSHIP, sql_parameters=sql, bucket="results", key_prefix="p",
                             what="match", polling=protected_query.Polling(first=61, longest=61, deadline=60),
                             sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    stubber.assert_no_pending_responses()
+    assert failure.value.status == "CANCELLED" and failure.value.query_id == QID
+
+
+def test_a_throttled_poll_is_repeated_and_a_refused_one_cancels_the_query():
+    client, stubber = _stubbed_client()
+    sql = {"queryString": "SELECT 1"}
+    stubber.add_response("start_protected_query", _query(QID, "SUBMITTED"), _start_params("results", "p", sql))
+    stubber.add_client_error("get_protected_query", service_error_code="ThrottlingException", http_status_code=400,
+                             expected_params=_get_params(QID))
+    stubber.add_client_error("get_protected_query", service_error_code="InternalServerException", http_status_code=500,
+                             expected_params=_get_params(QID))
+    stubber.add_response("get_protected_query", _query(
+        QID, "SUCCESS", result={"output": {"s3": {"location": f"s3://results/p/{QID}/"}}}), _get_params(QID))
+    sleeps = []
+    done = protected_query.run(client, membership_id=MEMBERSHIP, sql_parameters=sql, bucket="results", key_prefix="p",
+                               what="match", sleep=sleeps.append)
+    assert done.status == "SUCCESS" and sleeps == [5, 10]
+    stubber.assert_no_pending_responses()
+
+    client, stubber = _stubbed_client()
+    stubber.add_response("start_protected_query", _query(QID, "SUBMITTED"), _start_params("results", "p", sql))
+    stubber.add_client_error("get_protected_query", service_error_code="AccessDeniedException", http_status_code=403,
+                             service_message="not authorized to perform cleanrooms:GetProtectedQuery",
+                             expected_params=_get_params(QID))
+    stubber.add_response("update_protected_query", _query(QID, "CANCELLING"),
+                         {**_get_params(QID), "targetStatus": "CANCELLED"})
+    with pytest.raises(protected_query.ProtectedQueryFailed, match="could not follow .* cancelled: .*not authorized") as failure:
+        protected_query.run(client, membership_id=MEMBERSHIP, sql_parameters=sql, bucket="results", key_prefix="p",
+                            what="match", sleep=lambda s: None)
+    assert failure.value.status == "CANCELLED"
     stubber.assert_no_pending_responses()
 
 

@@ -354,3 +354,87 @@ def test_queries_cannot_reach_the_machines_files(tmp_path):
     # and should SQL ever get past admission, DuckDB itself refuses to open any other file
     with pytest.raises(duckdb.PermissionException):
         room._execute("escape", f"SELECT * FROM read_text('{secret}')", "PARQUET")
+
+
+# ---------------------------------------------------------------------------- ways around the rules, refused
+
+OPEN = {"allowedAnalyses": ["ANY_QUERY"], "allowedAnalysisProviders": [RUNNER]}
+THRESHOLD_B = {"aggregationThresholds": [{"identityColumns": ["b"], "minimumIdentityCount": 2, "type": "COUNT_DISTINCT"}]}
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT MAX(a) AS m FROM custom",                          # MIN/MAX/SUM/LISTAGG return values a group holds
+    "SELECT b, MIN(a) AS m FROM custom GROUP BY b",
+    "SELECT SUM(a) AS s FROM custom WHERE b = 'E'",
+    "SELECT LISTAGG(a, ',') AS l FROM custom",
+    "SELECT (SELECT MAX(a) FROM custom) AS x",                 # through a scalar subquery
+    "SELECT b, (SELECT a FROM custom LIMIT 1) AS x FROM custom",
+    "SELECT t FROM custom t",                                  # the whole row, as a struct
+    "SELECT COLUMNS(*) FROM custom",
+    "SELECT COUNT(DISTINCT a) + MAX(a) AS n FROM custom",
+])
+def test_disallowed_values_cannot_leave_through_other_functions(tmp_path, sql):
+    room = _room(tmp_path, {"custom": {**OPEN, "disallowedOutputColumns": ["a"]}})
+    message = _rejected(room, sql)
+    assert "not allowed in output" in message or "name the columns to output" in message, message
+
+
+def test_a_cte_cannot_hide_a_table_from_its_rule(tmp_path):
+    """`pub` allows only templates; a CTE named pub in one scope must not make the real pub in another
+    scope look like the CTE."""
+    room = _room(tmp_path, {"custom": OPEN})
+    pub = room.tables["pub"]
+    room.tables["pub"] = ConfiguredTable(pub.name, pub.path, pub.columns, rule_from_policy(
+        {"custom": {"allowedAnalyses": [TEMPLATE]}}, pub.columns), PARTNER)
+    message = _rejected(room, "SELECT (SELECT MAX(interest) FROM pub) AS leak, q.x "
+                              "FROM (WITH pub AS (SELECT a AS x FROM custom) SELECT x FROM pub) q")
+    assert "CTE name pub is a configured table" in message
+    assert "defined twice" in _rejected(room, "SELECT * FROM (WITH x AS (SELECT a FROM custom) SELECT a FROM x) q1, "
+                                              "(WITH x AS (SELECT b FROM custom) SELECT b FROM x) q2")
+    assert "by name alone" in _rejected(room, "SELECT a FROM main.custom")
+    assert "Recursive CTEs" in _rejected(room, "WITH RECURSIVE r AS (SELECT a FROM custom) SELECT a FROM r")
+    # the same query with a CTE of its own name runs
+    assert sorted(_run(room, "SELECT q.x FROM (WITH mine AS (SELECT a AS x FROM custom) SELECT x FROM mine) q "
+                             "WHERE q.x < 3")) == [(1,), (2,)]
+
+
+def test_thresholds_count_every_copy_of_a_self_joined_table(tmp_path):
+    room = _room(tmp_path, {"custom": {**OPEN, **THRESHOLD_B}})
+    # x spans every b, but y is only E's row: without a count on y, SUM(y.a) would tell E's value
+    assert _run(room, "SELECT COUNT(*) AS n, SUM(y.a) AS s FROM custom x JOIN custom y ON y.b = 'E'") == []
+    # both copies broad enough: the row stays
+    assert _run(room, "SELECT COUNT(*) AS n FROM custom x JOIN custom y ON y.b IN ('A', 'B')") == [(24,)]
+    # a copy inside one subquery cannot be counted on its own: refused
+    assert "reads it 2 times" in _rejected(
+        room, "SELECT COUNT(*) AS n, SUM(s.v) AS total FROM (SELECT x.b, y.a AS v FROM custom x JOIN custom y "
+              "ON y.b = 'E') s")
+
+
+@pytest.mark.parametrize("sql, message", [
+    ("SELECT b, COUNT(*) AS n, SUM(COUNT(*)) OVER () AS everyone FROM custom GROUP BY b", "Window functions"),
+    ("SELECT COUNT(*) AS n, MAX(s.v) AS m FROM (SELECT b, FIRST_VALUE(a) OVER (ORDER BY b DESC) AS v FROM custom) s",
+     "Window functions"),
+    ("SELECT b, COUNT(*) AS n FROM custom WHERE a > (SELECT MAX(a) FROM custom WHERE b = 'E') - 1 GROUP BY b",
+     "not in a subquery expression"),
+    ("SELECT COUNT(*) AS n FROM custom x JOIN (SELECT a AS v FROM custom WHERE b = 'E') e ON x.a <> e.v",
+     "must pass custom.b through unchanged"),
+])
+def test_thresholds_cannot_be_bypassed(tmp_path, sql, message):
+    room = _room(tmp_path, {"custom": {**OPEN, **THRESHOLD_B}})
+    assert message in _rejected(room, sql)
+
+
+def test_engine_errors_never_quote_table_values(tmp_path):
+    room = _room(tmp_path, {"custom": OPEN})
+    message = _rejected(room, "SELECT CAST(b AS INTEGER) AS n FROM custom")
+    assert "ConversionException" in message and "'A'" not in message and "convert" not in message
+
+
+def test_distinct_on_and_non_finite_parameters_are_refused(tmp_path):
+    room = _room(tmp_path)
+    assert "DISTINCT ON is not allowed" in _rejected(room, f"SELECT DISTINCT ON (c.internal_id) c.internal_id, p.interest {JOIN}")
+    typed = AnalysisTemplate(OTHER_TEMPLATE, "other", "SELECT b FROM custom WHERE a > :x", (Parameter("x", "FLOAT"),))
+    room = _room(tmp_path / "f", {"custom": {"allowedAnalyses": [TEMPLATE, OTHER_TEMPLATE]}}, (typed,))
+    assert sorted(_run(room, analysisTemplateArn=OTHER_TEMPLATE, parameters={"x": "7.5"})) == [("E",)]
+    for value in ("nan", "inf", "-Infinity"):
+        assert "expects FLOAT" in _rejected(room, analysisTemplateArn=OTHER_TEMPLATE, parameters={"x": value})
