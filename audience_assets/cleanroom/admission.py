@@ -505,15 +505,16 @@ def _threshold_counts(select: exp.Select, thresholds: Mapping[tuple[str, str], i
                                 "outermost SELECT, not in a subquery expression")
         for item in items:
             reads = _reads(item, table, ctes)
+            if not reads:
+                continue
             if reads > 1:
                 raise QueryRejected(f"Table {table} has an aggregation threshold: {item.alias_or_name} reads it "
                                     f"{reads} times; join each read in the outermost SELECT instead")
-            identity = _identity(item, table, column, ctes) if reads else None
-            if reads and identity is None:
+            identity = _identity(item, table, column, ctes)
+            if identity is None:
                 raise QueryRejected(f"Table {table} requires at least {minimum} distinct {column} values per output "
                                     f"row: {item.alias_or_name} must pass {table}.{column} through unchanged")
-            if identity is not None:
-                counts.append((identity, minimum))
+            counts.append((identity, minimum))
     return counts
 
 
