@@ -658,6 +658,8 @@ def test_invalid_cells_count_as_invalid_entries(api: Api, audience: str, sandbox
     ("GEN", "f", False),
     ("COUNTRY", sha("us"), True),
     ("COUNTRY", 1, False),
+    ("EMAIL", sha("a") + "\n", False),                          # a digest and a line break is not a digest
+    ("EMAIL", sha("a") + "|" + sha("b"), False),                 # nor are two digests in one cell
 ])
 def test_cell_rules_per_key(api: Api, audience: str, key: str, cell: Any, valid: bool):
     """Per-key cell rules: MADID raw lowercase UUID or 64-hex, EXTERN_ID any non-blank value, hashed keys 64
@@ -665,6 +667,20 @@ def test_cell_rules_per_key(api: Api, audience: str, key: str, cell: Any, valid:
     body = assert_upload(api.users(audience, [[cell]], schema=(key,)), audience, received=1, invalid=0 if valid else 1)
     assert (body["invalid_entry_samples"] == {}) is valid
     assert api.sandbox.member_keys(audience) == ({member_key(**{key: cell})} if valid else set())
+
+
+def test_one_bad_cell_among_many_good_ones_is_found(api: Api, audience: str, sandbox: GraphSandbox):
+    """Columns of digests are checked as a whole: a single bad cell in a long column still counts as
+    invalid, and its row is stored under its other valid cells."""
+    emails_ = [sha(f"u{i}@example.com") for i in range(500)]
+    for bad in (emails_[1] + "|" + emails_[2], emails_[3].upper(), 7, ["nested"]):
+        rows = [[e, ""] for e in emails_[:250]] + [[bad, ""]] + [[e, sha("1555")] for e in emails_[250:]]
+        sandbox_before = len(sandbox.member_keys(audience))
+        assert_upload(api.users(audience, rows, schema=("EMAIL", "PHONE")), audience,
+                      received=len(rows), invalid=1)
+        assert len(sandbox.member_keys(audience)) - sandbox_before in (0, 500)
+    assert sandbox.member_keys(audience) == {member_key(EMAIL=e) for e in emails_[:250]} | {
+        member_key(EMAIL=e, PHONE=sha("1555")) for e in emails_[250:]}
 
 
 def test_lookalike_value_alone_is_not_an_identity(api: Api):
