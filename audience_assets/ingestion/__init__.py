@@ -130,8 +130,8 @@ def check_columns(file: str, header: Sequence[str], contract: FileContract, *, r
 
 def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract: FileContract, contract_name: str,
               required: Sequence[str], wanted: Sequence[str], staged: Path, quarantine: str) -> FileReport:
-    """Write the file's rows to the Parquet file `staged` (columns `aa_file`, `aa_row` and `wanted`, all
-    VARCHAR, named as in the source) and its unreadable lines to the table `quarantine`. Raises
+    """Write the file's rows, in order, to the Parquet file `staged` (columns `aa_file` and `wanted`, all
+    VARCHAR, named as in the source; `staged_rows_view` numbers them) and its unreadable lines to the table `quarantine`. Raises
     `ContractViolation` for a file that cannot be used at all (empty, unreadable, wrong columns).
 
     Rows are staged on disk, compressed, rather than held in a table: every later pass reads only the
@@ -147,7 +147,7 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
                                 f"({contract.encoding}) for the {contract_name} contract: {_first_line(error)}") from None
     check_columns(file, header, contract, required=required, contract_name=contract_name)
     present = [c for c in wanted if c in header]
-    select = ", ".join([f"{idsql.q(file)} AS aa_file", "row_number() OVER () AS aa_row"]
+    select = ", ".join([f"{idsql.q(file)} AS aa_file"]
                        + [f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in present]
                        + [f"CAST(NULL AS VARCHAR) AS {_q(c)}" for c in wanted if c not in header])
     rejects = f"{quarantine}_rejects"
@@ -164,7 +164,13 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
                       f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan', "
                       f"strict_mode = true, null_padding = false, auto_detect = false, "
                       f"columns = {{{', '.join(f'{idsql.q(c)}: {chr(39)}VARCHAR{chr(39)}' for c in header)}}})")
-        con.execute(f"COPY (SELECT {select} FROM {source}) TO {sql_path(staged)} (FORMAT parquet)")
+        # Rows keep the file's order (COPY from a single table preserves insertion order, DuckDB's "Order
+        # Preservation"), so a row's number is its position in the staged file: no window over the file.
+        con.execute("SET preserve_insertion_order = true")
+        try:
+            con.execute(f"COPY (SELECT {select} FROM {source}) TO {sql_path(staged)} (FORMAT parquet)")
+        finally:
+            con.execute("SET preserve_insertion_order = false")  # as `duck.connect` sets it
     except duckdb.Error as error:
         raise ContractViolation(f"{file} could not be read as {contract.format} ({contract.encoding}) for the "
                                 f"{contract_name} contract: {_first_line(error)}") from None
@@ -215,7 +221,9 @@ def create_quarantine(con: duckdb.DuckDBPyConnection, quarantine: str) -> None:
 def staged_rows_view(con: duckdb.DuckDBPyConnection, view: str, staged: Sequence[Path], wanted: Sequence[str]) -> None:
     """`view`: the rows `load_file` staged, from every file (none: an empty relation with the same columns)."""
     if staged:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_parquet([{', '.join(sql_path(p) for p in staged)}])")
+        files = ", ".join(sql_path(p) for p in staged)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT aa_file, file_row_number + 1 AS aa_row, "
+                    f"* EXCLUDE (aa_file, file_row_number) FROM read_parquet([{files}], file_row_number = true)")
     else:
         columns = ", ".join(["CAST(NULL AS VARCHAR) AS aa_file", "CAST(NULL AS BIGINT) AS aa_row"]
                             + [f"CAST(NULL AS VARCHAR) AS {_q(c)}" for c in wanted])
