@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from audience_assets.duck import sql_path
 
 MATCH_COLUMNS = {"EMAIL": "hashed_email", "PHONE": "hashed_phone", "MADID": "hashed_madid"}
 FIRST_PARTY_TABLE = "first_party"   # association name of the advertiser's table
 PARTNER_COLUMNS = (*MATCH_COLUMNS.values(), "segment_name", "segment_value")
 MATCH_OUTPUT = {"customer_id": "VARCHAR", "segment_name": "VARCHAR", "segment_value": "VARCHAR"}
+IDENTITIES_KEY = "partner_identities"  # Parquet key-value metadata of a partner table: its distinct identities
 
 
 def first_party_columns(keys: Sequence[str]) -> tuple[str, ...]:
@@ -54,3 +60,15 @@ def render_overlap(partner: str, keys: Sequence[str], *, match_on: str = "any") 
     conditions = _conditions(keys)
     branches = [" AND ".join(conditions)] if match_on == "all" else conditions
     return _text("overlap_count").replace("{{matched_pairs}}", "\nUNION ALL\n".join(pair.format(on=c) for c in branches))
+
+
+def partner_identities(con: duckdb.DuckDBPyConnection, table: Path) -> int:
+    """The distinct identities in a partner table: the count its ingest stored in the file's metadata,
+    else (a table written elsewhere) counted."""
+    path = sql_path(table)
+    stored = con.execute(f"SELECT CAST(value AS VARCHAR) FROM parquet_kv_metadata({path}) "
+                         f"WHERE CAST(key AS VARCHAR) = '{IDENTITIES_KEY}'").fetchall()
+    if stored:
+        return int(stored[0][0])
+    identity = ", ".join(MATCH_COLUMNS.values())
+    return con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {identity} FROM read_parquet({path}))").fetchall()[0][0]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.cleanroom import MATCH_COLUMNS
+from audience_assets.cleanroom import IDENTITIES_KEY, MATCH_COLUMNS
 from audience_assets.config import FileContract, PartnerContract
 from audience_assets.duck import sql_path
 from audience_assets.identity import sql as idsql
@@ -164,12 +164,12 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     unpivot = " UNION ALL ".join(
         f"SELECT {IDENTITY}, {idsql.q(s)} AS segment_name, nullif(trim({_q(s)}), '') AS segment_value FROM aa_ids"
         for s in contract.segments) or f"SELECT {IDENTITY}, NULL AS segment_name, NULL AS segment_value FROM aa_ids WHERE FALSE"
+    identities = con.execute("SELECT count(*) FROM aa_identities").fetchall()[0][0]
     con.execute(f"""
         COPY (
           SELECT DISTINCT * FROM ({unpivot}) WHERE segment_value IS NOT NULL
           UNION ALL SELECT {IDENTITY}, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR) FROM aa_identities WHERE aa_bare
-        ) TO {sql_path(out_table)} (FORMAT parquet)""")
-    identities = con.execute("SELECT count(*) FROM aa_identities").fetchall()[0][0]
+        ) TO {sql_path(out_table)} (FORMAT parquet, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})""")
     _write_quarantine(con, out_quarantine)
     return report, identities
 

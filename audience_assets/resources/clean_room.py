@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from audience_assets import layout
 from audience_assets.cleanroom import (FIRST_PARTY_TABLE, MATCH_OUTPUT, PARTNER_COLUMNS, collaboration, first_party_columns,
-                                       protected_query, render_match, render_overlap)
+                                       partner_identities, protected_query, render_match, render_overlap)
 from audience_assets.cleanroom.local import AnalysisTemplate, LocalCollaboration
 from audience_assets.cleanroom.protected_query import Finished, Polling, ProtectedQueryFailed
 from audience_assets.cleanroom.rules import ConfiguredTable
@@ -197,7 +197,5 @@ def _paths(paths: list[Path]) -> str:
 def _table_sizes(con, stack: contextlib.ExitStack, storage: Storage, partner: str) -> tuple[int, int]:
     first_party = stack.enter_context(storage.local_copy(layout.CLEAN_ROOM_FIRST_PARTY))
     table = stack.enter_context(storage.local_copy(layout.partner_table(partner)))
-    return tuple(int(v) for v in con.execute(
-        f"SELECT (SELECT count(*) FROM read_parquet({sql_path(first_party)})), "
-        f"(SELECT count(*) FROM (SELECT DISTINCT hashed_email, hashed_phone, hashed_madid "
-        f"FROM read_parquet({sql_path(table)})))").fetchall()[0])
+    customers = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(first_party)})").fetchall()[0][0]
+    return int(customers), int(partner_identities(con, table))

@@ -18,6 +18,7 @@ import pytest
 
 from audience_assets.config import PartnerContract
 from audience_assets.ingestion import ContractViolation
+from audience_assets.cleanroom import partner_identities
 from audience_assets.ingestion.sources import ingest_partner
 from audience_assets.resources import LocalStorage
 
@@ -102,7 +103,11 @@ def test_malformed_delivery(tmp_path: Path, name, overrides, file, content, expe
             with pytest.raises(ContractViolation, match=expected[1]):
                 run()
             return
-        report, _ = run()
+        report, identities = run()
+        table = tmp_path / "out.parquet"
+        counted = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT hashed_email, hashed_phone, hashed_madid "
+                              f"FROM read_parquet('{table}'))").fetchall()[0][0]
+        assert partner_identities(con, table) == identities == counted  # the count stored in the file's metadata
         accepted, reasons = expected[1], expected[2]
         assert report.rows_accepted == accepted
         assert dict(report.quarantine_reasons()) == reasons
@@ -115,3 +120,12 @@ def test_malformed_delivery(tmp_path: Path, name, overrides, file, content, expe
 
 def test_the_corpus_covers_at_least_fifteen_malformed_inputs():
     assert len(CASES) >= 15
+
+
+def test_a_partner_table_without_the_stored_count_is_counted(tmp_path: Path):
+    table = tmp_path / "elsewhere.parquet"
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT * FROM (VALUES ('e1', NULL, NULL, 'a', '1'), ('e1', NULL, NULL, 'b', '2'), "
+                    f"(NULL, 'p1', NULL, 'a', '1')) t(hashed_email, hashed_phone, hashed_madid, segment_name, segment_value)) "
+                    f"TO '{table}' (FORMAT parquet)")
+        assert partner_identities(con, table) == 2
