@@ -46,7 +46,9 @@ def render_match(partner: str, keys: Sequence[str], *, match_on: str = "any", si
         return text.replace("{{on}}", " AND ".join(conditions))
     if single_join:
         return text.replace("{{on}}", " OR ".join(conditions))
-    return "\nUNION\n".join(text.replace("{{on}}", c) for c in conditions)
+    # UNION removes duplicates itself: the branches need not each remove theirs first (a third fewer hashings)
+    branch = text.replace("SELECT DISTINCT", "SELECT", 1)
+    return "\nUNION\n".join(branch.replace("{{on}}", c) for c in conditions)
 
 
 def render_overlap(partner: str, keys: Sequence[str], *, match_on: str = "any") -> str:
