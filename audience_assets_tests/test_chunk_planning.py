@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.audience import CHUNKS_PER_WRITE, plan_upload, row_id_sql
+from audience_assets.audience import CHUNKS_PER_WRITE, build_rows, plan_upload, row_id_sql
 from audience_assets.duck import sql_path
 
 KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
@@ -34,3 +34,24 @@ def test_many_chunks_are_written_in_groups_and_cover_every_row_once(tmp_path: Pa
         for chunk in operation.chunks:  # consecutive runs of the sorted row ids, each in its own file
             ids = con.execute(f"SELECT row_id FROM read_parquet({sql_path(chunk.path)}) ORDER BY row_id").fetchall()
             assert ids == expected[chunk.index * chunk_rows:(chunk.index + 1) * chunk_rows]
+
+
+def test_payload_rows_are_distinct_even_when_customers_share_every_cell(tmp_path: Path):
+    """Members who share every cell become one payload row (Meta would count them once anyway); members who
+    differ in any cell stay separate rows."""
+    customers, members, out = tmp_path / "customers.parquet", tmp_path / "members.parquet", tmp_path / "rows.parquet"
+    keys = ["EMAIL", "PHONE"]
+    with duckdb.connect() as con:
+        con.execute(f"COPY (SELECT * FROM (VALUES ('c1', 'e1', 'p1'), ('c2', 'e1', 'p1'), ('c3', 'e1', ''), "
+                    f"('c4', 'e2', 'p2'), ('c5', 'e9', 'p9')) t(customer_id, EMAIL, PHONE)) TO {sql_path(customers)} (FORMAT parquet)")
+        con.execute(f"COPY (SELECT * FROM (VALUES ('c1'), ('c2'), ('c3'), ('c4')) t(customer_id)) "
+                    f"TO {sql_path(members)} (FORMAT parquet)")
+        assert build_rows(con, members=members, customers=customers, keys=keys, out=out) == 3
+        rows = con.execute(f"SELECT EMAIL, PHONE, row_id = {row_id_sql(keys)} FROM read_parquet({sql_path(out)}) "
+                           "ORDER BY ALL").fetchall()
+        assert rows == [("e1", "", True), ("e1", "p1", True), ("e2", "p2", True)]
+        fewer = tmp_path / "fewer.parquet"  # no shared rows: written in one pass
+        con.execute(f"COPY (SELECT customer_id FROM read_parquet({sql_path(members)}) WHERE customer_id <> 'c2') "
+                    f"TO {sql_path(fewer)} (FORMAT parquet)")
+        assert build_rows(con, members=fewer, customers=customers, keys=keys, out=out) == 3
+        assert con.execute(f"SELECT count(*) FROM read_parquet({sql_path(out)})").fetchall() == [(3,)]
