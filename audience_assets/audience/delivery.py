@@ -13,9 +13,12 @@ import dataclasses
 import datetime as dt
 import json
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from audience_assets import layout
 from audience_assets.audience import Plan, read_chunk_rows, update_confirmed
@@ -84,17 +87,32 @@ def deliver(storage: Storage, audience: str, spec: Audience, plan: UploadPlan, c
                                           retention_days=spec.retention_days)
     manager.preflight(audience_id)
 
-    def read_chunk(chunk: Chunk) -> list[list[Any]]:
-        with storage.local_copy(chunk.key) as path, connect() as con:
-            return read_chunk_rows(con, path, plan.schema)
+    with _connection_per_thread() as connection:
+        def read_chunk(chunk: Chunk) -> list[list[Any]]:
+            with storage.local_copy(chunk.key) as path:
+                return read_chunk_rows(connection(), path, plan.schema)
 
-    uploader = AudienceUploader(client, UploadLedger(storage, audience, plan.upload_id), read_chunk,
-                                concurrency=concurrency)
-    result = uploader.run(audience_id, plan)
+        uploader = AudienceUploader(client, UploadLedger(storage, audience, plan.upload_id), read_chunk,
+                                    concurrency=concurrency)
+        result = uploader.run(audience_id, plan)
     confirmed_rows, digests = record_confirmed(storage, audience, plan)
     delivery = Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))
     write_audit(storage, audience, spec.mode, plan, delivery, digests, confirmed_rows, run_id)
     return delivery
+
+
+@contextlib.contextmanager
+def _connection_per_thread() -> Iterator[Callable[[], duckdb.DuckDBPyConnection]]:
+    """A DuckDB connection for each upload thread, opened on first use and closed at the end: opening
+    one costs more than reading a chunk, and a connection must not run two queries at once."""
+    local, lock = threading.local(), threading.Lock()
+    with contextlib.ExitStack() as stack:
+        def connection() -> duckdb.DuckDBPyConnection:
+            if not hasattr(local, "con"):
+                with lock:
+                    local.con = stack.enter_context(connect())
+            return local.con
+        yield connection
 
 
 def write_audit(storage: Storage, audience: str, mode: str, plan: UploadPlan, delivery: Delivery,
