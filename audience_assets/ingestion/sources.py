@@ -165,10 +165,13 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
         f"SELECT {IDENTITY}, {idsql.q(s)} AS segment_name, nullif(trim({_q(s)}), '') AS segment_value FROM aa_ids"
         for s in contract.segments) or f"SELECT {IDENTITY}, NULL AS segment_name, NULL AS segment_value FROM aa_ids WHERE FALSE"
     identities = con.execute("SELECT count(*) FROM aa_identities").fetchall()[0][0]
+    # The bare identities go inside the one DISTINCT (they are distinct already): a UNION ALL after it makes
+    # DuckDB hold the DISTINCT's result before writing, a third slower at 10M rows.
     con.execute(f"""
         COPY (
-          SELECT DISTINCT * FROM ({unpivot}) WHERE segment_value IS NOT NULL
-          UNION ALL SELECT {IDENTITY}, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR) FROM aa_identities WHERE aa_bare
+          SELECT DISTINCT * FROM (
+            SELECT * FROM ({unpivot}) WHERE segment_value IS NOT NULL
+            UNION ALL SELECT {IDENTITY}, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR) FROM aa_identities WHERE aa_bare)
         ) TO {sql_path(out_table)} (FORMAT parquet, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})""")
     _write_quarantine(con, out_quarantine)
     return report, identities
