@@ -76,6 +76,19 @@ def _valid_cells(key: str, column: Sequence[Any]) -> list[str]:
     return [f"{label}{c}" if isinstance(c, (str, int)) and str(c).strip() != "" else "" for c in column]
 
 
+def _prepare_rows(params: dict[str, Any]) -> tuple[list[Any], list[str], tuple] | None:
+    """(data, schema, `_row_keys` of them) for an upload whose payload is already a well-formed multi-key
+    payload, else None (the request is checked, and its rows keyed, in order under the lock)."""
+    payload = params.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    schema, data = payload.get("schema"), payload.get("data")
+    if not (isinstance(schema, list) and schema and all(isinstance(k, str) for k in schema) and isinstance(data, list)
+            and len(data) <= MAX_ROWS_PER_REQUEST and all(isinstance(r, list) and len(r) == len(schema) for r in data)):
+        return None
+    return data, schema, _row_keys(schema, data)
+
+
 def _row_keys(schema: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[list[str | None], list[Sequence[Any]]]:
     """Per row, its canonical identity (a SHA-256 of its sorted valid `KEY=cell` pairs; None when no cell is
     valid), and the rows without any valid cell. LOOKALIKE_VALUE is a value, never part of an identity."""
@@ -177,6 +190,7 @@ class GraphSandbox:
         self.config = config or SandboxConfig()
         self.clock = clock
         self._lock = threading.RLock()
+        self._prepared = threading.local()  # this request's upload rows, keyed before the lock (`_prepare_rows`)
         self._random = random.Random(self.config.faults.seed)
         self._calls: dict[str, deque[float]] = {}
         if state_path:
@@ -224,10 +238,13 @@ class GraphSandbox:
         # out (the timeout stands even when the request that noticed it is rejected and rolled back).
         context: dict[str, Any] = {"account": None, "expired": []}
         try:
+            # Parsing the body and keying an upload's rows need no state: done before taking the lock, so one
+            # request's rows are keyed while another's are written (sqlite releases the GIL).
+            params = self._params(split.query, headers, body)
+            self._prepared.rows = _prepare_rows(params)
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    params = self._params(split.query, headers, body)
                     verb = method.upper()
                     if verb == "POST" and str(params.get("method", "")).upper() in ("DELETE", "GET"):
                         verb = str(params.pop("method")).upper()
@@ -238,6 +255,8 @@ class GraphSandbox:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                finally:
+                    self._prepared.rows = None
             response = self._json(200, result, self._usage_headers(account))
         except GraphError as error:
             with self._lock:
@@ -547,16 +566,14 @@ class GraphSandbox:
             self._db.execute("UPDATE audiences SET data_source = ? WHERE id = ?", (source, audience["id"]))
         return schema_list, data
 
-    @staticmethod
-    def _row_key(schema: list[str], row: list[Any]) -> str | None:
-        """The canonical identity of a row from its valid cells, or None when no cell is valid."""
-        return _row_keys(schema, [row])[0][0]
-
-    @classmethod
-    def _split_rows(cls, schema: list[str], data: list[list[Any]]) -> tuple[list[str], int, dict[str, str]]:
+    def _split_rows(self, schema: list[str], data: list[list[Any]]) -> tuple[list[str], int, dict[str, str]]:
         """The row keys of the valid rows, the number of invalid rows, and up to 100 samples of those
         (`{"<the entry as sent>": "<why>"}`, `{}` when every row is valid)."""
-        row_keys, rejected = _row_keys(schema, data)
+        prepared = getattr(self._prepared, "rows", None)
+        if prepared is not None and prepared[0] is data and prepared[1] == schema:
+            row_keys, rejected = prepared[2]
+        else:
+            row_keys, rejected = _row_keys(schema, data)
         samples = {}
         for row in rejected[:MAX_INVALID_SAMPLES]:
             sent = [cell for cell in row if cell not in (None, "")]
