@@ -157,22 +157,26 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     _quarantine_verdicts(con, report)
     segments = "".join(f", {_q(s)}" for s in contract.segments)
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT {_hashed_match_columns(keys)}{segments} FROM {_usable(rows)}")
-    # Each identity once, and whether any of its rows names a segment ("bare" identities get one NULL row).
-    no_segment = " AND ".join(f"nullif(trim({_q(s)}), '') IS NULL" for s in contract.segments) or "TRUE"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY}, bool_and({no_segment}) AS aa_bare "
-                f"FROM aa_ids GROUP BY ALL")
-    unpivot = " UNION ALL ".join(
-        f"SELECT {IDENTITY}, {idsql.q(s)} AS segment_name, nullif(trim({_q(s)}), '') AS segment_value FROM aa_ids"
-        for s in contract.segments) or f"SELECT {IDENTITY}, NULL AS segment_name, NULL AS segment_value FROM aa_ids WHERE FALSE"
-    identities = con.execute("SELECT count(*) FROM aa_identities").fetchall()[0][0]
-    # The bare identities go inside the one DISTINCT (they are distinct already): a UNION ALL after it makes
-    # DuckDB hold the DISTINCT's result before writing, a third slower at 10M rows.
-    con.execute(f"""
-        COPY (
-          SELECT DISTINCT * FROM (
-            SELECT * FROM ({unpivot}) WHERE segment_value IS NOT NULL
-            UNION ALL SELECT {IDENTITY}, CAST(NULL AS VARCHAR), CAST(NULL AS VARCHAR) FROM aa_identities WHERE aa_bare)
-        ) TO {sql_path(out_table)} (FORMAT parquet, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})""")
+    # Each identity once: whether none of its rows names a segment ("bare": it gets one NULL row) and, per
+    # segment, its value when all its rows agree on it, as they do when a partner describes a person once.
+    values = {s: f"nullif(trim({_q(s)}), '')" for s in contract.segments}
+    no_segment = " AND ".join(f"{v} IS NULL" for v in values.values()) or "TRUE"
+    per_segment = "".join(f", min({v}) AS {_q('v_' + s)}, (min({v}) IS NOT DISTINCT FROM max({v}) "
+                          f"AND count({v}) IN (0, count(*))) AS {_q('u_' + s)}" for s, v in values.items())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY}, bool_and({no_segment}) AS aa_bare"
+                f"{per_segment} FROM aa_ids GROUP BY ALL")
+    uniform = " AND ".join(_q("u_" + s) for s in contract.segments) or "TRUE"
+    identities, agreed = con.execute(f"SELECT count(*), coalesce(bool_and({uniform}), TRUE) FROM aa_identities").fetchall()[0]
+    bare = (f"SELECT {IDENTITY}, CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS segment_value "
+            "FROM aa_identities WHERE aa_bare")
+    if agreed:  # one value per identity and segment: its rows are distinct as they stand, no DISTINCT needed
+        table = " UNION ALL ".join([bare, *(f"SELECT {IDENTITY}, {idsql.q(s)}, {_q('v_' + s)} FROM aa_identities "
+                                             f"WHERE {_q('v_' + s)} IS NOT NULL" for s in contract.segments)])
+    else:  # the bare identities go inside the one DISTINCT: a UNION ALL after it makes DuckDB hold its result
+        unpivot = " UNION ALL ".join(f"SELECT {IDENTITY}, {idsql.q(s)} AS segment_name, {v} AS segment_value FROM aa_ids"
+                                     for s, v in values.items())
+        table = f"SELECT DISTINCT * FROM (SELECT * FROM ({unpivot}) WHERE segment_value IS NOT NULL UNION ALL {bare})"
+    con.execute(f"COPY ({table}) TO {sql_path(out_table)} (FORMAT parquet, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})")
     _write_quarantine(con, out_quarantine)
     return report, identities
 
