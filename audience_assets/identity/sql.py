@@ -1,7 +1,8 @@
 """The production path: Meta normalization and hashing as DuckDB SQL, generated from `identity.rules`.
 
 `meta_cells_query` turns a relation of standard identifier columns into Meta payload cells (one column
-per key, hashed or raw, "" when empty or invalid) plus one `<KEY>__reason` column per key. It is the
+per key, hashed or raw, "" when empty or invalid) plus one `<KEY>__reason` column per key and one
+`<KEY>__present` (whether the cell is not empty, known without computing the digest). It is the
 same logic as `identity.reference`, stage by stage, and the tests hold the two to agreement.
 
 Work is done once per distinct value where values repeat: names, cities, states, ZIPs, genders, dates
@@ -308,7 +309,7 @@ def meta_cells_query(
     keep: Sequence[str] = (),
 ) -> str:
     """A query giving, for every row of `source`: the `keep` columns, one payload cell per key, one
-    `<KEY>__reason` per key, and `aa_country` (the row's alpha-2 country, else `default_country`).
+    `<KEY>__reason` and `<KEY>__present` per key, and `aa_country` (the row's alpha-2 country, else `default_country`).
 
     `source` is a table name or a parenthesised query whose identifier columns are named as in
     `rules.SOURCE_COLUMN` (override with `key_sources`). COUNTRY's cell is the hash of `aa_country`,
@@ -362,7 +363,7 @@ def meta_cells_query(
             for key in column_keys:
                 st = key_stages(key, f"aa_{key.lower()}", f"aa_src_{column}", "aa_country", calling)
                 steps += st.steps
-                outputs[key] = (st.value, st.reason)
+                outputs[key] = (st.value, st.reason, f"{st.normalized} <> ''")
             stage_ctes, current = _chain(f"aa_r_{column}", current, steps)
             ctes += stage_ctes
             continue
@@ -388,13 +389,13 @@ def meta_cells_query(
         joined = f"aa_j_{column}"
         ctes.append(f"{joined} AS (SELECT j.*, {added} FROM {current} j LEFT JOIN {dictionary} d ON {on})")
         current = joined
-        outputs.update({k: (f"aa_{k.lower()}_out", f"aa_{k.lower()}_why") for k in column_keys})
+        outputs.update({k: (f"aa_{k.lower()}_out", f"aa_{k.lower()}_why", f"aa_{k.lower()}_out <> ''") for k in column_keys})
     if "COUNTRY" in keys:
-        outputs["COUNTRY"] = ("aa_country_cell", "coalesce(aa_country_reason, '')")
+        outputs["COUNTRY"] = ("aa_country_cell", "coalesce(aa_country_reason, '')", "aa_country_cell <> ''")
 
     select = [f'"{k}"' for k in keep]
     for key in keys:
-        value, reason = outputs[key]
-        select += [f'{value} AS "{key}"', f'{reason} AS "{key}__reason"']
+        value, reason, present = outputs[key]
+        select += [f'{value} AS "{key}"', f'{reason} AS "{key}__reason"', f'{present} AS "{key}__present"']
     select.append("aa_country")
     return "WITH " + ",\n".join(ctes) + f"\nSELECT {', '.join(select)} FROM {current}"

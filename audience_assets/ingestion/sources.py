@@ -114,7 +114,8 @@ def _no_identifier(keys: Sequence[str]) -> tuple[str, str]:
     """(usable condition, reason) for rows that must carry at least one of `keys`."""
     detail = " || ".join(f"CASE WHEN \"{k}__reason\" <> '' THEN '; {k} ' || \"{k}__reason\" ELSE '' END" for k in keys)
     reason = f"'no usable identifier' || CASE WHEN ({detail}) <> '' THEN ' (' || ltrim({detail}, '; ') || ')' ELSE '' END"
-    return " OR ".join(f"\"{k}\" <> ''" for k in keys), reason
+    # `__present`, not the cell itself: the verdict then never computes a digest (the writing pass does)
+    return " OR ".join(f"\"{k}__present\"" for k in keys), reason
 
 
 def _write_quarantine(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -148,7 +149,7 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     idsql.install(con)
     query = idsql.meta_cells_query(con, _standard_view(contract, extra), keys=plain, default_country=contract.default_country,
                                    keep=["aa_file", "aa_row", *extra])
-    pre_cols = "".join(f", {cell} AS \"{key}\", {why} AS \"{key}__reason\""
+    pre_cols = "".join(f", {cell} AS \"{key}\", {why} AS \"{key}__reason\", ({cell}) <> '' AS \"{key}__present\""
                        for key, (cell, why) in ((k, prehashed_cell(c)) for k, c in prehashed.items()))
     rows = f"(SELECT *{pre_cols} FROM ({query}))"
     keys = list(dict.fromkeys([*contract.match_keys, *prehashed]))

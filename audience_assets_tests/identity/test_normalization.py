@@ -171,6 +171,10 @@ def sql_cells(rows: list[dict[str, str]], keys: list[str], default_country: str 
         idsql.install(con)
         query = idsql.meta_cells_query(con, "t", keys=keys, default_country=default_country, keep=["rid"])
         result = con.execute(f"SELECT rid, {', '.join(f'{chr(34)}{k}{chr(34)}' for k in keys)} FROM ({query}) ORDER BY rid").fetchall()
+        # `<KEY>__present` (computed without the digest) says exactly whether the cell is non-empty
+        mismatches = con.execute(f"SELECT count(*) FROM ({query}) WHERE " + " OR ".join(
+            f'"{k}__present" IS DISTINCT FROM ("{k}" <> {chr(39)}{chr(39)})' for k in keys)).fetchall()[0][0]
+        assert mismatches == 0
     finally:
         con.close()
     return [dict(zip(keys, r[1:])) for r in result]
