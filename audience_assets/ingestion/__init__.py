@@ -166,11 +166,12 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
                       f"columns = {{{', '.join(f'{idsql.q(c)}: {chr(39)}VARCHAR{chr(39)}' for c in header)}}})")
         # Rows keep the file's order (COPY from a single table preserves insertion order, DuckDB's "Order
         # Preservation"), so a row's number is its position in the staged file: no window over the file.
+        preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
         con.execute("SET preserve_insertion_order = true")
         try:
             con.execute(f"COPY (SELECT {select} FROM {source}) TO {sql_path(staged)} (FORMAT parquet)")
         finally:
-            con.execute("SET preserve_insertion_order = false")  # as `duck.connect` sets it
+            con.execute(f"SET preserve_insertion_order = {str(bool(preserved)).lower()}")
     except duckdb.Error as error:
         raise ContractViolation(f"{file} could not be read as {contract.format} ({contract.encoding}) for the "
                                 f"{contract_name} contract: {_first_line(error)}") from None

@@ -64,7 +64,7 @@ def _valid_cells(key: str, column: Sequence[Any]) -> list[str]:
         given = [c for c in column if c is not None and c != ""]
         try:
             joined = "".join(given).encode()
-        except TypeError:  # a cell that is not text
+        except (TypeError, UnicodeEncodeError):  # a cell that is not text, or not encodable text
             joined = None
         # every given cell is a digest: 64 characters long, and nothing but lowercase hex in all of them
         if joined is not None and set(map(len, given)) <= {64} and not joined.translate(None, _HEX_BYTES):
@@ -92,18 +92,18 @@ def _prepare_rows(params: dict[str, Any]) -> tuple[list[Any], list[str], tuple] 
 def _row_keys(schema: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[list[str | None], list[Sequence[Any]]]:
     """Per row, its canonical identity (a SHA-256 of its sorted valid `KEY=cell` pairs; None when no cell is
     valid), and the rows without any valid cell. LOOKALIKE_VALUE is a value, never part of an identity."""
-    # Sorting `KEY=cell` strings orders them by key alone (no key is another's prefix once "=" follows it),
-    # so the columns are put in that order once and every row joins its cells as they come.
-    order = sorted((k, i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE")
+    # Two `KEY=cell` strings differ first within their `KEY=` labels (a key name holds no "=", so no label
+    # is another's prefix): sorting the labels once orders every row's cells, which are then joined as they come.
+    order = sorted((f"{k}=", i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE")
     columns = list(zip(*data)) if data else [() for _ in schema]
-    cells = [_valid_cells(k, columns[i]) for k, i in order]
+    cells = [_valid_cells(label[:-1], columns[i]) for label, i in order]
     keys: list[str | None] = []
     rejected = []
     sha256 = hashlib.sha256
     for row, valid in zip(data, zip(*cells) if cells else [() for _ in data]):
         joined = "|".join(filter(None, valid))
         if joined:
-            keys.append(sha256(joined.encode()).hexdigest())
+            keys.append(sha256(joined.encode("utf-8", "surrogatepass")).hexdigest())
         else:
             keys.append(None)
             rejected.append(row)
@@ -242,21 +242,22 @@ class GraphSandbox:
             # request's rows are keyed while another's are written (sqlite releases the GIL).
             params = self._params(split.query, headers, body)
             self._prepared.rows = _prepare_rows(params)
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    verb = method.upper()
-                    if verb == "POST" and str(params.get("method", "")).upper() in ("DELETE", "GET"):
-                        verb = str(params.pop("method")).upper()
-                    version, parts = self._version(split.path)
-                    token = self._authenticate(params, headers)
-                    account, result = self._route(verb, parts, params, token, fault == "throttle", context)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                finally:
-                    self._prepared.rows = None
+            try:
+                with self._lock:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        verb = method.upper()
+                        if verb == "POST" and str(params.get("method", "")).upper() in ("DELETE", "GET"):
+                            verb = str(params.pop("method")).upper()
+                        version, parts = self._version(split.path)
+                        token = self._authenticate(params, headers)
+                        account, result = self._route(verb, parts, params, token, fault == "throttle", context)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+            finally:
+                self._prepared.rows = None
             response = self._json(200, result, self._usage_headers(account))
         except GraphError as error:
             with self._lock:
@@ -574,8 +575,10 @@ class GraphSandbox:
             row_keys, rejected = prepared[2]
         else:
             row_keys, rejected = _row_keys(schema, data)
-        samples = {}
-        for row in rejected[:MAX_INVALID_SAMPLES]:
+        samples: dict[str, str] = {}
+        for row in rejected:
+            if len(samples) >= MAX_INVALID_SAMPLES:
+                break
             sent = [cell for cell in row if cell not in (None, "")]
             why = (f"invalid value for {', '.join(k for k, c in zip(schema, row) if c not in (None, ''))}" if sent
                    else "every field is empty")

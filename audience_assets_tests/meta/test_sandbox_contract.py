@@ -683,6 +683,28 @@ def test_one_bad_cell_among_many_good_ones_is_found(api: Api, audience: str, san
         member_key(EMAIL=e, PHONE=sha("1555")) for e in emails_[250:]}
 
 
+def test_undecodable_text_in_a_digest_column_is_an_invalid_entry(api: Api, audience: str):
+    """A lone surrogate (valid JSON, not encodable text) where a digest belongs is one invalid entry, not a
+    failed request."""
+    body = '{"payload": {"schema": ["EMAIL"], "data": [["\\ud800"], ["%s"]]}}' % sha("ok@example.com")
+    response = api.call("POST", f"{audience}/users", content=body.encode(), headers={"content-type": "application/json"})
+    assert_upload(response, audience, received=2, invalid=1)
+
+
+def test_samples_are_the_first_hundred_distinct_invalid_entries(api: Api, audience: str):
+    rows = [["", ""]] * 150 + [["not-a-digest", ""]]
+    body = assert_upload(api.users(audience, rows, schema=("EMAIL", "PHONE")), audience, received=151, invalid=151)
+    assert body["invalid_entry_samples"] == {",": "every field is empty", "not-a-digest,": "invalid value for EMAIL"}
+
+
+def test_row_identity_sorts_the_pairs_themselves():
+    """The identity sorts `KEY=cell` strings, so a key that extends another (ZIP, ZIP5) sorts as its pair does."""
+    from audience_assets.meta.sandbox import _row_keys
+    keys, rejected = _row_keys(["ZIP", "ZIP5", "EMAIL", "EMAIL_MD5"], [[sha("z"), "z5", sha("e"), "m"]])
+    assert keys == [sha("|".join(sorted([f"ZIP={sha('z')}", "ZIP5=z5", f"EMAIL={sha('e')}", "EMAIL_MD5=m"])))]
+    assert rejected == []
+
+
 def test_lookalike_value_alone_is_not_an_identity(api: Api):
     """A row whose only value is LOOKALIKE_VALUE identifies nobody: it is an invalid entry."""
     value_based = api.create("vb", is_value_based=True)
