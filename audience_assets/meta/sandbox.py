@@ -48,17 +48,17 @@ REPLACE_WINDOW_SECONDS = 90 * 60
 REPLACE_MAX_USERS = 100_000_000
 MAX_INVALID_SAMPLES = 100
 _MADID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_VERSION = re.compile(r"^v(\d+)\.0$")
-NORMAL = (200, "Normal")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX_BYTES = b"0123456789abcdef"
+_VERSION = re.compile(r"^v(\d+)\.0$")
+NORMAL = (200, "Normal")
 
 
 def _valid_cells(key: str, column: Sequence[Any]) -> list[str]:
     """One column of a payload as `KEY=cell` where the cell is valid for its key, else "". Hashed keys need
     64 lowercase hex, device ids a UUID or a digest, other keys any non-blank text or number. A column of
-    digests is checked with one regular expression over the whole column, not one per cell: uploads
-    run to millions of cells."""
+    digests is checked as a whole (their lengths, then all their characters at once), not with a regular
+    expression per cell: uploads run to millions of cells."""
     label = f"{key}="
     if key in HASHED_CELL_KEYS:
         given = [c for c in column if c is not None and c != ""]
