@@ -52,6 +52,14 @@ def admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, templ
     `template_arn` is set when `sql` is an analysis template's text; its `declared` parameters are then
     bound from `parameters` (falling back to their defaults) as typed literals, never spliced as text.
     """
+    try:
+        return _admit(sql, tables, runner=runner, template_arn=template_arn, parameters=parameters, declared=declared)
+    except RecursionError:  # the parser and the checks walk the tree recursively
+        raise QueryRejected("the query nests too deeply to be checked") from None
+
+
+def _admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, template_arn: str | None,
+           parameters: Mapping[str, str] | None, declared: tuple[Parameter, ...]) -> str:
     if len(sql) > MAX_QUERY_CHARS:
         raise QueryRejected(f"query text is {len(sql)} characters; the limit is {MAX_QUERY_CHARS}")
     try:
@@ -63,6 +71,12 @@ def admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, templ
     tree = statements[0]
     if not isinstance(tree, exp.Query) or tree.find(exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop):
         raise QueryRejected("Only SELECT statements are allowed")
+    # `t(x, y)` renames a table's columns by position, which the checks (following names) would not see
+    renamed = next((a for a in tree.find_all(exp.TableAlias) if a.columns and not (
+        isinstance(a.parent, exp.Unnest) or isinstance(a.parent, exp.Subquery) and isinstance(a.parent.this, exp.Values))), None)
+    if renamed is not None:
+        raise QueryRejected(f"Column aliases in {renamed.sql(dialect=DIALECT)} are not allowed: rename columns with AS "
+                            "in a SELECT list")
     tree = _bind(tree, declared, parameters or {}) if template_arn else _no_placeholders(tree)
     names = _referenced_tables(tree, tables)
     unknown = sorted(n for n in names if n not in tables)

@@ -379,6 +379,22 @@ def test_disallowed_values_cannot_leave_through_other_functions(tmp_path, sql):
     assert "not allowed in output" in message or "name the columns to output" in message, message
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT b FROM custom AS c(b, a)",                          # a's values under the name b
+    "SELECT b FROM (SELECT a, b FROM custom) AS s(b, a)",
+    "WITH w(b, a) AS (SELECT a, b FROM custom) SELECT b FROM w",
+])
+def test_column_alias_lists_cannot_rename_a_disallowed_column(tmp_path, sql):
+    room = _room(tmp_path, {"custom": {**OPEN, "disallowedOutputColumns": ["a"]}})
+    assert "Column aliases" in _rejected(room, sql)
+
+
+def test_a_query_nested_too_deeply_is_rejected_not_failed(tmp_path):
+    room = _room(tmp_path, {"custom": OPEN})
+    depth = 300
+    assert "nests too deeply" in _rejected(room, "SELECT b FROM " + "(SELECT b FROM " * depth + "custom" + ") AS t" * depth)
+
+
 def test_a_cte_cannot_hide_a_table_from_its_rule(tmp_path):
     """`pub` allows only templates; a CTE named pub in one scope must not make the real pub in another
     scope look like the CTE."""
