@@ -19,6 +19,7 @@ from audience_assets.duck import sql_path
 MATCH_COLUMNS = {"EMAIL": "hashed_email", "PHONE": "hashed_phone", "MADID": "hashed_madid"}
 FIRST_PARTY_TABLE = "first_party"   # association name of the advertiser's table
 PARTNER_COLUMNS = (*MATCH_COLUMNS.values(), "segment_name", "segment_value")
+IDENTITY_COLUMNS = ", ".join(MATCH_COLUMNS.values())  # what makes one identity in a partner table (SQL)
 MATCH_OUTPUT = {"customer_id": "VARCHAR", "segment_name": "VARCHAR", "segment_value": "VARCHAR"}
 IDENTITIES_KEY = "partner_identities"  # Parquet key-value metadata of a partner table: its distinct identities
 
@@ -72,5 +73,4 @@ def partner_identities(con: duckdb.DuckDBPyConnection, table: Path) -> int:
                          f"WHERE CAST(key AS VARCHAR) = '{IDENTITIES_KEY}'").fetchall()
     if stored:
         return int(stored[0][0])
-    identity = ", ".join(MATCH_COLUMNS.values())
-    return con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {identity} FROM read_parquet({path}))").fetchall()[0][0]
+    return con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {IDENTITY_COLUMNS} FROM read_parquet({path}))").fetchall()[0][0]

@@ -131,8 +131,9 @@ def check_columns(file: str, header: Sequence[str], contract: FileContract, *, r
 def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract: FileContract, contract_name: str,
               required: Sequence[str], wanted: Sequence[str], staged: Path, quarantine: str) -> FileReport:
     """Write the file's rows, in order, to the Parquet file `staged` (columns `aa_file` and `wanted`, all
-    VARCHAR, named as in the source; `staged_rows_view` numbers them) and its unreadable lines to the table `quarantine`. Raises
-    `ContractViolation` for a file that cannot be used at all (empty, unreadable, wrong columns).
+    VARCHAR, named as in the source; `staged_rows_view` numbers them) and its unreadable lines to the table
+    `quarantine`. Raises `ContractViolation` for a file that cannot be used at all (empty, unreadable,
+    wrong columns).
 
     Rows are staged on disk, compressed, rather than held in a table: every later pass reads only the
     columns it needs, and memory does not grow with the file."""

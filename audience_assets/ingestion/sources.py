@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.cleanroom import IDENTITIES_KEY, MATCH_COLUMNS
+from audience_assets.cleanroom import IDENTITIES_KEY, IDENTITY_COLUMNS, MATCH_COLUMNS
 from audience_assets.config import FileContract, PartnerContract
 from audience_assets.duck import sql_path
 from audience_assets.identity import sql as idsql
@@ -26,7 +26,6 @@ from audience_assets.ingestion import (ContractViolation, IngestReport, create_q
 from audience_assets.resources.storage import Storage, StoredObject
 
 TEMPORARY_NAME = re.compile(r"(^|/)[._][^/]*$|(\.tmp|\.part|\.crdownload|\.partial|~)$|_\$folder\$$", re.IGNORECASE)
-IDENTITY = ", ".join(MATCH_COLUMNS.values())
 
 
 def is_delivery(obj: StoredObject) -> bool:
@@ -164,17 +163,17 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     no_segment = " AND ".join(f"{v} IS NULL" for v in values.values()) or "TRUE"
     per_segment = "".join(f", min({v}) AS {_q('v_' + s)}, (min({v}) IS NOT DISTINCT FROM max({v}) "
                           f"AND count({v}) IN (0, count(*))) AS {_q('u_' + s)}" for s, v in values.items())
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY}, bool_and({no_segment}) AS aa_bare"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY_COLUMNS}, bool_and({no_segment}) AS aa_bare"
                 f"{per_segment} FROM aa_ids GROUP BY ALL")
     uniform = " AND ".join(_q("u_" + s) for s in contract.segments) or "TRUE"
     identities, agreed = con.execute(f"SELECT count(*), coalesce(bool_and({uniform}), TRUE) FROM aa_identities").fetchall()[0]
-    bare = (f"SELECT {IDENTITY}, CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS segment_value "
+    bare = (f"SELECT {IDENTITY_COLUMNS}, CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS segment_value "
             "FROM aa_identities WHERE aa_bare")
     if agreed:  # one value per identity and segment: its rows are distinct as they stand, no DISTINCT needed
-        table = " UNION ALL ".join([bare, *(f"SELECT {IDENTITY}, {idsql.q(s)}, {_q('v_' + s)} FROM aa_identities "
+        table = " UNION ALL ".join([bare, *(f"SELECT {IDENTITY_COLUMNS}, {idsql.q(s)}, {_q('v_' + s)} FROM aa_identities "
                                              f"WHERE {_q('v_' + s)} IS NOT NULL" for s in contract.segments)])
     else:  # the bare identities go inside the one DISTINCT: a UNION ALL after it makes DuckDB hold its result
-        unpivot = " UNION ALL ".join(f"SELECT {IDENTITY}, {idsql.q(s)} AS segment_name, {v} AS segment_value FROM aa_ids"
+        unpivot = " UNION ALL ".join(f"SELECT {IDENTITY_COLUMNS}, {idsql.q(s)} AS segment_name, {v} AS segment_value FROM aa_ids"
                                      for s, v in values.items())
         table = f"SELECT DISTINCT * FROM (SELECT * FROM ({unpivot}) WHERE segment_value IS NOT NULL UNION ALL {bare})"
     con.execute(f"COPY ({table}) TO {sql_path(out_table)} (FORMAT parquet, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})")

@@ -94,9 +94,9 @@ def _row_keys(schema: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[lis
     valid), and the rows without any valid cell. LOOKALIKE_VALUE is a value, never part of an identity."""
     # Two `KEY=cell` strings differ first within their `KEY=` labels (a key name holds no "=", so no label
     # is another's prefix): sorting the labels once orders every row's cells, which are then joined as they come.
-    order = sorted((f"{k}=", i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE")
+    order = sorted((f"{k}=", k, i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE")
     columns = list(zip(*data)) if data else [() for _ in schema]
-    cells = [_valid_cells(label[:-1], columns[i]) for label, i in order]
+    cells = [_valid_cells(key, columns[i]) for _, key, i in order]
     keys: list[str | None] = []
     rejected = []
     sha256 = hashlib.sha256
