@@ -3,11 +3,12 @@ of chunks (they are written in groups so that memory does not grow with the audi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
 
-from audience_assets.audience import CHUNKS_PER_WRITE, build_rows, plan_upload, row_id_sql
+from audience_assets.audience import CHUNKS_PER_WRITE, build_rows, plan_upload, read_chunk_json, row_id_sql
 from audience_assets.duck import sql_path
 
 KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
@@ -55,3 +56,20 @@ def test_payload_rows_are_distinct_even_when_customers_share_every_cell(tmp_path
                     f"TO {sql_path(fewer)} (FORMAT parquet)")
         assert build_rows(con, members=fewer, customers=customers, keys=keys, out=out) == 3
         assert con.execute(f"SELECT count(*) FROM read_parquet({sql_path(out)})").fetchall() == [(3,)]
+
+
+def test_a_chunk_reads_as_the_json_meta_takes_with_every_character_kept(tmp_path: Path):
+    """DuckDB encodes the chunk's rows: the JSON must be exactly the rows, in row-id order and key order,
+    whatever characters an advertiser's own id holds (quotes, backslashes, control characters, emoji)."""
+    chunk, empty = tmp_path / "chunk.parquet", tmp_path / "empty.parquet"
+    awkward = ['say "hi"', "back\\slash", "line\nbreak\ttab\x01", "Zoë 😀", "", "/slash/"]
+    with duckdb.connect() as con:
+        con.execute("CREATE TABLE cells (row_id VARCHAR, EMAIL VARCHAR, PHONE VARCHAR, EXTERN_ID VARCHAR)")
+        con.executemany("INSERT INTO cells VALUES (?, ?, ?, ?)",
+                        [(f"r{9 - n}", f"e{n}", "" if n % 2 else f"p{n}", text) for n, text in enumerate(awkward)])
+        con.execute(f"COPY cells TO {sql_path(chunk)} (FORMAT parquet)")
+        con.execute(f"COPY (SELECT * FROM cells WHERE FALSE) TO {sql_path(empty)} (FORMAT parquet)")
+        expected = [list(r) for r in con.execute("SELECT PHONE, EXTERN_ID, EMAIL FROM cells ORDER BY row_id").fetchall()]
+        text = read_chunk_json(con, chunk, ["PHONE", "EXTERN_ID", "EMAIL"])
+        assert json.loads(text) == expected and expected[0][1] == "/slash/"
+        assert json.loads(read_chunk_json(con, empty, KEYS)) == []

@@ -193,10 +193,12 @@ def _suppressed_rows_sql(keys: Sequence[str], suppression: Path | None) -> str:
     return " UNION ".join(parts) or "SELECT NULL WHERE FALSE"
 
 
-def read_chunk_rows(con: duckdb.DuckDBPyConnection, path: Path, keys: Sequence[str]) -> list[list[str]]:
-    """One chunk's payload rows, cells in `keys` order (at most 10,000 rows in memory)."""
+def read_chunk_json(con: duckdb.DuckDBPyConnection, path: Path, keys: Sequence[str]) -> str:
+    """One chunk's payload rows as the JSON array Meta's `data` takes, cells in `keys` order, rows in
+    row-id order. DuckDB encodes it: the 140,000 cells of a full chunk never become Python objects."""
     cells = ", ".join(f'"{k}"' for k in keys)
-    return [list(r) for r in con.execute(f"SELECT {cells} FROM {_parquet(path)} ORDER BY row_id").fetchall()]
+    rows = con.execute(f"SELECT to_json(coalesce(list([{cells}] ORDER BY row_id), [])) FROM {_parquet(path)}").fetchall()
+    return rows[0][0]
 
 
 def update_confirmed(con: duckdb.DuckDBPyConnection, *, keys: Sequence[str], confirmed: Path | None,

@@ -21,10 +21,10 @@ from typing import Any
 import duckdb
 
 from audience_assets import layout
-from audience_assets.audience import Plan, read_chunk_rows, update_confirmed
+from audience_assets.audience import Plan, read_chunk_json, update_confirmed
 from audience_assets.config import Audience
 from audience_assets.duck import connect, sql_path
-from audience_assets.meta.client import GraphClient
+from audience_assets.meta.client import GraphClient, JsonText
 from audience_assets.meta.ledger import UploadLedger
 from audience_assets.meta.sync import AudienceManager, AudienceUploader, Chunk, Operation, UploadPlan, UploadResult
 from audience_assets.resources.storage import Storage
@@ -88,9 +88,9 @@ def deliver(storage: Storage, audience: str, spec: Audience, plan: UploadPlan, c
     manager.preflight(audience_id)
 
     with _connection_per_thread() as connection:
-        def read_chunk(chunk: Chunk) -> list[list[Any]]:
+        def read_chunk(chunk: Chunk) -> JsonText:
             with storage.local_copy(chunk.key) as path:
-                return read_chunk_rows(connection(), path, plan.schema)
+                return JsonText(read_chunk_json(connection(), path, plan.schema))
 
         uploader = AudienceUploader(client, UploadLedger(storage, audience, plan.upload_id), read_chunk,
                                     concurrency=concurrency)

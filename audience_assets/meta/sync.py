@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from audience_assets.meta.client import GraphClient
+from audience_assets.meta.client import GraphClient, JsonText
 from audience_assets.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 from audience_assets.meta.ledger import UploadLedger
 
@@ -165,7 +165,7 @@ class AudienceManager:
 class AudienceUploader:
     """Runs an `UploadPlan` against one audience, resuming from the ledger."""
 
-    def __init__(self, client: GraphClient, ledger: UploadLedger, read_chunk: Callable[[Chunk], list[list[Any]]], *,
+    def __init__(self, client: GraphClient, ledger: UploadLedger, read_chunk: Callable[[Chunk], JsonText], *,
                  concurrency: int = 4, clock: Callable[[], float] = time.time,
                  replace_window_seconds: float = REPLACE_WINDOW_SECONDS, reconcile_attempts: int = 6):
         self.client, self.ledger, self.read_chunk = client, ledger, read_chunk
@@ -191,7 +191,7 @@ class AudienceUploader:
         return result
 
     # ------------------------------------------------------------------ helpers
-    def _body(self, schema: Sequence[str], rows: list[list[Any]], session: dict[str, Any]) -> dict[str, Any]:
+    def _body(self, schema: Sequence[str], rows: JsonText, session: dict[str, Any]) -> dict[str, Any]:
         return {"payload": {"schema": list(schema), "data": rows, "is_raw": True}, "session": session}
 
     def _new_session(self, kind: Kind, total: int, replay: bool = False) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
-from audience_assets.meta.client import GraphClient, RetryPolicy
+from audience_assets.meta.client import GraphClient, JsonText, RetryPolicy, encode_body
 from audience_assets.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
 from audience_assets.meta.sync import AudienceManager
@@ -267,6 +267,26 @@ def test_delete_carries_its_payload_in_the_body(sandbox: RecordingSandbox, serve
     body = json.loads(request["body"])
     assert len(body["payload"]["data"]) == 10_000 and body["session"] == session
     assert len(sandbox.member_keys(audience_id)) == 1
+
+
+def test_rows_encoded_elsewhere_go_into_the_body_as_they_stand(sandbox: RecordingSandbox, server):
+    """An upload's rows arrive as JSON text (DuckDB encodes them): the client splices that text into the
+    body unchanged, and the request is the one the same rows as Python lists would make."""
+    audience_id = create(sandbox, "spliced")
+    rows = [[sha("a"), "say \"hi\" \\ Zoë 😀"], [sha("b"), ""]]
+    session = {"session_id": 77, "batch_seq": 1, "last_batch_flag": True, "estimated_num_total": 2}
+    body = {"payload": {"schema": ["EMAIL", "EXTERN_ID"], "data": rows, "is_raw": True}, "session": session}
+    spliced = {**body, "payload": {**body["payload"], "data": JsonText(json.dumps(rows))}}
+    assert encode_body(body) == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert json.loads(encode_body(spliced)) == body and json.dumps(rows).encode() in encode_body(spliced)
+    sandbox.requests.clear()
+    client = make_client(server.url, app_secret=APP_SECRET)
+    response = client.post(f"{audience_id}/users", spliced)
+    client.close()
+    assert response["num_received"] == 2 and response["num_invalid_entries"] == 0
+    [request] = sandbox.api_requests()
+    assert request["headers"]["content-type"] == "application/json"
+    assert json.loads(request["body"]) == {**body, "appsecret_proof": proof()}
 
 
 # ##### RETRIES BY ERROR CLASS
