@@ -18,8 +18,11 @@ from audience_assets.duck import sql_path
 
 MATCH_COLUMNS = {"EMAIL": "hashed_email", "PHONE": "hashed_phone", "MADID": "hashed_madid"}
 FIRST_PARTY_TABLE = "first_party"   # association name of the advertiser's table
-PARTNER_COLUMNS = (*MATCH_COLUMNS.values(), "segment_name", "segment_value")
 IDENTITY_COLUMNS = ", ".join(MATCH_COLUMNS.values())  # what makes one identity in a partner table (SQL)
+# A number per identity of a partner table, the same on each of its segment rows: counting distinct
+# identities then compares one BIGINT, not three digests. Never an output column (like the digests).
+PARTNER_IDENTITY = "partner_identity"
+PARTNER_COLUMNS = (*MATCH_COLUMNS.values(), PARTNER_IDENTITY, "segment_name", "segment_value")
 MATCH_OUTPUT = {"customer_id": "VARCHAR", "segment_name": "VARCHAR", "segment_value": "VARCHAR"}
 IDENTITIES_KEY = "partner_identities"  # Parquet key-value metadata of a partner table: its distinct identities
 
@@ -55,11 +58,9 @@ def render_match(partner: str, keys: Sequence[str], *, match_on: str = "any", si
 def render_overlap(partner: str, keys: Sequence[str], *, match_on: str = "any") -> str:
     """`overlap_count` for `partner`, matching as `render_match` does. The matched pairs carry the
     advertiser's customer id and the partner's hashed identifiers unchanged, so an aggregation threshold
-    on any of them applies to the counts."""
-    identity = " || '|' || ".join(f"coalesce(p.{c}, '')" for c in MATCH_COLUMNS.values())
-    carried = ", ".join(f"p.{c}" for c in MATCH_COLUMNS.values())  # so thresholds on them can be enforced
-    pair = (f"SELECT fp.customer_id, {carried}, {identity} AS partner_identity FROM {FIRST_PARTY_TABLE} fp "
-            f"INNER JOIN {partner} p ON {{on}}")
+    on any of them applies to the counts; identities are counted by their `partner_identity` number."""
+    carried = ", ".join(f"p.{c}" for c in (*MATCH_COLUMNS.values(), PARTNER_IDENTITY))
+    pair = f"SELECT fp.customer_id, {carried} FROM {FIRST_PARTY_TABLE} fp INNER JOIN {partner} p ON {{on}}"
     conditions = _conditions(keys)
     branches = [" AND ".join(conditions)] if match_on == "all" else conditions
     return _text("overlap_count").replace("{{matched_pairs}}", "\nUNION ALL\n".join(pair.format(on=c) for c in branches))

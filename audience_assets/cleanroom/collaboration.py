@@ -13,8 +13,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from audience_assets.cleanroom import (FIRST_PARTY_TABLE, MATCH_COLUMNS, PARTNER_COLUMNS, first_party_columns,
-                                       render_match, render_overlap)
+from audience_assets.cleanroom import (FIRST_PARTY_TABLE, MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY,
+                                       first_party_columns, render_match, render_overlap)
 from audience_assets.cleanroom.rules import AnalysisRule, rule_from_policy
 
 RUNNER_ACCOUNT = "111111111111"
@@ -40,7 +40,7 @@ def _expanded(policy: Mapping[str, Any], partners: Sequence[str]) -> dict[str, A
 
 def partner_rule(policy: Mapping[str, Any] | None, partner: str) -> AnalysisRule:
     policy = policy or {"custom": {"allowedAnalyses": list(TEMPLATES),
-                                   "disallowedOutputColumns": list(MATCH_COLUMNS.values())}}
+                                   "disallowedOutputColumns": [*MATCH_COLUMNS.values(), PARTNER_IDENTITY]}}
     return rule_from_policy(_expanded(policy, [partner]), PARTNER_COLUMNS)
 
 

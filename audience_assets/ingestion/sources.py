@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.cleanroom import IDENTITIES_KEY, IDENTITY_COLUMNS, MATCH_COLUMNS
+from audience_assets.cleanroom import IDENTITIES_KEY, IDENTITY_COLUMNS, MATCH_COLUMNS, PARTNER_IDENTITY
 from audience_assets.config import FileContract, PartnerContract
 from audience_assets.duck import sql_path
 from audience_assets.identity import sql as idsql
@@ -136,9 +136,9 @@ def _hashed_match_columns(keys: Sequence[str], *, all_keys: bool = True) -> str:
 
 def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequence[StoredObject], *, partner: str,
                    contract: PartnerContract, out_table: Path, out_quarantine: Path, work_dir: Path) -> tuple[IngestReport, int]:
-    """The partner's clean-room table: `hashed_email, hashed_phone, hashed_madid` (NULL when unknown) and
-    `segment_name, segment_value`, one row per non-empty segment attribute (an identity without any gets
-    one row with NULL segment). Returns the report and the number of distinct identities published."""
+    """The partner's clean-room table: `hashed_email, hashed_phone, hashed_madid` (NULL when unknown), the
+    identity's `partner_identity` number and `segment_name, segment_value`, one row per non-empty segment
+    attribute (an identity without any gets one row with NULL segment). Returns the report and the number of distinct identities published."""
     if not files:
         raise ContractViolation(f"no files for partner {partner!r} under landing/partners/{partner}/")
     report = _load_all(con, storage, files, contract, partner, required=contract.required_columns(), work_dir=work_dir)
@@ -167,15 +167,21 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
                 f"{per_segment} FROM aa_ids GROUP BY ALL")
     uniform = " AND ".join(_q("u_" + s) for s in contract.segments) or "TRUE"
     identities, agreed = con.execute(f"SELECT count(*), coalesce(bool_and({uniform}), TRUE) FROM aa_identities").fetchall()[0]
-    bare = (f"SELECT {IDENTITY_COLUMNS}, CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS segment_value "
-            "FROM aa_identities WHERE aa_bare")
+    # an identity's number is its row in aa_identities (`rowid`): the same on each of its segment rows
+    numbered = f"{IDENTITY_COLUMNS}, rowid AS {PARTNER_IDENTITY}"
+    no_value = "CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS segment_value"
     if agreed:  # one value per identity and segment: its rows are distinct as they stand, no DISTINCT needed
-        table = " UNION ALL ".join([bare, *(f"SELECT {IDENTITY_COLUMNS}, {idsql.q(s)}, {_q('v_' + s)} FROM aa_identities "
+        bare = f"SELECT {numbered}, {no_value} FROM aa_identities WHERE aa_bare"
+        table = " UNION ALL ".join([bare, *(f"SELECT {numbered}, {idsql.q(s)}, {_q('v_' + s)} FROM aa_identities "
                                              f"WHERE {_q('v_' + s)} IS NOT NULL" for s in contract.segments)])
     else:  # the bare identities go inside the one DISTINCT: a UNION ALL after it makes DuckDB hold its result
+        bare = f"SELECT {IDENTITY_COLUMNS}, {no_value} FROM aa_identities WHERE aa_bare"
         unpivot = " UNION ALL ".join(f"SELECT {IDENTITY_COLUMNS}, {idsql.q(s)} AS segment_name, {v} AS segment_value FROM aa_ids"
                                      for s, v in values.items())
-        table = f"SELECT DISTINCT * FROM (SELECT * FROM ({unpivot}) WHERE segment_value IS NOT NULL UNION ALL {bare})"
+        same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM i.{c}" for c in MATCH_COLUMNS.values())
+        table = (f"SELECT {', '.join(f't.{c}' for c in MATCH_COLUMNS.values())}, i.rowid AS {PARTNER_IDENTITY}, "
+                 f"t.segment_name, t.segment_value FROM (SELECT DISTINCT * FROM (SELECT * FROM ({unpivot}) "
+                 f"WHERE segment_value IS NOT NULL UNION ALL {bare})) t JOIN aa_identities i ON {same}")
     con.execute(f"COPY ({table}) TO {sql_path(out_table)} (FORMAT parquet, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})")
     _write_quarantine(con, out_quarantine)
     return report, identities

@@ -12,7 +12,7 @@ import yaml
 
 from audience_assets import layout
 from audience_assets.cleanroom import PARTNER_COLUMNS, first_party_columns, render_match, render_overlap
-from audience_assets.cleanroom import protected_query
+from audience_assets.cleanroom import collaboration, protected_query
 from audience_assets.cleanroom.local import AnalysisTemplate, LocalCollaboration
 from audience_assets.cleanroom.rules import ConfiguredTable, rule_from_policy
 from audience_assets.config import ConfigError, load_config
@@ -22,10 +22,10 @@ from audience_assets_tests.conftest import copy_config
 # customers c1..c6; acme knows e1 (by email), p2 (by phone), e3+p3 (both), e9/p9 (nobody), and c4's email twice
 FIRST_PARTY = ("SELECT * FROM (VALUES ('c1','e1','p1'), ('c2','e2','p2'), ('c3','e3','p3'), ('c4','e4',NULL), "
                "('c5',NULL,'p5'), ('c6',NULL,NULL)) t(customer_id, hashed_email, hashed_phone)")
-PARTNER = ("SELECT * FROM (VALUES ('e1',NULL,NULL,'Interest','golf'), (NULL,'p2',NULL,'Interest','chess'), "
-           "('e3','p3',NULL,'Age Band','25-34'), ('e9','p9',NULL,'Interest','golf'), ('e4',NULL,NULL,'Interest','golf'), "
-           "('e4',NULL,NULL,'Age Band','35-44'), (NULL,NULL,'m1',NULL,NULL)) "
-           "t(hashed_email, hashed_phone, hashed_madid, segment_name, segment_value)")
+PARTNER = ("SELECT * FROM (VALUES ('e1',NULL,NULL,1,'Interest','golf'), (NULL,'p2',NULL,2,'Interest','chess'), "
+           "('e3','p3',NULL,3,'Age Band','25-34'), ('e9','p9',NULL,4,'Interest','golf'), ('e4',NULL,NULL,5,'Interest','golf'), "
+           "('e4',NULL,NULL,5,'Age Band','35-44'), (NULL,NULL,'m1',6,NULL,NULL)) "
+           "t(hashed_email, hashed_phone, hashed_madid, partner_identity, segment_name, segment_value)")
 EXPECTED = sorted([("c1", "Interest", "golf"), ("c2", "Interest", "chess"), ("c3", "Age Band", "25-34"),
                    ("c4", "Interest", "golf"), ("c4", "Age Band", "35-44")])
 
@@ -66,6 +66,12 @@ def test_default_custom_rule_matches_on_any_key_and_counts_the_overlap(tmp_path)
     assert result.partner_identities == 6          # e9/p9 and the device-only m1 did not match
     assert result.query.statuses == ("SUBMITTED", "SUCCESS")
     assert storage.get_bytes(f"{layout.clean_room_results('acme_data')}run-1/{result.query.id}/part-00000.parquet")
+
+
+def test_the_default_partner_rule_keeps_identity_numbers_in_like_the_digests():
+    """`partner_identity` only serves the overlap count: the default rule lets it out no more than the digests."""
+    assert collaboration.partner_rule(None, "acme_data").disallowed_output_columns == {
+        "hashed_email", "hashed_phone", "hashed_madid", "partner_identity"}
 
 
 def test_match_on_all_keys(tmp_path):

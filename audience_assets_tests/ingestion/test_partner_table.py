@@ -1,5 +1,6 @@
 """The partner's clean-room table: one row per identity and segment attribute, each once; an identity
-without any attribute keeps one row with NULL segment, so it still matches."""
+without any attribute keeps one row with NULL segment, so it still matches; every identity has its own
+`partner_identity` number on all its rows."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def publish(tmp_path: Path, lines: list[str]) -> tuple[list[tuple], int, int, in
                                             contract=contract, out_table=table, out_quarantine=tmp_path / "q.parquet",
                                             work_dir=tmp_path)
         rows = con.execute(f"SELECT hashed_email, segment_name, segment_value FROM read_parquet('{table}')").fetchall()
+        # one number per identity, the same on each of its rows, and no two identities share one
+        numbers = con.execute(f"SELECT count(DISTINCT partner_identity), count(DISTINCT (hashed_email, hashed_phone)), "
+                              f"count(DISTINCT (partner_identity, hashed_email, hashed_phone)), count(partner_identity) "
+                              f"FROM read_parquet('{table}')").fetchall()[0]
+        assert numbers == (identities,) * 3 + (len(rows),)
         return sorted(rows, key=str), report.rows_read, identities, partner_identities(con, table)
 
 
