@@ -19,5 +19,7 @@ def test_the_pipeline_benchmark_runs_every_stage_on_generated_data(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     table = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
     assert set(STAGES) <= set(table), done.stdout
+    reference = next(v for k, v in table.items() if k.startswith("reference CPU work"))
+    assert float(reference.split("|")[2]) > 0  # the machine's speed of the moment is recorded beside the times
     rows = next(line for line in done.stdout.splitlines() if line.startswith("Rows per stage"))
     assert "first_party_customers 20,000" in rows and "clean_room_first_party_table 20,000" in rows

@@ -8,7 +8,8 @@ For each size N (1M, 2M, 4M by default; add 10M with --ten-million), in one run:
   3. `python -m audience_assets run`'s pipeline (`cli.run_pipeline`) runs in a child process against it,
      with the configured DuckDB memory limit and a temporary directory for spills.
 Printed and appended to bench/results.md: seconds per stage (summed over the stage's partitions), rows/s,
-the child's peak RSS, and each size's time relative to the first size scaled by rows (1.00 = linear).
+the child's peak RSS, each size's time relative to the first size scaled by rows (1.00 = linear), and the
+time of a fixed reference workload measured just before each size (the machine's speed of the moment).
 
     python bench/pipeline.py                 # 1M, 2M, 4M
     python bench/pipeline.py --ten-million   # 1M, 2M, 4M, 10M
@@ -157,8 +158,26 @@ print(json.dumps({"ok": ok, "log": out.getvalue(), "seconds": total, "stages": s
 """
 
 
+def reference_seconds() -> float:
+    """A fixed amount of CPU work (DuckDB hashing 4M strings on every core, then a Python loop), timed
+    just before a size runs. This machine's speed drifts by more than our changes (seen: 1.7x within a
+    day), so a run's figures are read beside its own reference, not against another day's."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET enable_progress_bar = false")
+        started = time.perf_counter()
+        con.execute("SELECT sum(strlen(sha256('user.' || range || '@example.com'))) FROM range(4000000)").fetchall()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        return time.perf_counter() - started
+    finally:
+        con.close()
+
+
 def run_once(n: int, tmp: Path) -> dict:
     data_dir = tmp / f"data-{n}"
+    reference = reference_seconds()
     started = time.perf_counter()
     written = generate(data_dir, n)
     generated = time.perf_counter() - started
@@ -179,7 +198,7 @@ def run_once(n: int, tmp: Path) -> dict:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["ok"]:
         raise RuntimeError(f"pipeline at {n:,} rows failed:\n{result['log']}")
-    result.update(n=n, written=written, generate_seconds=generated)
+    result.update(n=n, written=written, generate_seconds=generated, reference_seconds=reference)
     return result
 
 
@@ -211,6 +230,8 @@ def report(results: list[dict]) -> str:
         "| time / first size's time, per row (1.00 = linear) | " + " | ".join(
             f"{(r['seconds'] / r['n']) / (base['seconds'] / base['n']):.2f}" for r in results) + " |",
         "| peak RSS of the pipeline process, MB | " + " | ".join(f"{r['peak_rss_mb']:,.0f}" for r in results) + " |",
+        "| reference CPU work just before, s (lower = faster machine) | " + " | ".join(
+            f"{r['reference_seconds']:.2f}" for r in results) + " |",
         "", "Rows per stage (as materialized): " + "; ".join(
             f"{r['n']:,}: " + ", ".join(f"{k} {v:,}" for k, v in r["rows"].items()) for r in results[-1:]), ""]
     return "\n".join(lines)
@@ -230,7 +251,8 @@ def main() -> None:
             work.mkdir()
             result = run_once(n, work)
             print(f"{n:>12,} rows: {result['seconds']:7.1f} s, peak RSS {result['peak_rss_mb']:,.0f} MB "
-                  f"(data generated in {result['generate_seconds']:.1f} s)", flush=True)
+                  f"(data generated in {result['generate_seconds']:.1f} s; reference work "
+                  f"{result['reference_seconds']:.2f} s)", flush=True)
             results.append(result)
     text = report(results)
     print("\n" + text)
