@@ -156,7 +156,8 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     _judge(con, report, rows, keys, f"CASE WHEN NOT ({usable}) THEN {why} END", work_dir)
     _quarantine_verdicts(con, report)
     segments = "".join(f", {_q(s)}" for s in contract.segments)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT {_hashed_match_columns(keys)}{segments} FROM {_usable(rows)}")
+    # The usable rows' identities and segments, streamed: not held, since the usual delivery needs them once.
+    ids = f"(SELECT {_hashed_match_columns(keys)}{segments} FROM {_usable(rows)})"
     # Each identity once: whether none of its rows names a segment ("bare": it gets one NULL row) and, per
     # segment, its value when all its rows agree on it, as they do when a partner describes a person once.
     values = {s: f"nullif(trim({_q(s)}), '')" for s in contract.segments}
@@ -164,7 +165,7 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
     per_segment = "".join(f", min({v}) AS {_q('v_' + s)}, (min({v}) IS NOT DISTINCT FROM max({v}) "
                           f"AND count({v}) IN (0, count(*))) AS {_q('u_' + s)}" for s, v in values.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY_COLUMNS}, bool_and({no_segment}) AS aa_bare"
-                f"{per_segment} FROM aa_ids GROUP BY ALL")
+                f"{per_segment} FROM {ids} GROUP BY ALL")
     uniform = " AND ".join(_q("u_" + s) for s in contract.segments) or "TRUE"
     identities, agreed = con.execute(f"SELECT count(*), coalesce(bool_and({uniform}), TRUE) FROM aa_identities").fetchall()[0]
     # an identity's number is its row in aa_identities (`rowid`): the same on each of its segment rows
@@ -174,7 +175,9 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
         bare = f"SELECT {numbered}, {no_value} FROM aa_identities WHERE aa_bare"
         table = " UNION ALL ".join([bare, *(f"SELECT {numbered}, {idsql.q(s)}, {_q('v_' + s)} FROM aa_identities "
                                              f"WHERE {_q('v_' + s)} IS NOT NULL" for s in contract.segments)])
-    else:  # the bare identities go inside the one DISTINCT: a UNION ALL after it makes DuckDB hold its result
+    else:  # a second pass over the rows, held once for every segment's unpivot. The bare identities go inside
+        # the one DISTINCT: a UNION ALL after it makes DuckDB hold its result
+        con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT * FROM {ids}")
         bare = f"SELECT {IDENTITY_COLUMNS}, {no_value} FROM aa_identities WHERE aa_bare"
         unpivot = " UNION ALL ".join(f"SELECT {IDENTITY_COLUMNS}, {idsql.q(s)} AS segment_name, {v} AS segment_value FROM aa_ids"
                                      for s, v in values.items())
