@@ -31,6 +31,8 @@ from pathlib import Path
 
 import duckdb
 
+from audience_assets.duck import DEFAULT_MEMORY_LIMIT
+
 RESULTS = Path(__file__).with_name("results.md")
 FIRST = ["Mary", "John", "José", "Zoë", "Renée", "François", "Søren", "Björn", "Chloé", "Ana", "Liam", "Olivia",
          "Noah", "Emma", "Mateo", "Sofía", "Lukas", "Léa", "Hiroshi", "Aoife", "Siobhán", "Mohammed", "Fatima"]
@@ -208,7 +210,7 @@ def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
     return (f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GB RAM, Python {platform.python_version()}, "
             f"DuckDB {duckdb.__version__}, DuckDB memory limit "
-            f"{os.environ.get('AUDIENCE_DUCKDB_MEMORY_LIMIT', '1GB')}")
+            f"{os.environ.get('AUDIENCE_DUCKDB_MEMORY_LIMIT', DEFAULT_MEMORY_LIMIT)}")
 
 
 def report(results: list[dict]) -> str:
