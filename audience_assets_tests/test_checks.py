@@ -42,6 +42,19 @@ def test_outbound_cells(tmp_path: Path):
     assert checks.hashed_cells({}, 4).passed and not checks.hashed_cells({"EMAIL": 1}, 4).passed
 
 
+def test_outbound_cells_of_repeating_keys_count_every_row(tmp_path: Path):
+    """Names, places and dates are tested once per distinct value: a bad value counts as often as it occurs,
+    in each file, and a NULL is an empty cell (allowed)."""
+    files = [tmp_path / "one.parquet", tmp_path / "two.parquet"]
+    for path in files:
+        duckdb.execute(f"COPY (SELECT * FROM (VALUES (sha256('mary'), 'Smith', sha256('sf')), (sha256('mary'), 'Smith', ''), "
+                       f"(sha256('jo'), sha256('lee'), NULL), (upper(sha256('jo')), 'Smith', sha256('sf'))) "
+                       f"t(FN, LN, CT)) TO '{path}' (FORMAT parquet)")
+    con = duckdb.connect()
+    assert checks.outbound_cell_problems(con, files, ["FN", "LN", "CT"]) == {"FN": 2, "LN": 6}
+    assert checks.outbound_cell_problems(con, files[:1], ["CT", "LN"]) == {"LN": 3}
+
+
 def test_privacy_floor():
     assert checks.privacy_floor(100, 100, removal_list=False).passed
     below = checks.privacy_floor(99, 100, removal_list=False)
