@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from audience_assets.config import Audience
-from audience_assets.duck import sql_path
+from audience_assets.duck import DIGEST_PARQUET, sql_path
 from audience_assets.identity.sql import q
 
 MAX_CHUNK_ROWS = 10_000
@@ -109,10 +109,10 @@ def build_rows(con: duckdb.DuckDBPyConnection, *, members: Path, customers: Path
     cells = ", ".join(f'"{k}"' for k in keys)
     rows = (f"SELECT {row_id_sql(keys)} AS row_id, {cells} FROM {_parquet(customers)} "
             f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)})")
-    con.execute(f"COPY ({rows}) TO {sql_path(out)} (FORMAT parquet)")
+    con.execute(f"COPY ({rows}) TO {sql_path(out)} ({DIGEST_PARQUET})")
     total, distinct = con.execute(f"SELECT count(*), count(DISTINCT row_id) FROM {_parquet(out)}").fetchall()[0]
     if total != distinct:
-        con.execute(f"COPY (SELECT DISTINCT * FROM ({rows})) TO {sql_path(out)} (FORMAT parquet)")
+        con.execute(f"COPY (SELECT DISTINCT * FROM ({rows})) TO {sql_path(out)} ({DIGEST_PARQUET})")
     return distinct
 
 
@@ -167,7 +167,7 @@ def plan_upload(con: duckdb.DuckDBPyConnection, *, mode: str, keys: Sequence[str
         for first in range(0, len(stats), CHUNKS_PER_WRITE):
             con.execute(f"COPY (SELECT o.row_id, {cells}, o.aa_chunk FROM ({sql}) r JOIN aa_op o ON o.row_id = r.row_id "
                         f"WHERE o.aa_chunk BETWEEN {first} AND {first + CHUNKS_PER_WRITE - 1}) "
-                        f"TO {sql_path(folder)} (FORMAT parquet, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)")
+                        f"TO {sql_path(folder)} ({DIGEST_PARQUET}, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)")
         chunks = []
         for index, rows, chunk_digest in stats:
             files = sorted((folder / f"aa_chunk={index}").glob("*.parquet"))
@@ -225,5 +225,5 @@ def update_confirmed(con: duckdb.DuckDBPyConnection, *, keys: Sequence[str], con
         SELECT * FROM ({current}) WHERE row_id NOT IN (SELECT row_id FROM aa_added)
           AND row_id NOT IN (SELECT row_id FROM aa_removed)
         UNION ALL
-        SELECT * FROM aa_added WHERE row_id NOT IN (SELECT row_id FROM aa_removed)) TO {sql_path(out)} (FORMAT parquet)""")
+        SELECT * FROM aa_added WHERE row_id NOT IN (SELECT row_id FROM aa_removed)) TO {sql_path(out)} ({DIGEST_PARQUET})""")
     return con.execute(f"SELECT count(*) FROM {_parquet(out)}").fetchall()[0][0]

@@ -18,7 +18,7 @@ import duckdb
 
 from audience_assets.cleanroom import IDENTITIES_KEY, IDENTITY_COLUMNS, MATCH_COLUMNS, PARTNER_IDENTITY
 from audience_assets.config import FileContract, PartnerContract
-from audience_assets.duck import sql_path
+from audience_assets.duck import DIGEST_PARQUET, sql_path
 from audience_assets.identity import sql as idsql
 from audience_assets.identity.rules import STANDARD_COLUMNS
 from audience_assets.ingestion import (ContractViolation, IngestReport, create_quarantine, load_file, prehashed_cell,
@@ -185,7 +185,7 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
         table = (f"SELECT {', '.join(f't.{c}' for c in MATCH_COLUMNS.values())}, i.rowid AS {PARTNER_IDENTITY}, "
                  f"t.segment_name, t.segment_value FROM (SELECT DISTINCT * FROM (SELECT * FROM ({unpivot}) "
                  f"WHERE segment_value IS NOT NULL UNION ALL {bare})) t JOIN aa_identities i ON {same}")
-    con.execute(f"COPY ({table}) TO {sql_path(out_table)} (FORMAT parquet, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})")
+    con.execute(f"COPY ({table}) TO {sql_path(out_table)} ({DIGEST_PARQUET}, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})")
     _write_quarantine(con, out_quarantine)
     return report, identities
 
@@ -222,7 +222,7 @@ def ingest_first_party(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
         WHERE aa_rank > 1""")
     # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
     cells = ", ".join(f'"{k}"' for k in keys)
-    con.execute(f"COPY (SELECT customer_id, {cells} FROM {_usable(rows)}) TO {sql_path(out_customers)} (FORMAT parquet)")
+    con.execute(f"COPY (SELECT customer_id, {cells} FROM {_usable(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})")
     _write_quarantine(con, out_quarantine)
     return report
 
@@ -231,7 +231,7 @@ def publish_first_party(con: duckdb.DuckDBPyConnection, customers: Path, out_tab
     """The first-party clean-room table: only `customer_id` and the hashed keys partners match on (NULL when
     unknown), the columns the analysis rule and the templates need."""
     con.execute(f"COPY (SELECT customer_id, {_hashed_match_columns(match_keys, all_keys=False)} FROM read_parquet({sql_path(customers)})) "
-                f"TO {sql_path(out_table)} (FORMAT parquet)")
+                f"TO {sql_path(out_table)} ({DIGEST_PARQUET})")
     return con.execute(f"SELECT count(*) FROM read_parquet({sql_path(out_table)})").fetchall()[0][0]
 
 
@@ -257,6 +257,6 @@ def ingest_suppression(con: duckdb.DuckDBPyConnection, storage: Storage, files: 
     _judge(con, report, rows, keys, f"CASE WHEN NOT ({usable} OR customer_id <> '') THEN {why} END", work_dir)
     _quarantine_verdicts(con, report)
     con.execute(f"COPY (SELECT DISTINCT nullif(customer_id, '') AS customer_id, {_hashed_match_columns(keys)} "
-                f"FROM {_usable(rows)}) TO {sql_path(out_table)} (FORMAT parquet)")
+                f"FROM {_usable(rows)}) TO {sql_path(out_table)} ({DIGEST_PARQUET})")
     _write_quarantine(con, out_quarantine)
     return report
