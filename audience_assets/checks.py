@@ -47,7 +47,8 @@ def outbound_cell_problems(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]
 
     Keys whose values repeat (names, places, dates) are tested once per distinct value, weighted by how
     often it occurs: a few thousand tests instead of one per row. The rest are tested row by row."""
-    if not paths:
+    keys = list(dict.fromkeys(keys))  # a key listed twice is still one column
+    if not paths or not keys:
         return {}
     source = f"read_parquet([{', '.join(sql_path(p) for p in paths)}])"
 

@@ -53,6 +53,7 @@ def test_outbound_cells_of_repeating_keys_count_every_row(tmp_path: Path):
     con = duckdb.connect()
     assert checks.outbound_cell_problems(con, files, ["FN", "LN", "CT"]) == {"FN": 2, "LN": 6}
     assert checks.outbound_cell_problems(con, files[:1], ["CT", "LN"]) == {"LN": 3}
+    assert checks.outbound_cell_problems(con, files[:1], ["LN", "LN", "FN"]) == {"LN": 3, "FN": 1}  # once per key
 
 
 def test_privacy_floor():

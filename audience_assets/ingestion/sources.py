@@ -138,7 +138,8 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
                    contract: PartnerContract, out_table: Path, out_quarantine: Path, work_dir: Path) -> tuple[IngestReport, int]:
     """The partner's clean-room table: `hashed_email, hashed_phone, hashed_madid` (NULL when unknown), the
     identity's `partner_identity` number and `segment_name, segment_value`, one row per non-empty segment
-    attribute (an identity without any gets one row with NULL segment). Returns the report and the number of distinct identities published."""
+    attribute (an identity without any gets one row with NULL segment). Returns the report and the number
+    of distinct identities published."""
     if not files:
         raise ContractViolation(f"no files for partner {partner!r} under landing/partners/{partner}/")
     report = _load_all(con, storage, files, contract, partner, required=contract.required_columns(), work_dir=work_dir)
@@ -175,8 +176,9 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, storage: Storage, files: Sequ
         bare = f"SELECT {numbered}, {no_value} FROM aa_identities WHERE aa_bare"
         table = " UNION ALL ".join([bare, *(f"SELECT {numbered}, {idsql.q(s)}, {_q('v_' + s)} FROM aa_identities "
                                              f"WHERE {_q('v_' + s)} IS NOT NULL" for s in contract.segments)])
-    else:  # a second pass over the rows, held once for every segment's unpivot. The bare identities go inside
-        # the one DISTINCT: a UNION ALL after it makes DuckDB hold its result
+    else:  # the rows are normalized a second time here (the usual path does it once) and held for every
+        # segment's unpivot. The bare identities go inside the one DISTINCT: a UNION ALL after it makes DuckDB
+        # hold its result
         con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT * FROM {ids}")
         bare = f"SELECT {IDENTITY_COLUMNS}, {no_value} FROM aa_identities WHERE aa_bare"
         unpivot = " UNION ALL ".join(f"SELECT {IDENTITY_COLUMNS}, {idsql.q(s)} AS segment_name, {v} AS segment_value FROM aa_ids"

@@ -50,7 +50,9 @@ def encode_body(value: Any) -> bytes:
         if isinstance(v, JsonText):
             return str(v)
         if isinstance(v, Mapping):
-            return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{text(x)}" for k, x in v.items()) + "}"
+            # a key that is not text is named as `json` names it (True -> "true", 1 -> "1")
+            return "{" + ",".join(f"{json.dumps(k if isinstance(k, str) else json.dumps(k), ensure_ascii=False)}:{text(x)}"
+                                  for k, x in v.items()) + "}"
         if isinstance(v, (list, tuple)):
             return "[" + ",".join(text(x) for x in v) + "]"
         return json.dumps(v, ensure_ascii=False, allow_nan=False)

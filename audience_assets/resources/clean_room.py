@@ -101,6 +101,20 @@ class CleanRoom(dg.ConfigurableResource):
         return MatchResult(partner, int(rows), int(customers), identities, first_party, identities_total, match, overlap)
 
 
+def _partner_table(stack: contextlib.ExitStack, storage: Storage, partner: str) -> Path:
+    """The partner's stored table, refused with the fix when it lacks a column the analyses read (a table
+    published by an earlier version has no `partner_identity`): a query would fail with no usable message."""
+    path = stack.enter_context(storage.local_copy(layout.partner_table(partner)))
+    with connect() as con:
+        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)})").fetchall()}
+    missing = [c for c in PARTNER_COLUMNS if c not in present]
+    if missing:
+        raise ValueError(f"the clean-room table of {partner} ({layout.partner_table(partner)}) has no column "
+                         f"{', '.join(missing)}: it was published by an earlier version; materialize "
+                         f"partner_data[{partner}] again to republish it from the partner's delivery")
+    return path
+
+
 class LocalCleanRoom(CleanRoom):
     """The local stand-in for an AWS Clean Rooms collaboration: a DuckDB engine enforcing the tables' rules."""
 
@@ -119,8 +133,8 @@ class LocalCleanRoom(CleanRoom):
         tables = [
             ConfiguredTable(FIRST_PARTY_TABLE, stack.enter_context(storage.local_copy(layout.CLEAN_ROOM_FIRST_PARTY)),
                             first_party_columns(config.match_keys), first_party_rule, collaboration.RUNNER_ACCOUNT),
-            ConfiguredTable(partner, stack.enter_context(storage.local_copy(layout.partner_table(partner))),
-                            PARTNER_COLUMNS, partner_rule, collaboration.PARTNER_ACCOUNT)]
+            ConfiguredTable(partner, _partner_table(stack, storage, partner), PARTNER_COLUMNS, partner_rule,
+                            collaboration.PARTNER_ACCOUNT)]
         texts = collaboration.analyses(partner, contract.match_keys, contract.clean_room.match_on, partner_rule.kind)
         templates = [AnalysisTemplate(collaboration.template_arn(name, partner), f"{name}-{partner}", sql)
                      for name, sql in texts.items()]

@@ -21,8 +21,8 @@ from botocore.stub import Stubber
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from audience_assets import layout
-from audience_assets.cleanroom import (MATCH_COLUMNS, PARTNER_COLUMNS, first_party_columns, protected_query, render_match,
-                                       render_overlap)
+from audience_assets.cleanroom import (MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY, first_party_columns,
+                                       protected_query, render_match, render_overlap)
 from audience_assets.cleanroom.local import AnalysisTemplate, LocalCollaboration
 from audience_assets.cleanroom.rules import ConfiguredTable, rule_from_policy
 from audience_assets.cli import run_pipeline
@@ -269,7 +269,7 @@ class CleanRoomsService:
             self.storage.client().download_file(self.storage.bucket, key, str(path))
             owned = [arn for arn, (partner, _) in self.templates.items() if name in ("first_party", partner)]
             columns = first_party_columns(keys) if name == "first_party" else PARTNER_COLUMNS
-            hashed = [c for c in columns if c in MATCH_COLUMNS.values()]
+            hashed = [c for c in columns if c in (*MATCH_COLUMNS.values(), PARTNER_IDENTITY)]
             rule = rule_from_policy({"custom": {"allowedAnalyses": owned, "disallowedOutputColumns": hashed}}, columns)
             tables.append(ConfiguredTable(name, path, columns, rule, ACCOUNT if name == "first_party" else "210987654321"))
         templates = [AnalysisTemplate(arn, arn.rsplit("/", 1)[1], sql) for arn, (_, sql) in self.templates.items()]

@@ -74,6 +74,16 @@ def test_the_default_partner_rule_keeps_identity_numbers_in_like_the_digests():
         "hashed_email", "hashed_phone", "hashed_madid", "partner_identity"}
 
 
+def test_a_partner_table_from_an_earlier_version_is_refused_with_the_fix(tmp_path):
+    """A table published before partner_identity existed cannot run the analyses: the run says which asset
+    to materialize again instead of failing inside the engine."""
+    storage = _storage(tmp_path, [])
+    duckdb.sql(f"COPY (SELECT * EXCLUDE (partner_identity) FROM ({PARTNER})) TO '{tmp_path / 'old.parquet'}' (FORMAT parquet)")
+    storage.upload(tmp_path / "old.parquet", layout.partner_table("acme_data"))
+    with pytest.raises(ValueError, match=r"no column partner_identity: .* materialize partner_data\[acme_data\] again"):
+        LocalCleanRoom().match(storage, _config(tmp_path), "acme_data", "run-1")
+
+
 def test_match_on_all_keys(tmp_path):
     storage = _storage(tmp_path, ["acme_data"])
     result = LocalCleanRoom().match(storage, _config(tmp_path, match_on="all"), "acme_data", "run-1")

@@ -278,6 +278,8 @@ def test_rows_encoded_elsewhere_go_into_the_body_as_they_stand(sandbox: Recordin
     body = {"payload": {"schema": ["EMAIL", "EXTERN_ID"], "data": rows, "is_raw": True}, "session": session}
     spliced = {**body, "payload": {**body["payload"], "data": JsonText(json.dumps(rows))}}
     assert encode_body(body) == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    odd_keys = {True: 1, None: [1.5, None], 7: "x"}
+    assert encode_body(odd_keys) == json.dumps(odd_keys, separators=(",", ":")).encode()
     assert json.loads(encode_body(spliced)) == body and json.dumps(rows).encode() in encode_body(spliced)
     sandbox.requests.clear()
     client = make_client(server.url, app_secret=APP_SECRET)
