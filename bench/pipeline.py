@@ -8,8 +8,9 @@ For each size N (1M, 2M, 4M by default; add 10M with --ten-million), in one run:
   3. `python -m audience_assets run`'s pipeline (`cli.run_pipeline`) runs in a child process against it,
      with the configured DuckDB memory limit and a temporary directory for spills.
 Printed and appended to bench/results.md: seconds per stage (summed over the stage's partitions), rows/s,
-the child's peak RSS, each size's time relative to the first size scaled by rows (1.00 = linear), and the
-time of a fixed reference workload measured just before each size (the machine's speed of the moment).
+the child's peak RSS, each size's time relative to the first size scaled by rows (1.00 = linear), the seconds
+per million rows a size adds to the previous one (equal steps = linear), and the time of a fixed reference
+workload measured just before each size (the machine's speed of the moment).
 
     python bench/pipeline.py                 # 1M, 2M, 4M
     python bench/pipeline.py --ten-million   # 1M, 2M, 4M, 10M
@@ -231,6 +232,10 @@ def report(results: list[dict]) -> str:
         "| rows/s (CRM + partner rows in) | " + " | ".join(f"{2 * r['n'] / r['seconds']:,.0f}" for r in results) + " |",
         "| time / first size's time, per row (1.00 = linear) | " + " | ".join(
             f"{(r['seconds'] / r['n']) / (base['seconds'] / base['n']):.2f}" for r in results) + " |",
+        # the cost of the rows a size adds to the one before: equal at every step when cost grows linearly
+        # (the ratio above also carries each run's fixed cost, which weighs most on the smallest size)
+        "| seconds per million rows added to the previous size | " + " | ".join(["–"] + [
+            f"{(r['seconds'] - p['seconds']) / ((r['n'] - p['n']) / 1e6):.1f}" for p, r in zip(results, results[1:])]) + " |",
         "| peak RSS of the pipeline process, MB | " + " | ".join(f"{r['peak_rss_mb']:,.0f}" for r in results) + " |",
         "| reference CPU work just before, s (lower = faster machine) | " + " | ".join(
             f"{r['reference_seconds']:.2f}" for r in results) + " |",
