@@ -53,3 +53,8 @@ def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list | None = Non
     """The single value a query returns."""
     rows = con.execute(query, params or []).fetchall()
     return rows[0][0] if rows else None
+
+
+def parquet_columns(con: duckdb.DuckDBPyConnection, path: Path | str) -> list[str]:
+    """The column names of a Parquet file, in order (read from its footer, no rows scanned)."""
+    return [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)})").fetchall()]

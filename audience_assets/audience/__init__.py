@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from audience_assets.config import Audience
-from audience_assets.duck import DIGEST_PARQUET, sql_path
+from audience_assets.duck import DIGEST_PARQUET, parquet_columns, sql_path
 from audience_assets.identity.sql import q
 
 MAX_CHUNK_ROWS = 10_000
@@ -73,7 +73,7 @@ def suppressed_customers_sql(con: duckdb.DuckDBPyConnection, customers: Path, su
     if suppression is None:
         return "SELECT CAST(NULL AS VARCHAR) AS customer_id WHERE FALSE"
     c, s = _parquet(customers), _parquet(suppression)
-    columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {c}").fetchall()}
+    columns = set(parquet_columns(con, customers))
     parts = [f"SELECT customer_id FROM {s} WHERE customer_id IS NOT NULL"]
     parts += [f"SELECT c.customer_id FROM {c} c JOIN {s} s ON c.{k} = s.{col}"
               for k, col in (("EMAIL", "hashed_email"), ("PHONE", "hashed_phone")) if k in columns]

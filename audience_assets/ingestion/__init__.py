@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from audience_assets.config import FileContract
-from audience_assets.duck import sql_path
+from audience_assets.duck import parquet_columns, sql_path
 from audience_assets.identity import sql as idsql
 from audience_assets.identity.rules import HEX64, STANDARD_COLUMNS, re2
 
@@ -77,7 +77,7 @@ def _q(name: str) -> str:
 
 def _header(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract) -> list[str]:
     if contract.format == "parquet":
-        return [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)})").fetchall()]
+        return parquet_columns(con, path)
     if contract.format == "jsonl":
         rows = con.execute(
             f"SELECT DISTINCT unnest(json_keys(line::JSON)) FROM {_json_lines(path, contract)} WHERE json_valid(line) "

@@ -25,7 +25,7 @@ from audience_assets.cleanroom.local import AnalysisTemplate, LocalCollaboration
 from audience_assets.cleanroom.protected_query import Finished, Polling, ProtectedQueryFailed
 from audience_assets.cleanroom.rules import ConfiguredTable
 from audience_assets.config import ProjectConfig
-from audience_assets.duck import connect, sql_path
+from audience_assets.duck import connect, parquet_columns, sql_path
 from audience_assets.resources.storage import Storage
 
 __all__ = ["AwsCleanRoom", "CleanRoom", "LocalCleanRoom", "MatchResult", "ProtectedQueryFailed"]
@@ -106,7 +106,7 @@ def _partner_table(stack: contextlib.ExitStack, storage: Storage, partner: str) 
     published by an earlier version has no `partner_identity`): a query would fail with no usable message."""
     path = stack.enter_context(storage.local_copy(layout.partner_table(partner)))
     with connect() as con:
-        present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)})").fetchall()}
+        present = set(parquet_columns(con, path))
     missing = [c for c in PARTNER_COLUMNS if c not in present]
     if missing:
         raise ValueError(f"the clean-room table of {partner} ({layout.partner_table(partner)}) has no column "
