@@ -18,12 +18,14 @@ from audience_assets.assets.reporting import build_reporting_assets
 from audience_assets.config import ProjectConfig, load_config
 from audience_assets.demo import ensure_demo_data
 from audience_assets.jobs import build_jobs, build_replay_job, build_retention_job
+from audience_assets.meta.sandbox import Faults
 from audience_assets.resources import AwsCleanRoom, LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
 from audience_assets.resources.metrics import CloudWatchMetrics, PrometheusFileMetrics
 from audience_assets.sensors import build_dead_letter_sensor, build_landing_zone_sensor
 from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
 
 SANDBOX_STATE = "meta_sandbox/graph.sqlite"
+SANDBOX_SETTLE_SECONDS = 20.0  # a demo does not wait ten minutes on a session the sandbox leaves open
 METRICS_FILE = "metrics/audience_assets.prom"
 
 
@@ -46,18 +48,24 @@ def build_resources(settings: Settings, config: ProjectConfig | None = None) -> 
             dg.EnvVar("CLEANROOMS_ANALYSIS_TEMPLATE_ARN") if settings.cleanrooms_template_set else None))
     else:  # no collaboration yet: the local engine enforces the same rules inside the run, over the same store
         clean_room = LocalCleanRoom()
+    # the first back-off after a throttle is a fifteenth of the longest wait: 60 s at the default 900 s
+    upload = {"api_version": settings.meta_api_version, "upload_deadline_seconds": settings.meta_upload_deadline_seconds,
+              "throttle_max_seconds": settings.meta_throttle_max_seconds,
+              "throttle_base_seconds": min(60.0, settings.meta_throttle_max_seconds / 15)}
     if meta_sandbox(settings, config):
+        Faults.parse(settings.meta_sandbox_faults)  # a bad profile fails here, at load, naming the variable
         meta = MetaAudiences(access_token=SANDBOX_TOKEN, ad_account_id=SANDBOX_AD_ACCOUNT,
-                             sandbox_state=str(settings.data_dir / SANDBOX_STATE), api_version=settings.meta_api_version)
+                             sandbox_state=str(settings.data_dir / SANDBOX_STATE), sandbox_faults=settings.meta_sandbox_faults,
+                             settle_seconds=SANDBOX_SETTLE_SECONDS, **upload)
     elif config is not None and config.multi_tenant:  # each tenant brings its ad account and token variable
         meta = MetaAudiences(app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
-                             graph_url=settings.meta_graph_url, api_version=settings.meta_api_version)
+                             graph_url=settings.meta_graph_url, **upload)
     else:
         token = ({"access_token_secret_id": dg.EnvVar("META_ACCESS_TOKEN_SECRET_ID")} if settings.meta_token_secret_set
                  else {"access_token": dg.EnvVar("META_ACCESS_TOKEN")})
         meta = MetaAudiences(**token, ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
                              app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
-                             graph_url=settings.meta_graph_url, api_version=settings.meta_api_version)
+                             graph_url=settings.meta_graph_url, **upload)
     metrics = (CloudWatchMetrics(namespace=settings.metrics_namespace) if settings.env == "aws"
                else PrometheusFileMetrics(path=str(settings.data_dir / METRICS_FILE)))
     return {"storage": storage, "clean_room": clean_room, "meta": meta, "metrics": metrics}

@@ -33,6 +33,9 @@ class Settings:
     metrics_namespace: str = "AudienceAssets"  # AUDIENCE_METRICS_NAMESPACE: CloudWatch namespace (aws mode)
     cleanrooms_membership_set: bool = False  # CLEANROOMS_MEMBERSHIP_ID: aws mode matches in AWS Clean Rooms
     cleanrooms_template_set: bool = False  # CLEANROOMS_ANALYSIS_TEMPLATE_ARN: the default audience_match template
+    meta_upload_deadline_seconds: float = 3600.0  # META_UPLOAD_DEADLINE_SECONDS: an upload gives up (dead letters) after
+    meta_throttle_max_seconds: float = 900.0  # META_THROTTLE_MAX_SECONDS: the longest single wait on Meta
+    meta_sandbox_faults: str = ""  # META_SANDBOX_FAULTS: the built-in sandbox misbehaves like Meta (see Faults.parse)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -55,9 +58,27 @@ class Settings:
             cleanrooms_template_set=bool(env.get("CLEANROOMS_ANALYSIS_TEMPLATE_ARN")),
             metrics_namespace=env.get("AUDIENCE_METRICS_NAMESPACE") or "AudienceAssets",
             demo_data=(env.get("AUDIENCE_DEMO_DATA", "1").strip().lower() not in ("0", "false", "no")),
+            meta_upload_deadline_seconds=_number(env, "META_UPLOAD_DEADLINE_SECONDS", 3600.0, low=60.0, high=86400.0),
+            meta_throttle_max_seconds=_number(env, "META_THROTTLE_MAX_SECONDS", 900.0, low=1.0, high=3600.0),
+            meta_sandbox_faults=env.get("META_SANDBOX_FAULTS", "").strip(),
         )
 
     @property
     def meta_sandbox(self) -> bool:
         """No token configured: talk to the built-in Graph API sandbox."""
         return not (self.meta_token_set or self.meta_token_secret_set)
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    """A number of seconds from `name`, or `default`; anything else fails naming the variable and the range."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; expected seconds from {low:g} to {high:g}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name}={raw!r} is out of range; expected seconds from {low:g} to {high:g}")
+    return value
+

@@ -178,7 +178,8 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         try:
             delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account(config.tenant(tenant)),
                                concurrency=meta.upload_concurrency, run_id=context.run.run_id,
-                               extra_fields=["sandbox_member_count"] if meta.sandbox_state else [])
+                               extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
+                               report=context.log.info, settle_seconds=meta.settle_seconds)
         except Exception as error:  # every failed upload counts (the failed-upload alarm watches it), whatever failed
             try:
                 metrics.publish({"upload_failures": 1, "throttled_requests": client.stats.throttled}, tenant=tenant,
@@ -188,7 +189,10 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             if not isinstance(error, UploadIncomplete):
                 raise
             dead = len(UploadLedger(storage, name, plan.upload_id).dead_letters())
-            raise dg.Failure(str(error), metadata={"upload_id": plan.upload_id, "dead_letters": dead}) from None
+            raise dg.Failure(str(error), metadata={
+                "upload_id": plan.upload_id, "dead_letters": dead, "api_requests": client.stats.requests,
+                "throttled_responses": client.stats.throttled, "seconds_waiting": round(client.pacer.waited, 1),
+                "longest_wait_seconds": round(client.pacer.longest_wait, 1)}) from None
         finally:
             client.close()
         result, state, audience_id, created = delivery.result, delivery.state, delivery.audience_id, delivery.created
@@ -207,9 +211,10 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             "approximate_count_lower_bound": state.get("approximate_count_lower_bound", -1),
             "approximate_count_upper_bound": state.get("approximate_count_upper_bound", -1),
             "operation_status": (state.get("operation_status") or {}).get("description", ""),
+            "batches_planned": result.batches_planned, "sessions_left_open": len(result.open_sessions),
             "api_requests": client.stats.requests, "api_retries": client.stats.retries,
-            "throttled_responses": client.stats.throttled, "seconds_waiting": round(client.stats.seconds_waiting, 1),
-            "seconds_paced": round(client.pacer.waited, 1),
+            "throttled_responses": client.stats.throttled, "seconds_waiting": round(client.pacer.waited, 1),
+            "longest_wait_seconds": round(client.pacer.longest_wait, 1),
         }
         if "sandbox_member_count" in state:
             metadata["sandbox_member_count"] = state["sandbox_member_count"]

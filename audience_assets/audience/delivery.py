@@ -76,11 +76,13 @@ def load_plan(storage: Storage, audience: str) -> UploadPlan | None:
 
 
 def deliver(storage: Storage, audience: str, spec: Audience, plan: UploadPlan, client: GraphClient, *,
-            ad_account_id: str, concurrency: int = 4, extra_fields: Sequence[str] = (), run_id: str = "") -> Delivery:
+            ad_account_id: str, concurrency: int = 4, extra_fields: Sequence[str] = (), run_id: str = "",
+            report: Callable[[str], None] | None = None, settle_seconds: float = 600.0) -> Delivery:
     """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
 
-    Raises `UploadIncomplete` when batches exhausted their retries (they are dead-lettered in the
-    ledger and the next run of the same plan re-sends exactly those)."""
+    `report` receives the upload's progress lines (at least every 30 s). Raises `UploadIncomplete` when
+    batches were not acknowledged (retries exhausted, or the deadline passed): they are dead-lettered in
+    the ledger and the next run of the same plan re-sends exactly those."""
     manager = AudienceManager(client, ad_account_id)
     audience_id, created = manager.ensure(spec.meta_name, description=spec.description,
                                           customer_file_source=spec.customer_file_source,
@@ -93,7 +95,7 @@ def deliver(storage: Storage, audience: str, spec: Audience, plan: UploadPlan, c
                 return JsonText(read_chunk_json(connection(), path, plan.schema))
 
         uploader = AudienceUploader(client, UploadLedger(storage, audience, plan.upload_id), read_chunk,
-                                    concurrency=concurrency)
+                                    concurrency=concurrency, report=report, settle_seconds=settle_seconds)
         result = uploader.run(audience_id, plan)
     confirmed_rows, digests = record_confirmed(storage, audience, plan)
     delivery = Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))

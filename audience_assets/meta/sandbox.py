@@ -19,8 +19,10 @@ import math
 import random
 import re
 import secrets
+import socket
 import sqlite3
 import string
+import struct
 import threading
 import time
 from collections import deque
@@ -112,14 +114,62 @@ def _row_keys(schema: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[lis
 
 @dataclasses.dataclass
 class Faults:
-    """Probabilities (0..1) of injected failures on API requests, drawn from a seeded generator."""
+    """Injected failures, drawn per API request from a seeded generator (probabilities 0..1).
+
+    `throttle_headers` says how an injected throttle's usage header reads, one drawn per throttle:
+    "estimate" (usage 100 %, access back in a minute), "regain0" (usage 100 %, estimate 0: Meta's header
+    promises nothing more) or "none" (no usage header at all)."""
 
     server_error: float = 0.0        # 500 with a transient Graph error (or an HTML page)
     timeout_before: float = 0.0      # the request is dropped before it is processed
     timeout_after: float = 0.0       # processed, then the response is lost: the nasty case
     throttle: float = 0.0            # an 80003 although the budget is not used up
+    reset: float = 0.0               # the connection is reset before the request is processed
+    slow: float = 0.0                # the answer comes `slow_seconds` late (drawn apart from the others)
+    slow_seconds: float = 2.0
+    throttle_headers: tuple[str, ...] = ("estimate",)
+    open_sessions: bool = False      # sessions still report "uploading" after their last batch
     delay_seconds: float = 0.0       # how long the HTTP server stalls before dropping a connection
     seed: int = 0
+
+    PROFILE_HELP = ("comma-separated: throttle:P, 5xx:P, timeout_before:P, timeout_after:P, reset:P, slow:P, "
+                    "slow_seconds:S, regain0, noheader, estimate, open_sessions, seed:N (P a probability 0..1)")
+
+    @classmethod
+    def parse(cls, profile: str, *, name: str = "META_SANDBOX_FAULTS") -> Faults:
+        """A fault profile such as "throttle:0.15,5xx:0.05,regain0,noheader,reset:0.02,slow:0.05"."""
+        rates = {"throttle": "throttle", "5xx": "server_error", "server_error": "server_error", "reset": "reset",
+                 "timeout_before": "timeout_before", "timeout_after": "timeout_after", "slow": "slow"}
+        values: dict[str, Any] = {}
+        headers: list[str] = []
+        for token in (t.strip() for t in profile.split(",")):
+            if not token:
+                continue
+            key, _, raw = token.partition(":")
+            try:
+                if key in rates and raw:
+                    rate = float(raw)
+                    if not 0 <= rate <= 1:
+                        raise ValueError(f"{raw} is not a probability")
+                    values[rates[key]] = rate
+                elif key == "slow_seconds" and raw:
+                    values["slow_seconds"] = float(raw)
+                elif key == "seed" and raw:
+                    values["seed"] = int(raw)
+                elif key in ("regain0", "estimate") and not raw:
+                    headers.append(key)
+                elif key == "noheader" and not raw:
+                    headers.append("none")
+                elif key == "open_sessions" and not raw:
+                    values["open_sessions"] = True
+                else:
+                    raise ValueError("unknown fault")
+            except ValueError as error:
+                raise ValueError(f"{name}: cannot read {token!r} ({error}); expected {cls.PROFILE_HELP}") from None
+        faults = cls(**values, **({"throttle_headers": tuple(headers)} if headers else {}))
+        if faults.server_error + faults.timeout_before + faults.timeout_after + faults.throttle + faults.reset > 1:
+            raise ValueError(f"{name}: the probabilities of 5xx, timeouts, throttles and resets add up to more than 1")
+        return faults
 
 
 @dataclasses.dataclass
@@ -138,10 +188,12 @@ class SandboxConfig:
 
 class GraphError(Exception):
     def __init__(self, status: int, code: int, message: str, *, subcode: int | None = None,
-                 error_type: str = "OAuthException", is_transient: bool | None = None, usage_minutes: int = 0):
+                 error_type: str = "OAuthException", is_transient: bool | None = None, usage_minutes: int = 0,
+                 usage_header: bool = True):
         super().__init__(message)
         self.status, self.code, self.subcode, self.message = status, code, subcode, message
         self.error_type, self.is_transient, self.usage_minutes = error_type, is_transient, usage_minutes
+        self.usage_header = usage_header  # an injected throttle may come without one
 
     def body(self) -> dict:
         error: dict[str, Any] = {"message": self.message, "type": self.error_type, "code": self.code,
@@ -159,6 +211,7 @@ class SandboxResponse:
     body: bytes
     headers: dict[str, str]
     drop: bool = False           # the adapter must not deliver a response (simulated timeout)
+    reset: bool = False          # ... and resets the connection instead of letting it time out
 
 
 _SCHEMA = """
@@ -209,6 +262,8 @@ class GraphSandbox:
         """An httpx transport that answers in-process (a dropped response raises ReadTimeout)."""
         def handler(request: httpx.Request) -> httpx.Response:
             response = self.handle(request.method, request.url.raw_path.decode(), dict(request.headers), request.content)
+            if response.reset:
+                raise httpx.RemoteProtocolError("sandbox: connection reset (injected)", request=request)
             if response.drop:
                 raise httpx.ReadTimeout("sandbox: response dropped (injected timeout)", request=request)
             return httpx.Response(response.status, headers=response.headers, content=response.body)
@@ -227,6 +282,8 @@ class GraphSandbox:
         fault = self._draw_fault()
         if fault == "timeout_before":
             return SandboxResponse(504, b"", {}, drop=True)
+        if fault == "reset":
+            return SandboxResponse(502, b"", {}, drop=True, reset=True)
         if fault == "server_error":
             if self._random.random() < 0.3:
                 return SandboxResponse(502, b"<html><body>502 Bad Gateway</body></html>", {"content-type": "text/html"})
@@ -265,16 +322,20 @@ class GraphSandbox:
                     self._persist_expiry(context["expired"])
                 if error.code == 80003:
                     self._bump("throttled")
-            response = self._json(error.status, error.body(), self._usage_headers(context["account"], error.usage_minutes))
+            headers = (self._usage_headers(context["account"], error.usage_minutes, throttled=error.code == 80003)
+                       if error.usage_header else {})
+            response = self._json(error.status, error.body(), headers)
         if fault == "timeout_after":
             response.drop = True
         return response
 
     def _draw_fault(self) -> str | None:
         f = self.config.faults
+        if f.slow and self._random.random() < f.slow:
+            time.sleep(f.slow_seconds)
         roll = self._random.random()
         for name, p in (("server_error", f.server_error), ("timeout_before", f.timeout_before),
-                        ("timeout_after", f.timeout_after), ("throttle", f.throttle)):
+                        ("timeout_after", f.timeout_after), ("throttle", f.throttle), ("reset", f.reset)):
             if roll < p:
                 return name
             roll -= p
@@ -352,21 +413,25 @@ class GraphSandbox:
         window = self.config.rate_limit_window_seconds
         while calls and calls[0] <= now - window:
             calls.popleft()
-        if forced or (limit is not None and len(calls) >= limit):
-            wait = calls[0] + window - now if limit is not None and len(calls) >= limit else 0.0
-            raise GraphError(400, 80003, "(#80003) There have been too many calls to this ad-account. Wait a bit and try again. "
-                                         "For more info, please refer to https://developers.facebook.com/docs/graph-api/overview/rate-limiting.",
-                             usage_minutes=max(0, math.ceil(wait / 60)))
+        message = ("(#80003) There have been too many calls to this ad-account. Wait a bit and try again. For more info, "
+                   "please refer to https://developers.facebook.com/docs/graph-api/overview/rate-limiting.")
+        if limit is not None and len(calls) >= limit:
+            wait = calls[0] + window - now
+            raise GraphError(400, 80003, message, usage_minutes=max(0, math.ceil(wait / 60)))
+        if forced:  # an injected throttle: its header reads as the profile says (see Faults)
+            kind = self._random.choice(self.config.faults.throttle_headers)
+            raise GraphError(400, 80003, message, usage_minutes=1 if kind == "estimate" else 0,
+                             usage_header=kind != "none")
         calls.append(now)
 
-    def _usage_headers(self, account: str | None, regain_minutes: int = 0) -> dict[str, str]:
+    def _usage_headers(self, account: str | None, regain_minutes: int = 0, *, throttled: bool = False) -> dict[str, str]:
         if account is None:
             return {}
         limit = self._limit(account)
         now = self.clock()
         calls = self._calls.get(account, deque())
         recent = sum(1 for t in calls if t > now - self.config.rate_limit_window_seconds)
-        pct = min(100, int(100 * recent / limit)) if limit else 0
+        pct = 100 if throttled else min(100, int(100 * recent / limit)) if limit else 0
         usage = {account.removeprefix("act_"): [{
             "type": "custom_audience", "call_count": pct, "total_cputime": pct // 2, "total_time": pct // 2,
             "estimated_time_to_regain_access": regain_minutes, "ads_api_access_tier": "standard_access"}]}
@@ -755,6 +820,8 @@ class GraphSandbox:
         data = []
         for row in cur.fetchall():
             s = dict(zip(cols, row))
+            if self.config.faults.open_sessions:  # as users report of Meta: done, yet still "uploading"
+                s["finished"] = 0
             stage = "finished" if s["finished"] else "uploading"
             data.append({"session_id": s["session_id"], "start_time": str(int(s["started"])),
                          "end_time": str(int(s["started"])) if s["finished"] else "0",
@@ -827,6 +894,10 @@ class SandboxServer:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 response = outer.handle(self.command, self.path, dict(self.headers.items()), body)
+                if response.reset:  # close with RST (linger 0), as a proxy or a load balancer may
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
                 if response.drop:
                     time.sleep(outer.config.faults.delay_seconds)
                     self.close_connection = True
@@ -864,3 +935,31 @@ class SandboxServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m audience_assets.meta.sandbox --state graph.sqlite --faults throttle:0.15,5xx:0.05,regain0`:
+    the sandbox as a Graph API on a loopback port (printed on the first line), for live-mode tests and
+    benchmarks: point META_GRAPH_URL at it and set META_ACCESS_TOKEN to `--token`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m audience_assets.meta.sandbox", description=main.__doc__)
+    parser.add_argument("--state", default=None, help="SQLite state file (default: in memory)")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="sandbox-token")
+    parser.add_argument("--account", default="act_1000000001")
+    parser.add_argument("--faults", default="", help=Faults.PROFILE_HELP)
+    parser.add_argument("--rate-limit", type=int, default=None, help="calls per window per ad account")
+    parser.add_argument("--window", type=float, default=3600.0, help="seconds of the rate window")
+    args = parser.parse_args(argv)
+    config = SandboxConfig(tokens={args.token: ["*"]}, ad_accounts={args.account: {"name": "Sandbox ad account",
+                                                                                    "tos_accepted": True}},
+                           faults=Faults.parse(args.faults, name="--faults"), rate_limit_calls=args.rate_limit,
+                           rate_limit_window_seconds=args.window)
+    server = GraphSandbox(args.state, config).serve(port=args.port)
+    print(server.url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,12 @@ in order, and respects the 90-minute window (finishing early and adding the rema
 outlive it). Add and remove batches go out with bounded concurrency. Every acknowledged batch is in the
 ledger before the next step; an ambiguous failure (timeout, lost connection) is reconciled against
 Meta's own session counters before anything is sent again.
+
+An upload has a deadline (`deadline_seconds`, an hour by default): a batch that cannot be acknowledged
+before it (Meta keeps throttling) is a dead letter saying so, and the next run sends it again. After a
+session's last batch, Meta's own report of the session is polled with back-off until it no longer says
+"uploading"; a session Meta leaves open past `settle_seconds` is recorded as such and reported, not
+waited on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any, Literal
 from audience_assets.meta.client import GraphClient, JsonText
 from audience_assets.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 from audience_assets.meta.ledger import UploadLedger
+from audience_assets.meta.pacer import DeadlineExceeded
+from audience_assets.meta.progress import UploadProgress
 
 log = logging.getLogger(__name__)
 Kind = Literal["add", "remove", "replace"]
@@ -31,6 +39,7 @@ AUDIENCE_FIELDS = ("id,name,subtype,customer_file_source,retention_days,descript
 AUTH_ERROR_CODES = frozenset({102, 104, 190})  # the token itself is missing, invalid or expired
 REPLACE_WINDOW_SECONDS = 90 * 60
 REPLACE_SAFETY_SECONDS = 5 * 60
+OPEN_SESSION_STAGES = frozenset({"uploading", "processing"})  # what Meta reports while a session is not done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +79,7 @@ class OperationResult:
     invalid_entry_samples: int = 0    # counted, never stored
     acknowledged_chunks: list[int] = dataclasses.field(default_factory=list)
     dead_letters: list[int] = dataclasses.field(default_factory=list)
+    session_stages: dict[int, str] = dataclasses.field(default_factory=dict)  # Meta's last word on each session
 
 
 @dataclasses.dataclass
@@ -77,14 +87,21 @@ class UploadResult:
     audience_id: str
     upload_id: str
     operations: list[OperationResult]
+    batches_planned: int = 0
+    reasons: list[str] = dataclasses.field(default_factory=list)  # why batches were dead-lettered (no rows)
 
     @property
     def dead_letters(self) -> int:
         return sum(len(op.dead_letters) for op in self.operations)
 
+    @property
+    def open_sessions(self) -> list[int]:
+        """Sessions Meta still reported uploading when the upload stopped waiting for them."""
+        return [sid for op in self.operations for sid, stage in op.session_stages.items() if stage in OPEN_SESSION_STAGES]
+
 
 class UploadIncomplete(RuntimeError):
-    """Some batches exhausted their retries; they are in the dead-letter record and the ledger resumes."""
+    """Some batches were not acknowledged; they are in the dead-letter record and the ledger resumes."""
 
 
 class AudienceManager:
@@ -167,26 +184,49 @@ class AudienceUploader:
 
     def __init__(self, client: GraphClient, ledger: UploadLedger, read_chunk: Callable[[Chunk], JsonText], *,
                  concurrency: int = 4, clock: Callable[[], float] = time.time,
-                 replace_window_seconds: float = REPLACE_WINDOW_SECONDS, reconcile_attempts: int = 6):
+                 replace_window_seconds: float = REPLACE_WINDOW_SECONDS, reconcile_attempts: int = 6,
+                 deadline_seconds: float | None = None, settle_seconds: float = 600.0, settle_first_seconds: float = 5.0,
+                 report: Callable[[str], None] | None = None, progress_every: float = 30.0):
         self.client, self.ledger, self.read_chunk = client, ledger, read_chunk
         self.concurrency, self.clock = max(1, concurrency), clock
         self.replace_window = replace_window_seconds
         self.reconcile_attempts = reconcile_attempts
+        self.deadline_seconds = client.retry.deadline_seconds if deadline_seconds is None else deadline_seconds
+        self.settle_seconds, self.settle_first = settle_seconds, settle_first_seconds
+        self.report = report or log.info
+        self.progress_every = progress_every
         self._lock = threading.Lock()
         self._dead_before: set[str] = set()
+        self._reasons: dict[str, None] = {}
+        self.progress: UploadProgress | None = None
 
     # ------------------------------------------------------------------ public
     def run(self, audience_id: str, plan: UploadPlan) -> UploadResult:
-        result = UploadResult(audience_id, plan.upload_id, [])
+        result = UploadResult(audience_id, plan.upload_id, [],
+                              batches_planned=sum(len(op.chunks) for op in plan.operations))
         self._dead_before = set(self.ledger.dead_letters())  # chunks an earlier run gave up on: sent again now
-        for operation in plan.operations:
-            if operation.kind == "replace":
-                result.operations.append(self._replace(audience_id, plan, operation))
-            else:
-                result.operations.append(self._add_or_remove(audience_id, plan, operation))
+        self._reasons = {}
+        self.progress = UploadProgress(f"upload {plan.upload_id[:12]} to audience {audience_id}", self.client.pacer,
+                                       self.report, batches=result.batches_planned,
+                                       rows=sum(op.rows for op in plan.operations), every=self.progress_every)
+        self.client.deadline = self.client.clock() + self.deadline_seconds
+        try:
+            with self.progress.running():
+                for operation in plan.operations:
+                    if operation.kind == "replace":
+                        result.operations.append(self._replace(audience_id, plan, operation))
+                    else:
+                        result.operations.append(self._add_or_remove(audience_id, plan, operation))
+        finally:
+            self.client.deadline = None
+        result.reasons = list(self._reasons)
+        for sid in result.open_sessions:
+            self.report(f"Meta still reports upload session {sid} of audience {audience_id} as uploading after "
+                        f"{self.settle_seconds:,.0f} s; it is recorded in the ledger and not waited on")
         if result.dead_letters:
-            raise UploadIncomplete(f"{result.dead_letters} batch(es) of upload {plan.upload_id} exhausted their retries; "
-                                   "they are recorded as dead letters and the next run re-sends them")
+            raise UploadIncomplete(f"{result.dead_letters} of {result.batches_planned} batch(es) of upload {plan.upload_id} "
+                                   f"were not acknowledged ({'; '.join(result.reasons)}); they are recorded as dead "
+                                   "letters and the next run re-sends them")
         self.ledger.complete({"audience_id": audience_id, "operations": [dataclasses.asdict(op) for op in result.operations]})
         return result
 
@@ -208,6 +248,8 @@ class AudienceUploader:
                "num_invalid_entries": int(response.get("num_invalid_entries", 0) or 0),
                "invalid_entry_samples": len(samples), "acknowledged_at": self.clock()}
         self.ledger.acknowledge(kind, chunk.index, ack, session_id if per_session else None)
+        if self.progress is not None:
+            self.progress.acknowledged(chunk.rows)
         if f"{kind}-{chunk.index:06d}" in self._dead_before:
             self.ledger.clear_dead_letter(kind, chunk.index)
         with self._lock:
@@ -262,13 +304,42 @@ class AudienceUploader:
         raise MetaTransportError(f"a batch of session {session_id} failed {self.reconcile_attempts} times")
 
     def _dead_letter(self, op: OperationResult, kind: Kind, chunk: Chunk, error: Exception) -> None:
-        details = {"error_class": getattr(getattr(error, "error_class", None), "value", "transport"),
-                   "code": getattr(error, "code", None), "subcode": getattr(error, "subcode", None),
-                   "fbtrace_id": getattr(error, "fbtrace_id", None), "message": str(error)[:500], "rows": chunk.rows,
-                   "chunk_key": chunk.key}
+        error_class = ("deadline" if isinstance(error, DeadlineExceeded)
+                       else getattr(getattr(error, "error_class", None), "value", "transport"))
+        details = {"error_class": error_class, "code": getattr(error, "code", None),
+                   "subcode": getattr(error, "subcode", None), "fbtrace_id": getattr(error, "fbtrace_id", None),
+                   "message": str(error)[:500], "rows": chunk.rows, "chunk_key": chunk.key}
         self.ledger.dead_letter(kind, chunk.index, details)
+        reason = (f"the upload's deadline of {self.deadline_seconds:,.0f} s passed ({error})"
+                  if isinstance(error, DeadlineExceeded) else f"{error_class}: {str(error)[:200]}")
         with self._lock:
             op.dead_letters.append(chunk.index)
+            self._reasons.setdefault(reason, None)
+
+    def _resumed(self, acked: dict[int, dict[str, Any]]) -> None:
+        if self.progress is not None and acked:
+            self.progress.resumed(len(acked), sum(int(a.get("rows", 0)) for a in acked.values()))
+
+    def _settle(self, audience_id: str, session_id: int) -> str:
+        """Meta's last word on a session whose last batch was acknowledged: polled with back-off (from
+        `settle_first` seconds, doubling to a minute) while it says "uploading", for `settle_seconds` at most;
+        a session still open then is left to Meta (it closes sessions itself) and reported."""
+        pause, waited = self.settle_first, 0.0
+        while True:
+            try:
+                state = self._session_state(audience_id, session_id)
+            except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
+                log.warning("could not read session %s of audience %s: %s", session_id, audience_id, error)
+                return "unknown"
+            stage = str((state or {}).get("stage") or "unknown").lower()
+            if stage not in OPEN_SESSION_STAGES or waited + pause > self.settle_seconds:
+                return stage
+            try:
+                self.client.pacer.wait(pause, f"Meta still reports session {session_id} {stage}", self.client.deadline)
+            except DeadlineExceeded:
+                return stage
+            waited += pause
+            pause = min(pause * 2, 60.0)
 
     # ------------------------------------------------------------------ add / remove
     def _add_or_remove(self, audience_id: str, plan: UploadPlan, operation: Operation) -> OperationResult:
@@ -280,6 +351,7 @@ class AudienceUploader:
             op.num_invalid_entries = max(op.num_invalid_entries, ack.get("num_invalid_entries", 0))
         op.batches_resumed = len(acked)
         op.acknowledged_chunks = sorted(acked)
+        self._resumed(acked)
         pending = [c for c in operation.chunks if c.index not in acked]
         if not pending:
             return op
@@ -303,7 +375,7 @@ class AudienceUploader:
                     response = self._send_reconciled(audience_id, kind, body, received_before=before, rows=chunk.rows)
                 else:
                     response = self._send_once(audience_id, kind, body, idempotent=True)
-            except (MetaApiError, MetaTransportError) as error:
+            except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
                 if isinstance(error, MetaApiError) and error.error_class is ErrorClass.FATAL and error.code not in (100, 2650):
                     raise  # the token, the account or the audience is wrong: nothing else will work either
                 self._dead_letter(op, kind, chunk, error)
@@ -315,7 +387,11 @@ class AudienceUploader:
                 for future in [pool.submit(send, chunk, False) for chunk in middle]:
                     future.result()
         send(last, True)
-        self.ledger.save_session(kind, {**session, "finished": True})
+        finished = {**session, "finished": True}
+        if last.index in op.acknowledged_chunks:
+            stage = op.session_stages[session["session_id"]] = self._settle(audience_id, session["session_id"])
+            finished["meta_stage"] = stage
+        self.ledger.save_session(kind, finished)
         op.acknowledged_chunks.sort()
         return op
 
@@ -331,6 +407,7 @@ class AudienceUploader:
         if session and session.get("finished"):
             acked = self.ledger.acknowledged("replace", session["session_id"])
             op.batches_resumed, op.acknowledged_chunks = len(acked), sorted(acked)
+            self._resumed(acked)
             op.session_ids.append(session["session_id"])
             return self._finish_with_add(audience_id, plan, operation, op, set(acked))
         resuming = session is not None and now - session["started"] <= self.replace_window - REPLACE_SAFETY_SECONDS
@@ -342,6 +419,7 @@ class AudienceUploader:
         acked = self.ledger.acknowledged("replace", sid)
         op.batches_resumed = len(acked)
         op.acknowledged_chunks = sorted(acked)
+        self._resumed(acked)
         received = sum(a["rows"] for a in acked.values())
         for chunk in operation.chunks:
             if chunk.index in acked:
@@ -352,14 +430,20 @@ class AudienceUploader:
             meta_session = {"session_id": sid, "batch_seq": seq, "last_batch_flag": is_last or out_of_time,
                             "estimated_num_total": operation.rows}
             body = self._body(plan.schema, self.read_chunk(chunk), meta_session)
-            response = self._send_reconciled(audience_id, "replace", body, received_before=received, rows=chunk.rows,
-                                             check_first=resuming)
+            try:
+                response = self._send_reconciled(audience_id, "replace", body, received_before=received,
+                                                 rows=chunk.rows, check_first=resuming)
+            except DeadlineExceeded as error:  # the session stays open: the next run resumes it within its window
+                self._dead_letter(op, "replace", chunk, error)
+                return op
             resuming = False
             self._record(op, "replace", chunk, response, sid, seq, per_session=True)
             received += chunk.rows
             if out_of_time:
                 break
-        self.ledger.save_session("replace", {**session, "finished": True})
+        finished = {**session, "finished": True, "meta_stage": self._settle(audience_id, sid)}
+        op.session_stages[sid] = finished["meta_stage"]
+        self.ledger.save_session("replace", finished)
         done = set(self.ledger.acknowledged("replace", sid))
         return self._finish_with_add(audience_id, plan, operation, op, done)
 
@@ -376,5 +460,6 @@ class AudienceUploader:
             op.rows_sent += added.rows_sent
             op.acknowledged_chunks = sorted(set(op.acknowledged_chunks) | set(added.acknowledged_chunks))
             op.dead_letters += added.dead_letters
+            op.session_stages.update(added.session_stages)
         op.acknowledged_chunks.sort()
         return op

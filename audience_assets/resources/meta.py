@@ -2,7 +2,9 @@
 
 With `META_ACCESS_TOKEN` unset, definitions configure `sandbox_state` instead: the client then talks to
 the Graph API sandbox (in process, through an httpx transport) whose state lives in a SQLite file under
-the data directory, so the UI shows what "Meta" holds after each run.
+the data directory, so the UI shows what "Meta" holds after each run. `sandbox_faults`
+(`META_SANDBOX_FAULTS`) makes it throttle, fail and stall like Meta; its clock is a demo's, so the waits
+are scaled down with it (`SANDBOX_RETRY`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from pydantic import Field, PrivateAttr
 
 from audience_assets.config import Tenant
 from audience_assets.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL, GraphClient, RetryPolicy
-from audience_assets.meta.sandbox import GraphSandbox
+from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig
+
+# The sandbox answers at once and holds no hour-long budget: back-off starts at 1 s and never exceeds 15 s,
+# so a demo with META_SANDBOX_FAULTS shows the client riding out throttles in seconds, not minutes.
+SANDBOX_RETRY = {"throttle_base_seconds": 1.0, "throttle_max_seconds": 15.0, "transient_base_seconds": 0.5}
 
 
 class MetaAudiences(dg.ConfigurableResource):
@@ -34,18 +40,30 @@ class MetaAudiences(dg.ConfigurableResource):
     graph_url: str = DEFAULT_GRAPH_URL
     api_version: str = DEFAULT_API_VERSION
     sandbox_state: str | None = Field(default=None, description="SQLite file of the built-in sandbox; set = sandbox mode")
+    sandbox_faults: str = Field(default="", description="META_SANDBOX_FAULTS: the sandbox's fault profile")
     timeout_seconds: float = 60.0
     transient_attempts: int = 5
     upload_concurrency: int = 4
     throttle_base_seconds: float = 60.0
-    throttle_max_seconds: float = 900.0
+    throttle_max_seconds: float = Field(default=900.0, description="META_THROTTLE_MAX_SECONDS: the longest single wait")
     usage_window_seconds: float = 3600.0  # the rolling window Meta's usage headers report on
+    upload_deadline_seconds: float = Field(
+        default=3600.0, description="META_UPLOAD_DEADLINE_SECONDS: an upload not done by then fails with dead letters")
+    settle_seconds: float = Field(default=600.0, description="how long a session Meta leaves uploading is polled")
     _sandbox: GraphSandbox | None = PrivateAttr(default=None)
 
     def sandbox(self) -> GraphSandbox | None:
         if self.sandbox_state and self._sandbox is None:
-            self._sandbox = GraphSandbox(self.sandbox_state)
+            self._sandbox = GraphSandbox(self.sandbox_state, SandboxConfig(faults=Faults.parse(self.sandbox_faults)))
         return self._sandbox
+
+    def retry(self) -> RetryPolicy:
+        scaled = SANDBOX_RETRY if self.sandbox_state else {}
+        return RetryPolicy(**{"timeout_seconds": self.timeout_seconds, "transient_attempts": self.transient_attempts,
+                              "throttle_base_seconds": self.throttle_base_seconds,
+                              "throttle_max_seconds": self.throttle_max_seconds,
+                              "usage_window_seconds": self.usage_window_seconds,
+                              "deadline_seconds": self.upload_deadline_seconds, **scaled})
 
     def ad_account(self, tenant: Tenant | None = None) -> str:
         """The ad account a tenant's audiences are written to (never another tenant's)."""
@@ -87,11 +105,7 @@ class MetaAudiences(dg.ConfigurableResource):
                                                                             "tos_accepted": True})
         return GraphClient(access_token=self.token(tenant), base_url=self.graph_url, api_version=self.api_version,
                            app_secret=self.app_secret, transport=sandbox.transport() if sandbox else None,
-                           retry=RetryPolicy(timeout_seconds=self.timeout_seconds,
-                                             transient_attempts=self.transient_attempts,
-                                             throttle_base_seconds=self.throttle_base_seconds,
-                                             throttle_max_seconds=self.throttle_max_seconds,
-                                             usage_window_seconds=self.usage_window_seconds))
+                           retry=self.retry())
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._sandbox is not None:

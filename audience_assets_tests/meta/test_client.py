@@ -29,6 +29,7 @@ import pytest
 
 from audience_assets.meta.client import GraphClient, JsonText, RetryPolicy, encode_body
 from audience_assets.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
+from audience_assets.meta.pacer import DeadlineExceeded
 from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
 from audience_assets.meta.sync import AudienceManager
 
@@ -82,9 +83,10 @@ class RecordingSandbox(GraphSandbox):
 class FakeTime:
     """One clock for the sandbox and the client; the client's `sleep` records the wait and moves the clock."""
 
-    def __init__(self) -> None:
+    def __init__(self, waits: list[float] | None = None, during_sleep: Any = None) -> None:
         self.now = 1_750_000_000.0
-        self.waits: list[float] = []
+        self.waits: list[float] = waits if waits is not None else []
+        self.during_sleep = during_sleep  # called on each sleep: the world changes while the client waits
 
     def __call__(self) -> float:
         return self.now
@@ -92,6 +94,8 @@ class FakeTime:
     def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
         self.now += seconds
+        if self.during_sleep is not None:
+            self.during_sleep(seconds)
 
 
 def sandbox_config(**changes: Any) -> SandboxConfig:
@@ -104,13 +108,12 @@ def sandbox_config(**changes: Any) -> SandboxConfig:
 
 def make_client(url: str, *, token: str = TOKEN, waits: list[float] | None = None, app_secret: str | None = None,
                 clock: FakeTime | None = None, **retry: Any) -> GraphClient:
+    """A client on a fake clock: its waits are recorded (in `waits`, or the clock's) and move the clock."""
     policy = RetryPolicy(**{"timeout_seconds": 5.0, "transient_attempts": 4, "transient_base_seconds": 2.0,
-                            "throttle_attempts": 4, "throttle_base_seconds": 30.0, **retry})
-    if clock is not None:
-        return GraphClient(access_token=token, base_url=url, app_secret=app_secret, retry=policy,
-                           sleep=clock.sleep, clock=clock, seed=7)
-    record = waits.append if waits is not None else (lambda seconds: None)
-    return GraphClient(access_token=token, base_url=url, app_secret=app_secret, retry=policy, sleep=record, seed=7)
+                            "throttle_base_seconds": 30.0, **retry})
+    clock = clock or FakeTime(waits)
+    return GraphClient(access_token=token, base_url=url, app_secret=app_secret, retry=policy,
+                       sleep=clock.sleep, clock=clock, seed=7)
 
 
 def raw(sandbox: GraphSandbox) -> httpx.Client:
@@ -298,12 +301,12 @@ def test_transient_server_errors_are_retried_until_the_outage_ends():
     sandbox = GraphSandbox(config=sandbox_config(faults=Faults(server_error=1.0, seed=1)))
     waits: list[float] = []
 
-    def sleep(seconds: float) -> None:  # the outage ends while the client waits
-        waits.append(seconds)
+    def outage_ends(seconds: float) -> None:  # the outage ends while the client waits
         sandbox.config.faults.server_error = 0.0
 
+    clock = FakeTime(waits, during_sleep=outage_ends)
     with serving(sandbox) as server:
-        client = GraphClient(access_token=TOKEN, base_url=server.url, sleep=sleep, seed=7,
+        client = GraphClient(access_token=TOKEN, base_url=server.url, sleep=clock.sleep, clock=clock, seed=7,
                              retry=RetryPolicy(timeout_seconds=5, transient_base_seconds=2.0))
         result = client.post(f"{ACCOUNT}/customaudiences", {"name": "after outage", **CREATE})
         client.close()
@@ -365,18 +368,18 @@ def test_throttles_wait_the_estimated_time_to_regain_access():
     assert fake.now - started >= 300
 
 
-def test_throttles_without_an_estimate_back_off_exponentially():
-    """An 80003 without estimated_time_to_regain_access backs off 30 s, 60 s, 120 s (± 20 %), then raises a
-    THROTTLED error."""
-    sandbox = GraphSandbox(config=sandbox_config(faults=Faults(throttle=1.0)))
+def test_throttles_without_an_estimate_back_off_exponentially_until_the_deadline():
+    """An 80003 without estimated_time_to_regain_access pauses 30 s, 60 s, 120 s, 240 s (± 20 %): retried until
+    the next pause would pass the call's deadline, which then fails with what it was waiting for."""
+    sandbox = GraphSandbox(config=sandbox_config(faults=Faults(throttle=1.0, throttle_headers=("none",))))
     waits: list[float] = []
     with serving(sandbox) as server:
-        client = make_client(server.url, waits=waits, throttle_attempts=4, throttle_base_seconds=30.0)
-        with pytest.raises(MetaApiError) as caught:
+        client = make_client(server.url, waits=waits, throttle_base_seconds=30.0, deadline_seconds=600)
+        with pytest.raises(DeadlineExceeded, match=r"throttled by Meta \(code 80003\).*no estimate from Meta") as caught:
             client.get(f"{ACCOUNT}/customaudiences")
         client.close()
-    assert caught.value.code == 80003 and caught.value.error_class is ErrorClass.THROTTLED
-    assert client.stats.throttled == 4 and len(waits) == 3
+    assert "would pass the deadline" in str(caught.value)
+    assert client.stats.throttled == 5 and len(waits) == 4
     for n, wait in enumerate(waits):
         assert 0.8 * 30 * 2 ** n <= wait <= 1.2 * 30 * 2 ** n
 
@@ -389,11 +392,11 @@ def test_a_busy_audience_is_waited_out_like_a_throttle(sandbox: RecordingSandbox
     assert replace(1, False).status_code == 200
     waits: list[float] = []
 
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        assert replace(2, True).status_code == 200  # the other upload finishes meanwhile
+    def other_upload_finishes(seconds: float) -> None:
+        assert replace(2, True).status_code == 200
 
-    client = GraphClient(access_token=TOKEN, base_url=server.url, sleep=sleep, seed=7,
+    clock = FakeTime(waits, during_sleep=other_upload_finishes)
+    client = GraphClient(access_token=TOKEN, base_url=server.url, sleep=clock.sleep, clock=clock, seed=7,
                          retry=RetryPolicy(timeout_seconds=5, throttle_base_seconds=30.0))
     response = client.post(f"{audience_id}/users", users_body(["late"]))
     client.close()
@@ -583,12 +586,12 @@ def test_errors_from_the_sandbox_carry_no_token_or_secret():
     with serving(sandbox) as server:
         errors: list[BaseException] = []
         for token, secret in ((TOKEN, APP_SECRET), ("tok-Unknown-999999", APP_SECRET), (TOKEN, "appsecret-Wrong-777")):
-            client = make_client(server.url, token=token, app_secret=secret, throttle_attempts=1)
-            with pytest.raises(MetaApiError) as caught:
+            client = make_client(server.url, token=token, app_secret=secret, deadline_seconds=1)
+            with pytest.raises((MetaApiError, DeadlineExceeded)) as caught:
                 client.get(ACCOUNT)
             client.close()
             errors.append(caught.value)
-    assert [e.code for e in errors] == [80003, 190, 100]
+    assert [getattr(e, "code", "80003" in str(e) and 80003) for e in errors] == [80003, 190, 100]
     for error in errors:
         assert_no_secrets(error, TOKEN, APP_SECRET, "tok-Unknown-999999", "appsecret-Wrong-777", proof())
 

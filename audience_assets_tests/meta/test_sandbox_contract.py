@@ -1035,15 +1035,66 @@ def test_server_errors_are_transient_500s_or_html_edge_pages(clock: Clock):
     assert api.sandbox.audience_id("s0") is None
 
 
-def test_throttle_fault_is_80003_without_spending_the_budget(clock: Clock):
-    """Fault throttle: an 80003 with the usage header (no estimate) although budget remains; nothing applied."""
-    sandbox = GraphSandbox(config=config(rate_limit_calls=10, faults=Faults(throttle=1.0)), clock=clock)
+@pytest.mark.parametrize(("kind", "regain"), [("estimate", 1), ("regain0", 0), ("none", None)])
+def test_throttle_fault_is_80003_without_spending_the_budget(clock: Clock, kind: str, regain: int | None):
+    """Fault throttle: an 80003 although budget remains, nothing applied and nothing counted. Its usage header
+    reads 100 % with an estimate of a minute, 100 % with an estimate of 0 (Meta promises no more), or is absent."""
+    sandbox = GraphSandbox(config=config(rate_limit_calls=10, faults=Faults(throttle=1.0, throttle_headers=(kind,))),
+                           clock=clock)
     api = Api(sandbox)
     response = api.post(f"{ACCOUNT}/customaudiences", {"name": "t", **CREATE})
     assert_error(response, 400, 80003)
-    assert usage(response)["estimated_time_to_regain_access"] == 0 and usage(response)["call_count"] == 0
+    if regain is None:
+        assert "x-business-use-case-usage" not in response.headers and "x-app-usage" not in response.headers
+    else:
+        assert usage(response)["estimated_time_to_regain_access"] == regain and usage(response)["call_count"] == 100
     assert sandbox.audience_id("t") is None
     assert sandbox.counter("throttled") == 1
+    sandbox.config.faults.throttle = 0.0
+    assert usage(api.get(ACCOUNT))["call_count"] == 10  # the refused call spent nothing: this is the first of 10
+
+
+def test_reset_fault_closes_the_connection_unprocessed(clock: Clock):
+    """Fault reset: the connection is reset with no answer, in process and over real HTTP; nothing applied."""
+    api = Api(GraphSandbox(config=config(faults=Faults(reset=1.0)), clock=clock))
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post(f"{ACCOUNT}/customaudiences", {"name": "reset", **CREATE})
+    with api.sandbox.serve() as server, httpx.Client(base_url=server.url, timeout=5) as http:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            http.post(f"/v25.0/{ACCOUNT}/customaudiences", json={"name": "reset", **CREATE},
+                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert api.sandbox.audience_id("reset") is None
+
+
+def test_slow_fault_answers_late_and_correctly(clock: Clock):
+    """Fault slow: the answer comes `slow_seconds` late (wall time), and is the normal answer."""
+    api = Api(GraphSandbox(config=config(faults=Faults(slow=1.0, slow_seconds=0.2)), clock=clock))
+    started = time.monotonic()
+    response = api.post(f"{ACCOUNT}/customaudiences", {"name": "slow", **CREATE})
+    assert time.monotonic() - started >= 0.2
+    assert response.status_code == 200 and api.sandbox.audience_id("slow") == response.json()["id"]
+
+
+def test_open_sessions_fault_keeps_finished_sessions_uploading(api: Api, audience: str):
+    """Fault open_sessions: a session whose last batch arrived still reads "uploading" with end_time 0, as
+    users report of Meta (facebook-java-business-sdk #492); its rows are applied all the same."""
+    api.users(audience, emails("a"), session={"session_id": 77, "batch_seq": 1, "last_batch_flag": True})
+    api.sandbox.config.faults.open_sessions = True
+    [session] = api.get(f"{audience}/sessions", params={"session_id": "77"}).json()["data"]
+    assert (session["stage"], session["end_time"], session["num_received"]) == ("uploading", "0", "1")
+    assert api.sandbox.member_keys(audience) == email_keys("a")
+
+
+def test_a_fault_profile_reads_like_the_environment_variable():
+    """META_SANDBOX_FAULTS: rates, header kinds and flags; a bad token names the variable and the grammar."""
+    faults = Faults.parse("throttle:0.15,5xx:0.05,regain0,noheader,reset:0.02,slow:0.05,slow_seconds:0.5,"
+                          "timeout_after:0.01,open_sessions,seed:9")
+    assert (faults.throttle, faults.server_error, faults.reset, faults.slow, faults.slow_seconds) == (0.15, 0.05, 0.02, 0.05, 0.5)
+    assert faults.throttle_headers == ("regain0", "none") and faults.open_sessions and faults.timeout_after == 0.01
+    assert faults.seed == 9 and Faults.parse("") == Faults()
+    for bad in ("throttle:2", "throttle", "bogus", "5xx:0.6,throttle:0.6"):
+        with pytest.raises(ValueError, match="META_SANDBOX_FAULTS"):
+            Faults.parse(bad)
 
 
 def test_faults_are_reproducible_from_the_seed(clock: Clock):

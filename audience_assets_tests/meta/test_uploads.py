@@ -26,7 +26,7 @@ from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig
 from audience_assets.resources import LocalStorage
 from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets_tests.conftest import REPO
-from audience_assets_tests.meta.uploads import expected_members, plan, spec
+from audience_assets_tests.meta.uploads import FakeClock, expected_members, plan, spec
 
 pytestmark = pytest.mark.slow
 AUDIENCE = "test_audience"
@@ -36,10 +36,10 @@ SEED = 2  # a fault sequence that lets the lookups through and then dead-letters
 # ##### HELPERS
 
 def client_for(url: str, waits: list[float] | None = None) -> GraphClient:
-    """A client that records its back-off waits instead of sleeping them (the test needs no wall time)."""
-    record = waits.append if waits is not None else (lambda seconds: None)
-    return GraphClient(access_token=SANDBOX_TOKEN, base_url=url, sleep=record, seed=1,
-                       retry=RetryPolicy(timeout_seconds=5, transient_attempts=12, throttle_attempts=20))
+    """A client on a fake clock: its waits are recorded and move the clock (the test needs no wall time)."""
+    clock = FakeClock(waits)
+    return GraphClient(access_token=SANDBOX_TOKEN, base_url=url, sleep=clock.sleep, clock=clock, seed=1,
+                       retry=RetryPolicy(timeout_seconds=5, transient_attempts=12))
 
 
 def sync(storage: LocalStorage, url: str, mode: str, ids, *, chunk_rows: int = 10_000, waits=None):
@@ -152,9 +152,10 @@ def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: 
     upload = plan(storage, AUDIENCE, audience_spec, ids)
     flaky = GraphSandbox(state, SandboxConfig(faults=Faults(server_error=0.5, seed=SEED)))
     with flaky.serve() as server:  # one batch at a time, so the seeded faults fall on the same requests every run
-        client = GraphClient(access_token=SANDBOX_TOKEN, base_url=server.url, sleep=lambda s: None,
+        clock = FakeClock()
+        client = GraphClient(access_token=SANDBOX_TOKEN, base_url=server.url, sleep=clock.sleep, clock=clock,
                              retry=RetryPolicy(transient_attempts=2, timeout_seconds=5))
-        with pytest.raises(UploadIncomplete, match="exhausted their retries"):
+        with pytest.raises(UploadIncomplete, match="were not acknowledged"):
             deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT, concurrency=1)
         client.close()
     flaky.close()

@@ -4,6 +4,7 @@ exactly as the assets do it (audience.plan_upload -> delivery.store_plan -> deli
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +18,27 @@ from audience_assets.resources.storage import Storage
 from audience_assets_tests.oracle import canonical_row_key
 
 KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
+
+
+class FakeClock:
+    """A client's clock in tests: `sleep` records the wait and moves the clock, so no wall time passes.
+    Thread-safe; concurrent sleeps add up (a pessimistic clock, never a stuck one)."""
+
+    def __init__(self, waits: list[float] | None = None, start: float = 1_000_000.0):
+        self.now, self.waits = start, waits if waits is not None else []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+            self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
 
 
 def spec(mode: str, name: str = "Upload test", chunk_rows: int = 10_000) -> Audience:
