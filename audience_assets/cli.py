@@ -16,11 +16,11 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from audience_assets.cleanroom import collaboration
-from audience_assets.config import ProjectConfig, load_config
+from audience_assets.core.cleanroom import collaboration
+from audience_assets.core.config import ProjectConfig, load_config
 from audience_assets.definitions import build_assets, build_resources
-from audience_assets.demo import ensure_demo_data
-from audience_assets.settings import Settings
+from audience_assets.core.demo import ensure_demo_data
+from audience_assets.core.settings import Settings
 
 STAGES = (  # (asset keys, partitioned by)
     (["first_party_customers", "suppression_list", "clean_room_first_party_table"], None),

@@ -15,14 +15,14 @@ from audience_assets.assets.activation import build_activation_assets
 from audience_assets.assets.clean_room import build_clean_room_assets
 from audience_assets.assets.ingest import build_ingest_assets
 from audience_assets.assets.reporting import build_reporting_assets
-from audience_assets.config import ProjectConfig, load_config
-from audience_assets.demo import ensure_demo_data
+from audience_assets.core.config import ProjectConfig, load_config
+from audience_assets.core.demo import ensure_demo_data
 from audience_assets.jobs import build_jobs, build_replay_job, build_retention_job
-from audience_assets.meta.sandbox import Faults
+from audience_assets.standins.graph_sandbox import Faults
 from audience_assets.resources import AwsCleanRoom, LocalCleanRoom, LocalStorage, MetaAudiences, S3Storage
-from audience_assets.resources.metrics import CloudWatchMetrics, PrometheusFileMetrics
+from audience_assets.resources.metrics import CloudWatch, PrometheusFile
 from audience_assets.sensors import build_dead_letter_sensor, build_landing_zone_sensor
-from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
+from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
 
 SANDBOX_STATE = "meta_sandbox/graph.sqlite"
 SANDBOX_SETTLE_SECONDS = 20.0  # a demo does not wait ten minutes on a session the sandbox leaves open
@@ -66,8 +66,8 @@ def build_resources(settings: Settings, config: ProjectConfig | None = None) -> 
         meta = MetaAudiences(**token, ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
                              app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
                              graph_url=settings.meta_graph_url, **upload)
-    metrics = (CloudWatchMetrics(namespace=settings.metrics_namespace) if settings.env == "aws"
-               else PrometheusFileMetrics(path=str(settings.data_dir / METRICS_FILE)))
+    metrics = (CloudWatch(namespace=settings.metrics_namespace) if settings.env == "aws"
+               else PrometheusFile(path=str(settings.data_dir / METRICS_FILE)))
     return {"storage": storage, "clean_room": clean_room, "meta": meta, "metrics": metrics}
 
 

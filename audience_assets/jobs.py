@@ -5,9 +5,9 @@ import json
 
 import dagster as dg
 
-from audience_assets import layout
-from audience_assets.config import ProjectConfig
-from audience_assets.ingestion.retention import delete_expired_exports
+from audience_assets.core import layout
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.ingestion.retention import delete_expired_exports
 from audience_assets.resources.storage import Storage
 
 PARTNER_DATA_JOB = "partner_data_job"
@@ -32,7 +32,7 @@ def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDe
 
     @dg.op(description=f"Delete first-party exports under {prefix} older than {keep_days} days.")
     def delete_expired_first_party_exports(context: dg.OpExecutionContext, storage: Storage) -> None:
-        deleted = delete_expired_exports(storage, prefix, keep_days=keep_days)
+        deleted = delete_expired_exports(storage.store(), prefix, keep_days=keep_days)
         context.log.info(f"retention: {len(deleted)} export(s) older than {keep_days} days deleted")
         context.log_event(dg.AssetObservation(asset_key="first_party_customers",
                                               metadata={"exports_deleted": len(deleted), "retention_days": keep_days}))
@@ -52,8 +52,9 @@ def build_replay_job(assets: list[dg.AssetsDefinition], resources: dict) -> dg.J
     @dg.op(description="Re-run the assets of every dead-lettered run; clear the entries that succeed.")
     def replay_dead_letters(context: dg.OpExecutionContext, storage: Storage) -> None:
         replayed = cleared = 0
-        for obj in list(storage.list(layout.DEAD_LETTER_RUNS)):
-            entry = json.loads(storage.get_bytes(obj.key) or b"{}")
+        store = storage.store()
+        for obj in list(store.list(layout.DEAD_LETTER_RUNS)):
+            entry = json.loads(store.get_bytes(obj.key) or b"{}")
             selection = [a for a in entry.get("assets", []) if any(a == k.to_user_string() for d in assets for k in d.keys)]
             if not selection:
                 continue
@@ -62,7 +63,7 @@ def build_replay_job(assets: list[dg.AssetsDefinition], resources: dict) -> dg.J
                                     resources=resources, instance=context.instance, raise_on_error=False,
                                     tags={"audience_assets/replay_of": entry["run_id"]})
             if result.success:
-                storage.delete(obj.key)
+                store.delete(obj.key)
                 cleared += 1
             context.log.info(f"replay of run {entry['run_id']} ({', '.join(selection)}): "
                              f"{'succeeded' if result.success else 'failed again'}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from audience_assets.config import ProjectConfig
+from audience_assets.core.config import ProjectConfig
 
 
 def partner_partitions(config: ProjectConfig) -> dg.StaticPartitionsDefinition:

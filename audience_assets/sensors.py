@@ -25,12 +25,13 @@ import os
 import dagster as dg
 import httpx
 
-from audience_assets import layout
+from audience_assets.core import layout
 
-from audience_assets.config import ProjectConfig
-from audience_assets.ingestion.sources import is_delivery
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.ingestion.sources import is_delivery
 from audience_assets.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
-from audience_assets.resources.storage import Storage, StoredObject
+from audience_assets.core.store import Store, StoredObject
+from audience_assets.resources.storage import Storage
 
 OVERLAP = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 500
@@ -85,10 +86,10 @@ class LandingCursor:
             self.recent = {k: v for k, v in self.recent.items() if v[1] >= horizon}
 
 
-def new_deliveries(storage: Storage, targets: list[Target], cursor: LandingCursor,
+def new_deliveries(store: Store, targets: list[Target], cursor: LandingCursor,
                    limit: int | None = None) -> list[tuple[StoredObject, Target]]:
     """The oldest `limit` deliveries not handed out yet, marked as handed out in `cursor`."""
-    found = [(obj, target) for target in targets for obj in storage.list(target.prefix)
+    found = [(obj, target) for target in targets for obj in store.list(target.prefix)
              if is_delivery(obj) and cursor.is_new(obj)]
     found.sort(key=lambda pair: (pair[0].last_modified, pair[0].key))
     chosen = found[:limit or MAX_RUNS_PER_TICK]
@@ -107,7 +108,7 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list) -> dg.SensorDef
                            "suppression); run key = object key @ version, so nothing runs twice.")
     def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: Storage) -> dg.SensorResult:
         cursor = LandingCursor.parse(context.cursor)
-        chosen = new_deliveries(storage, targets, cursor)
+        chosen = new_deliveries(storage.store(), targets, cursor)
         requests = [dg.RunRequest(run_key=f"{obj.key}@{obj.version}", job_name=target.job_name,
                                   partition_key=target.partition_key,
                                   tags={"audience_assets/object": obj.key[:255]}) for obj, target in chosen]
@@ -141,9 +142,10 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
             "error_class": _root_error_class(steps[0].event_specific_data.error) if steps else "RunFailure",
             "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
+        store = storage.store()
         if "tenant" in run.tags:  # the failed steps had tagged their run: the record is that tenant's cost too
-            storage = storage.tagged(tenant=run.tags["tenant"])
-        storage.put_bytes(layout.dead_letter_run(run.run_id), json.dumps(entry, indent=1).encode())
+            store = store.tagged(tenant=run.tags["tenant"])
+        store.put_bytes(layout.dead_letter_run(run.run_id), json.dumps(entry, indent=1).encode())
         url = os.environ.get("ALERT_WEBHOOK_URL")
         if url:
             try:

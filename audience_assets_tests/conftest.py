@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from audience_assets.config import PACKAGE_CONFIG_DIR
+from audience_assets.core.config import PACKAGE_CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # Variables a test environment must not inherit from the developer's shell.

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from audience_assets.config import ProjectConfig
-from audience_assets.identity import meta_value, normalize, sha256
-from audience_assets.identity.rules import SOURCE_COLUMN
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.identity import meta_value, normalize, sha256
+from audience_assets.core.identity.rules import SOURCE_COLUMN
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

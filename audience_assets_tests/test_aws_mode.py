@@ -13,7 +13,7 @@ import boto3
 import dagster as dg
 import pytest
 
-from audience_assets.demo import generate
+from audience_assets.core.demo import generate
 from audience_assets_tests.conftest import REPO, clean_env, make_dagster_home
 
 pytestmark = pytest.mark.slow

@@ -9,14 +9,16 @@ import dagster as dg
 import duckdb
 import pytest
 
-from audience_assets import checks, layout
+from audience_assets import checks
+from audience_assets.core.audience.outbound import outbound_cell_problems
+from audience_assets.core import layout
 from audience_assets.cli import run_pipeline
-from audience_assets.config import load_config
+from audience_assets.core.config import load_config
 from audience_assets.definitions import build_assets, build_resources
-from audience_assets.demo import generate
-from audience_assets.ingestion import FileReport, IngestReport
-from audience_assets.meta.sandbox import GraphSandbox
-from audience_assets.settings import Settings
+from audience_assets.core.demo import generate
+from audience_assets.core.ingestion import FileReport, IngestReport
+from audience_assets.standins.graph_sandbox import GraphSandbox
+from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import copy_config
 
 
@@ -37,8 +39,8 @@ def test_outbound_cells(tmp_path: Path):
                    f"'+1 (555) 010-0001', '' ) TO '{bad}' (FORMAT parquet)")
     con = duckdb.connect()
     keys = ["EMAIL", "PHONE", "EXTERN_ID", "MADID"]
-    assert checks.outbound_cell_problems(con, [good], keys) == {}
-    assert checks.outbound_cell_problems(con, [bad], keys) == {"EMAIL": 1, "PHONE": 1, "EXTERN_ID": 2, "MADID": 1}
+    assert outbound_cell_problems(con, [good], keys) == {}
+    assert outbound_cell_problems(con, [bad], keys) == {"EMAIL": 1, "PHONE": 1, "EXTERN_ID": 2, "MADID": 1}
     assert checks.hashed_cells({}, 4).passed and not checks.hashed_cells({"EMAIL": 1}, 4).passed
 
 
@@ -51,9 +53,9 @@ def test_outbound_cells_of_repeating_keys_count_every_row(tmp_path: Path):
                        f"(sha256('jo'), sha256('lee'), NULL), (upper(sha256('jo')), 'Smith', sha256('sf'))) "
                        f"t(FN, LN, CT)) TO '{path}' (FORMAT parquet)")
     con = duckdb.connect()
-    assert checks.outbound_cell_problems(con, files, ["FN", "LN", "CT"]) == {"FN": 2, "LN": 6}
-    assert checks.outbound_cell_problems(con, files[:1], ["CT", "LN"]) == {"LN": 3}
-    assert checks.outbound_cell_problems(con, files[:1], ["LN", "LN", "FN"]) == {"LN": 3, "FN": 1}  # once per key
+    assert outbound_cell_problems(con, files, ["FN", "LN", "CT"]) == {"FN": 2, "LN": 6}
+    assert outbound_cell_problems(con, files[:1], ["CT", "LN"]) == {"LN": 3}
+    assert outbound_cell_problems(con, files[:1], ["LN", "LN", "FN"]) == {"LN": 3, "FN": 1}  # once per key
 
 
 def test_privacy_floor():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.audience import CHUNKS_PER_WRITE, build_rows, plan_upload, read_chunk_json, row_id_sql
-from audience_assets.duck import sql_path
+from audience_assets.core.audience import CHUNKS_PER_WRITE, build_rows, plan_upload, read_chunk_json, row_id_sql
+from audience_assets.core.duck import sql_path
 
 KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from audience_assets import layout
+from audience_assets.core import layout
 from audience_assets.definitions import build_definitions
-from audience_assets.demo import generate
+from audience_assets.core.demo import generate
 from audience_assets.resources import LocalStorage
-from audience_assets.settings import Settings
+from audience_assets.core.settings import Settings
 
 
 def test_a_failed_run_is_dead_lettered_and_replayed(tmp_path: Path):
@@ -42,7 +42,7 @@ def test_a_failed_run_is_dead_lettered_and_replayed(tmp_path: Path):
         shutil.move(parked, acme)  # the delivery arrives
         replay = defs.resolve_job_def("replay_job").execute_in_process(instance=instance)
         assert replay.success
-        assert list(storage.list(layout.DEAD_LETTER_RUNS)) == []
+        assert list(storage.store().list(layout.DEAD_LETTER_RUNS)) == []
         materialized = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("partner_data"), asset_partitions=["acme_data"]), limit=1)
         assert materialized.records

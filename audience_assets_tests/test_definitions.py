@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from audience_assets.config import ConfigError, load_config
+from audience_assets.core.config import ConfigError, load_config
 from audience_assets.definitions import build_definitions
-from audience_assets.demo import ensure_demo_data
-from audience_assets.settings import Settings
+from audience_assets.core.demo import ensure_demo_data
+from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import REPO, copy_config
 
 LINEAGE = {  # asset -> what it is computed from (design.md §1)
@@ -96,7 +96,7 @@ def test_a_headerless_csv_contract_must_name_its_columns(tmp_path: Path):
 
 
 def test_new_partner_data_flows_on_by_itself_and_everything_has_freshness_and_owners(tmp_path: Path):
-    from audience_assets.demo import generate
+    from audience_assets.core.demo import generate
 
     generate(tmp_path, customers=3_000, seed=1)
     defs = build_definitions(Settings(data_dir=tmp_path, demo_data=False))

@@ -116,7 +116,7 @@ def test_meta_uploads_share_one_pool_across_runs():
     concurrency set meta_api 1`, see deploy/README.md), so they share the ad account's budget."""
     from audience_assets.assets.activation import META_POOL
     from audience_assets.definitions import build_definitions
-    from audience_assets.settings import Settings
+    from audience_assets.core.settings import Settings
 
     graph = build_definitions(Settings(data_dir=Path(tempfile.mkdtemp()), demo_data=False)).resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
@@ -132,7 +132,7 @@ def test_the_documented_cloudwatch_alarms_watch_metrics_the_pipeline_publishes(a
 
     import boto3
 
-    from audience_assets.resources.metrics import DIMENSIONS, METRICS
+    from audience_assets.core.metrics import DIMENSIONS, METRICS
 
     alarms = json.loads((REPO / "deploy" / "cloudwatch-alarms.json").read_text())["alarms"]
     published = {cloudwatch_name for cloudwatch_name, *_ in METRICS.values()}

@@ -17,11 +17,11 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from audience_assets import layout
-from audience_assets.config import load_config
-from audience_assets.demo import generate
-from audience_assets.identity import HASHED_KEYS
-from audience_assets.meta.sandbox import GraphSandbox
+from audience_assets.core import layout
+from audience_assets.core.config import load_config
+from audience_assets.core.demo import generate
+from audience_assets.core.identity import HASHED_KEYS
+from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests import oracle
 from audience_assets_tests.conftest import REPO, clean_env, copy_config, make_dagster_home
 

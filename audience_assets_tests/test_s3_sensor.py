@@ -12,7 +12,7 @@ import pytest
 from audience_assets import sensors
 from audience_assets.definitions import build_definitions
 from audience_assets.resources import S3Storage
-from audience_assets.settings import Settings
+from audience_assets.core.settings import Settings
 
 
 def tick(aws: dict[str, str], cursor: str | None) -> tuple[list[dg.RunRequest], str]:

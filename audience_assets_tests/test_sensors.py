@@ -10,10 +10,11 @@ import dagster as dg
 import pytest
 
 from audience_assets import sensors
-from audience_assets.config import load_config
+from audience_assets.core.config import load_config
 from audience_assets.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
+from audience_assets.core.store import LocalStore
 from audience_assets.resources import LocalStorage
-from audience_assets.settings import Settings
+from audience_assets.core.settings import Settings
 
 
 # ##### FIXTURES
@@ -110,7 +111,7 @@ def test_cursor_stays_small_after_many_objects(landing: Path):
     config = load_config()
     for i in range(50):
         drop(landing, f"landing/partners/acme_data/{i}.csv")
-    sensors.new_deliveries(LocalStorage(data_dir=str(landing)), sensors.landing_targets(config), cursor)
+    sensors.new_deliveries(LocalStore(landing), sensors.landing_targets(config), cursor)
     cursor.watermark += sensors.OVERLAP * 2  # time passes: everything falls behind the horizon
     cursor.forget_old()
     assert cursor.recent == {}

@@ -21,15 +21,16 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from audience_assets import layout
+from audience_assets.core import layout
 from audience_assets.assets.activation import meta_pool
 from audience_assets.cli import STAGES
-from audience_assets.config import ConfigError, load_config
+from audience_assets.core.config import ConfigError, load_config
 from audience_assets.definitions import METRICS_FILE, build_assets, build_resources
-from audience_assets.demo import generate
-from audience_assets.meta.sandbox import GraphSandbox, SandboxConfig
-from audience_assets.resources import LocalStorage, MetaAudiences
-from audience_assets.settings import Settings
+from audience_assets.core.demo import generate
+from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
+from audience_assets.core.store import LocalStore
+from audience_assets.resources import MetaAudiences
+from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import copy_config
 
 NORTHWIND, SOUTHPAW = "act_2000000001", "act_3000000001"
@@ -221,7 +222,7 @@ def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_ot
                 assert sandbox.audience_id(name, own) and sandbox.audience_id(name, other) is None
 
             # data never crosses: northwind's members come only from acme_data's matches, southpaw's from beta's
-            storage = LocalStorage(data_dir=str(tmp_path / "data"))
+            storage = LocalStore(str(tmp_path / "data"))
             for audience in config.audiences:
                 partner = "acme_data" if config.tenant_of_audience(audience) == "northwind" else "beta_insights"
                 with storage.local_copy(layout.audience_members(audience)) as members, \

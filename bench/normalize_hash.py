@@ -4,7 +4,7 @@ Measured in one run, each in its own process (so peak memory is its own), in two
   compute     the cells streamed into a checksum: the cost of normalizing and hashing itself
   end-to-end  Parquet in, Parquet of cells out (adds writing six columns of 64-character digests)
 for
-  engine    audience_assets.identity.sql (the production path), at every --rows size
+  engine    audience_assets.core.identity.sql (the production path), at every --rows size
   raw       DuckDB's bare sha256() of the same six columns: 6 values per row (the engine's limit)
   sdk       facebook-business `CustomAudience.format_params(schema, rows, is_raw=True)` on the first
             --sdk-rows rows (install it in the bench environment only: pip install facebook-business)
@@ -82,8 +82,8 @@ def generate(path: Path, rows: int) -> None:
 def _run(path: Path, out: Path, build_select, mode: str) -> dict:
     """The query `build_select(con, source)` gives, run over the file: into a checksum (compute only) or
     into a Parquet file (end to end). The clock includes building it (the engine's dictionaries)."""
-    from audience_assets.duck import connect
-    from audience_assets.identity import sql as idsql
+    from audience_assets.core.duck import connect
+    from audience_assets.core.identity import sql as idsql
 
     with connect() as con:
         idsql.install(con)
@@ -102,7 +102,7 @@ def _run(path: Path, out: Path, build_select, mode: str) -> dict:
 
 
 def measure_engine(path: Path, out: Path, mode: str) -> dict:
-    from audience_assets.identity import sql as idsql
+    from audience_assets.core.identity import sql as idsql
 
     cells = ", ".join(f'"{k}"' for k in SCHEMA)
     return _run(path, out, lambda con, source: f"SELECT {cells} FROM "

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.duck import DEFAULT_MEMORY_LIMIT
+from audience_assets.core.duck import DEFAULT_MEMORY_LIMIT
 
 RESULTS = Path(__file__).with_name("results.md")
 FIRST = ["Mary", "John", "José", "Zoë", "Renée", "François", "Søren", "Björn", "Chloé", "Ana", "Liam", "Olivia",
@@ -124,7 +124,7 @@ def generate(data_dir: Path, n: int) -> dict[str, int]:
 
 SANDBOX = """
 import sys, time
-from audience_assets.meta.sandbox import GraphSandbox
+from audience_assets.standins.graph_sandbox import GraphSandbox
 server = GraphSandbox(sys.argv[1]).serve()
 print(server.url, flush=True)
 time.sleep(10 ** 6)
@@ -135,7 +135,7 @@ import json, resource, sys, time, io
 from collections import defaultdict
 import dagster as dg
 from audience_assets.cli import run_pipeline
-from audience_assets.settings import Settings
+from audience_assets.core.settings import Settings
 with dg.DagsterInstance.ephemeral() as instance:
     started = time.perf_counter()
     out = io.StringIO()

@@ -1,6 +1,6 @@
 """Upload throughput against the Graph API sandbox with a rate budget, over loopback HTTP.
 
-The sandbox runs in its own process (`python -m audience_assets.meta.sandbox`) with a budget of `--budget`
+The sandbox runs in its own process (`python -m audience_assets.standins.graph_sandbox`) with a budget of `--budget`
 calls per rolling `--window` seconds: Meta's business-use-case limit, scaled down from an hour, and the
 client's waits with it (the longest single wait 900 s -> window / 4, the first back-off 60 s -> window / 60).
 In one run, on the same 1M rows (100 chunks of 10,000):
@@ -25,19 +25,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from audience_assets.audience import plan_upload, row_id_sql
-from audience_assets.audience.delivery import deliver, load_plan, store_plan
-from audience_assets.config import Audience
-from audience_assets.duck import connect, sql_path
-from audience_assets.meta.client import GraphClient, RetryPolicy
-from audience_assets.resources import LocalStorage
-from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
+from audience_assets.core.audience import plan_upload, row_id_sql
+from audience_assets.core.audience.delivery import deliver, load_plan, store_plan
+from audience_assets.core.config import Audience
+from audience_assets.core.duck import connect, sql_path
+from audience_assets.core.meta.client import GraphClient, RetryPolicy
+from audience_assets.core.store import LocalStore
+from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 
 KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
 FAULTS = "throttle:0.15,5xx:0.05,regain0,seed:3"
 
 
-def prepare(storage: LocalStorage, audience: str, rows: int, tmp: Path) -> None:
+def prepare(storage: LocalStore, audience: str, rows: int, tmp: Path) -> None:
     """Store an upload plan adding `rows` synthetic members (10,000-row chunks)."""
     with connect(tmp) as con:
         desired = tmp / f"{audience}.parquet"
@@ -49,10 +49,10 @@ def prepare(storage: LocalStorage, audience: str, rows: int, tmp: Path) -> None:
         store_plan(storage, audience, mode="add", keys=KEYS, plan=plan)
 
 
-def run(label: str, storage: LocalStorage, audience: str, args: argparse.Namespace, tmp: Path, *,
+def run(label: str, storage: LocalStore, audience: str, args: argparse.Namespace, tmp: Path, *,
         concurrency: int, paced: bool, faults: str = "") -> dict:
     state = tmp / f"{audience}.sqlite"
-    server = subprocess.Popen([sys.executable, "-m", "audience_assets.meta.sandbox", "--state", str(state),
+    server = subprocess.Popen([sys.executable, "-m", "audience_assets.standins.graph_sandbox", "--state", str(state),
                                "--token", SANDBOX_TOKEN, "--account", SANDBOX_AD_ACCOUNT, "--rate-limit", str(args.budget),
                                "--window", str(args.window), "--faults", faults], stdout=subprocess.PIPE, text=True)
     try:
@@ -89,7 +89,7 @@ def main() -> None:
             ("sequential", dict(concurrency=1, paced=False)))
     with tempfile.TemporaryDirectory(prefix="aa-bench-upload-") as folder:
         tmp = Path(folder)
-        storage = LocalStorage(data_dir=str(tmp / "data"))
+        storage = LocalStore(str(tmp / "data"))
         for audience, _ in runs:
             prepare(storage, audience, args.rows, tmp)
         results = [run(label, storage, label, args, tmp, **options) for label, options in runs]

@@ -19,8 +19,9 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from audience_assets.duck import sql_path
-from audience_assets.ingestion import IngestReport
+from audience_assets.core.duck import sql_path
+from audience_assets.core.ingestion import IngestReport
+from audience_assets.core.store import Store
 from audience_assets.resources.storage import Storage
 
 OWNERS = ["team:marketing-data"]
@@ -35,7 +36,7 @@ class Attribution:
     where `tenant_costs` sums it per tenant and day."""
 
     tags: dict[str, str]
-    storage: Storage
+    store: Store  # writes every object with the tenant's tag
     started: float
 
     def result(self, *, metadata: Mapping[str, Any], rows: int, check_results: list | None = None,
@@ -56,7 +57,7 @@ def attribute(context: dg.AssetExecutionContext, storage: Storage, *, tenant: st
     """Tag this step's run and writes with the tenant it works for, and start its cost meter."""
     tags = {"tenant": tenant, **({"partner": partner} if partner else {}), **({"audience": audience} if audience else {})}
     context.instance.add_run_tags(context.run.run_id, tags)
-    return Attribution(tags, storage.tagged(tenant=tenant), time.monotonic())
+    return Attribution(tags, storage.store().tagged(tenant=tenant), time.monotonic())
 
 
 @contextlib.contextmanager
@@ -75,11 +76,11 @@ def parquet_count(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     return con.execute(f"SELECT count(*) FROM read_parquet({sql_path(path)})").fetchall()[0][0]
 
 
-def publish(con: duckdb.DuckDBPyConnection, storage: Storage, path: Path, key: str) -> dict[str, Any]:
+def publish(con: duckdb.DuckDBPyConnection, store: Store, path: Path, key: str) -> dict[str, Any]:
     """Upload `path` to `key` and describe it: row count, URI and column schema."""
     rows = parquet_count(con, path)
-    storage.upload(path, key)
-    return {"dagster/row_count": rows, "dagster/uri": storage.uri(key),
+    store.upload(path, key)
+    return {"dagster/row_count": rows, "dagster/uri": store.uri(key),
             "dagster/column_schema": column_schema(con, path)}
 
 

@@ -12,17 +12,20 @@ from typing import Any
 
 import dagster as dg
 
-from audience_assets import checks, layout
+from audience_assets import checks
+from audience_assets.core import layout
 from audience_assets.assets import OWNERS, attribute, history_table, parquet_count, publish, work_dir
-from audience_assets.audience import Plan, build_rows, plan_upload, select_members
-from audience_assets.audience.delivery import deliver, load_plan, optional_copy, store_plan
-from audience_assets.config import Audience, ProjectConfig
-from audience_assets.duck import connect
-from audience_assets.meta.ledger import UploadLedger
-from audience_assets.meta.sync import UploadIncomplete
+from audience_assets.core.audience import Plan, build_rows, plan_upload, select_members
+from audience_assets.core.audience.delivery import deliver, load_plan, store_plan
+from audience_assets.core.audience.outbound import outbound_cell_problems
+from audience_assets.core.config import Audience, ProjectConfig
+from audience_assets.core.duck import connect
+from audience_assets.core.meta.ledger import UploadLedger
+from audience_assets.core.meta.sync import UploadIncomplete
 from audience_assets.partitions import audience_partitions, partner_to_audiences
 from audience_assets.resources.meta import MetaAudiences
 from audience_assets.resources.metrics import Metrics
+from audience_assets.core.store import Store, optional_copy
 from audience_assets.resources.storage import Storage
 
 GROUP = "activation"
@@ -48,9 +51,9 @@ def enforce_floor_after(audience_name: str, audience: Audience, plan: Plan) -> N
                          metadata={"members_after": after, "min_size": audience.min_size, **rows})
 
 
-def freshness_lag(storage: Storage, landing_prefixes: list[str]) -> float:
+def freshness_lag(store: Store, landing_prefixes: list[str]) -> float:
     """Seconds from the newest partner delivery the audience draws on to now (the end of its upload)."""
-    newest = max((o.last_modified for prefix in landing_prefixes for o in storage.list(prefix)), default=None)
+    newest = max((o.last_modified for prefix in landing_prefixes for o in store.list(prefix)), default=None)
     return (dt.datetime.now(dt.timezone.utc) - newest).total_seconds() if newest else 0.0
 
 
@@ -92,15 +95,15 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         name = context.partition_key
         audience = config.audiences[name]
         meter = attribute(context, storage, tenant=tenant, audience=name)
-        storage = meter.storage
+        store = meter.store
         with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
-            matches = {p: stack.enter_context(storage.local_copy(layout.matches(p))) for p in audience.select}
-            customers = stack.enter_context(storage.local_copy(layout.FIRST_PARTY_CUSTOMERS))
-            suppression = stack.enter_context(optional_copy(storage, layout.SUPPRESSION_LIST))
+            matches = {p: stack.enter_context(store.local_copy(layout.matches(p))) for p in audience.select}
+            customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
+            suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
             out = tmp / "members.parquet"
             counts = select_members(con, audience=audience, matches=matches, customers=customers,
                                     suppression=suppression, out=out)
-            metadata = publish(con, storage, out, layout.audience_members(name))
+            metadata = publish(con, store, out, layout.audience_members(name))
         context.log.info(f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed, {counts.members} members")
         return meter.result(
             metadata={**metadata, "qualified": counts.qualified, "suppressed": counts.suppressed,
@@ -122,33 +125,33 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         name = context.partition_key
         audience = config.audiences[name]
         meter = attribute(context, storage, tenant=tenant, audience=name)
-        storage = meter.storage
+        store = meter.store
         keys = audience.keys
         with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
-            members = stack.enter_context(storage.local_copy(layout.audience_members(name)))
+            members = stack.enter_context(store.local_copy(layout.audience_members(name)))
             if audience.mode != "remove":
                 enforce_privacy_floor(name, audience, parquet_count(con, members))
-            customers = stack.enter_context(storage.local_copy(layout.FIRST_PARTY_CUSTOMERS))
-            suppression = stack.enter_context(optional_copy(storage, layout.SUPPRESSION_LIST))
-            confirmed = stack.enter_context(optional_copy(storage, layout.confirmed(name)))
+            customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
+            suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
+            confirmed = stack.enter_context(optional_copy(store, layout.confirmed(name)))
             rows = tmp / "rows.parquet"
             desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows)
             plan = plan_upload(con, mode=audience.mode, keys=keys, desired=rows, confirmed=confirmed,
                                suppression=suppression, out_dir=tmp / "chunks", chunk_rows=audience.chunk_rows)
             enforce_floor_after(name, audience, plan)
             chunk_files = [c.path for op in plan.operations for c in op.chunks]
-            problems = checks.outbound_cell_problems(con, chunk_files, keys)
+            problems = outbound_cell_problems(con, chunk_files, keys)
             cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
             if problems:  # nothing may be uploaded from this plan, now or by a later run
-                storage.delete(layout.upload_plan(name))
+                store.delete(layout.upload_plan(name))
                 return meter.result(metadata={"dagster/row_count": 0}, rows=desired, check_results=[cell_check])
-            document = store_plan(storage, name, mode=audience.mode, keys=keys, plan=plan)
+            document = store_plan(store, name, mode=audience.mode, keys=keys, plan=plan)
         operations = document["operations"]
         sizes = [c["rows"] for op in operations for c in op["chunks"]]
         context.log.info(f"{name}: {desired} rows wanted, {plan.confirmed_rows} confirmed on Meta; "
                          + (", ".join(f"{op['kind']} {op['rows']}" for op in operations) or "nothing to send"))
         return meter.result(rows=desired, metadata={
-            "dagster/row_count": sum(sizes), "dagster/uri": storage.uri(layout.upload_plan(name)),
+            "dagster/row_count": sum(sizes), "dagster/uri": store.uri(layout.upload_plan(name)),
             "upload_id": plan.upload_id, "mode": audience.mode, "desired_rows": desired,
             "confirmed_rows": plan.confirmed_rows, "chunk_count": len(sizes), "largest_chunk_rows": max(sizes, default=0),
             **{f"{op['kind']}_rows": op["rows"] for op in operations}, "schema": ", ".join(keys)},
@@ -170,13 +173,13 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
         name = context.partition_key
         audience = config.audiences[name]
         meter = attribute(context, storage, tenant=tenant, audience=name)
-        storage = meter.storage
-        plan = load_plan(storage, name)
+        store = meter.store
+        plan = load_plan(store, name)
         if plan is None:
             raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
         client = meta.client(config.tenant(tenant))
         try:
-            delivery = deliver(storage, name, audience, plan, client, ad_account_id=meta.ad_account(config.tenant(tenant)),
+            delivery = deliver(store, name, audience, plan, client, ad_account_id=meta.ad_account(config.tenant(tenant)),
                                concurrency=meta.upload_concurrency, run_id=context.run.run_id,
                                extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
                                report=context.log.info, settle_seconds=meta.settle_seconds)
@@ -188,7 +191,7 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
                 context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
             if not isinstance(error, UploadIncomplete):
                 raise
-            dead = len(UploadLedger(storage, name, plan.upload_id).dead_letters())
+            dead = len(UploadLedger(store, name, plan.upload_id).dead_letters())
             raise dg.Failure(str(error), metadata={
                 "upload_id": plan.upload_id, "dead_letters": dead, "api_requests": client.stats.requests,
                 "throttled_responses": client.stats.throttled, "seconds_waiting": round(client.pacer.waited, 1),
@@ -239,7 +242,7 @@ def build_activation_assets(config: ProjectConfig, storage_kind: str, clean_room
             "rows_uploaded": metadata["rows_sent"], "invalid_entries": invalid, "upload_failures": 0,
             "throttled_requests": client.stats.throttled,
             "upload_latency": round(client.stats.latency_seconds / client.stats.requests, 4) if client.stats.requests else 0.0,
-            "freshness_lag": round(freshness_lag(storage, [config.sources.partner_prefix(p) for p in audience.select]), 1)}, tenant=tenant, audience=name)
+            "freshness_lag": round(freshness_lag(store, [config.sources.partner_prefix(p) for p in audience.select]), 1)}, tenant=tenant, audience=name)
         return meter.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests,
                             check_results=[
             checks.invalid_entry_rate(invalid, received, audience.max_invalid_rate),

@@ -6,11 +6,12 @@ partner's segment attributes come out (the `audience_match` analysis template).
 
 import dagster as dg
 
-from audience_assets import checks, layout
+from audience_assets import checks
+from audience_assets.core import layout
 from audience_assets.assets import OWNERS, attribute, deployment_tenant, history_table, publish, work_dir
-from audience_assets.config import ProjectConfig
-from audience_assets.duck import connect
-from audience_assets.ingestion import sources
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.duck import connect
+from audience_assets.core.ingestion import sources
 from audience_assets.partitions import partner_partitions
 from audience_assets.resources.clean_room import CleanRoom
 from audience_assets.resources.metrics import Metrics
@@ -28,11 +29,11 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
     def clean_room_first_party_table(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's side of the clean room: customer id and hashed match keys only, nothing else."""
         meter = attribute(context, storage, tenant=deployment_tenant(config.multi_tenant))
-        storage = meter.storage
-        with work_dir() as tmp, connect(tmp) as con, storage.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
+        store = meter.store
+        with work_dir() as tmp, connect(tmp) as con, store.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
             table = tmp / "first_party.parquet"
             sources.publish_first_party(con, customers, table, match_keys)
-            metadata = publish(con, storage, table, layout.CLEAN_ROOM_FIRST_PARTY)
+            metadata = publish(con, store, table, layout.CLEAN_ROOM_FIRST_PARTY)
         return meter.result(metadata={**metadata, "match_keys": ", ".join(match_keys)}, rows=metadata["dagster/row_count"])
 
     @dg.asset(group_name=GROUP, kinds={"cleanrooms", "duckdb"}, owners=OWNERS, partitions_def=partner_partitions(config),
@@ -46,14 +47,14 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
         partner = context.partition_key
         tenant = config.tenant_of_partner(partner)
         meter = attribute(context, storage, tenant=tenant, partner=partner)
-        storage = meter.storage
-        result = clean_room.match(storage, config, partner, context.run.run_id)
+        store = meter.store
+        result = clean_room.match(store, config, partner, context.run.run_id)
         rate = result.matched_customers / result.first_party_customers if result.first_party_customers else 0.0
         context.log.info(f"{partner}: {result.matched_customers} of {result.first_party_customers} customers matched "
                          f"({rate:.1%}) by protected query {result.query.id}")
         metadata = {
             "dagster/row_count": result.rows,
-            "dagster/uri": storage.uri(layout.matches(partner)),
+            "dagster/uri": store.uri(layout.matches(partner)),
             "matched_customers": result.matched_customers,
             "match_rate": dg.MetadataValue.float(round(rate, 6)),
             "first_party_customers": result.first_party_customers,

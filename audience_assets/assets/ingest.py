@@ -9,11 +9,12 @@ import datetime as dt
 
 import dagster as dg
 
-from audience_assets import checks, layout
+from audience_assets import checks
+from audience_assets.core import layout
 from audience_assets.assets import OWNERS, attribute, deployment_tenant, ingest_metadata, publish, work_dir
-from audience_assets.config import ProjectConfig
-from audience_assets.duck import connect
-from audience_assets.ingestion import sources
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.duck import connect
+from audience_assets.core.ingestion import sources
 from audience_assets.partitions import partner_partitions
 from audience_assets.resources.storage import Storage
 
@@ -39,20 +40,20 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         Meta's rules, one row per segment attribute; rows failing the contract are quarantined with a reason."""
         partner = context.partition_key
         meter = attribute(context, storage, tenant=config.tenant_of_partner(partner), partner=partner)
-        storage = meter.storage
+        store = meter.store
         contract = source_config.partners[partner]
-        files = sources.select_files(storage.list(source_config.partner_prefix(partner)), contract.delivery)
+        files = sources.select_files(store.list(source_config.partner_prefix(partner)), contract.delivery)
         with work_dir() as tmp, connect(tmp) as con:
             table, quarantine = tmp / "partner.parquet", tmp / "quarantine.parquet"
-            report, identities = sources.ingest_partner(con, storage, files, partner=partner, contract=contract,
+            report, identities = sources.ingest_partner(con, store, files, partner=partner, contract=contract,
                                                         out_table=table, out_quarantine=quarantine, work_dir=tmp)
-            metadata = publish(con, storage, table, layout.partner_table(partner))
-            storage.upload(quarantine, layout.partner_quarantine(partner))
+            metadata = publish(con, store, table, layout.partner_table(partner))
+            store.upload(quarantine, layout.partner_quarantine(partner))
         context.log.info(f"{partner}: {report.rows_read} rows read from {len(files)} file(s), "
                          f"{report.rows_accepted} accepted, {report.rows_quarantined} quarantined")
         return meter.result(metadata={
             **metadata, **ingest_metadata(report), "partner_identities": identities,
-            "quarantine_uri": storage.uri(layout.partner_quarantine(partner))},
+            "quarantine_uri": store.uri(layout.partner_quarantine(partner))},
             rows=report.rows_read, check_results=[checks.row_accounting(report)])
 
     @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("first_party_customers"))
@@ -60,35 +61,35 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         """The advertiser's CRM export, one row per customer id with every Meta key normalized and hashed
         (the payload the audiences are built from); unusable and duplicate rows are quarantined."""
         meter = attribute(context, storage, tenant=shared)
-        storage = meter.storage
+        store = meter.store
         contract = source_config.first_party
-        files = sources.select_files(storage.list(source_config.first_party_prefix), contract.delivery)
+        files = sources.select_files(store.list(source_config.first_party_prefix), contract.delivery)
         keys = config.payload_keys
         with work_dir() as tmp, connect(tmp) as con:
             customers, quarantine = tmp / "customers.parquet", tmp / "quarantine.parquet"
-            report = sources.ingest_first_party(con, storage, files, contract=contract, keys=keys,
+            report = sources.ingest_first_party(con, store, files, contract=contract, keys=keys,
                                                 out_customers=customers, out_quarantine=quarantine, work_dir=tmp)
-            metadata = publish(con, storage, customers, layout.FIRST_PARTY_CUSTOMERS)
-            storage.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
+            metadata = publish(con, store, customers, layout.FIRST_PARTY_CUSTOMERS)
+            store.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
         context.log.info(f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "
                          f"{report.rows_quarantined} quarantined")
         return meter.result(metadata={**metadata, **ingest_metadata(report),
-                                      "quarantine_uri": storage.uri(layout.FIRST_PARTY_QUARANTINE)},
+                                      "quarantine_uri": store.uri(layout.FIRST_PARTY_QUARANTINE)},
                             rows=report.rows_read, check_results=[checks.row_accounting(report)])
 
     @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("suppression_list"))
     def suppression_list(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """Everyone who opted out, as hashed identifiers: never uploaded, and removed from Meta if they were."""
         meter = attribute(context, storage, tenant=shared)
-        storage = meter.storage
+        store = meter.store
         contract = source_config.suppression
-        files = sources.select_files(storage.list(source_config.suppression_prefix), contract.delivery)
+        files = sources.select_files(store.list(source_config.suppression_prefix), contract.delivery)
         with work_dir() as tmp, connect(tmp) as con:
             table, quarantine = tmp / "suppressed.parquet", tmp / "quarantine.parquet"
-            report = sources.ingest_suppression(con, storage, files, contract=contract, out_table=table,
+            report = sources.ingest_suppression(con, store, files, contract=contract, out_table=table,
                                                 out_quarantine=quarantine, work_dir=tmp)
-            metadata = publish(con, storage, table, layout.SUPPRESSION_LIST)
-            storage.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
+            metadata = publish(con, store, table, layout.SUPPRESSION_LIST)
+            store.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
         context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
         return meter.result(metadata={**metadata, **ingest_metadata(report)}, rows=report.rows_read,
                             check_results=[checks.row_accounting(report)])

@@ -13,9 +13,9 @@ from collections import defaultdict
 
 import dagster as dg
 
-from audience_assets import layout
+from audience_assets.core import layout
 from audience_assets.assets import OWNERS, attribute, deployment_tenant
-from audience_assets.config import ProjectConfig
+from audience_assets.core.config import ProjectConfig
 from audience_assets.resources.storage import Storage
 
 GROUP = "reporting"
@@ -67,10 +67,10 @@ def build_reporting_assets(config: ProjectConfig, measured: list[dg.AssetsDefini
         writer = csv.DictWriter(text, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-        meter.storage.put_bytes(layout.TENANT_COSTS, text.getvalue().encode())
+        meter.store.put_bytes(layout.TENANT_COSTS, text.getvalue().encode())
         schema = dg.TableSchema(columns=[dg.TableColumn(c, "string" if c in ("tenant", "day") else "float") for c in COLUMNS])
         return meter.result(rows=len(rows), metadata={
-            "dagster/row_count": len(rows), "dagster/uri": meter.storage.uri(layout.TENANT_COSTS),
+            "dagster/row_count": len(rows), "dagster/uri": meter.store.uri(layout.TENANT_COSTS),
             "costs": dg.MetadataValue.table([dg.TableRecord(row) for row in rows], schema=schema),
             "tenants": ", ".join(sorted({r["tenant"] for r in rows}))})
 

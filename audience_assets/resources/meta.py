@@ -9,16 +9,13 @@ are scaled down with it (`SANDBOX_RETRY`).
 
 from __future__ import annotations
 
-import json
-import os
-
-import boto3
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from audience_assets.config import Tenant
-from audience_assets.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL, GraphClient, RetryPolicy
-from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig
+from audience_assets.core.config import Tenant
+from audience_assets.core.meta.credentials import tenant_token, token_from_secret
+from audience_assets.core.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL, GraphClient, RetryPolicy
+from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
 
 # The sandbox answers at once and holds no hour-long budget: back-off starts at 1 s and never exceeds 15 s,
 # so a demo with META_SANDBOX_FAULTS shows the client riding out throttles in seconds, not minutes.
@@ -74,29 +71,17 @@ class MetaAudiences(dg.ConfigurableResource):
         return self.ad_account_id
 
     def token(self, tenant: Tenant | None = None) -> str:
-        """The access token: given directly, from the tenant's variable, or a secret's value (a plain string,
-        or JSON with "access_token"). Fetched per run, so a rotated secret takes effect without a redeploy."""
+        """The access token: the sandbox's, the tenant's (`core.meta.credentials`), or this resource's, given
+        directly or as a Secrets Manager secret read per run."""
         if self.sandbox_state:  # the built-in sandbox: its one token serves every account
             return self.access_token or ""
-        if tenant and tenant.meta_token_env:
-            token = os.environ.get(tenant.meta_token_env, "")
-            if not token:
-                raise ValueError(f"no Meta access token for ad account {tenant.meta_ad_account_id}: "
-                                 f"{tenant.meta_token_env} is not set")
-            return token
-        secret_id = tenant.meta_token_secret_id if tenant else self.access_token_secret_id
-        if not tenant and self.access_token:
+        if tenant:
+            return tenant_token(tenant)
+        if self.access_token:
             return self.access_token
-        if not secret_id:
+        if not self.access_token_secret_id:
             raise ValueError("no Meta access token: set META_ACCESS_TOKEN or META_ACCESS_TOKEN_SECRET_ID")
-        raw = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return raw.strip()
-        if isinstance(value, dict) and value.get("access_token"):
-            return str(value["access_token"])
-        raise ValueError(f"secret {secret_id} holds JSON without an \"access_token\" field")
+        return token_from_secret(self.access_token_secret_id)
 
     def client(self, tenant: Tenant | None = None) -> GraphClient:
         sandbox = self.sandbox()

@@ -1,203 +1,42 @@
-"""Object storage with one interface and one key layout, on the local filesystem or on S3 (SSE-KMS).
+"""The storage resource: chooses the store of this deployment (a local folder or S3 with SSE-KMS).
 
-Keys are POSIX paths relative to the store's root: `landing/partners/<partner>/<file>`, `staging/...`,
-`clean_room/...`, `audiences/...`, `meta/...`. DuckDB never reads `s3://` (its httpfs extension would
-download at run time): `local_copy` streams an object to a temporary file, and `upload` sends a local
-file back, multipart for large files, encrypted with the configured KMS key.
+The stores themselves are `core.store.LocalStore` and `core.store.S3Store`; assets call `store()`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlencode
-
-import boto3
 import dagster as dg
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-from botocore.exceptions import ClientError
-from pydantic import Field, PrivateAttr
+from pydantic import PrivateAttr
 
-MULTIPART_THRESHOLD = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    key: str
-    size: int
-    last_modified: dt.datetime
-    version: str  # the S3 ETag, or size and mtime locally: changes whenever the content may have
+from audience_assets.core.store import LocalStore, S3Store, Store
 
 
 class Storage(dg.ConfigurableResource):
-    """The one interface of both stores; assets and engines depend on this, never on a concrete store."""
-
-    default_tags: dict[str, str] = Field(default_factory=dict, description="object tags on every write (S3)")
-
-    def tagged(self, **tags: str) -> Storage:
-        """This store, writing every object with `tags` too (the tenant, for cost allocation on S3)."""
-        return self.model_copy(update={"default_tags": {**self.default_tags, **tags}})
-
-    def list(self, prefix: str) -> Iterator[StoredObject]:
-        raise NotImplementedError
-
-    def local_copy(self, key: str) -> contextlib.AbstractContextManager[Path]:
-        """The object as a local file for DuckDB (a temporary download on S3), for the `with` block."""
-        raise NotImplementedError
-
-    def upload(self, path: Path, key: str, *, tags: dict[str, str] | None = None) -> None:
-        raise NotImplementedError
-
-    def put_bytes(self, key: str, data: bytes, *, tags: dict[str, str] | None = None) -> None:
-        raise NotImplementedError
-
-    def get_bytes(self, key: str) -> bytes | None:
-        raise NotImplementedError
-
-    def delete(self, key: str) -> None:
-        raise NotImplementedError
-
-    def uri(self, key: str) -> str:
+    def store(self) -> Store:
         raise NotImplementedError
 
 
 class LocalStorage(Storage):
-    """A folder on this machine (`AUDIENCE_DATA_DIR`) laid out like the bucket. Writes are atomic."""
+    """`AUDIENCE_DATA_DIR`: a folder laid out like the bucket."""
 
     data_dir: str
 
-    @property
-    def root(self) -> Path:
-        return Path(self.data_dir).resolve()
-
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents and path != self.root:
-            raise ValueError(f"key {key!r} escapes the data directory")
-        return path
-
-    def list(self, prefix: str) -> Iterator[StoredObject]:
-        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        if not base.is_dir():
-            return
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith(".aa-tmp-"):
-                stat = path.stat()
-                # ctime too: a file moved or copied in with its old mtime preserved has still just arrived
-                arrived = max(stat.st_mtime, stat.st_ctime)
-                yield StoredObject(path.relative_to(self.root).as_posix(), stat.st_size,
-                                   dt.datetime.fromtimestamp(arrived, dt.timezone.utc),
-                                   f"{stat.st_size:x}-{stat.st_mtime_ns:x}")
-
-    @contextlib.contextmanager
-    def local_copy(self, key: str) -> Iterator[Path]:
-        path = self._path(key)
-        if not path.is_file():
-            raise FileNotFoundError(f"no object {key!r} under {self.root}")
-        yield path
-
-    def upload(self, path: Path, key: str, *, tags: dict[str, str] | None = None) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".aa-tmp-", dir=target.parent)
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
-
-    def put_bytes(self, key: str, data: bytes, *, tags: dict[str, str] | None = None) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".aa-tmp-", dir=target.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-
-    def get_bytes(self, key: str) -> bytes | None:
-        path = self._path(key)
-        return path.read_bytes() if path.is_file() else None
-
-    def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
-
-    def uri(self, key: str) -> str:
-        return self._path(key).as_uri()
+    def store(self) -> LocalStore:
+        return LocalStore(self.data_dir)
 
 
 class S3Storage(Storage):
-    """`AUDIENCE_BUCKET` on S3 (or any S3-compatible endpoint via `AWS_ENDPOINT_URL`).
-
-    Every write carries `ServerSideEncryption=aws:kms` with `AUDIENCE_KMS_KEY_ID`; a write without a
-    key is refused rather than left to the bucket default.
-    """
+    """`AUDIENCE_BUCKET` with `AUDIENCE_KMS_KEY_ID` (or any S3-compatible endpoint via `AWS_ENDPOINT_URL`)."""
 
     bucket: str
     kms_key_id: str
     prefix: str = ""
     region_name: str | None = None
     endpoint_url: str | None = None
-    _client = PrivateAttr(default=None)
+    _store: S3Store | None = PrivateAttr(default=None)
 
-    def client(self):
-        if self._client is None:
-            self._client = boto3.client(
-                "s3", region_name=self.region_name, endpoint_url=self.endpoint_url,
-                config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60))
-        return self._client
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix.strip('/')}/{key}" if self.prefix.strip("/") else key
-
-    def _extra(self, tags: dict[str, str] | None) -> dict[str, str]:
-        if not self.kms_key_id:
-            raise ValueError("AUDIENCE_KMS_KEY_ID is not set: every object must be written with SSE-KMS")
-        extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
-        tags = {**self.default_tags, **(tags or {})}
-        if tags:
-            extra["Tagging"] = urlencode(tags)
-        return extra
-
-    def list(self, prefix: str) -> Iterator[StoredObject]:
-        strip = len(self._key(""))
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-            for item in page.get("Contents", []):
-                yield StoredObject(item["Key"][strip:], item["Size"], item["LastModified"], item["ETag"].strip('"'))
-
-    @contextlib.contextmanager
-    def local_copy(self, key: str) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="aa-s3-") as folder:
-            path = Path(folder) / Path(key).name
-            try:
-                self.client().download_file(self.bucket, self._key(key), str(path))
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                    raise FileNotFoundError(f"no object s3://{self.bucket}/{self._key(key)}") from None
-                raise
-            yield path
-
-    def upload(self, path: Path, key: str, *, tags: dict[str, str] | None = None) -> None:
-        self.client().upload_file(str(path), self.bucket, self._key(key), ExtraArgs=self._extra(tags),
-                                  Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD))
-
-    def put_bytes(self, key: str, data: bytes, *, tags: dict[str, str] | None = None) -> None:
-        self.client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self._extra(tags))
-
-    def get_bytes(self, key: str) -> bytes | None:
-        try:
-            return self.client().get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                return None
-            raise
-
-    def delete(self, key: str) -> None:
-        self.client().delete_object(Bucket=self.bucket, Key=self._key(key))
-
-    def uri(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+    def store(self) -> S3Store:
+        if self._store is None:  # one boto3 client per resource instance
+            self._store = S3Store(self.bucket, self.kms_key_id, prefix=self.prefix, region_name=self.region_name,
+                                  endpoint_url=self.endpoint_url)
+        return self._store

@@ -20,16 +20,17 @@ import yaml
 from botocore.stub import Stubber
 from dagster._core.errors import DagsterExecutionInterruptedError
 
-from audience_assets import layout
-from audience_assets.cleanroom import (MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY, first_party_columns,
+from audience_assets.core import layout
+from audience_assets.core.cleanroom import (MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY, first_party_columns,
                                        protected_query, render_match, render_overlap)
-from audience_assets.cleanroom.local import AnalysisTemplate, LocalCollaboration
-from audience_assets.cleanroom.rules import ConfiguredTable, rule_from_policy
+from audience_assets.standins.local_clean_room import AnalysisTemplate, LocalCollaboration
+from audience_assets.core.cleanroom.rules import ConfiguredTable, rule_from_policy
 from audience_assets.cli import run_pipeline
-from audience_assets.config import load_config
-from audience_assets.demo import generate
-from audience_assets.resources import AwsCleanRoom, LocalStorage, S3Storage
-from audience_assets.settings import Settings
+from audience_assets.core.config import load_config
+from audience_assets.core.demo import generate
+from audience_assets.core.store import LocalStore, S3Store
+from audience_assets.resources import AwsCleanRoom
+from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import copy_config
 
 MEMBERSHIP = "5d3c1e7a-8b9f-4c2d-a1e0-7f6b5a4c3d2e"
@@ -189,7 +190,7 @@ def _parquet(path: Path, sql: str) -> Path:
 
 
 def test_the_resource_reads_the_result_parts_from_s3_with_the_same_columns_as_local(tmp_path, aws):
-    storage = S3Storage(bucket=aws["AUDIENCE_BUCKET"], kms_key_id=aws["AUDIENCE_KMS_KEY_ID"])
+    storage = S3Store(aws["AUDIENCE_BUCKET"], aws["AUDIENCE_KMS_KEY_ID"])
     storage.upload(_parquet(tmp_path / "fp.parquet", "SELECT 'c1' AS customer_id, 'e1' AS hashed_email, 'p1' AS hashed_phone"),
                    layout.CLEAN_ROOM_FIRST_PARTY)
     storage.upload(_parquet(tmp_path / "p.parquet", "SELECT 'e1' AS hashed_email, NULL::VARCHAR AS hashed_phone, "
@@ -228,7 +229,7 @@ def test_the_resource_reads_the_result_parts_from_s3_with_the_same_columns_as_lo
 
 
 def test_results_outside_the_bucket_are_refused(tmp_path, aws):
-    storage = S3Storage(bucket=aws["AUDIENCE_BUCKET"], kms_key_id=aws["AUDIENCE_KMS_KEY_ID"])
+    storage = S3Store(aws["AUDIENCE_BUCKET"], aws["AUDIENCE_KMS_KEY_ID"])
     client, stubber = _stubbed_client()
     prefix = f"{layout.clean_room_results('acme_data')}run-2"
     sql = {"queryString": render_match("acme_data", ["EMAIL", "PHONE"])}
@@ -251,7 +252,7 @@ class CleanRoomsService:
     is computed by running the query on the local engine over the tables the pipeline published in S3,
     with the results written to S3 where the service would write them."""
 
-    def __init__(self, storage: S3Storage, config, templates: dict[str, tuple[str, str]], work: Path):
+    def __init__(self, storage: S3Store, config, templates: dict[str, tuple[str, str]], work: Path):
         self.client, self.stubber = _stubbed_client()
         self.storage, self.config, self.templates, self.work = storage, config, templates, work
         self.pending: dict[str, list[dict]] = {}
@@ -325,7 +326,7 @@ def test_aws_mode_produces_the_same_audiences_as_local_mode(tmp_path, aws, monke
     shutil.copytree(landing / "landing", local_dir / "landing")
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_pipeline(Settings(env="local", data_dir=local_dir, config_dir=config_dir, demo_data=False), instance)
-    local = LocalStorage(data_dir=str(local_dir))
+    local = LocalStore(str(local_dir))
 
     # aws mode: the same landing zone in the moto bucket, Clean Rooms behind the Stubber
     s3 = boto3.client("s3")
@@ -334,7 +335,7 @@ def test_aws_mode_produces_the_same_audiences_as_local_mode(tmp_path, aws, monke
             s3.upload_file(str(path), aws["AUDIENCE_BUCKET"], path.relative_to(landing).as_posix())
     for name in ("AUDIENCE_BUCKET", "AUDIENCE_KMS_KEY_ID"):
         monkeypatch.setenv(name, aws[name])
-    storage = S3Storage(bucket=aws["AUDIENCE_BUCKET"], kms_key_id=aws["AUDIENCE_KMS_KEY_ID"])
+    storage = S3Store(aws["AUDIENCE_BUCKET"], aws["AUDIENCE_KMS_KEY_ID"])
     service = CleanRoomsService(storage, load_config(config_dir), templates, tmp_path / "service")
 
     class Stubbed(AwsCleanRoom):

@@ -13,10 +13,10 @@ import duckdb
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from audience_assets.cleanroom import protected_query
-from audience_assets.cleanroom.admission import Parameter
-from audience_assets.cleanroom.local import AnalysisTemplate, LocalCollaboration
-from audience_assets.cleanroom.rules import AnalysisRuleInvalid, ConfiguredTable, rule_from_policy
+from audience_assets.core.cleanroom import protected_query
+from audience_assets.core.cleanroom.admission import Parameter
+from audience_assets.standins.local_clean_room import AnalysisTemplate, LocalCollaboration
+from audience_assets.core.cleanroom.rules import AnalysisRuleInvalid, ConfiguredTable, rule_from_policy
 
 RUNNER, PARTNER = "111111111111", "222222222222"
 MEMBERSHIP = "0b7a1c52-3c4e-4d7b-9a4f-6f1e2d3c4b5a"

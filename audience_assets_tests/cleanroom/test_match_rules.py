@@ -10,13 +10,14 @@ import duckdb
 import pytest
 import yaml
 
-from audience_assets import layout
-from audience_assets.cleanroom import PARTNER_COLUMNS, first_party_columns, render_match, render_overlap
-from audience_assets.cleanroom import collaboration, protected_query
-from audience_assets.cleanroom.local import AnalysisTemplate, LocalCollaboration
-from audience_assets.cleanroom.rules import ConfiguredTable, rule_from_policy
-from audience_assets.config import ConfigError, load_config
-from audience_assets.resources import LocalCleanRoom, LocalStorage
+from audience_assets.core import layout
+from audience_assets.core.cleanroom import PARTNER_COLUMNS, first_party_columns, render_match, render_overlap
+from audience_assets.core.cleanroom import collaboration, protected_query
+from audience_assets.standins.local_clean_room import AnalysisTemplate, LocalCollaboration
+from audience_assets.core.cleanroom.rules import ConfiguredTable, rule_from_policy
+from audience_assets.core.config import ConfigError, load_config
+from audience_assets.core.store import LocalStore
+from audience_assets.resources import LocalCleanRoom
 from audience_assets_tests.conftest import copy_config
 
 # customers c1..c6; acme knows e1 (by email), p2 (by phone), e3+p3 (both), e9/p9 (nobody), and c4's email twice
@@ -30,8 +31,8 @@ EXPECTED = sorted([("c1", "Interest", "golf"), ("c2", "Interest", "chess"), ("c3
                    ("c4", "Interest", "golf"), ("c4", "Age Band", "35-44")])
 
 
-def _storage(tmp_path: Path, partners: list[str]) -> LocalStorage:
-    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+def _storage(tmp_path: Path, partners: list[str]) -> LocalStore:
+    storage = LocalStore(str(tmp_path / "data"))
     duckdb.sql(f"COPY ({FIRST_PARTY}) TO '{tmp_path / 'fp.parquet'}' (FORMAT parquet)")
     duckdb.sql(f"COPY ({PARTNER}) TO '{tmp_path / 'p.parquet'}' (FORMAT parquet)")
     storage.upload(tmp_path / "fp.parquet", layout.CLEAN_ROOM_FIRST_PARTY)
@@ -52,7 +53,7 @@ def _config(tmp_path: Path, first_party_rule: dict | None = None, partner_rule: 
     return load_config(folder)
 
 
-def _matches(storage: LocalStorage) -> list[tuple]:
+def _matches(storage: LocalStore) -> list[tuple]:
     with storage.local_copy(layout.matches("acme_data")) as path:
         return duckdb.sql(f"SELECT * FROM '{path}' ORDER BY ALL").fetchall()
 

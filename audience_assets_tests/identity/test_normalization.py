@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audience_assets.identity import META_KEYS, meta_value, normalize, sha256
-from audience_assets.identity import sql as idsql
-from audience_assets.identity import rules
-from audience_assets.identity.rules import SOURCE_COLUMN
+from audience_assets.core.identity import META_KEYS, meta_value, normalize, sha256
+from audience_assets.core.identity import sql as idsql
+from audience_assets.core.identity import rules
+from audience_assets.core.identity.rules import SOURCE_COLUMN
 
 # (key, raw value, row country, normalized value Meta expects; "" = unusable)
 TABLE = [
@@ -245,5 +245,5 @@ def test_the_shipped_letter_class_is_the_running_pythons():
 
     rules.letter_class.cache_clear()
     assert rules.letter_class() == rules.compute_letter_class()
-    shipped_version = (files("audience_assets.identity") / "data" / rules.LETTER_CLASS_FILE).read_text().split("\n")[0]
+    shipped_version = (files("audience_assets.core.identity") / "data" / rules.LETTER_CLASS_FILE).read_text().split("\n")[0]
     assert shipped_version == unicodedata.unidata_version  # else every process pays the full scan

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import duckdb
 
-from audience_assets.config import FirstPartyContract
-from audience_assets.identity import meta_value
-from audience_assets.ingestion.sources import ingest_first_party, select_files
-from audience_assets.resources import LocalStorage
+from audience_assets.core.config import FirstPartyContract
+from audience_assets.core.identity import meta_value
+from audience_assets.core.ingestion.sources import ingest_first_party, select_files
+from audience_assets.core.store import LocalStore
 
 HEADER = "customer_id,email,phone,first_name"
 ROWS = [
@@ -22,7 +22,7 @@ ROWS = [
 
 
 def test_rows_are_kept_or_quarantined_with_their_reason(tmp_path):
-    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    storage = LocalStore(str(tmp_path / "data"))
     export = tmp_path / "crm.csv"
     export.write_text("\n".join([HEADER, *ROWS]) + "\n")
     storage.upload(export, "landing/first_party/crm.csv")
@@ -48,7 +48,7 @@ def test_rows_are_kept_or_quarantined_with_their_reason(tmp_path):
 def test_row_numbers_follow_the_file_on_a_file_read_in_parallel(tmp_path):
     """Quarantine row numbers and "the last row wins" follow the file's order even when DuckDB reads the
     file in parallel pieces (a file of several read buffers, with insertion order off as in production)."""
-    from audience_assets.duck import connect
+    from audience_assets.core.duck import connect
 
     n, bad = 700_000, {17, 250_001, 512_345, 699_999}
     export = tmp_path / "crm.csv"
@@ -57,7 +57,7 @@ def test_row_numbers_follow_the_file_on_a_file_read_in_parallel(tmp_path):
         for i in range(1, n + 1):
             handle.write(f"C{i},{'no-at-sign' if i in bad else f'u{i}@example.com'}\n")
         handle.write("C600000,last.wins@example.com\n")  # row n + 1 repeats row 600,000's customer id
-    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    storage = LocalStore(str(tmp_path / "data"))
     storage.upload(export, "landing/first_party/crm.csv")
     files = select_files(storage.list("landing/first_party/"), "snapshot")
     customers, quarantine = tmp_path / "customers.parquet", tmp_path / "quarantine.parquet"

@@ -16,11 +16,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from audience_assets.config import PartnerContract
-from audience_assets.ingestion import ContractViolation
-from audience_assets.cleanroom import partner_identities
-from audience_assets.ingestion.sources import ingest_partner
-from audience_assets.resources import LocalStorage
+from audience_assets.core.config import PartnerContract
+from audience_assets.core.ingestion import ContractViolation
+from audience_assets.core.cleanroom import partner_identities
+from audience_assets.core.ingestion.sources import ingest_partner
+from audience_assets.core.store import LocalStore
 
 HEADER = "email,phone,segment"
 GOOD = ["ann@example.com,+1 555 010 0001,travel", "bob@example.com,5550100002,gaming"]
@@ -91,7 +91,7 @@ def test_malformed_delivery(tmp_path: Path, name, overrides, file, content, expe
     target = data / "landing" / "partners" / "partner_x" / file
     target.parent.mkdir(parents=True)
     target.write_bytes(content(tmp_path) if callable(content) else content)
-    storage = LocalStorage(data_dir=str(data))
+    storage = LocalStore(str(data))
     contract = PartnerContract(**{"segments": ["segment"], **overrides})
     files = list(storage.list("landing/partners/partner_x/"))
     con = duckdb.connect()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.cleanroom import partner_identities
-from audience_assets.config import PartnerContract
-from audience_assets.identity import meta_value
-from audience_assets.ingestion.sources import ingest_partner
-from audience_assets.resources import LocalStorage
+from audience_assets.core.cleanroom import partner_identities
+from audience_assets.core.config import PartnerContract
+from audience_assets.core.identity import meta_value
+from audience_assets.core.ingestion.sources import ingest_partner
+from audience_assets.core.store import LocalStore
 
 
 ANN, BOB, CY = (meta_value("EMAIL", e) for e in ("ann@example.com", "bob@example.com", "cy@example.com"))
@@ -24,7 +24,7 @@ def publish(tmp_path: Path, lines: list[str]) -> tuple[list[tuple], int, int, in
     delivery = data / "landing" / "partners" / "p" / "p.csv"
     delivery.parent.mkdir(parents=True)
     delivery.write_text("\n".join(["email,segment,tier", *lines]) + "\n")
-    storage = LocalStorage(data_dir=str(data))
+    storage = LocalStore(str(data))
     contract = PartnerContract(segments=["segment", "tier"], match_keys=["EMAIL"])
     table = tmp_path / "table.parquet"
     with duckdb.connect() as con:

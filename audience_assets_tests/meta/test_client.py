@@ -27,11 +27,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
-from audience_assets.meta.client import GraphClient, JsonText, RetryPolicy, encode_body
-from audience_assets.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
-from audience_assets.meta.pacer import DeadlineExceeded
-from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
-from audience_assets.meta.sync import AudienceManager
+from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy, encode_body
+from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
+from audience_assets.core.meta.pacer import DeadlineExceeded
+from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
+from audience_assets.core.meta.sync import AudienceManager
 
 TOKEN = "tok-Client-Secret-7f3a9c"
 ACCOUNT = "act_1000000001"

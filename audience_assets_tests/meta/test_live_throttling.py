@@ -21,9 +21,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from audience_assets.config import load_config
-from audience_assets.demo import generate
-from audience_assets.meta.sandbox import GraphSandbox
+from audience_assets.core.config import load_config
+from audience_assets.core.demo import generate
+from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests import oracle
 from audience_assets_tests.conftest import REPO, clean_env, copy_config, make_dagster_home
 
@@ -39,7 +39,7 @@ def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(tmp_pa
     config_dir = copy_config(tmp_path / "config", {a: {"chunk_rows": 200} for a in
                                                    ("new_parents", "travel_enthusiasts", "young_gamers")})
     state = tmp_path / "graph.sqlite"
-    stand_in = subprocess.Popen([sys.executable, "-m", "audience_assets.meta.sandbox", "--state", str(state),
+    stand_in = subprocess.Popen([sys.executable, "-m", "audience_assets.standins.graph_sandbox", "--state", str(state),
                                  "--token", TOKEN, "--account", ACCOUNT, "--faults", PROFILE],
                                 cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

@@ -34,9 +34,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audience_assets.meta.client import GraphClient, JsonText, RetryPolicy
-from audience_assets.meta.ledger import UploadLedger
-from audience_assets.meta.sync import AudienceUploader, Chunk, Operation, UploadIncomplete, UploadPlan
+from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy
+from audience_assets.core.meta.ledger import UploadLedger
+from audience_assets.core.meta.sync import AudienceUploader, Chunk, Operation, UploadIncomplete, UploadPlan
 from audience_assets_tests.meta.uploads import FakeClock
 
 LATENCY = 0.25

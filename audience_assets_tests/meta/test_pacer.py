@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from audience_assets.meta.pacer import DeadlineExceeded, Pacer
+from audience_assets.core.meta.pacer import DeadlineExceeded, Pacer
 
 
 class WouldWait(Exception):

@@ -1,4 +1,4 @@
-"""Contract tests for the Graph API sandbox (`audience_assets.meta.sandbox`).
+"""Contract tests for the Graph API sandbox (`audience_assets.standins.graph_sandbox`).
 
 Each test checks one rule of `shared/reference/meta-api.md` (§1 endpoints and wire format, §2 limits,
 sessions, error codes and usage headers, §4 Graph behaviour, §5 what an emulator must enforce) against
@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from audience_assets.meta import sandbox as sandbox_module
-from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig
+from audience_assets.standins import graph_sandbox as sandbox_module
+from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
 
 TOKEN = "sandbox-token"
 ACCOUNT = "act_1000000001"
@@ -699,7 +699,7 @@ def test_samples_are_the_first_hundred_distinct_invalid_entries(api: Api, audien
 
 def test_row_identity_sorts_the_pairs_themselves():
     """The identity sorts `KEY=cell` strings, so a key that extends another (ZIP, ZIP5) sorts as its pair does."""
-    from audience_assets.meta.sandbox import _row_keys
+    from audience_assets.standins.graph_sandbox import _row_keys
     keys, rejected = _row_keys(["ZIP", "ZIP5", "EMAIL", "EMAIL_MD5"], [[sha("z"), "z5", sha("e"), "m"]])
     assert keys == [sha("|".join(sorted([f"ZIP={sha('z')}", "ZIP5=z5", f"EMAIL={sha('e')}", "EMAIL_MD5=m"])))]
     assert rejected == []

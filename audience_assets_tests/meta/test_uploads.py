@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from audience_assets import layout
-from audience_assets.audience.delivery import deliver
-from audience_assets.meta.client import GraphClient, RetryPolicy
-from audience_assets.meta.sandbox import Faults, GraphSandbox, SandboxConfig
-from audience_assets.resources import LocalStorage
-from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
+from audience_assets.core import layout
+from audience_assets.core.audience.delivery import deliver
+from audience_assets.core.meta.client import GraphClient, RetryPolicy
+from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
+from audience_assets.core.store import LocalStore
+from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets_tests.conftest import REPO
 from audience_assets_tests.meta.uploads import FakeClock, expected_members, plan, spec
 
@@ -42,7 +42,7 @@ def client_for(url: str, waits: list[float] | None = None) -> GraphClient:
                        retry=RetryPolicy(timeout_seconds=5, transient_attempts=12))
 
 
-def sync(storage: LocalStorage, url: str, mode: str, ids, *, chunk_rows: int = 10_000, waits=None):
+def sync(storage: LocalStore, url: str, mode: str, ids, *, chunk_rows: int = 10_000, waits=None):
     audience_spec = spec(mode, chunk_rows=chunk_rows)
     upload = plan(storage, AUDIENCE, audience_spec, ids)
     client = client_for(url, waits)
@@ -65,7 +65,7 @@ def test_faults_on_a_fifth_of_requests_still_end_with_the_exact_set(tmp_path: Pa
     throttles injected: the audience ends exactly as intended and no replace batch is sent twice."""
     faults = Faults(server_error=0.08, timeout_before=0.05, timeout_after=0.05, throttle=0.08, delay_seconds=0.01, seed=5)
     sandbox = GraphSandbox(tmp_path / "graph.sqlite", SandboxConfig(faults=faults))
-    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    storage = LocalStore(str(tmp_path / "data"))
     with sandbox.serve() as server:
         first = range(200_000)
         delivery, client = sync(storage, server.url, "mirror", first)
@@ -87,7 +87,7 @@ def test_a_killed_upload_resumes_to_the_exact_set(tmp_path: Path, mode: str):
     plan from the ledger: the exact set, no acknowledged batch sent again."""
     sandbox = GraphSandbox(tmp_path / "graph.sqlite")
     data = tmp_path / "data"
-    storage = LocalStorage(data_dir=str(data))
+    storage = LocalStore(str(data))
     ids = range(100_000)
     audience_spec = spec(mode, chunk_rows=1_000)
     upload = plan(storage, AUDIENCE, audience_spec, ids)
@@ -122,7 +122,7 @@ def test_a_killed_upload_resumes_to_the_exact_set(tmp_path: Path, mode: str):
 
 def test_a_one_percent_change_sends_about_one_percent(tmp_path: Path):
     sandbox = GraphSandbox(tmp_path / "graph.sqlite")
-    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    storage = LocalStore(str(tmp_path / "data"))
     with sandbox.serve() as server:
         before = set(range(100_000))
         full, _ = sync(storage, server.url, "mirror", before)
@@ -142,11 +142,11 @@ def test_a_one_percent_change_sends_about_one_percent(tmp_path: Path):
 def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: Path):
     """Batches that exhaust their retries are recorded with the error (never the rows); re-materializing
     the audience (the same plan) sends exactly those again and clears their dead letters."""
-    from audience_assets.meta.ledger import UploadLedger
-    from audience_assets.meta.sync import UploadIncomplete
+    from audience_assets.core.meta.ledger import UploadLedger
+    from audience_assets.core.meta.sync import UploadIncomplete
 
     state = tmp_path / "graph.sqlite"
-    storage = LocalStorage(data_dir=str(tmp_path / "data"))
+    storage = LocalStore(str(tmp_path / "data"))
     ids = range(30_000)
     audience_spec = spec("mirror", chunk_rows=1_000)
     upload = plan(storage, AUDIENCE, audience_spec, ids)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import sys
 
-from audience_assets.audience.delivery import deliver, load_plan
-from audience_assets.meta.client import GraphClient
-from audience_assets.resources import LocalStorage
-from audience_assets.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
+from audience_assets.core.audience.delivery import deliver, load_plan
+from audience_assets.core.meta.client import GraphClient
+from audience_assets.core.store import LocalStore
+from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets_tests.meta.uploads import spec
 
 
 def main(data_dir: str, audience: str, mode: str, graph_url: str) -> None:
-    storage = LocalStorage(data_dir=data_dir)
+    storage = LocalStore(data_dir)
     plan = load_plan(storage, audience)
     client = GraphClient(access_token=SANDBOX_TOKEN, base_url=graph_url)
     try:

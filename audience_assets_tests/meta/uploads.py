@@ -8,12 +8,12 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from audience_assets import layout
-from audience_assets.audience import plan_upload, row_id_sql
-from audience_assets.audience.delivery import load_plan, optional_copy, store_plan
-from audience_assets.config import Audience
-from audience_assets.duck import connect, sql_path
-from audience_assets.meta.sync import UploadPlan
+from audience_assets.core import layout
+from audience_assets.core.audience import plan_upload, row_id_sql
+from audience_assets.core.audience.delivery import load_plan, optional_copy, store_plan
+from audience_assets.core.config import Audience
+from audience_assets.core.duck import connect, sql_path
+from audience_assets.core.meta.sync import UploadPlan
 from audience_assets.resources.storage import Storage
 from audience_assets_tests.oracle import canonical_row_key
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from audience_assets.demo import generate
+from audience_assets.core.demo import generate
 from audience_assets_tests.conftest import REPO, clean_env, make_dagster_home
 
 pytestmark = pytest.mark.slow

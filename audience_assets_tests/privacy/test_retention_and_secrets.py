@@ -12,18 +12,23 @@ import boto3
 import dagster as dg
 
 from audience_assets.definitions import build_definitions
+from audience_assets.core.store import LocalStore, StoredObject
 from audience_assets.resources import LocalStorage, MetaAudiences
-from audience_assets.resources.storage import StoredObject
-from audience_assets.settings import Settings
+from audience_assets.core.settings import Settings
 
 
-class MtimeStorage(LocalStorage):
-    """LocalStorage dates a file by max(mtime, ctime), and a test cannot set ctime back: this one reads mtime."""
+class MtimeStore(LocalStore):
+    """LocalStore dates a file by max(mtime, ctime), and a test cannot set ctime back: this one reads mtime."""
 
     def list(self, prefix):
         for obj in super().list(prefix):
-            mtime = (Path(self.data_dir) / obj.key).stat().st_mtime
+            mtime = (self.root / obj.key).stat().st_mtime
             yield StoredObject(obj.key, obj.size, dt.datetime.fromtimestamp(mtime, dt.timezone.utc), obj.version)
+
+
+class MtimeStorage(LocalStorage):
+    def store(self) -> MtimeStore:
+        return MtimeStore(self.data_dir)
 
 
 def test_the_retention_job_deletes_old_exports_and_keeps_recent_ones_and_opt_outs(tmp_path: Path):

@@ -15,14 +15,14 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from audience_assets import layout
-from audience_assets.audience import ChunkFile, Plan, PlannedOperation
+from audience_assets.core import layout
+from audience_assets.core.audience import ChunkFile, Plan, PlannedOperation
 from audience_assets.assets.activation import enforce_floor_after
 from audience_assets.cli import run_pipeline
-from audience_assets.config import load_config
-from audience_assets.demo import generate
-from audience_assets.meta.sandbox import GraphSandbox
-from audience_assets.settings import Settings
+from audience_assets.core.config import load_config
+from audience_assets.core.demo import generate
+from audience_assets.standins.graph_sandbox import GraphSandbox
+from audience_assets.core.settings import Settings
 from audience_assets_tests import oracle
 from audience_assets_tests.conftest import copy_config
 

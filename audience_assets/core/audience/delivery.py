@@ -1,0 +1,151 @@
+"""Delivering an audience's upload plan: chunks stored, the audience found or created, rows uploaded,
+and what Meta now holds recorded. The assets call this; so do the crash and fault tests.
+
+The plan document (`audiences/<audience>/upload_plan.json`) names each chunk's object key and row count;
+`deliver` resumes whatever an earlier run of the same plan acknowledged (see `meta.ledger`), and only
+after every chunk is acknowledged folds them into `meta/<audience>/confirmed.parquet`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from audience_assets.core import layout
+from audience_assets.core.audience import Plan, read_chunk_json, update_confirmed
+from audience_assets.core.config import Audience
+from audience_assets.core.duck import connect, sql_path
+from audience_assets.core.meta.client import GraphClient, JsonText
+from audience_assets.core.meta.ledger import UploadLedger
+from audience_assets.core.meta.sync import AudienceManager, AudienceUploader, Chunk, Operation, UploadPlan, UploadResult
+from audience_assets.core.store import Store, optional_copy
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    audience_id: str
+    created: bool
+    result: UploadResult
+    state: dict[str, Any]  # the audience as Meta describes it after the upload
+
+
+def store_plan(store: Store, audience: str, *, mode: str, keys: Sequence[str], plan: Plan) -> dict[str, Any]:
+    """Upload the plan's chunk files and write the plan document; returns the document."""
+    operations = []
+    for op in plan.operations:
+        chunks = []
+        for chunk in op.chunks:
+            key = layout.chunk(audience, plan.upload_id, op.kind, chunk.index)
+            store.upload(chunk.path, key)
+            chunks.append({"index": chunk.index, "rows": chunk.rows, "key": key, "digest": chunk.digest})
+        operations.append({"kind": op.kind, "rows": op.rows, "chunks": chunks})
+    document = {"audience": audience, "mode": mode, "upload_id": plan.upload_id, "schema": list(keys),
+                "desired_rows": plan.desired_rows, "confirmed_rows": plan.confirmed_rows, "operations": operations}
+    store.put_bytes(layout.upload_plan(audience), json.dumps(document, indent=1).encode())
+    return document
+
+
+def load_plan(store: Store, audience: str) -> UploadPlan | None:
+    raw = store.get_bytes(layout.upload_plan(audience))
+    if raw is None:
+        return None
+    document = json.loads(raw)
+    return UploadPlan(document["upload_id"], tuple(document["schema"]), tuple(
+        Operation(op["kind"], tuple(Chunk(c["index"], c["rows"], c["key"]) for c in op["chunks"]))
+        for op in document["operations"]))
+
+
+def deliver(store: Store, audience: str, spec: Audience, plan: UploadPlan, client: GraphClient, *,
+            ad_account_id: str, concurrency: int = 4, extra_fields: Sequence[str] = (), run_id: str = "",
+            report: Callable[[str], None] | None = None, settle_seconds: float = 600.0) -> Delivery:
+    """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
+
+    `report` receives the upload's progress lines (at least every 30 s). Raises `UploadIncomplete` when
+    batches were not acknowledged (retries exhausted, or the deadline passed): they are dead-lettered in
+    the ledger and the next run of the same plan re-sends exactly those."""
+    manager = AudienceManager(client, ad_account_id)
+    audience_id, created = manager.ensure(spec.meta_name, description=spec.description,
+                                          customer_file_source=spec.customer_file_source,
+                                          retention_days=spec.retention_days)
+    manager.preflight(audience_id)
+
+    with _connection_per_thread() as connection:
+        def read_chunk(chunk: Chunk) -> JsonText:
+            with store.local_copy(chunk.key) as path:
+                return JsonText(read_chunk_json(connection(), path, plan.schema))
+
+        uploader = AudienceUploader(client, UploadLedger(store, audience, plan.upload_id), read_chunk,
+                                    concurrency=concurrency, report=report, settle_seconds=settle_seconds)
+        result = uploader.run(audience_id, plan)
+    confirmed_rows, digests = record_confirmed(store, audience, plan)
+    delivery = Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))
+    write_audit(store, audience, spec.mode, plan, delivery, digests, confirmed_rows, run_id)
+    return delivery
+
+
+@contextlib.contextmanager
+def _connection_per_thread() -> Iterator[Callable[[], duckdb.DuckDBPyConnection]]:
+    """A DuckDB connection for each upload thread, opened on first use and closed at the end: opening
+    one costs more than reading a chunk, and a connection must not run two queries at once."""
+    local, lock = threading.local(), threading.Lock()
+    with contextlib.ExitStack() as stack:
+        def connection() -> duckdb.DuckDBPyConnection:
+            if not hasattr(local, "con"):
+                with lock:
+                    local.con = stack.enter_context(connect())
+            return local.con
+        yield connection
+
+
+def write_audit(store: Store, audience: str, mode: str, plan: UploadPlan, delivery: Delivery,
+                digests: dict[str, tuple[int, str]], confirmed_rows: int, run_id: str) -> str:
+    """One append-only audit record per upload: what was sent (counts and a SHA-256 of the sorted row
+    ids per operation, never a row), Meta's counts, and who ran it when. Returns its key."""
+    now = dt.datetime.now(dt.timezone.utc)
+    key = layout.audit(audience, now.strftime("%Y%m%dT%H%M%S%fZ"), plan.upload_id)
+    result = delivery.result
+    record = {
+        "audience": audience, "meta_audience_id": delivery.audience_id, "mode": mode, "upload_id": plan.upload_id,
+        "run_id": run_id, "recorded_at": now.isoformat(),
+        "session_ids": [str(s) for op in result.operations for s in op.session_ids],
+        "operations": [{"kind": kind, "rows": rows, "row_ids_sha256": digest} for kind, (rows, digest) in digests.items()],
+        "meta": {"num_received": sum(op.num_received for op in result.operations),
+                 "num_invalid_entries": sum(op.num_invalid_entries for op in result.operations),
+                 "invalid_entry_samples": sum(op.invalid_entry_samples for op in result.operations),
+                 "approximate_count_lower_bound": delivery.state.get("approximate_count_lower_bound"),
+                 "approximate_count_upper_bound": delivery.state.get("approximate_count_upper_bound")},
+        "confirmed_rows_after": confirmed_rows,
+    }
+    if store.get_bytes(key) is not None:  # append-only: a record is never rewritten
+        raise FileExistsError(f"audit record {key} already exists")
+    store.put_bytes(key, json.dumps(record, indent=1, sort_keys=True).encode())
+    return key
+
+
+def record_confirmed(store: Store, audience: str, plan: UploadPlan) -> tuple[int, dict[str, tuple[int, str]]]:
+    """Fold the plan's chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds. Returns its
+    row count and, per operation, the rows sent and a SHA-256 of their sorted row ids."""
+    with tempfile.TemporaryDirectory(prefix="aa-confirmed-") as tmp, connect(Path(tmp)) as con, \
+            contextlib.ExitStack() as stack:
+        confirmed = stack.enter_context(optional_copy(store, layout.confirmed(audience)))
+        acknowledged = {op.kind: [stack.enter_context(store.local_copy(c.key)) for c in op.chunks]
+                        for op in plan.operations}
+        out = Path(tmp) / "confirmed.parquet"
+        rows = update_confirmed(con, keys=plan.schema, confirmed=confirmed, acknowledged=acknowledged, out=out)
+        store.upload(out, layout.confirmed(audience))
+        digests = {}
+        for kind, paths in acknowledged.items():
+            files = ", ".join(sql_path(p) for p in paths)
+            count, digest = con.execute(f"SELECT count(*), sha256(coalesce(string_agg(row_id, ',' ORDER BY row_id), '')) "
+                                        f"FROM read_parquet([{files}])").fetchall()[0]
+            digests[kind] = (int(count), digest)
+        return rows, digests

@@ -1,0 +1,465 @@
+"""Audience lifecycle and uploads: find-or-create, preflight, and sessions done exactly right.
+
+One session per logical upload (per operation: add, remove or replace); `batch_seq` 1..N in chunk
+order; `estimated_num_total` on every batch; `last_batch_flag` only on the final batch, sent after all
+others are acknowledged. Replace sends batch 1 first and waits for its acknowledgement, sends the rest
+in order, and respects the 90-minute window (finishing early and adding the remainder if a replace would
+outlive it). Add and remove batches go out with bounded concurrency. Every acknowledged batch is in the
+ledger before the next step; an ambiguous failure (timeout, lost connection) is reconciled against
+Meta's own session counters before anything is sent again.
+
+An upload has a deadline (`deadline_seconds`, an hour by default): a batch that cannot be acknowledged
+before it (Meta keeps throttling) is a dead letter saying so, and the next run sends it again. After a
+session's last batch, Meta's own report of the session is polled with back-off until it no longer says
+"uploading"; a session Meta leaves open past `settle_seconds` is recorded as such and reported, not
+waited on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from audience_assets.core.meta.client import GraphClient, JsonText
+from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
+from audience_assets.core.meta.ledger import UploadLedger
+from audience_assets.core.meta.pacer import DeadlineExceeded
+from audience_assets.core.meta.progress import UploadProgress
+
+log = logging.getLogger(__name__)
+Kind = Literal["add", "remove", "replace"]
+AUDIENCE_FIELDS = ("id,name,subtype,customer_file_source,retention_days,description,operation_status,delivery_status,"
+                   "approximate_count_lower_bound,approximate_count_upper_bound,is_value_based,time_updated")
+AUTH_ERROR_CODES = frozenset({102, 104, 190})  # the token itself is missing, invalid or expired
+REPLACE_WINDOW_SECONDS = 90 * 60
+REPLACE_SAFETY_SECONDS = 5 * 60
+OPEN_SESSION_STAGES = frozenset({"uploading", "processing"})  # what Meta reports while a session is not done
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+    index: int  # 0-based position within its operation
+    rows: int
+    key: str    # where the chunk's rows are stored
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    kind: Kind
+    chunks: tuple[Chunk, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.chunks)
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadPlan:
+    upload_id: str  # a digest of exactly what is to be sent: the same plan resumes, a new plan starts fresh
+    schema: tuple[str, ...]
+    operations: tuple[Operation, ...]
+
+
+@dataclasses.dataclass
+class OperationResult:
+    kind: Kind
+    session_ids: list[int] = dataclasses.field(default_factory=list)
+    rows: int = 0
+    rows_sent: int = 0
+    batches_sent: int = 0
+    batches_resumed: int = 0          # acknowledged by an earlier run, not sent again
+    num_received: int = 0
+    num_invalid_entries: int = 0
+    invalid_entry_samples: int = 0    # counted, never stored
+    acknowledged_chunks: list[int] = dataclasses.field(default_factory=list)
+    dead_letters: list[int] = dataclasses.field(default_factory=list)
+    session_stages: dict[int, str] = dataclasses.field(default_factory=dict)  # Meta's last word on each session
+
+
+@dataclasses.dataclass
+class UploadResult:
+    audience_id: str
+    upload_id: str
+    operations: list[OperationResult]
+    batches_planned: int = 0
+    reasons: list[str] = dataclasses.field(default_factory=list)  # why batches were dead-lettered (no rows)
+
+    @property
+    def dead_letters(self) -> int:
+        return sum(len(op.dead_letters) for op in self.operations)
+
+    @property
+    def open_sessions(self) -> list[int]:
+        """Sessions Meta still reported uploading when the upload stopped waiting for them."""
+        return [sid for op in self.operations for sid, stage in op.session_stages.items() if stage in OPEN_SESSION_STAGES]
+
+
+class UploadIncomplete(RuntimeError):
+    """Some batches were not acknowledged; they are in the dead-letter record and the ledger resumes."""
+
+
+class AudienceManager:
+    """Find-or-create and preflight for one ad account."""
+
+    def __init__(self, client: GraphClient, ad_account_id: str):
+        if not ad_account_id.startswith("act_") or not ad_account_id[4:].isdigit():
+            raise ValueError(f"META_AD_ACCOUNT_ID must look like act_<digits>, got {ad_account_id!r}")
+        self.client, self.ad_account_id = client, ad_account_id
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        after = None
+        while True:
+            params: dict[str, Any] = {"fields": "id,name,subtype", "limit": 200}
+            if after:
+                params["after"] = after
+            page = self.client.get(f"{self.ad_account_id}/customaudiences", **params)
+            for audience in page.get("data", []):
+                if audience.get("name") == name:
+                    return audience
+            paging = page.get("paging", {})
+            after = paging.get("cursors", {}).get("after")
+            if not paging.get("next") or not after:
+                return None
+
+    def ensure(self, name: str, *, description: str, customer_file_source: str, retention_days: int) -> tuple[str, bool]:
+        """The id of the audience called `name`, created if missing; and whether it was created.
+
+        Creation is not idempotent, so a timeout is followed by a lookup, never by a second create."""
+        found = self.find(name)
+        if found:
+            return str(found["id"]), False
+        body = {"name": name, "subtype": "CUSTOM", "description": description,
+                "customer_file_source": customer_file_source, "retention_days": retention_days}
+        try:
+            created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
+        except MetaTransportError:
+            found = self.find(name)
+            if found:
+                return str(found["id"]), True
+            created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
+        return str(created["id"]), True
+
+    def read(self, audience_id: str, extra_fields: Sequence[str] = ()) -> dict[str, Any]:
+        return self.client.get(audience_id, fields=",".join([AUDIENCE_FIELDS, *extra_fields]))
+
+    def preflight(self, audience_id: str) -> dict[str, Any]:
+        """Check, before any row is sent, that the token, the account and the audience can take uploads."""
+        try:
+            self.client.get("me", fields="id")
+            account = self.client.get(self.ad_account_id, fields="tos_accepted")
+        except MetaApiError as error:
+            if error.code in AUTH_ERROR_CODES:
+                raise MetaPreflightError(f"the Meta access token does not work: {error}") from None
+            if error.error_class is ErrorClass.FATAL:  # no rights on the account, or no such account
+                raise MetaPreflightError(f"{self.ad_account_id} cannot take uploads with this token: {error}") from None
+            raise  # an outage or a throttle, not a configuration problem
+        if not (account.get("tos_accepted") or {}).get("custom_audience_tos"):
+            raise MetaPreflightError(
+                f"the Custom Audience terms are not accepted for {self.ad_account_id}: accept them at "
+                f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={self.ad_account_id[4:]} and rerun")
+        try:
+            audience = self.read(audience_id)
+        except MetaApiError as error:
+            if error.error_class is ErrorClass.FATAL:
+                raise MetaPreflightError(f"audience {audience_id} cannot be read with this token: {error}") from None
+            raise
+        if audience.get("subtype") != "CUSTOM":
+            raise MetaPreflightError(f"audience {audience_id} has subtype {audience.get('subtype')}; only CUSTOM "
+                                     "(customer list) audiences accept uploads: choose another meta_name")
+        status = (audience.get("operation_status") or {}).get("code")
+        if status == 471:
+            raise MetaPreflightError(f"Meta flagged audience {audience_id} (operation_status 471): its name or "
+                                     "description suggests restricted information; rename it and resolve it in Ads Manager")
+        return audience
+
+
+class AudienceUploader:
+    """Runs an `UploadPlan` against one audience, resuming from the ledger."""
+
+    def __init__(self, client: GraphClient, ledger: UploadLedger, read_chunk: Callable[[Chunk], JsonText], *,
+                 concurrency: int = 4, clock: Callable[[], float] = time.time,
+                 replace_window_seconds: float = REPLACE_WINDOW_SECONDS, reconcile_attempts: int = 6,
+                 deadline_seconds: float | None = None, settle_seconds: float = 600.0, settle_first_seconds: float = 5.0,
+                 report: Callable[[str], None] | None = None, progress_every: float = 30.0):
+        self.client, self.ledger, self.read_chunk = client, ledger, read_chunk
+        self.concurrency, self.clock = max(1, concurrency), clock
+        self.replace_window = replace_window_seconds
+        self.reconcile_attempts = reconcile_attempts
+        self.deadline_seconds = client.retry.deadline_seconds if deadline_seconds is None else deadline_seconds
+        self.settle_seconds, self.settle_first = settle_seconds, settle_first_seconds
+        self.report = report or log.info
+        self.progress_every = progress_every
+        self._lock = threading.Lock()
+        self._dead_before: set[str] = set()
+        self._reasons: dict[str, None] = {}
+        self.progress: UploadProgress | None = None
+
+    # ------------------------------------------------------------------ public
+    def run(self, audience_id: str, plan: UploadPlan) -> UploadResult:
+        result = UploadResult(audience_id, plan.upload_id, [],
+                              batches_planned=sum(len(op.chunks) for op in plan.operations))
+        self._dead_before = set(self.ledger.dead_letters())  # chunks an earlier run gave up on: sent again now
+        self._reasons = {}
+        self.progress = UploadProgress(f"upload {plan.upload_id[:12]} to audience {audience_id}", self.client.pacer,
+                                       self.report, batches=result.batches_planned,
+                                       rows=sum(op.rows for op in plan.operations), every=self.progress_every)
+        self.client.deadline = self.client.clock() + self.deadline_seconds
+        try:
+            with self.progress.running():
+                for operation in plan.operations:
+                    if operation.kind == "replace":
+                        result.operations.append(self._replace(audience_id, plan, operation))
+                    else:
+                        result.operations.append(self._add_or_remove(audience_id, plan, operation))
+        finally:
+            self.client.deadline = None
+        result.reasons = list(self._reasons)
+        for sid in result.open_sessions:
+            self.report(f"Meta still reports upload session {sid} of audience {audience_id} as uploading after "
+                        f"{self.settle_seconds:,.0f} s; it is recorded in the ledger and not waited on")
+        if result.dead_letters:
+            raise UploadIncomplete(f"{result.dead_letters} of {result.batches_planned} batch(es) of upload {plan.upload_id} "
+                                   f"were not acknowledged ({'; '.join(result.reasons)}); they are recorded as dead "
+                                   "letters and the next run re-sends them")
+        self.ledger.complete({"audience_id": audience_id, "operations": [dataclasses.asdict(op) for op in result.operations]})
+        return result
+
+    # ------------------------------------------------------------------ helpers
+    def _body(self, schema: Sequence[str], rows: JsonText, session: dict[str, Any]) -> dict[str, Any]:
+        return {"payload": {"schema": list(schema), "data": rows, "is_raw": True}, "session": session}
+
+    def _new_session(self, kind: Kind, total: int, replay: bool = False) -> dict[str, Any]:
+        session = {"session_id": secrets.randbelow(2**62) + 1, "started": self.clock(), "total": total,
+                   "finished": False, "replay": replay}
+        self.ledger.save_session(kind, session)  # durable before the first batch goes out
+        return session
+
+    def _record(self, op: OperationResult, kind: Kind, chunk: Chunk, response: dict[str, Any], session_id: int,
+                batch_seq: int, per_session: bool) -> None:
+        samples = response.get("invalid_entry_samples") or {}
+        ack = {"session_id": session_id, "batch_seq": batch_seq, "rows": chunk.rows,
+               "num_received": int(response.get("num_received", 0) or 0),
+               "num_invalid_entries": int(response.get("num_invalid_entries", 0) or 0),
+               "invalid_entry_samples": len(samples), "acknowledged_at": self.clock()}
+        self.ledger.acknowledge(kind, chunk.index, ack, session_id if per_session else None)
+        if self.progress is not None:
+            self.progress.acknowledged(chunk.rows)
+        if f"{kind}-{chunk.index:06d}" in self._dead_before:
+            self.ledger.clear_dead_letter(kind, chunk.index)
+        with self._lock:
+            op.batches_sent += 1
+            op.rows_sent += chunk.rows
+            op.invalid_entry_samples += len(samples)
+            op.acknowledged_chunks.append(chunk.index)
+            op.num_received = max(op.num_received, ack["num_received"])
+            op.num_invalid_entries = max(op.num_invalid_entries, ack["num_invalid_entries"])
+
+    def _session_state(self, audience_id: str, session_id: int) -> dict[str, Any] | None:
+        data = self.client.get(f"{audience_id}/sessions", session_id=str(session_id)).get("data", [])
+        return next((s for s in data if str(s.get("session_id")) == str(session_id)), None)
+
+    def _send_once(self, audience_id: str, kind: Kind, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        path = f"{audience_id}/usersreplace" if kind == "replace" else f"{audience_id}/users"
+        if kind == "remove":
+            return self.client.delete(path, body, retry_on_timeout=idempotent)
+        return self.client.post(path, body, retry_on_timeout=idempotent)
+
+    def _arrived(self, audience_id: str, session_id: int, received_before: int, rows: int) -> dict[str, Any] | None:
+        """Whether Meta's session counter shows the batch: `received_before + rows` means it arrived,
+        `received_before` means it did not; anything else cannot be decided safely."""
+        state = self._session_state(audience_id, session_id)
+        received = int(state["num_received"]) if state else 0
+        if state is not None and received == received_before + rows:
+            return {"num_received": received, "num_invalid_entries": int(state.get("num_invalid_entries", 0)),
+                    "session_id": str(session_id), "reconciled": True}
+        if received != received_before:
+            raise MetaApiError(f"session {session_id} reports {received} rows received, expected {received_before} "
+                               f"or {received_before + rows}: cannot tell whether the batch arrived, so it is not sent again")
+        return None
+
+    def _send_reconciled(self, audience_id: str, kind: Kind, body: dict[str, Any], *, received_before: int,
+                         rows: int, check_first: bool = False) -> dict[str, Any]:
+        """Send a batch that must not arrive twice, reconciling with Meta after every ambiguous failure
+        (and, when resuming after a crash, before the first attempt)."""
+        session_id = body["session"]["session_id"]
+        if check_first:
+            arrived = self._arrived(audience_id, session_id, received_before, rows)
+            if arrived:
+                return arrived
+        for _ in range(self.reconcile_attempts):
+            try:
+                return self._send_once(audience_id, kind, body, idempotent=False)
+            except MetaTransportError:
+                arrived = self._arrived(audience_id, session_id, received_before, rows)
+                if arrived:
+                    log.info("batch %s of session %s arrived although its response was lost",
+                             body["session"].get("batch_seq"), session_id)
+                    return arrived
+        raise MetaTransportError(f"a batch of session {session_id} failed {self.reconcile_attempts} times")
+
+    def _dead_letter(self, op: OperationResult, kind: Kind, chunk: Chunk, error: Exception) -> None:
+        error_class = ("deadline" if isinstance(error, DeadlineExceeded)
+                       else getattr(getattr(error, "error_class", None), "value", "transport"))
+        details = {"error_class": error_class, "code": getattr(error, "code", None),
+                   "subcode": getattr(error, "subcode", None), "fbtrace_id": getattr(error, "fbtrace_id", None),
+                   "message": str(error)[:500], "rows": chunk.rows, "chunk_key": chunk.key}
+        self.ledger.dead_letter(kind, chunk.index, details)
+        reason = (f"the upload's deadline of {self.deadline_seconds:,.0f} s passed ({error})"
+                  if isinstance(error, DeadlineExceeded) else f"{error_class}: {str(error)[:200]}")
+        with self._lock:
+            op.dead_letters.append(chunk.index)
+            self._reasons.setdefault(reason, None)
+
+    def _resumed(self, acked: dict[int, dict[str, Any]]) -> None:
+        if self.progress is not None and acked:
+            self.progress.resumed(len(acked), sum(int(a.get("rows", 0)) for a in acked.values()))
+
+    def _settle(self, audience_id: str, session_id: int) -> str:
+        """Meta's last word on a session whose last batch was acknowledged: polled with back-off (from
+        `settle_first` seconds, doubling to a minute) while it says "uploading", for `settle_seconds` at most;
+        a session still open then is left to Meta (it closes sessions itself) and reported."""
+        pause, waited = self.settle_first, 0.0
+        while True:
+            try:
+                state = self._session_state(audience_id, session_id)
+            except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
+                log.warning("could not read session %s of audience %s: %s", session_id, audience_id, error)
+                return "unknown"
+            stage = str((state or {}).get("stage") or "unknown").lower()
+            if stage not in OPEN_SESSION_STAGES or waited + pause > self.settle_seconds:
+                return stage
+            try:
+                self.client.pacer.wait(pause, f"Meta still reports session {session_id} {stage}", self.client.deadline)
+            except DeadlineExceeded:
+                return stage
+            waited += pause
+            pause = min(pause * 2, 60.0)
+
+    # ------------------------------------------------------------------ add / remove
+    def _add_or_remove(self, audience_id: str, plan: UploadPlan, operation: Operation) -> OperationResult:
+        kind = operation.kind
+        op = OperationResult(kind, rows=operation.rows)
+        acked = self.ledger.acknowledged(kind)
+        for ack in acked.values():
+            op.num_received = max(op.num_received, ack.get("num_received", 0))
+            op.num_invalid_entries = max(op.num_invalid_entries, ack.get("num_invalid_entries", 0))
+        op.batches_resumed = len(acked)
+        op.acknowledged_chunks = sorted(acked)
+        self._resumed(acked)
+        pending = [c for c in operation.chunks if c.index not in acked]
+        if not pending:
+            return op
+        session = self.ledger.session(kind)
+        if session is None or session.get("finished"):
+            # A fresh session numbers the operation's chunks 1..N; a replay of leftovers numbers them anew.
+            session = self._new_session(kind, sum(c.rows for c in pending), replay=bool(acked))
+        op.session_ids.append(session["session_id"])
+        order = ({c.index: n for n, c in enumerate(pending, start=1)} if session.get("replay")
+                 else {c.index: c.index + 1 for c in operation.chunks})
+        *middle, last = pending
+
+        def send(chunk: Chunk, final: bool) -> None:
+            seq = order[chunk.index]
+            meta_session = {"session_id": session["session_id"], "batch_seq": seq, "last_batch_flag": final,
+                            "estimated_num_total": session["total"]}
+            body = self._body(plan.schema, self.read_chunk(chunk), meta_session)
+            try:
+                if final:
+                    before = self._received_so_far(audience_id, session["session_id"])
+                    response = self._send_reconciled(audience_id, kind, body, received_before=before, rows=chunk.rows)
+                else:
+                    response = self._send_once(audience_id, kind, body, idempotent=True)
+            except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
+                if isinstance(error, MetaApiError) and error.error_class is ErrorClass.FATAL and error.code not in (100, 2650):
+                    raise  # the token, the account or the audience is wrong: nothing else will work either
+                self._dead_letter(op, kind, chunk, error)
+                return
+            self._record(op, kind, chunk, response, session["session_id"], seq, per_session=False)
+
+        if middle:
+            with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"meta-{kind}") as pool:
+                for future in [pool.submit(send, chunk, False) for chunk in middle]:
+                    future.result()
+        send(last, True)
+        finished = {**session, "finished": True}
+        if last.index in op.acknowledged_chunks:
+            stage = op.session_stages[session["session_id"]] = self._settle(audience_id, session["session_id"])
+            finished["meta_stage"] = stage
+        self.ledger.save_session(kind, finished)
+        op.acknowledged_chunks.sort()
+        return op
+
+    def _received_so_far(self, audience_id: str, session_id: int) -> int:
+        state = self._session_state(audience_id, session_id)
+        return int(state["num_received"]) if state else 0
+
+    # ------------------------------------------------------------------ replace
+    def _replace(self, audience_id: str, plan: UploadPlan, operation: Operation) -> OperationResult:
+        op = OperationResult("replace", rows=operation.rows)
+        session = self.ledger.session("replace")
+        now = self.clock()
+        if session and session.get("finished"):
+            acked = self.ledger.acknowledged("replace", session["session_id"])
+            op.batches_resumed, op.acknowledged_chunks = len(acked), sorted(acked)
+            self._resumed(acked)
+            op.session_ids.append(session["session_id"])
+            return self._finish_with_add(audience_id, plan, operation, op, set(acked))
+        resuming = session is not None and now - session["started"] <= self.replace_window - REPLACE_SAFETY_SECONDS
+        if not resuming:
+            session = self._new_session("replace", operation.rows)
+        assert session is not None
+        sid = session["session_id"]
+        op.session_ids.append(sid)
+        acked = self.ledger.acknowledged("replace", sid)
+        op.batches_resumed = len(acked)
+        op.acknowledged_chunks = sorted(acked)
+        self._resumed(acked)
+        received = sum(a["rows"] for a in acked.values())
+        for chunk in operation.chunks:
+            if chunk.index in acked:
+                continue
+            seq = chunk.index + 1
+            is_last = chunk.index == operation.chunks[-1].index
+            out_of_time = self.clock() - session["started"] > self.replace_window - REPLACE_SAFETY_SECONDS
+            meta_session = {"session_id": sid, "batch_seq": seq, "last_batch_flag": is_last or out_of_time,
+                            "estimated_num_total": operation.rows}
+            body = self._body(plan.schema, self.read_chunk(chunk), meta_session)
+            try:
+                response = self._send_reconciled(audience_id, "replace", body, received_before=received,
+                                                 rows=chunk.rows, check_first=resuming)
+            except DeadlineExceeded as error:  # the session stays open: the next run resumes it within its window
+                self._dead_letter(op, "replace", chunk, error)
+                return op
+            resuming = False
+            self._record(op, "replace", chunk, response, sid, seq, per_session=True)
+            received += chunk.rows
+            if out_of_time:
+                break
+        finished = {**session, "finished": True, "meta_stage": self._settle(audience_id, sid)}
+        op.session_stages[sid] = finished["meta_stage"]
+        self.ledger.save_session("replace", finished)
+        done = set(self.ledger.acknowledged("replace", sid))
+        return self._finish_with_add(audience_id, plan, operation, op, done)
+
+    def _finish_with_add(self, audience_id: str, plan: UploadPlan, operation: Operation, op: OperationResult,
+                         replaced: set[int]) -> OperationResult:
+        """Chunks the replace session did not carry (its 90-minute window closed first) join through an
+        add session: Meta's documented way to complete a replace that ran out of time."""
+        rest = Operation("add", tuple(c for c in operation.chunks if c.index not in replaced))
+        if rest.chunks:
+            added = self._add_or_remove(audience_id, plan, rest)
+            op.session_ids += added.session_ids
+            op.batches_sent += added.batches_sent
+            op.batches_resumed += added.batches_resumed
+            op.rows_sent += added.rows_sent
+            op.acknowledged_chunks = sorted(set(op.acknowledged_chunks) | set(added.acknowledged_chunks))
+            op.dead_letters += added.dead_letters
+            op.session_stages.update(added.session_stages)
+        op.acknowledged_chunks.sort()
+        return op
