@@ -18,7 +18,7 @@ import dagster as dg
 
 from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.config import ProjectConfig, load_config
-from audience_assets.definitions import build_assets, build_resources
+from audience_assets.definitions import build_definitions
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.settings import Settings
 
@@ -36,7 +36,8 @@ def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdou
     config = load_config(settings.config_dir)
     if settings.env == "local" and settings.demo_data:
         ensure_demo_data(settings.data_dir)
-    assets, resources = build_assets(config, settings), {**build_resources(settings, config), **(resources or {})}
+    defs = build_definitions(settings)
+    assets, resources = list(defs.assets or []), {**(defs.resources or {}), **(resources or {})}
     ok = True
     for keys, partitioned_by in STAGES:
         if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared

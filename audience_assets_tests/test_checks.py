@@ -9,12 +9,15 @@ import dagster as dg
 import duckdb
 import pytest
 
-from audience_assets import checks
+from audience_assets.defs.activation import checks
+from audience_assets.defs.clean_room.checks import MATCH_RATE, match_rate
+from audience_assets.defs.ingest.checks import row_accounting
 from audience_assets.core.audience.outbound import outbound_cell_problems
 from audience_assets.core import layout
 from audience_assets.cli import run_pipeline
 from audience_assets.core.config import load_config
-from audience_assets.definitions import build_assets, build_resources
+from audience_assets.definitions import build_definitions
+from audience_assets.defs.resources import build_resources
 from audience_assets.core.demo import generate
 from audience_assets.core.ingestion import FileReport, IngestReport
 from audience_assets.standins.graph_sandbox import GraphSandbox
@@ -25,8 +28,8 @@ from audience_assets_tests.conftest import copy_config
 def test_row_accounting():
     good = IngestReport(files=[FileReport("a.csv", rows_read=10, rows_accepted=8, rows_quarantined=2)])
     bad = IngestReport(files=[FileReport("a.csv", rows_read=10, rows_accepted=8, rows_quarantined=1)])
-    assert checks.row_accounting(good).passed
-    result = checks.row_accounting(bad)
+    assert row_accounting(good).passed
+    result = row_accounting(bad)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR and "a.csv" in result.description
 
 
@@ -59,15 +62,18 @@ def test_outbound_cells_of_repeating_keys_count_every_row(tmp_path: Path):
 
 
 def test_privacy_floor():
-    assert checks.privacy_floor(100, 100, removal_list=False).passed
-    below = checks.privacy_floor(99, 100, removal_list=False)
+    audience = load_config().audiences["young_gamers"].model_copy(update={"mode": "mirror", "min_size": 100})
+    assert checks.privacy_floor("young_gamers", 100, audience).passed
+    below = checks.privacy_floor("young_gamers", 99, audience)
     assert not below.passed and below.severity == dg.AssetCheckSeverity.ERROR
-    assert checks.privacy_floor(5, 100, removal_list=True).passed  # its floor applies to what stays on Meta
+    assert "has 99 members, below its privacy floor of 100" in below.description
+    removal = audience.model_copy(update={"mode": "remove"})
+    assert checks.privacy_floor("young_gamers", 5, removal).passed  # its floor applies to what stays on Meta
 
 
 def test_warnings():
-    assert checks.match_rate(0.4, 0.01).passed
-    low = checks.match_rate(0.005, 0.01)
+    assert match_rate(0.4, 0.01).passed
+    low = match_rate(0.005, 0.01)
     assert not low.passed and low.severity == dg.AssetCheckSeverity.WARN
     assert checks.invalid_entry_rate(1, 100, 0.05).passed and not checks.invalid_entry_rate(10, 100, 0.05).passed
     assert checks.count_direction(1000, 1200, 300).passed and not checks.count_direction(1000, 900, 300).passed
@@ -86,8 +92,8 @@ def test_a_plaintext_cell_stops_the_upload_and_a_low_match_rate_only_warns(tmp_p
     with dg.instance_for_test() as instance:
         assert run_pipeline(settings, instance, out=io.StringIO())  # warnings do not fail runs
         evaluations = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey("clean_room_matches"), checks.MATCH_RATE)])
-        record = evaluations[dg.AssetCheckKey(dg.AssetKey("clean_room_matches"), checks.MATCH_RATE)]
+            [dg.AssetCheckKey(dg.AssetKey("clean_room_matches"), MATCH_RATE)])
+        record = evaluations[dg.AssetCheckKey(dg.AssetKey("clean_room_matches"), MATCH_RATE)]
         assert record.event.dagster_event.event_specific_data.passed is False  # about 40% < 99%: a warning
 
         # Someone's plaintext email slips into the staged payload: the chunks must not become an upload plan.
@@ -102,7 +108,7 @@ def test_a_plaintext_cell_stops_the_upload_and_a_low_match_rate_only_warns(tmp_p
         sandbox = GraphSandbox(data / "meta_sandbox" / "graph.sqlite")
         audience_id = sandbox.audience_id(config.audiences["travel_enthusiasts"].meta_name)
         before = sandbox.member_keys(audience_id)
-        result = dg.materialize(build_assets(config, settings), selection=["audience_chunks", "meta_custom_audience"],
+        result = dg.materialize(list(build_definitions(settings).assets), selection=["audience_chunks", "meta_custom_audience"],
                                 partition_key="travel_enthusiasts", resources=build_resources(settings),
                                 instance=instance, raise_on_error=False)
         assert not result.success

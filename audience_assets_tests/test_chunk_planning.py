@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.core.audience import CHUNKS_PER_WRITE, build_rows, plan_upload, read_chunk_json, row_id_sql
+from audience_assets.core.audience.plan import CHUNKS_PER_WRITE, build_rows, plan_upload, read_chunk_json, row_id_sql
 from audience_assets.core.duck import sql_path
 
 KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
@@ -23,7 +23,7 @@ def test_many_chunks_are_written_in_groups_and_cover_every_row_once(tmp_path: Pa
         con.execute(f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM (SELECT sha256('e' || range) AS EMAIL, "
                     f"sha256('p' || range) AS PHONE, 'c' || range AS EXTERN_ID FROM range({rows}))) "
                     f"TO {sql_path(desired)} (FORMAT parquet)")
-        plan = plan_upload(con, mode="add", keys=KEYS, desired=desired, confirmed=None, suppression=None,
+        plan = plan_upload(con, audience="test", mode="add", keys=KEYS, desired=desired, confirmed=None, suppression=None,
                            out_dir=tmp_path / "plan", chunk_rows=chunk_rows)
         (operation,) = plan.operations
         assert [c.index for c in operation.chunks] == list(range(chunks))

@@ -1,4 +1,5 @@
-"""A failed run lands in the dead-letter log (no data in it) and replay_job completes it."""
+"""A failed run lands in the dead-letter log (no data in it); replay_job asks for its replay, replay_sensor
+launches it through the instance and clears the record once the replay succeeded."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import dagster as dg
 from audience_assets.core import layout
 from audience_assets.definitions import build_definitions
 from audience_assets.core.demo import generate
-from audience_assets.resources import LocalStorage
+from audience_assets.defs.resources import LocalStorage
 from audience_assets.core.settings import Settings
 
 
@@ -40,12 +41,22 @@ def test_a_failed_run_is_dead_lettered_and_replayed(tmp_path: Path):
             "run_id", "job", "partition", "assets", "failed_steps", "error_class", "failed_at"}
 
         shutil.move(parked, acme)  # the delivery arrives
-        replay = defs.resolve_job_def("replay_job").execute_in_process(instance=instance)
-        assert replay.success
-        assert list(storage.store().list(layout.DEAD_LETTER_RUNS)) == []
-        materialized = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("partner_data"), asset_partitions=["acme_data"]), limit=1)
-        assert materialized.records
+        replay_sensor = defs.resolve_sensor_def("replay_sensor")
+
+        def tick() -> list[dg.RunRequest]:
+            with dg.build_sensor_context(instance=instance, definitions=defs, resources={"storage": storage}) as context:
+                return list(replay_sensor(context).run_requests or [])
+
+        assert tick() == [], "nothing is replayed until someone asks"
+        assert defs.resolve_job_def("replay_job").execute_in_process(instance=instance).success
+        [request] = tick()
+        assert request.asset_selection == [dg.AssetKey("partner_data")] and request.partition_key == "acme_data"
+        assert request.tags["audience_assets/replay_of"] == failed.run_id and request.run_key.startswith(failed.run_id)
+        # the daemon launches the request as a run; here it runs in process, with the same selection and tags
+        replayed = dg.materialize(list(defs.assets), selection=request.asset_selection, partition_key="acme_data",
+                                  resources=defs.resources, instance=instance, tags=request.tags)
+        assert replayed.success
+        assert tick() == [] and list(storage.store().list(layout.DEAD_LETTER_RUNS)) == []
 
 
 def test_the_alert_webhook_receives_the_dead_letter(tmp_path: Path, monkeypatch):

@@ -60,8 +60,8 @@ def test_aws_definitions_load_without_credentials(tmp_path: Path, monkeypatch: p
 
 
 def test_aws_mode_matches_in_aws_clean_rooms_once_a_membership_is_configured(tmp_path: Path):
-    from audience_assets.definitions import build_resources
-    from audience_assets.resources import AwsCleanRoom, LocalCleanRoom
+    from audience_assets.defs.resources import build_resources
+    from audience_assets.defs.resources import AwsCleanRoom, LocalCleanRoom
 
     without = build_resources(Settings(env="aws", data_dir=tmp_path))["clean_room"]
     assert isinstance(without, LocalCleanRoom)

@@ -114,7 +114,7 @@ def test_dagster_definitions_validate_passes_in_aws_mode(tmp_path):
 def test_meta_uploads_share_one_pool_across_runs():
     """Parallel audience runs draw Meta upload slots from one pool (limited with `dagster instance
     concurrency set meta_api 1`, see deploy/README.md), so they share the ad account's budget."""
-    from audience_assets.assets.activation import META_POOL
+    from audience_assets.defs.activation.assets import META_POOL
     from audience_assets.definitions import build_definitions
     from audience_assets.core.settings import Settings
 

@@ -9,9 +9,9 @@ import boto3
 import dagster as dg
 import pytest
 
-from audience_assets import sensors
+from audience_assets.defs.ingest import sensors
 from audience_assets.definitions import build_definitions
-from audience_assets.resources import S3Storage
+from audience_assets.defs.resources import S3Storage
 from audience_assets.core.settings import Settings
 
 

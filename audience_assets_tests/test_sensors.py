@@ -9,11 +9,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from audience_assets import sensors
+from audience_assets.defs.ingest import sensors
 from audience_assets.core.config import load_config
-from audience_assets.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
+from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.core.store import LocalStore
-from audience_assets.resources import LocalStorage
+from audience_assets.defs.resources import LocalStorage
 from audience_assets.core.settings import Settings
 
 

@@ -22,14 +22,15 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from audience_assets.core import layout
-from audience_assets.assets.activation import meta_pool
+from audience_assets.defs.activation.assets import meta_pool
 from audience_assets.cli import STAGES
 from audience_assets.core.config import ConfigError, load_config
-from audience_assets.definitions import METRICS_FILE, build_assets, build_resources
+from audience_assets.definitions import build_definitions
+from audience_assets.defs.resources import METRICS_FILE, build_resources
 from audience_assets.core.demo import generate
 from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
 from audience_assets.core.store import LocalStore
-from audience_assets.resources import MetaAudiences
+from audience_assets.defs.resources import MetaAudiences
 from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import copy_config
 
@@ -118,7 +119,7 @@ def test_a_tenant_without_audiences_yet_activates_nothing(tmp_path):
     del audiences["audiences"]["new_parents"]
     (config_dir / "audiences.yaml").write_text(yaml.safe_dump(audiences, allow_unicode=True))
     config = load_config(config_dir)
-    assets = build_assets(config, Settings(data_dir=tmp_path / "data", config_dir=config_dir, demo_data=False))
+    assets = list(build_definitions(Settings(data_dir=tmp_path / "data", config_dir=config_dir, demo_data=False)).assets)
     keys = {key.to_user_string() for a in assets for key in a.keys}
     assert "northwind/meta_custom_audience" in keys and "clean_room_matches" in keys
     assert not any(k.startswith(("southpaw/", "eastgate/")) for k in keys)
@@ -158,7 +159,7 @@ def _upload(home: str, data_dir: str, config_dir: str, graph_url: str, tenant: s
     config = load_config(config_dir)
     settings = Settings(data_dir=Path(data_dir), config_dir=Path(config_dir), demo_data=False, meta_graph_url=graph_url)
     with dg.DagsterInstance.from_config(home) as instance:
-        result = _materialize(build_assets(config, settings), _resources(settings, config), instance,
+        result = _materialize(list(build_definitions(settings).assets), _resources(settings, config), instance,
                               [f"{tenant}/meta_custom_audience"], audience)
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     return {k: v.value for k, v in metadata.items() if isinstance(v.value, (int, float, str))}, time.monotonic()
@@ -188,7 +189,7 @@ def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_ot
         settings = Settings(data_dir=tmp_path / "data", config_dir=config_dir, demo_data=False,
                             meta_graph_url=server.url)
         resources = _resources(settings, config)
-        assets = build_assets(config, settings)
+        assets = list(build_definitions(settings).assets)
         home = tmp_path / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

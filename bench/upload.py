@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from audience_assets.core.audience import plan_upload, row_id_sql
-from audience_assets.core.audience.delivery import deliver, load_plan, store_plan
+from audience_assets.core.audience.delivery import deliver
+from audience_assets.core.audience.plan import load_plan, plan_upload, row_id_sql, store_plan
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path
 from audience_assets.core.meta.client import GraphClient, RetryPolicy
@@ -44,9 +44,9 @@ def prepare(storage: LocalStore, audience: str, rows: int, tmp: Path) -> None:
         con.execute(f"""COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM (
               SELECT sha256('user' || range || '@example.com') AS EMAIL, sha256(CAST(15550000000 + range AS VARCHAR)) AS PHONE,
                      'c' || range AS EXTERN_ID FROM range({rows}))) TO {sql_path(desired)} (FORMAT parquet)""")
-        plan = plan_upload(con, mode="add", keys=KEYS, desired=desired, confirmed=None, suppression=None,
+        plan = plan_upload(con, audience=audience, mode="add", keys=KEYS, desired=desired, confirmed=None, suppression=None,
                            out_dir=tmp / audience)
-        store_plan(storage, audience, mode="add", keys=KEYS, plan=plan)
+        store_plan(storage, audience, plan)
 
 
 def run(label: str, storage: LocalStore, audience: str, args: argparse.Namespace, tmp: Path, *,

@@ -29,7 +29,7 @@ from audience_assets.cli import run_pipeline
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
 from audience_assets.core.store import LocalStore, S3Store
-from audience_assets.resources import AwsCleanRoom
+from audience_assets.defs.resources import AwsCleanRoom
 from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import copy_config
 

@@ -17,7 +17,7 @@ from audience_assets.standins.local_clean_room import AnalysisTemplate, LocalCol
 from audience_assets.core.cleanroom.rules import ConfiguredTable, rule_from_policy
 from audience_assets.core.config import ConfigError, load_config
 from audience_assets.core.store import LocalStore
-from audience_assets.resources import LocalCleanRoom
+from audience_assets.defs.resources import LocalCleanRoom
 from audience_assets_tests.conftest import copy_config
 
 # customers c1..c6; acme knows e1 (by email), p2 (by phone), e3+p3 (both), e9/p9 (nobody), and c4's email twice

@@ -31,7 +31,7 @@ from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy,
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 from audience_assets.core.meta.pacer import DeadlineExceeded
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
-from audience_assets.core.meta.sync import AudienceManager
+from audience_assets.core.meta.manager import AudienceManager
 
 TOKEN = "tok-Client-Secret-7f3a9c"
 ACCOUNT = "act_1000000001"

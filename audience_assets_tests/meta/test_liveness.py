@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 
 from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy
 from audience_assets.core.meta.ledger import UploadLedger
-from audience_assets.core.meta.sync import AudienceUploader, Chunk, Operation, UploadIncomplete, UploadPlan
+from audience_assets.core.audience.plan import Chunk, Operation, Plan
+from audience_assets.core.meta.uploader import AudienceUploader, UploadIncomplete
 from audience_assets_tests.meta.uploads import FakeClock
 
 LATENCY = 0.25
@@ -203,7 +204,7 @@ def run_upload(scenario: Scenario, concurrency: int = 1, *, deadline: float = 10
     client = GraphClient(access_token="token-liveness", base_url="http://model.invalid", retry=retry,
                          transport=httpx.MockTransport(model.handle), sleep=clock.sleep, clock=clock, seed=3)
     chunks = tuple(Chunk(i, ROWS_PER_BATCH, f"chunk-{i}") for i in range(scenario.batches))
-    plan = UploadPlan("liveness", ("EXTERN_ID",), (Operation("add", chunks),))
+    plan = Plan("liveness", ("EXTERN_ID",), (Operation("add", chunks),))
 
     def read_chunk(chunk: Chunk) -> JsonText:
         return JsonText(json.dumps([[f"c{chunk.index}-{r}"] for r in range(chunk.rows)]))

@@ -143,7 +143,7 @@ def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: 
     """Batches that exhaust their retries are recorded with the error (never the rows); re-materializing
     the audience (the same plan) sends exactly those again and clears their dead letters."""
     from audience_assets.core.meta.ledger import UploadLedger
-    from audience_assets.core.meta.sync import UploadIncomplete
+    from audience_assets.core.meta.uploader import UploadIncomplete
 
     state = tmp_path / "graph.sqlite"
     storage = LocalStore(str(tmp_path / "data"))

@@ -1,5 +1,5 @@
 """Test helpers for uploads: synthetic audiences as Meta payload rows, planned, stored and delivered
-exactly as the assets do it (audience.plan_upload -> delivery.store_plan -> delivery.deliver)."""
+exactly as the assets do it (plan.plan_upload -> plan.store_plan -> delivery.deliver)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from audience_assets.core import layout
-from audience_assets.core.audience import plan_upload, row_id_sql
-from audience_assets.core.audience.delivery import load_plan, optional_copy, store_plan
+from audience_assets.core.audience.plan import Plan, load_plan, plan_upload, row_id_sql, store_plan
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path
-from audience_assets.core.meta.sync import UploadPlan
-from audience_assets.resources.storage import Storage
+from audience_assets.core.store import Store, optional_copy
 from audience_assets_tests.oracle import canonical_row_key
 
 KEYS = ["EMAIL", "PHONE", "EXTERN_ID"]
@@ -50,7 +48,7 @@ def cells_sql(ids_table: str) -> str:
             f"'c' || i AS EXTERN_ID FROM {ids_table}")
 
 
-def plan(storage: Storage, audience: str, audience_spec: Audience, ids: Iterable[int]) -> UploadPlan:
+def plan(storage: Store, audience: str, audience_spec: Audience, ids: Iterable[int]) -> Plan:
     """Plan the upload that makes the audience hold exactly `ids`, store it, and return it."""
     with tempfile.TemporaryDirectory() as tmp, connect(Path(tmp)) as con, \
             optional_copy(storage, layout.confirmed(audience)) as confirmed:
@@ -59,9 +57,10 @@ def plan(storage: Storage, audience: str, audience_spec: Audience, ids: Iterable
         desired = Path(tmp) / "desired.parquet"
         con.execute(f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM ({cells_sql('ids')})) TO {sql_path(desired)} "
                     "(FORMAT parquet)")
-        planned = plan_upload(con, mode=audience_spec.mode, keys=KEYS, desired=desired, confirmed=confirmed,
-                              suppression=None, out_dir=Path(tmp) / "chunks", chunk_rows=audience_spec.chunk_rows)
-        store_plan(storage, audience, mode=audience_spec.mode, keys=KEYS, plan=planned)
+        planned = plan_upload(con, audience=audience, mode=audience_spec.mode, keys=KEYS, desired=desired,
+                              confirmed=confirmed, suppression=None, out_dir=Path(tmp) / "chunks",
+                              chunk_rows=audience_spec.chunk_rows)
+        store_plan(storage, audience, planned)
     loaded = load_plan(storage, audience)
     assert loaded is not None
     return loaded

@@ -13,7 +13,7 @@ import dagster as dg
 
 from audience_assets.definitions import build_definitions
 from audience_assets.core.store import LocalStore, StoredObject
-from audience_assets.resources import LocalStorage, MetaAudiences
+from audience_assets.defs.resources import LocalStorage, MetaAudiences
 from audience_assets.core.settings import Settings
 
 

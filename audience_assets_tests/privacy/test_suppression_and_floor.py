@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from audience_assets.core import layout
-from audience_assets.core.audience import ChunkFile, Plan, PlannedOperation
-from audience_assets.assets.activation import enforce_floor_after
+from audience_assets.core.audience.floor import below_floor, members_after
+from audience_assets.core.audience.plan import Chunk, Operation, Plan
 from audience_assets.cli import run_pipeline
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
@@ -106,10 +106,14 @@ def test_an_audience_below_its_floor_uploads_nothing(tmp_path: Path):
 
 
 def test_a_removal_that_would_shrink_an_audience_below_its_floor_is_refused():
-    spec = load_config().audiences["young_gamers"].model_copy(update={"mode": "remove", "min_size": 100})
-    chunk = ChunkFile(0, 50, Path("chunk.parquet"), "digest")
-    shrink = Plan("u1", (PlannedOperation("remove", (chunk,)),), desired_rows=50, confirmed_rows=120)
-    with pytest.raises(dg.Failure, match="would leave 70 members on Meta, below its privacy floor of 100"):
-        enforce_floor_after("young_gamers", spec, shrink)
-    enforce_floor_after("young_gamers", spec, Plan("u2", (PlannedOperation("remove", (chunk,)),), 50, 150))
-    enforce_floor_after("young_gamers", spec, Plan("u3", (), 0, 10))  # nothing to send: nothing to refuse
+    chunk = Chunk(0, 50, "chunk-key", "digest")
+    shrink = Plan("u1", ("EMAIL",), (Operation("remove", (chunk,)),), "remove", desired_rows=50, confirmed_rows=120)
+    assert members_after(shrink) == 70
+    assert below_floor("young_gamers", 100, after=members_after(shrink)) == (
+        "the upload for 'young_gamers' would leave 70 members on Meta, below its privacy floor of 100: refused; "
+        "nothing was sent")
+    assert below_floor("young_gamers", 100, after=members_after(
+        Plan("u2", ("EMAIL",), (Operation("remove", (chunk,)),), "remove", 50, 150))) is None
+    assert members_after(Plan("u3", ("EMAIL",), (), "remove", 0, 10)) is None  # nothing to send: nothing to refuse
+    replace = Plan("u4", ("EMAIL",), (Operation("replace", (chunk,)),), "replace", 50, 5000)
+    assert members_after(replace) == 50 and below_floor("young_gamers", 100, after=50)

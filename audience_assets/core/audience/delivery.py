@@ -1,9 +1,8 @@
-"""Delivering an audience's upload plan: chunks stored, the audience found or created, rows uploaded,
-and what Meta now holds recorded. The assets call this; so do the crash and fault tests.
+"""Delivering an audience's stored upload plan: the audience found or created and preflighted, rows
+uploaded, and what Meta now holds recorded. The assets call this; so do the crash and fault tests.
 
-The plan document (`audiences/<audience>/upload_plan.json`) names each chunk's object key and row count;
 `deliver` resumes whatever an earlier run of the same plan acknowledged (see `meta.ledger`), and only
-after every chunk is acknowledged folds them into `meta/<audience>/confirmed.parquet`.
+after every chunk is acknowledged folds them into `meta/<audience>/confirmed.parquet`, with an audit record.
 """
 
 from __future__ import annotations
@@ -21,12 +20,13 @@ from typing import Any
 import duckdb
 
 from audience_assets.core import layout
-from audience_assets.core.audience import Plan, read_chunk_json, update_confirmed
+from audience_assets.core.audience.plan import Chunk, Plan, read_chunk_json, update_confirmed
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path
 from audience_assets.core.meta.client import GraphClient, JsonText
 from audience_assets.core.meta.ledger import UploadLedger
-from audience_assets.core.meta.sync import AudienceManager, AudienceUploader, Chunk, Operation, UploadPlan, UploadResult
+from audience_assets.core.meta.manager import AudienceManager
+from audience_assets.core.meta.uploader import AudienceUploader, UploadResult
 from audience_assets.core.store import Store, optional_copy
 
 
@@ -38,33 +38,7 @@ class Delivery:
     state: dict[str, Any]  # the audience as Meta describes it after the upload
 
 
-def store_plan(store: Store, audience: str, *, mode: str, keys: Sequence[str], plan: Plan) -> dict[str, Any]:
-    """Upload the plan's chunk files and write the plan document; returns the document."""
-    operations = []
-    for op in plan.operations:
-        chunks = []
-        for chunk in op.chunks:
-            key = layout.chunk(audience, plan.upload_id, op.kind, chunk.index)
-            store.upload(chunk.path, key)
-            chunks.append({"index": chunk.index, "rows": chunk.rows, "key": key, "digest": chunk.digest})
-        operations.append({"kind": op.kind, "rows": op.rows, "chunks": chunks})
-    document = {"audience": audience, "mode": mode, "upload_id": plan.upload_id, "schema": list(keys),
-                "desired_rows": plan.desired_rows, "confirmed_rows": plan.confirmed_rows, "operations": operations}
-    store.put_bytes(layout.upload_plan(audience), json.dumps(document, indent=1).encode())
-    return document
-
-
-def load_plan(store: Store, audience: str) -> UploadPlan | None:
-    raw = store.get_bytes(layout.upload_plan(audience))
-    if raw is None:
-        return None
-    document = json.loads(raw)
-    return UploadPlan(document["upload_id"], tuple(document["schema"]), tuple(
-        Operation(op["kind"], tuple(Chunk(c["index"], c["rows"], c["key"]) for c in op["chunks"]))
-        for op in document["operations"]))
-
-
-def deliver(store: Store, audience: str, spec: Audience, plan: UploadPlan, client: GraphClient, *,
+def deliver(store: Store, audience: str, spec: Audience, plan: Plan, client: GraphClient, *,
             ad_account_id: str, concurrency: int = 4, extra_fields: Sequence[str] = (), run_id: str = "",
             report: Callable[[str], None] | None = None, settle_seconds: float = 600.0) -> Delivery:
     """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
@@ -106,7 +80,7 @@ def _connection_per_thread() -> Iterator[Callable[[], duckdb.DuckDBPyConnection]
         yield connection
 
 
-def write_audit(store: Store, audience: str, mode: str, plan: UploadPlan, delivery: Delivery,
+def write_audit(store: Store, audience: str, mode: str, plan: Plan, delivery: Delivery,
                 digests: dict[str, tuple[int, str]], confirmed_rows: int, run_id: str) -> str:
     """One append-only audit record per upload: what was sent (counts and a SHA-256 of the sorted row
     ids per operation, never a row), Meta's counts, and who ran it when. Returns its key."""
@@ -131,7 +105,7 @@ def write_audit(store: Store, audience: str, mode: str, plan: UploadPlan, delive
     return key
 
 
-def record_confirmed(store: Store, audience: str, plan: UploadPlan) -> tuple[int, dict[str, tuple[int, str]]]:
+def record_confirmed(store: Store, audience: str, plan: Plan) -> tuple[int, dict[str, tuple[int, str]]]:
     """Fold the plan's chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds. Returns its
     row count and, per operation, the rows sent and a SHA-256 of their sorted row ids."""
     with tempfile.TemporaryDirectory(prefix="aa-confirmed-") as tmp, connect(Path(tmp)) as con, \

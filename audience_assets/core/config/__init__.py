@@ -18,6 +18,7 @@ from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.cleanroom.rules import AnalysisRuleInvalid
 from audience_assets.core.identity import META_KEYS, country_code
 from audience_assets.core.identity.rules import STANDARD_COLUMNS
+from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
 
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # the shipped partners.yaml and audiences.yaml
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # usable as a partition key, an S3 prefix and a SQL name
@@ -182,7 +183,8 @@ class AudienceDefaults(_Strict):
     customer_file_source: Literal["USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"] = (
         "USER_PROVIDED_ONLY")
     retention_days: int = Field(default=180, ge=0, le=180)
-    chunk_rows: int = Field(default=10_000, ge=1, le=10_000, description="rows per upload request (Meta allows 10,000)")
+    chunk_rows: int = Field(default=MAX_ROWS_PER_REQUEST, ge=1, le=MAX_ROWS_PER_REQUEST,
+                            description="rows per upload request (Meta allows 10,000)")
     max_invalid_rate: float = Field(default=0.05, ge=0, le=1, description="warn above this share of invalid entries")
     freshness_hours: float = Field(default=26, gt=0, description="the audience is stale after this many hours")
     refresh_cron: str = Field(default="0 6 * * *", description="daily refresh of the audience (UTC)")
@@ -232,7 +234,8 @@ class Audience(AudienceDefaults):
 
 
 AD_ACCOUNT = re.compile(r"^act_[0-9]+$")
-IMPLICIT_TENANT = "default"
+IMPLICIT_TENANT = "default"  # the one tenant of a deployment without tenants.yaml
+SHARED_TENANT = "shared"  # what deployment-wide steps (the CRM export, opt-outs) work for among several tenants
 
 
 class Tenant(_Strict):
@@ -302,6 +305,11 @@ class ProjectConfig:
     @cached_property
     def tenant_names(self) -> list[str]:
         return sorted(self.declared_tenants) if self.declared_tenants is not None else [IMPLICIT_TENANT]
+
+    @property
+    def deployment_tenant(self) -> str:
+        """The tenant deployment-wide steps are attributed to: the only tenant, or `shared` among several."""
+        return SHARED_TENANT if self.multi_tenant else IMPLICIT_TENANT
 
     def tenant(self, name: str) -> Tenant | None:
         """The declared tenant `name`, or None for the implicit tenant."""

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO; a GET's query carries appsecret_proof, which stays out of logs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
+MAX_ROWS_PER_REQUEST = 10_000  # Meta's limit of rows in one /users or /usersreplace request
 DEFAULT_API_VERSION = "v25.0"
 
 

@@ -1,7 +1,6 @@
-"""Assets wire the engines to the resources and report what happened; one module per stage group.
-
-Helpers here turn a written Parquet file into the metadata every asset emits (`dagster/row_count`,
-`dagster/uri`, `dagster/column_schema`), counts and reasons only, never values.
+"""What every step records, shared by the stages: the tenant it works for and its cost (`attribute`), the
+metadata of a written Parquet file (`dagster/row_count`, `dagster/uri`, `dagster/column_schema`), row
+accounting, history tables, and check specs. Counts and reasons only, never values.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ import dataclasses
 import datetime as dt
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,10 +22,16 @@ import duckdb
 from audience_assets.core.duck import sql_path
 from audience_assets.core.ingestion import IngestReport
 from audience_assets.core.store import Store
-from audience_assets.resources.storage import Storage
+from audience_assets.defs.resources import Storage
 
-OWNERS = ["team:marketing-data"]
-SHARED_TENANT = "shared"  # deployment-wide steps (first-party data) once several tenants are declared
+def check_spec(name: str, asset: str | dg.AssetKey, description: str, *, blocking: bool = False,
+               partitions_def: dg.PartitionsDefinition | None = None) -> dg.AssetCheckSpec:
+    """A check on `asset`; on a partitioned asset, partitioned the same way, so its history and plots are per
+    partition (Dagster 1.13 marks partitioned checks as preview: chosen on purpose, so not warned about)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
+                                 partitions_def=partitions_def)
 
 
 @dataclasses.dataclass
@@ -45,11 +51,6 @@ class Attribution:
                 "cost/rows_processed": int(rows), "cost/meta_requests": int(meta_requests),
                 "cost/clean_room_query_seconds": dg.MetadataValue.float(round(clean_room_seconds, 3))}
         return dg.MaterializeResult(metadata={**metadata, **cost}, check_results=check_results or [], tags=self.tags)
-
-
-def deployment_tenant(multi_tenant: bool) -> str:
-    """The tenant deployment-wide steps are attributed to: the only tenant, or `shared` among several."""
-    return SHARED_TENANT if multi_tenant else "default"
 
 
 def attribute(context: dg.AssetExecutionContext, storage: Storage, *, tenant: str, partner: str | None = None,

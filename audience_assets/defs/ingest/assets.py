@@ -9,14 +9,14 @@ import datetime as dt
 
 import dagster as dg
 
-from audience_assets import checks
 from audience_assets.core import layout
-from audience_assets.assets import OWNERS, attribute, deployment_tenant, ingest_metadata, publish, work_dir
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
 from audience_assets.core.ingestion import sources
-from audience_assets.partitions import partner_partitions
-from audience_assets.resources.storage import Storage
+from audience_assets.defs.ingest import checks
+from audience_assets.defs.metadata import attribute, check_spec, ingest_metadata, publish, work_dir
+from audience_assets.defs.partitions import partner_partitions
+from audience_assets.defs.resources import Storage
 
 GROUP = "ingest"
 
@@ -24,15 +24,17 @@ GROUP = "ingest"
 def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.AssetsDefinition]:
     kinds = {"duckdb", storage_kind}
     source_config = config.sources
-    shared = deployment_tenant(config.multi_tenant)
+    shared = config.deployment_tenant
+    partners = partner_partitions(config)
 
-    def accounting(asset: str) -> list[dg.AssetCheckSpec]:
-        return [checks.spec(checks.ROW_ACCOUNTING, asset, "Every delivered row is accepted or quarantined with a "
-                            "reason: rows read = accepted + quarantined, per file.", blocking=True)]
+    def accounting(asset: str, partitions_def: dg.PartitionsDefinition | None = None) -> list[dg.AssetCheckSpec]:
+        return [check_spec(checks.ROW_ACCOUNTING, asset, "Every delivered row is accepted or quarantined with a "
+                           "reason: rows read = accepted + quarantined, per file.", blocking=True,
+                           partitions_def=partitions_def)]
 
     # code version 2: the table carries partner_identity (tables of version 1 show as changed code in the UI)
-    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, partitions_def=partner_partitions(config),
-              check_specs=accounting("partner_data"), code_version="2",
+    @dg.asset(group_name=GROUP, kinds=kinds, partitions_def=partners,
+              check_specs=accounting("partner_data", partners), code_version="2",
               freshness_policy=dg.FreshnessPolicy.time_window(
                   fail_window=dt.timedelta(hours=max(p.freshness_hours for p in source_config.partners.values()))))
     def partner_data(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
@@ -56,7 +58,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
             "quarantine_uri": store.uri(layout.partner_quarantine(partner))},
             rows=report.rows_read, check_results=[checks.row_accounting(report)])
 
-    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("first_party_customers"))
+    @dg.asset(group_name=GROUP, kinds=kinds, check_specs=accounting("first_party_customers"))
     def first_party_customers(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's CRM export, one row per customer id with every Meta key normalized and hashed
         (the payload the audiences are built from); unusable and duplicate rows are quarantined."""
@@ -77,7 +79,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                                       "quarantine_uri": store.uri(layout.FIRST_PARTY_QUARANTINE)},
                             rows=report.rows_read, check_results=[checks.row_accounting(report)])
 
-    @dg.asset(group_name=GROUP, kinds=kinds, owners=OWNERS, check_specs=accounting("suppression_list"))
+    @dg.asset(group_name=GROUP, kinds=kinds, check_specs=accounting("suppression_list"))
     def suppression_list(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """Everyone who opted out, as hashed identifiers: never uploaded, and removed from Meta if they were."""
         meter = attribute(context, storage, tenant=shared)

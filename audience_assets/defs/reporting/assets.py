@@ -14,9 +14,9 @@ from collections import defaultdict
 import dagster as dg
 
 from audience_assets.core import layout
-from audience_assets.assets import OWNERS, attribute, deployment_tenant
 from audience_assets.core.config import ProjectConfig
-from audience_assets.resources.storage import Storage
+from audience_assets.defs.metadata import attribute
+from audience_assets.defs.resources import Storage
 
 GROUP = "reporting"
 WINDOW_DAYS = 31
@@ -51,16 +51,16 @@ def cost_rows(instance: dg.DagsterInstance, asset_keys: list[dg.AssetKey], since
             for (tenant, day), t in sorted(totals.items())]
 
 
-def build_reporting_assets(config: ProjectConfig, measured: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
-    keys = [key for definition in measured for key in definition.keys]
+def build_reporting_assets(config: ProjectConfig, keys: list[dg.AssetKey]) -> list[dg.AssetsDefinition]:
+    """`tenant_costs`, summing the cost recorded by the assets `keys`."""
 
-    @dg.asset(group_name=GROUP, kinds={"csv"}, owners=OWNERS, deps=keys,
+    @dg.asset(group_name=GROUP, kinds={"csv"}, deps=keys,
               automation_condition=dg.AutomationCondition.cron_tick_passed("0 7 * * *", cron_timezone="UTC")
               & ~dg.AutomationCondition.in_progress())
     def tenant_costs(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """Cost per tenant and day (last 31 days): runs, compute seconds, rows processed, Meta requests and
         clean-room query seconds, summed from what every step recorded."""
-        meter = attribute(context, storage, tenant=deployment_tenant(config.multi_tenant))
+        meter = attribute(context, storage, tenant=config.deployment_tenant)
         since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=WINDOW_DAYS)
         rows = cost_rows(context.instance, keys, since)
         text = io.StringIO()

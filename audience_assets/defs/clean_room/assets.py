@@ -6,29 +6,27 @@ partner's segment attributes come out (the `audience_match` analysis template).
 
 import dagster as dg
 
-from audience_assets import checks
 from audience_assets.core import layout
-from audience_assets.assets import OWNERS, attribute, deployment_tenant, history_table, publish, work_dir
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
 from audience_assets.core.ingestion import sources
-from audience_assets.partitions import partner_partitions
-from audience_assets.resources.clean_room import CleanRoom
-from audience_assets.resources.metrics import Metrics
-from audience_assets.resources.storage import Storage
+from audience_assets.defs.clean_room import checks
+from audience_assets.defs.metadata import attribute, check_spec, history_table, publish, work_dir
+from audience_assets.defs.partitions import partner_partitions
+from audience_assets.defs.resources import CleanRoom, Metrics, Storage
 
 GROUP = "clean_room"
 
 
-def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_party_customers: dg.AssetsDefinition,
-                            partner_data: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
+def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg.AssetsDefinition]:
     match_keys = config.match_keys
+    partners = partner_partitions(config)
 
-    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, owners=OWNERS, deps=[first_party_customers],
+    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, deps=["first_party_customers"],
               automation_condition=dg.AutomationCondition.eager())
     def clean_room_first_party_table(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's side of the clean room: customer id and hashed match keys only, nothing else."""
-        meter = attribute(context, storage, tenant=deployment_tenant(config.multi_tenant))
+        meter = attribute(context, storage, tenant=config.deployment_tenant)
         store = meter.store
         with work_dir() as tmp, connect(tmp) as con, store.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
             table = tmp / "first_party.parquet"
@@ -36,10 +34,11 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str, first_part
             metadata = publish(con, store, table, layout.CLEAN_ROOM_FIRST_PARTY)
         return meter.result(metadata={**metadata, "match_keys": ", ".join(match_keys)}, rows=metadata["dagster/row_count"])
 
-    @dg.asset(group_name=GROUP, kinds={"cleanrooms", "duckdb"}, owners=OWNERS, partitions_def=partner_partitions(config),
-              deps=[partner_data, clean_room_first_party_table], automation_condition=dg.AutomationCondition.eager(),
-              check_specs=[checks.spec(checks.MATCH_RATE, "clean_room_matches",
-                                       "At least the partner's min_match_rate of first-party customers matched.")])
+    @dg.asset(group_name=GROUP, kinds={"cleanrooms", "duckdb"}, partitions_def=partners,
+              deps=["partner_data", clean_room_first_party_table], automation_condition=dg.AutomationCondition.eager(),
+              check_specs=[check_spec(checks.MATCH_RATE, "clean_room_matches",
+                                      "At least the partner's min_match_rate of first-party customers matched.",
+                                      partitions_def=partners)])
     def clean_room_matches(context: dg.AssetExecutionContext, storage: Storage,
                            clean_room: CleanRoom, metrics: Metrics) -> dg.MaterializeResult:
         """The partner's match: advertiser customer ids with the partner's segment attributes, for every

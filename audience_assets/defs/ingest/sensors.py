@@ -29,9 +29,9 @@ from audience_assets.core import layout
 
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.ingestion.sources import is_delivery
-from audience_assets.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
+from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.core.store import Store, StoredObject
-from audience_assets.resources.storage import Storage
+from audience_assets.defs.resources import Storage
 
 OVERLAP = dt.timedelta(hours=1)
 MAX_RUNS_PER_TICK = 500
@@ -118,39 +118,3 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list) -> dg.SensorDef
                                skip_reason=None if requests else "no new deliveries")
 
     return landing_zone_sensor
-
-
-def _root_error_class(error) -> str:
-    """The class of the error that caused a step failure, under Dagster's wrappers (no message: it may hold data)."""
-    while error is not None and error.cls_name.startswith("Dagster") and error.cause is not None:
-        error = error.cause
-    return error.cls_name if error is not None else "unknown"
-
-
-def build_dead_letter_sensor() -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name="dead_letter_sensor", default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="Records every failed run (assets, partition, error class, run id; never data) "
-                                       "in dead_letters/runs/ and posts it to ALERT_WEBHOOK_URL when set; "
-                                       "replay_job re-runs them.")
-    def dead_letter_sensor(context: dg.RunFailureSensorContext, storage: Storage) -> None:
-        run = context.dagster_run
-        steps = context.get_step_failure_events()
-        entry = {
-            "run_id": run.run_id, "job": run.job_name, "partition": run.tags.get("dagster/partition"),
-            "assets": sorted(k.to_user_string() for k in (run.asset_selection or [])) or sorted({e.step_key for e in steps}),
-            "failed_steps": sorted({e.step_key for e in steps}),
-            "error_class": _root_error_class(steps[0].event_specific_data.error) if steps else "RunFailure",
-            "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        }
-        store = storage.store()
-        if "tenant" in run.tags:  # the failed steps had tagged their run: the record is that tenant's cost too
-            store = store.tagged(tenant=run.tags["tenant"])
-        store.put_bytes(layout.dead_letter_run(run.run_id), json.dumps(entry, indent=1).encode())
-        url = os.environ.get("ALERT_WEBHOOK_URL")
-        if url:
-            try:
-                httpx.post(url, json={"text": f"audience_assets run {run.run_id} failed", **entry}, timeout=10)
-            except httpx.HTTPError as error:  # the dead letter is recorded; the alert is best effort
-                context.log.warning(f"alert webhook failed: {type(error).__name__}")
-
-    return dead_letter_sensor

@@ -1,4 +1,4 @@
-"""Audience lifecycle and uploads: find-or-create, preflight, and sessions done exactly right.
+"""Uploads done exactly right: an upload plan sent to one audience through Meta's upload sessions.
 
 One session per logical upload (per operation: add, remove or replace); `batch_seq` 1..N in chunk
 order; `estimated_num_total` on every batch; `last_batch_flag` only on the final batch, sent after all
@@ -24,46 +24,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
+from audience_assets.core.audience.plan import Chunk, Kind, Operation, Plan
 from audience_assets.core.meta.client import GraphClient, JsonText
-from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
+from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaTransportError
 from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.pacer import DeadlineExceeded
 from audience_assets.core.meta.progress import UploadProgress
 
 log = logging.getLogger(__name__)
-Kind = Literal["add", "remove", "replace"]
-AUDIENCE_FIELDS = ("id,name,subtype,customer_file_source,retention_days,description,operation_status,delivery_status,"
-                   "approximate_count_lower_bound,approximate_count_upper_bound,is_value_based,time_updated")
-AUTH_ERROR_CODES = frozenset({102, 104, 190})  # the token itself is missing, invalid or expired
 REPLACE_WINDOW_SECONDS = 90 * 60
 REPLACE_SAFETY_SECONDS = 5 * 60
 OPEN_SESSION_STAGES = frozenset({"uploading", "processing"})  # what Meta reports while a session is not done
-
-
-@dataclasses.dataclass(frozen=True)
-class Chunk:
-    index: int  # 0-based position within its operation
-    rows: int
-    key: str    # where the chunk's rows are stored
-
-
-@dataclasses.dataclass(frozen=True)
-class Operation:
-    kind: Kind
-    chunks: tuple[Chunk, ...]
-
-    @property
-    def rows(self) -> int:
-        return sum(c.rows for c in self.chunks)
-
-
-@dataclasses.dataclass(frozen=True)
-class UploadPlan:
-    upload_id: str  # a digest of exactly what is to be sent: the same plan resumes, a new plan starts fresh
-    schema: tuple[str, ...]
-    operations: tuple[Operation, ...]
 
 
 @dataclasses.dataclass
@@ -104,83 +77,8 @@ class UploadIncomplete(RuntimeError):
     """Some batches were not acknowledged; they are in the dead-letter record and the ledger resumes."""
 
 
-class AudienceManager:
-    """Find-or-create and preflight for one ad account."""
-
-    def __init__(self, client: GraphClient, ad_account_id: str):
-        if not ad_account_id.startswith("act_") or not ad_account_id[4:].isdigit():
-            raise ValueError(f"META_AD_ACCOUNT_ID must look like act_<digits>, got {ad_account_id!r}")
-        self.client, self.ad_account_id = client, ad_account_id
-
-    def find(self, name: str) -> dict[str, Any] | None:
-        after = None
-        while True:
-            params: dict[str, Any] = {"fields": "id,name,subtype", "limit": 200}
-            if after:
-                params["after"] = after
-            page = self.client.get(f"{self.ad_account_id}/customaudiences", **params)
-            for audience in page.get("data", []):
-                if audience.get("name") == name:
-                    return audience
-            paging = page.get("paging", {})
-            after = paging.get("cursors", {}).get("after")
-            if not paging.get("next") or not after:
-                return None
-
-    def ensure(self, name: str, *, description: str, customer_file_source: str, retention_days: int) -> tuple[str, bool]:
-        """The id of the audience called `name`, created if missing; and whether it was created.
-
-        Creation is not idempotent, so a timeout is followed by a lookup, never by a second create."""
-        found = self.find(name)
-        if found:
-            return str(found["id"]), False
-        body = {"name": name, "subtype": "CUSTOM", "description": description,
-                "customer_file_source": customer_file_source, "retention_days": retention_days}
-        try:
-            created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
-        except MetaTransportError:
-            found = self.find(name)
-            if found:
-                return str(found["id"]), True
-            created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
-        return str(created["id"]), True
-
-    def read(self, audience_id: str, extra_fields: Sequence[str] = ()) -> dict[str, Any]:
-        return self.client.get(audience_id, fields=",".join([AUDIENCE_FIELDS, *extra_fields]))
-
-    def preflight(self, audience_id: str) -> dict[str, Any]:
-        """Check, before any row is sent, that the token, the account and the audience can take uploads."""
-        try:
-            self.client.get("me", fields="id")
-            account = self.client.get(self.ad_account_id, fields="tos_accepted")
-        except MetaApiError as error:
-            if error.code in AUTH_ERROR_CODES:
-                raise MetaPreflightError(f"the Meta access token does not work: {error}") from None
-            if error.error_class is ErrorClass.FATAL:  # no rights on the account, or no such account
-                raise MetaPreflightError(f"{self.ad_account_id} cannot take uploads with this token: {error}") from None
-            raise  # an outage or a throttle, not a configuration problem
-        if not (account.get("tos_accepted") or {}).get("custom_audience_tos"):
-            raise MetaPreflightError(
-                f"the Custom Audience terms are not accepted for {self.ad_account_id}: accept them at "
-                f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={self.ad_account_id[4:]} and rerun")
-        try:
-            audience = self.read(audience_id)
-        except MetaApiError as error:
-            if error.error_class is ErrorClass.FATAL:
-                raise MetaPreflightError(f"audience {audience_id} cannot be read with this token: {error}") from None
-            raise
-        if audience.get("subtype") != "CUSTOM":
-            raise MetaPreflightError(f"audience {audience_id} has subtype {audience.get('subtype')}; only CUSTOM "
-                                     "(customer list) audiences accept uploads: choose another meta_name")
-        status = (audience.get("operation_status") or {}).get("code")
-        if status == 471:
-            raise MetaPreflightError(f"Meta flagged audience {audience_id} (operation_status 471): its name or "
-                                     "description suggests restricted information; rename it and resolve it in Ads Manager")
-        return audience
-
-
 class AudienceUploader:
-    """Runs an `UploadPlan` against one audience, resuming from the ledger."""
+    """Runs a `Plan` against one audience, resuming from the ledger."""
 
     def __init__(self, client: GraphClient, ledger: UploadLedger, read_chunk: Callable[[Chunk], JsonText], *,
                  concurrency: int = 4, clock: Callable[[], float] = time.time,
@@ -201,7 +99,7 @@ class AudienceUploader:
         self.progress: UploadProgress | None = None
 
     # ------------------------------------------------------------------ public
-    def run(self, audience_id: str, plan: UploadPlan) -> UploadResult:
+    def run(self, audience_id: str, plan: Plan) -> UploadResult:
         result = UploadResult(audience_id, plan.upload_id, [],
                               batches_planned=sum(len(op.chunks) for op in plan.operations))
         self._dead_before = set(self.ledger.dead_letters())  # chunks an earlier run gave up on: sent again now
@@ -342,7 +240,7 @@ class AudienceUploader:
             pause = min(pause * 2, 60.0)
 
     # ------------------------------------------------------------------ add / remove
-    def _add_or_remove(self, audience_id: str, plan: UploadPlan, operation: Operation) -> OperationResult:
+    def _add_or_remove(self, audience_id: str, plan: Plan, operation: Operation) -> OperationResult:
         kind = operation.kind
         op = OperationResult(kind, rows=operation.rows)
         acked = self.ledger.acknowledged(kind)
@@ -400,7 +298,7 @@ class AudienceUploader:
         return int(state["num_received"]) if state else 0
 
     # ------------------------------------------------------------------ replace
-    def _replace(self, audience_id: str, plan: UploadPlan, operation: Operation) -> OperationResult:
+    def _replace(self, audience_id: str, plan: Plan, operation: Operation) -> OperationResult:
         op = OperationResult("replace", rows=operation.rows)
         session = self.ledger.session("replace")
         now = self.clock()
@@ -447,7 +345,7 @@ class AudienceUploader:
         done = set(self.ledger.acknowledged("replace", sid))
         return self._finish_with_add(audience_id, plan, operation, op, done)
 
-    def _finish_with_add(self, audience_id: str, plan: UploadPlan, operation: Operation, op: OperationResult,
+    def _finish_with_add(self, audience_id: str, plan: Plan, operation: Operation, op: OperationResult,
                          replaced: set[int]) -> OperationResult:
         """Chunks the replace session did not carry (its 90-minute window closed first) join through an
         add session: Meta's documented way to complete a replace that ran out of time."""

@@ -1,0 +1,90 @@
+"""The audience on Meta before any row is sent: found by name or created (never twice), and preflighted
+(the token works, the account accepted the Custom Audience terms, the audience is a customer list that is
+not flagged)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from audience_assets.core.meta.client import GraphClient
+from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
+
+AUDIENCE_FIELDS = ("id,name,subtype,customer_file_source,retention_days,description,operation_status,delivery_status,"
+                   "approximate_count_lower_bound,approximate_count_upper_bound,is_value_based,time_updated")
+AUTH_ERROR_CODES = frozenset({102, 104, 190})  # the token itself is missing, invalid or expired
+
+
+class AudienceManager:
+    """Find-or-create and preflight for one ad account."""
+
+    def __init__(self, client: GraphClient, ad_account_id: str):
+        if not ad_account_id.startswith("act_") or not ad_account_id[4:].isdigit():
+            raise ValueError(f"META_AD_ACCOUNT_ID must look like act_<digits>, got {ad_account_id!r}")
+        self.client, self.ad_account_id = client, ad_account_id
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        after = None
+        while True:
+            params: dict[str, Any] = {"fields": "id,name,subtype", "limit": 200}
+            if after:
+                params["after"] = after
+            page = self.client.get(f"{self.ad_account_id}/customaudiences", **params)
+            for audience in page.get("data", []):
+                if audience.get("name") == name:
+                    return audience
+            paging = page.get("paging", {})
+            after = paging.get("cursors", {}).get("after")
+            if not paging.get("next") or not after:
+                return None
+
+    def ensure(self, name: str, *, description: str, customer_file_source: str, retention_days: int) -> tuple[str, bool]:
+        """The id of the audience called `name`, created if missing; and whether it was created.
+
+        Creation is not idempotent, so a timeout is followed by a lookup, never by a second create."""
+        found = self.find(name)
+        if found:
+            return str(found["id"]), False
+        body = {"name": name, "subtype": "CUSTOM", "description": description,
+                "customer_file_source": customer_file_source, "retention_days": retention_days}
+        try:
+            created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
+        except MetaTransportError:
+            found = self.find(name)
+            if found:
+                return str(found["id"]), True
+            created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
+        return str(created["id"]), True
+
+    def read(self, audience_id: str, extra_fields: Sequence[str] = ()) -> dict[str, Any]:
+        return self.client.get(audience_id, fields=",".join([AUDIENCE_FIELDS, *extra_fields]))
+
+    def preflight(self, audience_id: str) -> dict[str, Any]:
+        """Check, before any row is sent, that the token, the account and the audience can take uploads."""
+        try:
+            self.client.get("me", fields="id")
+            account = self.client.get(self.ad_account_id, fields="tos_accepted")
+        except MetaApiError as error:
+            if error.code in AUTH_ERROR_CODES:
+                raise MetaPreflightError(f"the Meta access token does not work: {error}") from None
+            if error.error_class is ErrorClass.FATAL:  # no rights on the account, or no such account
+                raise MetaPreflightError(f"{self.ad_account_id} cannot take uploads with this token: {error}") from None
+            raise  # an outage or a throttle, not a configuration problem
+        if not (account.get("tos_accepted") or {}).get("custom_audience_tos"):
+            raise MetaPreflightError(
+                f"the Custom Audience terms are not accepted for {self.ad_account_id}: accept them at "
+                f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={self.ad_account_id[4:]} and rerun")
+        try:
+            audience = self.read(audience_id)
+        except MetaApiError as error:
+            if error.error_class is ErrorClass.FATAL:
+                raise MetaPreflightError(f"audience {audience_id} cannot be read with this token: {error}") from None
+            raise
+        if audience.get("subtype") != "CUSTOM":
+            raise MetaPreflightError(f"audience {audience_id} has subtype {audience.get('subtype')}; only CUSTOM "
+                                     "(customer list) audiences accept uploads: choose another meta_name")
+        status = (audience.get("operation_status") or {}).get("code")
+        if status == 471:
+            raise MetaPreflightError(f"Meta flagged audience {audience_id} (operation_status 471): its name or "
+                                     "description suggests restricted information; rename it and resolve it in Ads Manager")
+        return audience

@@ -1,0 +1,50 @@
+"""Activation's checks. Blocking (ERROR): the format of every outbound cell (no plan is published
+otherwise) and the privacy floor. Warnings: Meta rejecting too many entries, Meta's count moving against
+the sync. Plain functions over counts, so tests can feed them crafted numbers directly."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from audience_assets.core.audience.floor import below_floor
+from audience_assets.core.config import Audience
+
+HASHED_CELLS = "hashed_cells"
+PRIVACY_FLOOR = "privacy_floor"
+INVALID_ENTRY_RATE = "invalid_entry_rate"
+COUNT_DIRECTION = "count_direction"
+
+
+def hashed_cells(problems: dict[str, int], cells: int) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=HASHED_CELLS, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"cells_checked": cells, **{f"bad_{k}": n for k, n in problems.items()}},
+        description=("cells that must not leave: " + ", ".join(f"{k} {n}" for k, n in problems.items())) if problems else None)
+
+
+def privacy_floor(name: str, members: int, audience: Audience) -> dg.AssetCheckResult:
+    """The audience has at least its floor of members (`core.audience.floor`). A removal list (mode remove) is
+    not an audience: its floor applies to what stays on Meta, which audience_chunks enforces."""
+    problem = None if audience.mode == "remove" else below_floor(name, audience.min_size, members=members)
+    return dg.AssetCheckResult(check_name=PRIVACY_FLOOR, passed=problem is None, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata={"members": members, "min_size": audience.min_size}, description=problem)
+
+
+def invalid_entry_rate(invalid: int, received: int, ceiling: float) -> dg.AssetCheckResult:
+    rate = invalid / received if received else 0.0
+    return dg.AssetCheckResult(check_name=INVALID_ENTRY_RATE, passed=rate <= ceiling, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"invalid_rate": rate, "max_invalid_rate": ceiling, "num_invalid_entries": invalid},
+                               description=None if rate <= ceiling else f"Meta rejected {rate:.2%} of the entries")
+
+
+def count_direction(before: int | None, after: int, net_change: int) -> dg.AssetCheckResult:
+    """Meta's approximate count should move the way the sync did (-1 means Meta does not say yet)."""
+    if before is None or before < 0 or after < 0 or net_change == 0:
+        passed, why = True, None
+    elif net_change > 0:
+        passed, why = after >= before, f"added {net_change} rows but Meta's count fell from {before} to {after}"
+    else:
+        passed, why = after <= before, f"removed {-net_change} rows but Meta's count rose from {before} to {after}"
+    return dg.AssetCheckResult(check_name=COUNT_DIRECTION, passed=passed, severity=dg.AssetCheckSeverity.WARN,
+                               metadata={"count_before": before if before is not None else -1, "count_after": after,
+                                         "net_rows_sent": net_change}, description=None if passed else why)
