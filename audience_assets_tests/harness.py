@@ -1,6 +1,6 @@
 """`dagster dev` as a test fixture: started headless on a free loopback port, stopped with its whole group.
 
-Started from a non-interactive shell, `dagster dev` ignores SIGINT and SIGTERM (reference/dagster.md §3),
+Started from a non-interactive shell, `dagster dev` ignores SIGINT and SIGTERM (dagster/_cli/dev.py maps SIGTERM onto SIGINT's handler),
 so the child resets both to their defaults, runs in its own session, and is stopped with SIGINT to the
 process group, then SIGKILL if it lingers.
 """

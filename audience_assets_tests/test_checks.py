@@ -19,7 +19,7 @@ from audience_assets.core.config import load_config
 from audience_assets.definitions import build_definitions
 from audience_assets.defs.resources import build_resources
 from audience_assets.core.demo import generate
-from audience_assets.core.ingestion import FileReport, IngestReport
+from audience_assets.core.ingestion.read import FileReport, IngestReport
 from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import copy_config

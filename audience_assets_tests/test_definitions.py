@@ -15,7 +15,7 @@ from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import REPO, copy_config
 
-LINEAGE = {  # asset -> what it is computed from (design.md §1)
+LINEAGE = {  # asset -> what it is computed from (README's diagram)
     "partner_data": set(),
     "first_party_customers": set(),
     "suppression_list": set(),

@@ -118,7 +118,6 @@ def test_a_tenant_without_audiences_yet_activates_nothing(tmp_path):
     audiences = yaml.safe_load((config_dir / "audiences.yaml").read_text())
     del audiences["audiences"]["new_parents"]
     (config_dir / "audiences.yaml").write_text(yaml.safe_dump(audiences, allow_unicode=True))
-    config = load_config(config_dir)
     assets = list(build_definitions(Settings(data_dir=tmp_path / "data", config_dir=config_dir, demo_data=False)).assets)
     keys = {key.to_user_string() for a in assets for key in a.keys}
     assert "northwind/meta_custom_audience" in keys and "clean_room_matches" in keys
@@ -213,7 +212,7 @@ def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_ot
             assert north["seconds_waiting"] > 1 or north["throttled_responses"] > 0
             assert south["throttled_responses"] == 0 and south["seconds_waiting"] == 0
             assert south_done < north_done
-            _materialize(assets, resources, instance, [f"northwind/meta_custom_audience"], "young_gamers")
+            _materialize(assets, resources, instance, ["northwind/meta_custom_audience"], "young_gamers")
 
             # ad accounts never cross: each audience exists only in its tenant's account
             for audience in config.audiences:

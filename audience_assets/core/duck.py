@@ -49,10 +49,9 @@ def connect(work_dir: Path | None = None, *, memory_limit: str | None = None, th
             con.close()
 
 
-def scalar(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None):
-    """The single value a query returns."""
-    rows = con.execute(query, params or []).fetchall()
-    return rows[0][0] if rows else None
+def ident(name: str) -> str:
+    """A column or table name as a SQL identifier (double-quoted, quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def parquet_columns(con: duckdb.DuckDBPyConnection, path: Path | str) -> list[str]:

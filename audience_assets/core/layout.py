@@ -11,7 +11,6 @@ reports/      per-tenant cost reports (no personal data)
 
 from __future__ import annotations
 
-LANDING = "landing/"
 FIRST_PARTY_CUSTOMERS = "staging/first_party/customers.parquet"
 FIRST_PARTY_QUARANTINE = "staging/quarantine/first_party.parquet"
 SUPPRESSION_LIST = "staging/suppression/suppressed.parquet"

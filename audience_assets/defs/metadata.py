@@ -20,7 +20,7 @@ import dagster as dg
 import duckdb
 
 from audience_assets.core.duck import sql_path
-from audience_assets.core.ingestion import IngestReport
+from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.store import Store
 from audience_assets.defs.resources import Storage
 

@@ -24,7 +24,8 @@ from botocore.exceptions import ClientError, ParamValidationError
 from botocore.validate import ParamValidator
 
 from audience_assets.core import layout
-from audience_assets.core.cleanroom import FIRST_PARTY_TABLE, PARTNER_COLUMNS, collaboration, first_party_columns
+from audience_assets.core.cleanroom import collaboration
+from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE, PARTNER_COLUMNS, first_party_columns
 from audience_assets.core.cleanroom.admission import Parameter, QueryRejected, admit
 from audience_assets.core.cleanroom.match import MatchSession, partner_table
 from audience_assets.core.cleanroom.protected_query import TERMINAL

@@ -21,8 +21,9 @@ from botocore.stub import Stubber
 from dagster._core.errors import DagsterExecutionInterruptedError
 
 from audience_assets.core import layout
-from audience_assets.core.cleanroom import (MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY, first_party_columns,
-                                       protected_query, render_match, render_overlap)
+from audience_assets.core.cleanroom import protected_query
+from audience_assets.core.cleanroom.tables import MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY, first_party_columns
+from audience_assets.core.cleanroom.templates import render_match, render_overlap
 from audience_assets.standins.local_clean_room import AnalysisTemplate, LocalCollaboration
 from audience_assets.core.cleanroom.rules import ConfiguredTable, rule_from_policy
 from audience_assets.cli import run_pipeline

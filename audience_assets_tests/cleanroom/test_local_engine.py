@@ -1,4 +1,4 @@
-"""The local clean room against the labelled examples of reference/cleanrooms.md §5, run the way the asset
+"""The local clean room against labelled example queries for each rule type (AWS Clean Rooms' analysis-rule documentation), run the way the asset
 runs them: through the protected-query driver against `LocalCollaboration`'s boto3-shaped calls.
 
 Fixture L (LIST): `crm` is the query runner's table, `pub` the partner's. Fixture A (AGGREGATION) is the

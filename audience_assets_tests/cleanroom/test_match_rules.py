@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from audience_assets.core import layout
-from audience_assets.core.cleanroom import PARTNER_COLUMNS, first_party_columns, render_match, render_overlap
+from audience_assets.core.cleanroom.tables import PARTNER_COLUMNS, first_party_columns
+from audience_assets.core.cleanroom.templates import render_match, render_overlap
 from audience_assets.core.cleanroom import collaboration, protected_query
 from audience_assets.standins.local_clean_room import AnalysisTemplate, LocalCollaboration
 from audience_assets.core.cleanroom.rules import ConfiguredTable, rule_from_policy

@@ -6,7 +6,8 @@ import duckdb
 
 from audience_assets.core.config import FirstPartyContract
 from audience_assets.core.identity import meta_value
-from audience_assets.core.ingestion.sources import ingest_first_party, select_files
+from audience_assets.core.ingestion.deliveries import select_files
+from audience_assets.core.ingestion.first_party import ingest_first_party
 from audience_assets.core.store import LocalStore
 
 HEADER = "customer_id,email,phone,first_name"

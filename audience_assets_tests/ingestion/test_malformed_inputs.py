@@ -9,7 +9,6 @@ silently and nothing crashes without a message.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 from pathlib import Path
 
@@ -17,9 +16,9 @@ import duckdb
 import pytest
 
 from audience_assets.core.config import PartnerContract
-from audience_assets.core.ingestion import ContractViolation
-from audience_assets.core.cleanroom import partner_identities
-from audience_assets.core.ingestion.sources import ingest_partner
+from audience_assets.core.ingestion.read import ContractViolation
+from audience_assets.core.cleanroom.tables import partner_identities
+from audience_assets.core.ingestion.partner import ingest_partner
 from audience_assets.core.store import LocalStore
 
 HEADER = "email,phone,segment"

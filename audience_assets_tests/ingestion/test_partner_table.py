@@ -8,10 +8,10 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.core.cleanroom import partner_identities
+from audience_assets.core.cleanroom.tables import partner_identities
 from audience_assets.core.config import PartnerContract
 from audience_assets.core.identity import meta_value
-from audience_assets.core.ingestion.sources import ingest_partner
+from audience_assets.core.ingestion.partner import ingest_partner
 from audience_assets.core.store import LocalStore
 
 

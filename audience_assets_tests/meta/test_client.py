@@ -1,6 +1,7 @@
 """GraphClient and AudienceManager against the Graph API sandbox over real HTTP on loopback.
 
-What is checked (rules from `shared/reference/meta-api.md` §1.2 and §2.3-2.5): the token travels only in
+What is checked (from Meta's Graph API error-handling and rate-limiting guides and the Custom Audience
+references): the token travels only in
 the `Authorization` header, `appsecret_proof` accompanies every call when an app secret is configured,
 every call has a timeout, DELETE carries its payload in the body, retries follow the error class
 (transient retried briefly, throttles wait Meta's `estimated_time_to_regain_access`, fatal errors raise at

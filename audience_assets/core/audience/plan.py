@@ -146,7 +146,7 @@ def plan_upload(con: duckdb.DuckDBPyConnection, *, audience: str, mode: str, key
     if confirmed is not None:
         con.execute(f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT row_id, {cells} FROM {_parquet(confirmed)}")
     else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT * FROM aa_desired WHERE FALSE")
+        con.execute("CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT * FROM aa_desired WHERE FALSE")
     suppressed = _suppressed_rows_sql(keys, suppression)
     digest = hashlib.sha256(f"{mode}|{','.join(keys)}".encode())
     written: list[tuple[str, list[tuple[int, int, Path, str]]]] = []

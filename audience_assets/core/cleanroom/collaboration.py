@@ -13,8 +13,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from audience_assets.core.cleanroom import (FIRST_PARTY_TABLE, MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY,
-                                       first_party_columns, render_match, render_overlap)
+from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE, MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY, first_party_columns
+from audience_assets.core.cleanroom.templates import render_match, render_overlap
 from audience_assets.core.cleanroom.rules import AnalysisRule, rule_from_policy
 
 RUNNER_ACCOUNT = "111111111111"

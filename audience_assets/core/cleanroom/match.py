@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from audience_assets.core import layout
-from audience_assets.core.cleanroom import MATCH_OUTPUT, PARTNER_COLUMNS, partner_identities, protected_query, render_match, render_overlap
+from audience_assets.core.cleanroom import protected_query
+from audience_assets.core.cleanroom.tables import MATCH_OUTPUT, PARTNER_COLUMNS, partner_identities
+from audience_assets.core.cleanroom.templates import render_match, render_overlap
 from audience_assets.core.cleanroom.protected_query import Finished, Polling, ProtectedQueryFailed
 from audience_assets.core.config import PartnerContract
 from audience_assets.core.duck import connect, parquet_columns, sql_path

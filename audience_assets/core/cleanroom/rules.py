@@ -3,7 +3,7 @@
 A rule is given as the body of `GetSchemaAnalysisRule`'s policy: `{"list": {...}}`,
 `{"aggregation": {...}}` or `{"custom": {...}}`, so a real collaboration's rules can be mirrored into
 the local engine verbatim. Definitions are checked as `CreateConfiguredTableAnalysisRule` would check
-them (reference/cleanrooms.md §5.1); a bad definition raises `AnalysisRuleInvalid`.
+them (AWS Clean Rooms' `ConfiguredTableAnalysisRulePolicyV1` reference); a bad definition raises `AnalysisRuleInvalid`.
 """
 
 from __future__ import annotations

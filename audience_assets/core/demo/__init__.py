@@ -1,27 +1,7 @@
-"""Demo data for a fresh clone: `ensure_demo_data` seeds an empty local landing zone exactly once."""
-
-from __future__ import annotations
-
-import fcntl
-from pathlib import Path
+"""Demo data for a fresh clone: a deterministic CRM export, two partners with messy identifiers, opt-outs
+(`generator`), seeded into an empty local landing zone exactly once (`seed`)."""
 
 from audience_assets.core.demo.generator import DemoFiles, generate
+from audience_assets.core.demo.seed import ensure_demo_data
 
 __all__ = ["DemoFiles", "ensure_demo_data", "generate"]
-
-
-def ensure_demo_data(data_dir: Path) -> bool:
-    """Write the demo landing zone under `data_dir` if no file has ever landed there; True if it did.
-
-    Several processes load the definitions at once (`dagster dev` runs a webserver, a daemon and code
-    servers), so a lock file makes exactly one of them write while the others wait."""
-    landing = data_dir / "landing"
-    if landing.is_dir() and any(p.is_file() for p in landing.rglob("*")):
-        return False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / ".demo.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if landing.is_dir() and any(p.is_file() for p in landing.rglob("*")):
-            return False
-        generate(data_dir)
-        return True

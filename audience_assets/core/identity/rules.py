@@ -25,7 +25,7 @@ HASHED_KEYS: frozenset[str] = frozenset(
     {"EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "COUNTRY"}
 )
 
-# Standard input column each key is derived from (design.md §3). PHONE, ST and ZIP also read the row's country.
+# Standard input column each key is derived from (README's configuration section). PHONE, ST and ZIP also read the row's country.
 SOURCE_COLUMN: dict[str, str] = {
     "EMAIL": "email", "PHONE": "phone", "FN": "first_name", "LN": "last_name", "FI": "first_name",
     "CT": "city", "ST": "state", "ZIP": "zip", "COUNTRY": "country", "DOBY": "dob", "DOBM": "dob",

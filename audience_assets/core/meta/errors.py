@@ -11,14 +11,7 @@ import re
 
 THROTTLING_CODES = frozenset({4, 17, 32, 341, 613, *range(80000, 80015)})
 TRANSIENT_CODES = frozenset({1, 2})
-REPLACE_BUSY = (2650, 1870145)            # another replace (or an update) is in progress: wait minutes
-REPLACE_FIRST_BATCH_MISSING = (2650, 1870147)
-REPLACE_TIMED_OUT = (2650, 1870158)       # the 90-minute window passed
-REPLACE_FINISHED = (2650, 1870159)        # last_batch_flag already sent
-REPLACE_INCOMPLETE = (2650, 1870148)
-REPLACE_TOO_LARGE = (2650, 1870144)
-FLAGGED_AUDIENCE = (100, 1713230)
-TERMS_NOT_ACCEPTED = (200, 1870090)
+REPLACE_BUSY = (2650, 1870145)  # another replace (or an update) is in progress: wait minutes, like a throttle
 
 
 class ErrorClass(enum.Enum):

@@ -77,6 +77,3 @@ class UploadLedger:
     # completion
     def complete(self, summary: dict[str, Any]) -> None:
         self._put("complete.json", summary)
-
-    def completed(self) -> dict[str, Any] | None:
-        return self._get("complete.json")

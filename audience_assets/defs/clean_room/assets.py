@@ -9,7 +9,7 @@ import dagster as dg
 from audience_assets.core import layout
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
-from audience_assets.core.ingestion import sources
+from audience_assets.core.ingestion.first_party import publish_first_party
 from audience_assets.defs.clean_room import checks
 from audience_assets.defs.metadata import attribute, check_spec, history_table, publish, work_dir
 from audience_assets.defs.partitions import partner_partitions
@@ -30,7 +30,7 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
         store = meter.store
         with work_dir() as tmp, connect(tmp) as con, store.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
             table = tmp / "first_party.parquet"
-            sources.publish_first_party(con, customers, table, match_keys)
+            publish_first_party(con, customers, table, match_keys)
             metadata = publish(con, store, table, layout.CLEAN_ROOM_FIRST_PARTY)
         return meter.result(metadata={**metadata, "match_keys": ", ".join(match_keys)}, rows=metadata["dagster/row_count"])
 

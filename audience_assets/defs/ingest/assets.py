@@ -12,7 +12,10 @@ import dagster as dg
 from audience_assets.core import layout
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
-from audience_assets.core.ingestion import sources
+from audience_assets.core.ingestion.deliveries import select_files
+from audience_assets.core.ingestion.first_party import ingest_first_party
+from audience_assets.core.ingestion.partner import ingest_partner
+from audience_assets.core.ingestion.suppression import ingest_suppression
 from audience_assets.defs.ingest import checks
 from audience_assets.defs.metadata import attribute, check_spec, ingest_metadata, publish, work_dir
 from audience_assets.defs.partitions import partner_partitions
@@ -44,10 +47,10 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         meter = attribute(context, storage, tenant=config.tenant_of_partner(partner), partner=partner)
         store = meter.store
         contract = source_config.partners[partner]
-        files = sources.select_files(store.list(source_config.partner_prefix(partner)), contract.delivery)
+        files = select_files(store.list(source_config.partner_prefix(partner)), contract.delivery)
         with work_dir() as tmp, connect(tmp) as con:
             table, quarantine = tmp / "partner.parquet", tmp / "quarantine.parquet"
-            report, identities = sources.ingest_partner(con, store, files, partner=partner, contract=contract,
+            report, identities = ingest_partner(con, store, files, partner=partner, contract=contract,
                                                         out_table=table, out_quarantine=quarantine, work_dir=tmp)
             metadata = publish(con, store, table, layout.partner_table(partner))
             store.upload(quarantine, layout.partner_quarantine(partner))
@@ -65,11 +68,11 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         meter = attribute(context, storage, tenant=shared)
         store = meter.store
         contract = source_config.first_party
-        files = sources.select_files(store.list(source_config.first_party_prefix), contract.delivery)
+        files = select_files(store.list(source_config.first_party_prefix), contract.delivery)
         keys = config.payload_keys
         with work_dir() as tmp, connect(tmp) as con:
             customers, quarantine = tmp / "customers.parquet", tmp / "quarantine.parquet"
-            report = sources.ingest_first_party(con, store, files, contract=contract, keys=keys,
+            report = ingest_first_party(con, store, files, contract=contract, keys=keys,
                                                 out_customers=customers, out_quarantine=quarantine, work_dir=tmp)
             metadata = publish(con, store, customers, layout.FIRST_PARTY_CUSTOMERS)
             store.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
@@ -85,10 +88,10 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         meter = attribute(context, storage, tenant=shared)
         store = meter.store
         contract = source_config.suppression
-        files = sources.select_files(store.list(source_config.suppression_prefix), contract.delivery)
+        files = select_files(store.list(source_config.suppression_prefix), contract.delivery)
         with work_dir() as tmp, connect(tmp) as con:
             table, quarantine = tmp / "suppressed.parquet", tmp / "quarantine.parquet"
-            report = sources.ingest_suppression(con, store, files, contract=contract, out_table=table,
+            report = ingest_suppression(con, store, files, contract=contract, out_table=table,
                                                 out_quarantine=quarantine, work_dir=tmp)
             metadata = publish(con, store, table, layout.SUPPRESSION_LIST)
             store.upload(quarantine, layout.SUPPRESSION_QUARANTINE)

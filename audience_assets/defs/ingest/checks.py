@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from audience_assets.core.ingestion import IngestReport
+from audience_assets.core.ingestion.read import IngestReport
 
 ROW_ACCOUNTING = "row_accounting"
 

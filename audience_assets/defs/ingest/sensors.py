@@ -20,15 +20,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 
 import dagster as dg
-import httpx
 
-from audience_assets.core import layout
 
 from audience_assets.core.config import ProjectConfig
-from audience_assets.core.ingestion.sources import is_delivery
+from audience_assets.core.ingestion.deliveries import is_delivery
 from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.core.store import Store, StoredObject
 from audience_assets.defs.resources import Storage

@@ -1,0 +1,74 @@
+"""Audience declarations (`audiences.yaml`): who is in each audience and how it is synced to Meta."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from audience_assets.core.config.base import Strict
+from audience_assets.core.identity import META_KEYS
+from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
+
+PRIVACY_FLOOR = 100  # Meta refuses smaller customer lists; we never send one
+
+
+class AudienceDefaults(Strict):
+    mode: Literal["add", "remove", "mirror", "replace"] = "mirror"
+    min_size: int = PRIVACY_FLOOR
+    customer_file_source: Literal["USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"] = (
+        "USER_PROVIDED_ONLY")
+    retention_days: int = Field(default=180, ge=0, le=180)
+    chunk_rows: int = Field(default=MAX_ROWS_PER_REQUEST, ge=1, le=MAX_ROWS_PER_REQUEST,
+                            description="rows per upload request (Meta allows 10,000)")
+    max_invalid_rate: float = Field(default=0.05, ge=0, le=1, description="warn above this share of invalid entries")
+    freshness_hours: float = Field(default=26, gt=0, description="the audience is stale after this many hours")
+    refresh_cron: str = Field(default="0 6 * * *", description="daily refresh of the audience (UTC)")
+    keys: list[str] = Field(default_factory=lambda: [
+        "EMAIL", "PHONE", "FN", "LN", "FI", "CT", "ST", "ZIP", "COUNTRY", "DOBY", "DOBM", "DOBD", "GEN", "EXTERN_ID"])
+
+    @field_validator("min_size")
+    @classmethod
+    def _privacy_floor(cls, value: int) -> int:
+        if value < PRIVACY_FLOOR:
+            raise ValueError(f"must be at least {PRIVACY_FLOOR}: smaller audiences identify individuals")
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _meta_keys(cls, value: list[str]) -> list[str]:
+        allowed = [k for k in META_KEYS if k != "LOOKALIKE_VALUE"]  # value-based audiences are not supported yet
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown or unsupported Meta key(s) {unknown}; choose from {', '.join(allowed)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a key twice")
+        return value
+
+
+class Audience(AudienceDefaults):
+    """One Meta custom audience: who is in it (segments per partner) and how it is synced."""
+
+    meta_name: str
+    tenant: str | None = Field(default=None, description="the advertiser it belongs to (tenants.yaml); "
+                                                         "required once tenants are declared")
+    description: str = ""
+    select: dict[str, dict[str, list[str]]] = Field(
+        description="partner -> {segment column: accepted values}; a person qualifies through any partner "
+                    "whose every listed segment matches one of its values")
+
+    @field_validator("select")
+    @classmethod
+    def _not_empty(cls, value: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        if not value:
+            raise ValueError("select at least one partner")
+        for partner, segments in value.items():
+            for column, values in segments.items():
+                if not values:
+                    raise ValueError(f"{partner}.{column} lists no values")
+        return value
+
+
+class AudiencesConfig(Strict):
+    defaults: AudienceDefaults = AudienceDefaults()
+    audiences: dict[str, dict]

@@ -1,0 +1,251 @@
+"""What the sandbox checks of a request, as Meta does, before any state changes: the API version, the
+parameters and body, the payload's schema and rows (each row keyed by its valid cells, invalid rows counted
+and sampled), the session object, and requested fields. Errors are Graph error envelopes (`GraphError`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import string
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+ALLOWED_SCHEMA_KEYS = (
+    "EXTERN_ID,EMAIL,PHONE,GEN,DOBY,DOBM,DOBD,LN,FN,FI,CT,ST,ZIP,MADID,COUNTRY,PARTIALPHONE,PHONEID,STREETNAME,"
+    "STREETNUM,STREETTYPE,STREET2ROW,STREETADDRESS,APPUID,PAGEUID,F5FIRST,F5LAST,EMAIL_MD5,PHONE_MD5"
+).split(",")
+SINGLE_KEY_SCHEMAS = ("EMAIL_SHA256", "PHONE_SHA256", "MOBILE_ADVERTISER_ID", "EXTERN_ID", "UID")
+HASHED_CELL_KEYS = {"EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "COUNTRY",
+                    "F5FIRST", "F5LAST", "EMAIL_SHA256", "PHONE_SHA256"}
+CUSTOMER_FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
+SUBTYPES = ("CUSTOM", "WEBSITE", "APP", "OFFLINE_CONVERSION", "CLAIM", "PARTNER", "MANAGED", "VIDEO", "LOOKALIKE",
+            "ENGAGEMENT", "DATA_SET", "BAG_OF_ACCOUNTS", "STUDY_RULE_AUDIENCE", "FOX", "MEASUREMENT", "REGULATED_CATEGORIES_AUDIENCE")
+MAX_ROWS_PER_REQUEST = 10_000
+MAX_AUDIENCES_PER_ACCOUNT = 500
+REPLACE_MAX_USERS = 100_000_000
+MAX_INVALID_SAMPLES = 100
+_MADID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX_BYTES = b"0123456789abcdef"
+VERSION_PATTERN = re.compile(r"^v(\d+)\.0$")
+
+
+
+class GraphError(Exception):
+    def __init__(self, status: int, code: int, message: str, *, subcode: int | None = None,
+                 error_type: str = "OAuthException", is_transient: bool | None = None, usage_minutes: int = 0,
+                 usage_header: bool = True):
+        super().__init__(message)
+        self.status, self.code, self.subcode, self.message = status, code, subcode, message
+        self.error_type, self.is_transient, self.usage_minutes = error_type, is_transient, usage_minutes
+        self.usage_header = usage_header  # an injected throttle may come without one
+
+    def body(self) -> dict:
+        error: dict[str, Any] = {"message": self.message, "type": self.error_type, "code": self.code,
+                                 "fbtrace_id": "A" + "".join(random.choices(string.ascii_letters + string.digits, k=20))}
+        if self.subcode is not None:
+            error["error_subcode"] = self.subcode
+        if self.is_transient is not None:
+            error["is_transient"] = self.is_transient
+        return {"error": error}
+
+
+def unknown(verb: str, object_id: str) -> GraphError:
+    return GraphError(400, 100, f"Unsupported {verb.lower()} request. Object with ID '{object_id.split('/')[0]}' does not exist, "
+                                "cannot be loaded due to missing permissions, or does not support this operation. "
+                                "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api",
+                      subcode=33, error_type="GraphMethodException")
+
+
+def _valid_cells(key: str, column: Sequence[Any]) -> list[str]:
+    """One column of a payload as `KEY=cell` where the cell is valid for its key, else "". Hashed keys need
+    64 lowercase hex, device ids a UUID or a digest, other keys any non-blank text or number. A column of
+    digests is checked as a whole (their lengths, then all their characters at once), not with a regular
+    expression per cell: uploads run to millions of cells."""
+    label = f"{key}="
+    if key in HASHED_CELL_KEYS:
+        given = [c for c in column if c is not None and c != ""]
+        try:
+            joined = "".join(given).encode()
+        except (TypeError, UnicodeEncodeError):  # a cell that is not text, or not encodable text
+            joined = None
+        # every given cell is a digest: 64 characters long, and nothing but lowercase hex in all of them
+        if joined is not None and set(map(len, given)) <= {64} and not joined.translate(None, _HEX_BYTES):
+            return [label + c if c else "" for c in column]
+        return [label + c if isinstance(c, str) and _HEX64.fullmatch(c) else "" for c in column]
+    if key in ("MADID", "MOBILE_ADVERTISER_ID"):
+        return [label + c if isinstance(c, str) and (_MADID.fullmatch(c) or _HEX64.fullmatch(c)) else ""
+                for c in column]
+    return [f"{label}{c}" if isinstance(c, (str, int)) and str(c).strip() != "" else "" for c in column]
+
+
+def prepare_rows(params: dict[str, Any]) -> tuple[list[Any], list[str], tuple] | None:
+    """(data, schema, `row_keys` of them) for an upload whose payload is already a well-formed multi-key
+    payload, else None (the request is checked, and its rows keyed, in order under the lock)."""
+    payload = params.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    schema, data = payload.get("schema"), payload.get("data")
+    if not (isinstance(schema, list) and schema and all(isinstance(k, str) for k in schema) and isinstance(data, list)
+            and len(data) <= MAX_ROWS_PER_REQUEST and all(isinstance(r, list) and len(r) == len(schema) for r in data)):
+        return None
+    return data, schema, row_keys(schema, data)
+
+
+def row_keys(schema: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[list[str | None], list[Sequence[Any]]]:
+    """Per row, its canonical identity (a SHA-256 of its sorted valid `KEY=cell` pairs; None when no cell is
+    valid), and the rows without any valid cell. LOOKALIKE_VALUE is a value, never part of an identity."""
+    # Two `KEY=cell` strings differ first within their `KEY=` labels (a key name holds no "=", so no label
+    # is another's prefix): sorting the labels once orders every row's cells, which are then joined as they come.
+    order = sorted((f"{k}=", k, i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE")
+    columns = list(zip(*data)) if data else [() for _ in schema]
+    cells = [_valid_cells(key, columns[i]) for _, key, i in order]
+    keys: list[str | None] = []
+    rejected = []
+    sha256 = hashlib.sha256
+    for row, valid in zip(data, zip(*cells) if cells else [() for _ in data]):
+        joined = "|".join(filter(None, valid))
+        if joined:
+            keys.append(sha256(joined.encode("utf-8", "surrogatepass")).hexdigest())
+        else:
+            keys.append(None)
+            rejected.append(row)
+    return keys, rejected
+
+
+def parse_params(query: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    params: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    ctype = headers.get("content-type", "")
+    if body:
+        if "application/json" in ctype:
+            try:
+                decoded = json.loads(body)
+            except ValueError:
+                raise GraphError(400, 100, "(#100) Invalid JSON in the request body", error_type="GraphMethodException") from None
+            if not isinstance(decoded, dict):
+                raise GraphError(400, 100, "(#100) The request body must be a JSON object", error_type="GraphMethodException")
+            params.update(decoded)
+        else:
+            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    return params
+
+
+def check_version(path: str, min_version: int, max_version: int) -> tuple[int, list[str]]:
+    parts = [p for p in path.split("/") if p]
+    match = VERSION_PATTERN.match(parts[0]) if parts else None
+    if not match:
+        raise GraphError(400, 2635, "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version.")
+    version = int(match.group(1))
+    if version < min_version:
+        raise GraphError(400, 2635, f"(#2635) You are calling a deprecated version of the Ads API: v{version}.0. "
+                                    f"Please update to the latest version: v{max_version}.0.")
+    if version > max_version:
+        raise GraphError(400, 2635, f"(#2635) Unknown API version v{version}.0.")
+    return version, parts[1:]
+
+
+def select_fields(obj: dict[str, Any], params: dict[str, Any], default: tuple[str, ...]) -> dict[str, Any]:
+    requested = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()] or list(default)
+    unknown = [f for f in requested if f not in obj]
+    if unknown:
+        raise GraphError(400, 100, f"(#100) Tried accessing nonexisting field ({unknown[0]})",
+                         error_type="GraphMethodException")
+    return {"id": obj["id"], **{f: obj[f] for f in requested}}
+
+
+def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[list[str], list[list[Any]], str]:
+    """The payload's schema and rows, checked as Meta checks them, and its data source ("single" or "multi")."""
+    raw = params.get("payload")
+    if raw in (None, ""):
+        raise GraphError(400, 100, "(#100) Missing required parameter: payload", error_type="OAuthException")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise GraphError(400, 100, "(#100) Param payload must be a JSON object") from None
+    if not isinstance(raw, dict):
+        raise GraphError(400, 100, "(#100) Param payload must be a JSON object")
+    schema, data = raw.get("schema"), raw.get("data")
+    if isinstance(schema, str):
+        if schema not in SINGLE_KEY_SCHEMAS:
+            raise GraphError(400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(SINGLE_KEY_SCHEMAS)}")
+        schema_list = [schema]
+        data = [[d] if not isinstance(d, list) else d for d in (data or [])] if isinstance(data, list) else data
+    elif isinstance(schema, list) and schema:
+        schema_list = [str(s) for s in schema]
+        unknown = [s for s in schema_list if s not in ALLOWED_SCHEMA_KEYS + ["LOOKALIKE_VALUE"]]
+        if unknown:
+            raise GraphError(400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(ALLOWED_SCHEMA_KEYS)}")
+        if len(set(schema_list)) != len(schema_list):
+            raise GraphError(400, 100, "(#100) Duplicate keys in schema")
+    else:
+        raise GraphError(400, 100, "(#100) Param payload[schema] must be a non-empty list of keys or a key")
+    if not isinstance(data, list):
+        raise GraphError(400, 100, "(#100) Param payload[data] must be an array")
+    if len(data) > MAX_ROWS_PER_REQUEST:
+        raise GraphError(400, 100, f"(#100) Too many users in one request: {len(data)} (the maximum is {MAX_ROWS_PER_REQUEST})")
+    for row in data:
+        if not isinstance(row, list) or len(row) != len(schema_list):
+            raise GraphError(400, 100, "(#100) Data is missing or does not match schema: every row needs "
+                                       f"{len(schema_list)} values")
+    if ("UID" in schema_list or "APPUID" in schema_list) and not raw.get("app_ids"):
+        raise GraphError(400, 100, "(#100) app_ids is required for UID and APPUID")
+    if "PAGEUID" in schema_list and not raw.get("page_ids"):
+        raise GraphError(400, 100, "(#100) page_ids is required for PAGEUID")
+    if audience["is_value_based"] and "LOOKALIKE_VALUE" not in schema_list:
+        raise GraphError(400, 100, "(#100) Value-Based Custom Audience requires LOOKALIKE_VALUE attribute.")
+    if not audience["is_value_based"] and "LOOKALIKE_VALUE" in schema_list:
+        raise GraphError(400, 100, "(#100) LOOKALIKE_VALUE is only allowed for value-based custom audiences.")
+    source = "single" if isinstance(schema, str) else "multi"
+    if audience["data_source"] and audience["data_source"] != source:
+        raise GraphError(400, 2650, "(#2650) Failed to update the custom audience: This audience was created from "
+                                    f"data source FILE_IMPORTED.{'MULTI_HASHES' if source == 'single' else 'HASHES_OR_USER_IDS'}, "
+                                    "which does not support this data type.")
+    return schema_list, data, source
+
+
+def split_rows(schema: list[str], data: list[list[Any]], prepared: tuple | None) -> tuple[list[str], int, dict[str, str]]:
+    """The row keys of the valid rows, the number of invalid rows, and up to 100 samples of those
+    (`{"<the entry as sent>": "<why>"}`, `{}` when every row is valid)."""
+    if prepared is not None and prepared[0] is data and prepared[1] == schema:
+        keys, rejected = prepared[2]
+    else:
+        keys, rejected = row_keys(schema, data)
+    samples: dict[str, str] = {}
+    for row in rejected:
+        if len(samples) >= MAX_INVALID_SAMPLES:
+            break
+        sent = [cell for cell in row if cell not in (None, "")]
+        why = (f"invalid value for {', '.join(k for k, c in zip(schema, row) if c not in (None, ''))}" if sent
+               else "every field is empty")
+        samples[",".join(str(cell) for cell in row)] = why
+    return [k for k in keys if k is not None], len(rejected), samples
+
+
+def parse_session(params: dict[str, Any], required: bool) -> dict[str, Any] | None:
+    raw = params.get("session")
+    if raw in (None, ""):
+        if required:
+            raise GraphError(400, 100, "(#100) Missing required parameter: session")
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise GraphError(400, 100, "(#100) Param session must be a JSON object") from None
+    if not isinstance(raw, dict):
+        raise GraphError(400, 100, "(#100) Param session must be a JSON object")
+    session_id, seq, last = raw.get("session_id"), raw.get("batch_seq"), raw.get("last_batch_flag")
+    if not isinstance(session_id, int) or isinstance(session_id, bool) or not 0 < session_id < 2**63:
+        raise GraphError(400, 100, "(#100) Param session[session_id] must be a positive 64-bit integer")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 1):
+        raise GraphError(400, 100, "(#100) Param session[batch_seq] must be a positive integer")
+    if last is not None and not isinstance(last, bool):
+        raise GraphError(400, 100, "(#100) Param session[last_batch_flag] must be a boolean")
+    total = raw.get("estimated_num_total")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise GraphError(400, 100, "(#100) Param session[estimated_num_total] must be a non-negative integer")
+    return {"session_id": str(session_id), "batch_seq": seq, "last": bool(last)}
