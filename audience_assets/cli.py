@@ -18,9 +18,9 @@ import dagster as dg
 
 from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.config import ProjectConfig, load_config
-from audience_assets.definitions import build_definitions
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.settings import Settings
+from audience_assets.definitions import build_definitions
 
 STAGES = (  # (asset keys, partitioned by)
     (["first_party_customers", "suppression_list", "clean_room_first_party_table"], None),
@@ -30,8 +30,12 @@ STAGES = (  # (asset keys, partitioned by)
 )
 
 
-def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdout,
-                 resources: dict[str, dg.ConfigurableResource] | None = None) -> bool:
+def run_pipeline(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    out=sys.stdout,
+    resources: dict[str, dg.ConfigurableResource] | None = None,
+) -> bool:
     """Materialize everything once; `resources` replaces some of the environment's (tests, stand-ins)."""
     config = load_config(settings.config_dir)
     if settings.env == "local" and settings.demo_data:
@@ -41,21 +45,31 @@ def run_pipeline(settings: Settings, instance: dg.DagsterInstance, out=sys.stdou
     ok = True
     for keys, partitioned_by in STAGES:
         if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
-            batches = [([f"{tenant}/{k}" if config.multi_tenant else k for k in keys], config.audiences_of(tenant))
-                       for tenant in config.tenant_names]
+            batches = [
+                ([f"{tenant}/{k}" if config.multi_tenant else k for k in keys], config.audiences_of(tenant))
+                for tenant in config.tenant_names
+            ]
         else:
             batches = [(keys, sorted(config.partners) if partitioned_by == "partner" else [None])]
         for selection, partition in ((selection, p) for selection, partitions in batches for p in partitions):
-            result = dg.materialize(assets, selection=selection, partition_key=partition, resources=resources,
-                                    instance=instance, raise_on_error=False,
-                                    tags={"audience_assets/trigger": "headless"})
+            result = dg.materialize(
+                assets,
+                selection=selection,
+                partition_key=partition,
+                resources=resources,
+                instance=instance,
+                raise_on_error=False,
+                tags={"audience_assets/trigger": "headless"},
+            )
             label = ", ".join(selection) + (f" [{partition}]" if partition else "")
             print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)
             for event in result.get_asset_materialization_events():
                 materialization = event.materialization
                 rows = materialization.metadata.get("dagster/row_count")
-                print(f"         {materialization.asset_key.to_user_string()}: "
-                      f"{rows.value if rows else '-'} rows", file=out)
+                print(
+                    f"         {materialization.asset_key.to_user_string()}: {rows.value if rows else '-'} rows",
+                    file=out,
+                )
             if not result.success:
                 for event in result.all_events:
                     if event.is_step_failure:
@@ -73,9 +87,12 @@ def print_templates(config: ProjectConfig, out=None) -> None:
     out = out or sys.stdout
     for partner, contract in sorted(config.partners.items()):
         rule = collaboration.partner_rule(contract.clean_room.analysis_rule, partner)
-        for name, sql in collaboration.analyses(partner, contract.match_keys, contract.clean_room.match_on,
-                                                rule.kind).items():
-            print(f"-- {name} for {partner} (table {partner}; the advertiser's table is first_party)\n{sql};\n", file=out)
+        for name, sql in collaboration.analyses(
+            partner, contract.match_keys, contract.clean_room.match_on, rule.kind
+        ).items():
+            print(
+                f"-- {name} for {partner} (table {partner}; the advertiser's table is first_party)\n{sql};\n", file=out
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,5 +107,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeded = ensure_demo_data(settings.data_dir)
         print(f"demo data {'written to' if seeded else 'already present in'} {settings.data_dir / 'landing'}")
         return 0
-    with (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()) as instance:
+    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance:
         return 0 if run_pipeline(settings, instance) else 1

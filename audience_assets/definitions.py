@@ -25,7 +25,8 @@ OWNERS = ["team:marketing-data"]
 def apply_policy(spec: dg.AssetSpec) -> dg.AssetSpec:
     """What every asset carries, in one place: its owners, and its stage (group) as a tag to select by."""
     return spec.replace_attributes(owners=[*OWNERS, *(o for o in spec.owners if o not in OWNERS)]).merge_attributes(
-        tags={"stage": spec.group_name or "default"})
+        tags={"stage": spec.group_name or "default"}
+    )
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
@@ -34,15 +35,24 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     if settings.env == "local" and settings.demo_data:
         ensure_demo_data(settings.data_dir)
     storage_kind = "s3" if settings.env == "aws" else "parquet"
-    stages = dg.Definitions.merge(ingest.build(config, storage_kind), clean_room.build(config, storage_kind),
-                                  activation.build(config, storage_kind))
+    stages = dg.Definitions.merge(
+        ingest.build(config, storage_kind),
+        clean_room.build(config, storage_kind),
+        activation.build(config, storage_kind),
+    )
     measured = [key for asset in stages.assets or [] for key in asset.keys]
     automation = dg.AutomationConditionSensorDefinition(
-        "audience_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Materializes downstream assets when new data lands, and refreshes audiences daily.")
+        "audience_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Materializes downstream assets when new data lands, and refreshes audiences daily.",
+    )
     merged = dg.Definitions.merge(
-        stages, reporting.build(config, measured), operations.build(config, settings.retention_days, list(stages.assets or [])),
-        dg.Definitions(sensors=[automation], resources=build_resources(settings, config)))
+        stages,
+        reporting.build(config, measured),
+        operations.build(config, settings.retention_days, list(stages.assets or [])),
+        dg.Definitions(sensors=[automation], resources=build_resources(settings, config)),
+    )
     with warnings.catch_warnings():  # map_asset_specs is preview in 1.13: the one place policy is applied, on purpose
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return merged.map_asset_specs(func=apply_policy)

@@ -13,9 +13,21 @@ from audience_assets.core.config import PACKAGE_CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # Variables a test environment must not inherit from the developer's shell.
-LEAKY = ("META_ACCESS_TOKEN", "META_APP_SECRET", "META_AD_ACCOUNT_ID", "META_GRAPH_URL", "AUDIENCE_ASSETS_ENV",
-         "AUDIENCE_DATA_DIR", "AUDIENCE_CONFIG_DIR", "AUDIENCE_BUCKET", "AUDIENCE_KMS_KEY_ID", "AWS_ENDPOINT_URL",
-         "DAGSTER_HOME", "CLEANROOMS_MEMBERSHIP_ID", "CLEANROOMS_ANALYSIS_TEMPLATE_ARN")
+LEAKY = (
+    "META_ACCESS_TOKEN",
+    "META_APP_SECRET",
+    "META_AD_ACCOUNT_ID",
+    "META_GRAPH_URL",
+    "AUDIENCE_ASSETS_ENV",
+    "AUDIENCE_DATA_DIR",
+    "AUDIENCE_CONFIG_DIR",
+    "AUDIENCE_BUCKET",
+    "AUDIENCE_KMS_KEY_ID",
+    "AWS_ENDPOINT_URL",
+    "DAGSTER_HOME",
+    "CLEANROOMS_MEMBERSHIP_ID",
+    "CLEANROOMS_ANALYSIS_TEMPLATE_ARN",
+)
 
 
 def make_dagster_home(path: Path) -> Path:
@@ -53,13 +65,14 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 # ##### S3 AND KMS: a moto server on loopback, spoken to over real HTTP
 
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
+    import logging
+
     from moto.server import ThreadedMotoServer
 
     from audience_assets_tests.harness import free_port
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per S3 call otherwise
     port = free_port()
@@ -74,8 +87,12 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
     """A fresh bucket and KMS key on the moto server, with the environment boto3 reads pointing at it."""
     import boto3
 
-    env = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     bucket = ("audience-" + re.sub("[^a-z0-9]+", "-", request.node.name.lower()))[:60].strip("-")

@@ -1,6 +1,7 @@
 """`dagster dev` as a test fixture: started headless on a free loopback port, stopped with its whole group.
 
-Started from a non-interactive shell, `dagster dev` ignores SIGINT and SIGTERM (dagster/_cli/dev.py maps SIGTERM onto SIGINT's handler),
+Started from a non-interactive shell, `dagster dev` ignores SIGINT and SIGTERM (dagster/_cli/dev.py maps SIGTERM
+onto SIGINT's handler),
 so the child resets both to their defaults, runs in its own session, and is stopped with SIGINT to the
 process group, then SIGKILL if it lingers.
 """
@@ -40,9 +41,15 @@ def dagster_dev(root: Path, **env: str) -> Iterator[str]:
     home = make_dagster_home(root / "dagster_home")
     log = (root / "dagster_dev.log").open("w")
     environment = clean_env(DAGSTER_HOME=str(home), AUDIENCE_DATA_DIR=str(root / "data"), **env)
-    process = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-                                "-p", str(port)], cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True, preexec_fn=_default_signals)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_default_signals,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -47,15 +47,20 @@ class Expected:
                 by_phone[cells["PHONE"]].add(cid)
         found: dict[str, list[dict[str, str]]] = defaultdict(list)
         for record in self.partners[partner]:
-            joined = (by_email.get(record.email, set()) if record.email else set()) | \
-                     (by_phone.get(record.phone, set()) if record.phone else set())
+            joined = (by_email.get(record.email, set()) if record.email else set()) | (
+                by_phone.get(record.phone, set()) if record.phone else set()
+            )
             for cid in joined:
                 found[cid].append(record.segments)
         return found
 
     def suppressed(self) -> set[str]:
-        return {cid for cid, c in self.customers.items()
-                if (c["EMAIL"] and c["EMAIL"] in self.suppressed_emails) or (c["PHONE"] and c["PHONE"] in self.suppressed_phones)}
+        return {
+            cid
+            for cid, c in self.customers.items()
+            if (c["EMAIL"] and c["EMAIL"] in self.suppressed_emails)
+            or (c["PHONE"] and c["PHONE"] in self.suppressed_phones)
+        }
 
     def members(self, config: ProjectConfig, audience: str) -> set[str]:
         qualified = set()
@@ -88,8 +93,11 @@ def compute(landing: Path, config: ProjectConfig) -> Expected:
         for row in csv.DictReader(handle):
             cid = (row["customer_id"] or "").strip()
             country = _country(row.get("country"), default)
-            cells = {k: meta_value(k, row.get(SOURCE_COLUMN[k], "") or "", country=country) for k in keys
-                     if k not in ("COUNTRY", "EXTERN_ID")}
+            cells = {
+                k: meta_value(k, row.get(SOURCE_COLUMN[k], "") or "", country=country)
+                for k in keys
+                if k not in ("COUNTRY", "EXTERN_ID")
+            }
             cells["COUNTRY"] = sha256(country)
             cells["EXTERN_ID"] = meta_value("EXTERN_ID", row["customer_id"])
             if cid and (cells["EMAIL"] or cells["PHONE"]):
@@ -107,7 +115,9 @@ def compute(landing: Path, config: ProjectConfig) -> Expected:
             else:
                 rows = pq.read_table(path).to_pylist()
             for row in rows:
-                country = _country(row.get(source_of.get("country", "country")), (contract.default_country or "US").lower())
+                country = _country(
+                    row.get(source_of.get("country", "country")), (contract.default_country or "US").lower()
+                )
                 email = meta_value("EMAIL", row.get(source_of.get("email", "email")) or "", country=country)
                 for column, key in contract.prehashed.items():
                     digest = (row.get(column) or "").strip().lower()

@@ -8,14 +8,28 @@ import sys
 
 from audience_assets_tests.conftest import REPO
 
-STAGES = ("first_party_customers", "suppression_list", "clean_room_first_party_table", "partner_data",
-          "clean_room_matches", "audience_members", "audience_chunks", "meta_custom_audience")
+STAGES = (
+    "first_party_customers",
+    "suppression_list",
+    "clean_room_first_party_table",
+    "partner_data",
+    "clean_room_matches",
+    "audience_members",
+    "audience_chunks",
+    "meta_custom_audience",
+)
 
 
 def test_the_pipeline_benchmark_runs_every_stage_on_generated_data(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "pipeline.py"), "--rows", "20000", "--no-record"],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "pipeline.py"), "--rows", "20000", "--no-record"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     table = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if line.startswith("| ")}
     assert set(STAGES) <= set(table), done.stdout

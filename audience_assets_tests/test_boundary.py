@@ -33,12 +33,14 @@ def modules(folder: str) -> list[str]:
 def test_no_core_module_imports_dagster(folder: str):
     names = modules(folder)
     assert len(names) > 1
-    probe = ("import importlib, sys\n"
-             f"for name in {names!r}:\n"
-             "    importlib.import_module(name)\n"
-             "    loaded = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.') "
-             "or m.startswith('dagster_'))\n"
-             "    assert not loaded, f'{name} loads {loaded[:3]}'\n")
+    probe = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    loaded = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.') "
+        "or m.startswith('dagster_'))\n"
+        "    assert not loaded, f'{name} loads {loaded[:3]}'\n"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 

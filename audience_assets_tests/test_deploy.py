@@ -43,11 +43,15 @@ def test_policy_is_valid_and_names_its_resources(path):
 
 
 def test_the_policies_are_there():
-    assert {p.name for p in POLICIES} >= {"dagster-run-role-policy.json", "cleanrooms-data-access-role-policy.json",
-                                          "cleanrooms-data-access-role-trust.json"}
+    assert {p.name for p in POLICIES} >= {
+        "dagster-run-role-policy.json",
+        "cleanrooms-data-access-role-policy.json",
+        "cleanrooms-data-access-role-trust.json",
+    }
 
 
 # ---------------------------------------------------------------------------- the production instance and image
+
 
 def test_the_production_instance_config_satisfies_dagsters_schema(tmp_path):
     """deploy/dagster.yaml against Dagster's instance schema, and each pluggable class's block against
@@ -61,8 +65,10 @@ def test_the_production_instance_config_satisfies_dagsters_schema(tmp_path):
     config, custom_class = dagster_instance_config(str(tmp_path))
     assert custom_class is None and "postgres" in config["storage"]
     for block, cls in (("run_launcher", EcsRunLauncher), ("compute_logs", S3ComputeLogManager)):
-        assert (config[block]["module"], config[block]["class"]) == (cls.__module__.rsplit(".", 1)[0]
-                                                                     if block == "run_launcher" else cls.__module__, cls.__name__)
+        assert (config[block]["module"], config[block]["class"]) == (
+            cls.__module__.rsplit(".", 1)[0] if block == "run_launcher" else cls.__module__,
+            cls.__name__,
+        )
         result = validate_config(cls.config_type(), config[block]["config"])
         assert result.success, [e.message for e in result.errors]
     assert config["compute_logs"]["config"]["upload_extra_args"]["ServerSideEncryption"] == "aws:kms"
@@ -74,14 +80,19 @@ def test_an_invalid_instance_config_is_refused(tmp_path):
     from dagster._core.errors import DagsterInvalidConfigError
     from dagster._core.instance.config import dagster_instance_config
 
-    (tmp_path / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text().replace("run_retries:", "run_retry:"))
+    (tmp_path / "dagster.yaml").write_text(
+        (REPO / "deploy" / "dagster.yaml").read_text().replace("run_retries:", "run_retry:")
+    )
     with pytest.raises(DagsterInvalidConfigError):
         dagster_instance_config(str(tmp_path))
 
 
 def test_the_dockerfile_installs_dependencies_before_the_code_and_runs_unprivileged():
-    lines = [line.strip() for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        line.strip()
+        for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert lines[0].startswith("FROM python:3.11")
     copies = [i for i, line in enumerate(lines) if line.startswith("COPY")]
     first_install = next(i for i, line in enumerate(lines) if "pip install" in line)
@@ -100,13 +111,26 @@ def test_the_production_workspace_loads_the_location_from_its_grpc_server():
 
 def test_dagster_definitions_validate_passes_in_aws_mode(tmp_path):
     """The production configuration: aws mode, every variable set to a dummy value, no network."""
-    env = {**os.environ, "AUDIENCE_ASSETS_ENV": "aws", "AUDIENCE_BUCKET": "dummy-bucket",
-           "AUDIENCE_KMS_KEY_ID": "alias/dummy", "META_ACCESS_TOKEN_SECRET_ID": "dummy/meta-token",
-           "META_AD_ACCOUNT_ID": "act_123", "AWS_DEFAULT_REGION": "us-east-1",
-           "CLEANROOMS_MEMBERSHIP_ID": "00000000-0000-4000-8000-000000000000", "AUDIENCE_DATA_DIR": str(tmp_path / "data"),
-           "DAGSTER_HOME": str(tmp_path)}
-    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "AUDIENCE_ASSETS_ENV": "aws",
+        "AUDIENCE_BUCKET": "dummy-bucket",
+        "AUDIENCE_KMS_KEY_ID": "alias/dummy",
+        "META_ACCESS_TOKEN_SECRET_ID": "dummy/meta-token",
+        "META_AD_ACCOUNT_ID": "act_123",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "CLEANROOMS_MEMBERSHIP_ID": "00000000-0000-4000-8000-000000000000",
+        "AUDIENCE_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert not (tmp_path / "data").exists(), "aws mode writes nothing locally when definitions load"
 
@@ -114,9 +138,9 @@ def test_dagster_definitions_validate_passes_in_aws_mode(tmp_path):
 def test_meta_uploads_share_one_pool_across_runs():
     """Parallel audience runs draw Meta upload slots from one pool (limited with `dagster instance
     concurrency set meta_api 1`, see deploy/README.md), so they share the ad account's budget."""
-    from audience_assets.defs.activation.assets import META_POOL
-    from audience_assets.definitions import build_definitions
     from audience_assets.core.settings import Settings
+    from audience_assets.definitions import build_definitions
+    from audience_assets.defs.activation.assets import META_POOL
 
     graph = build_definitions(Settings(data_dir=Path(tempfile.mkdtemp()), demo_data=False)).resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
@@ -140,7 +164,9 @@ def test_the_documented_cloudwatch_alarms_watch_metrics_the_pipeline_publishes(a
     cloudwatch = boto3.client("cloudwatch")
     for alarm in alarms:
         assert alarm["Namespace"] == "AudienceAssets"
-        assert {d["Name"] for d in alarm["Dimensions"]} <= set(DIMENSIONS) and "tenant" in {d["Name"] for d in alarm["Dimensions"]}
+        assert {d["Name"] for d in alarm["Dimensions"]} <= set(DIMENSIONS) and "tenant" in {
+            d["Name"] for d in alarm["Dimensions"]
+        }
         cloudwatch.put_metric_alarm(**alarm)
     described = cloudwatch.describe_alarms(AlarmNames=[a["AlarmName"] for a in alarms])["MetricAlarms"]
     assert sorted(a["MetricName"] for a in described) == ["MatchRate", "UploadFailures"]

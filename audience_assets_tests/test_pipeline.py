@@ -32,6 +32,7 @@ CHUNK_ROWS = {"travel_enthusiasts": 1_000}  # small chunks so one audience spans
 
 # ##### FIXTURES
 
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("pipeline")
@@ -39,8 +40,9 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     generate(data, customers=20_000, seed=11)
     config_dir = copy_config(root / "config", {a: {"chunk_rows": n} for a, n in CHUNK_ROWS.items()})
     env = clean_env(AUDIENCE_DATA_DIR=str(data), AUDIENCE_CONFIG_DIR=str(config_dir), DAGSTER_HOME=str(home))
-    done = subprocess.run([sys.executable, "-m", "audience_assets", "run"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "audience_assets", "run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     config = load_config(config_dir)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         metadata = {}
@@ -48,8 +50,13 @@ def run(tmp_path_factory: pytest.TempPathFactory):
             for record in instance.fetch_materializations(key, limit=100).records:
                 m = record.asset_materialization
                 metadata[(m.asset_key.to_user_string(), m.partition)] = {k: v.value for k, v in m.metadata.items()}
-    return {"process": done, "data": data, "config": config, "metadata": metadata,
-            "expected": oracle.compute(data / "landing", config)}
+    return {
+        "process": done,
+        "data": data,
+        "config": config,
+        "metadata": metadata,
+        "expected": oracle.compute(data / "landing", config),
+    }
 
 
 def parquet_rows(path: Path) -> list[dict]:
@@ -57,6 +64,7 @@ def parquet_rows(path: Path) -> list[dict]:
 
 
 # ##### TESTS
+
 
 def test_headless_command_exits_zero_and_reports_every_step(run):
     process = run["process"]

@@ -8,7 +8,6 @@ Chromium on the machine the test is skipped, except where `AUDIENCE_REQUIRE_BROW
 from __future__ import annotations
 
 import json
-
 import os
 import shutil
 import time
@@ -20,8 +19,16 @@ from audience_assets_tests.conftest import REPO
 from audience_assets_tests.harness import dagster_dev, graphql
 
 pytestmark = pytest.mark.slow
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(os.environ.get("AUDIENCE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "ui"
 
 
@@ -96,7 +103,9 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
         costs = graphql(url, LATEST_COSTS)["assetNodeOrError"]["assetMaterializations"][0]["metadataEntries"]
         records = [json.loads(r) for e in costs if e["label"] == "costs" for r in e["table"]["records"]]
         assert [r["tenant"] for r in records] == ["default"] and records[0]["runs"] >= 1
-        assert records[0]["meta_requests"] > 0 and records[0]["rows_processed"] > 0 and records[0]["compute_seconds"] > 0
+        assert (
+            records[0]["meta_requests"] > 0 and records[0]["rows_processed"] > 0 and records[0]["compute_seconds"] > 0
+        )
 
 
 LATEST_COSTS = """{ assetNodeOrError(assetKey: {path: ["tenant_costs"]}) { ... on AssetNode {

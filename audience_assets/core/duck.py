@@ -32,14 +32,21 @@ def sql_path(path: Path | str) -> str:
 
 
 @contextlib.contextmanager
-def connect(work_dir: Path | None = None, *, memory_limit: str | None = None, threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    work_dir: Path | None = None, *, memory_limit: str | None = None, threads: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB connection limited to `memory_limit` (env `AUDIENCE_DUCKDB_MEMORY_LIMIT`,
     default 1.5GB) that spills to `work_dir`, with automatic extension loading switched off."""
     limit = memory_limit or os.environ.get("AUDIENCE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
     with contextlib.ExitStack() as stack:
         spill = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-duckdb-")))
-        config = {"memory_limit": limit, "temp_directory": str(spill), "autoinstall_known_extensions": False,
-                  "autoload_known_extensions": False, "preserve_insertion_order": False}
+        config = {
+            "memory_limit": limit,
+            "temp_directory": str(spill),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "preserve_insertion_order": False,
+        }
         if threads or os.environ.get("AUDIENCE_DUCKDB_THREADS"):
             config["threads"] = int(threads or os.environ["AUDIENCE_DUCKDB_THREADS"])
         con = duckdb.connect(config=config)
@@ -47,6 +54,11 @@ def connect(work_dir: Path | None = None, *, memory_limit: str | None = None, th
             yield con
         finally:
             con.close()
+
+
+def literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def ident(name: str) -> str:

@@ -25,14 +25,30 @@ METRICS = {
     "match_rate": ("MatchRate", "None", "audience_assets_match_rate", "Share of first-party customers matched"),
     "rows_uploaded": ("RowsUploaded", "Count", "audience_assets_rows_uploaded", "Rows sent to Meta by the run"),
     "invalid_entries": ("InvalidEntries", "Count", "audience_assets_invalid_entries", "Entries Meta reported invalid"),
-    "throttled_requests": ("ThrottledRequests", "Count", "audience_assets_throttled_requests",
-                           "Meta requests answered with a rate limit"),
-    "upload_latency": ("UploadLatency", "Seconds", "audience_assets_upload_latency_seconds",
-                       "Mean latency of one Meta request"),
-    "freshness_lag": ("FreshnessLag", "Seconds", "audience_assets_freshness_lag_seconds",
-                      "Seconds from the newest partner delivery used to the end of the upload"),
-    "upload_failures": ("UploadFailures", "Count", "audience_assets_upload_failures",
-                        "1 when the audience's upload failed, 0 when it completed"),
+    "throttled_requests": (
+        "ThrottledRequests",
+        "Count",
+        "audience_assets_throttled_requests",
+        "Meta requests answered with a rate limit",
+    ),
+    "upload_latency": (
+        "UploadLatency",
+        "Seconds",
+        "audience_assets_upload_latency_seconds",
+        "Mean latency of one Meta request",
+    ),
+    "freshness_lag": (
+        "FreshnessLag",
+        "Seconds",
+        "audience_assets_freshness_lag_seconds",
+        "Seconds from the newest partner delivery used to the end of the upload",
+    ),
+    "upload_failures": (
+        "UploadFailures",
+        "Count",
+        "audience_assets_upload_failures",
+        "1 when the audience's upload failed, 0 when it completed",
+    ),
 }
 DIMENSIONS = ("tenant", "audience", "partner")
 
@@ -51,15 +67,25 @@ class CloudWatchMetrics:
 
     def publish(self, values: Mapping[str, float], **dimensions: str) -> None:
         _checked(values, dimensions)
-        now = dt.datetime.now(dt.timezone.utc)
-        cloudwatch = boto3.client("cloudwatch", region_name=self.region_name,
-                                  config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10,
-                                                read_timeout=30))
+        now = dt.datetime.now(dt.UTC)
+        cloudwatch = boto3.client(
+            "cloudwatch",
+            region_name=self.region_name,
+            config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30),
+        )
         dims = [{"Name": name, "Value": value} for name, value in sorted(dimensions.items())]
-        data = [{"MetricName": METRICS[name][0], "Dimensions": dims, "Timestamp": now, "Value": float(value),
-                 "Unit": METRICS[name][1]} for name, value in values.items()]
+        data = [
+            {
+                "MetricName": METRICS[name][0],
+                "Dimensions": dims,
+                "Timestamp": now,
+                "Value": float(value),
+                "Unit": METRICS[name][1],
+            }
+            for name, value in values.items()
+        ]
         for start in range(0, len(data), 1000):  # the API takes at most 1,000 values per call
-            cloudwatch.put_metric_data(Namespace=self.namespace, MetricData=data[start:start + 1000])
+            cloudwatch.put_metric_data(Namespace=self.namespace, MetricData=data[start : start + 1000])
 
 
 _SERIES = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")

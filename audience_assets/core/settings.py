@@ -33,7 +33,9 @@ class Settings:
     metrics_namespace: str = "AudienceAssets"  # AUDIENCE_METRICS_NAMESPACE: CloudWatch namespace (aws mode)
     cleanrooms_membership_set: bool = False  # CLEANROOMS_MEMBERSHIP_ID: aws mode matches in AWS Clean Rooms
     cleanrooms_template_set: bool = False  # CLEANROOMS_ANALYSIS_TEMPLATE_ARN: the default audience_match template
-    meta_upload_deadline_seconds: float = 3600.0  # META_UPLOAD_DEADLINE_SECONDS: an upload gives up (dead letters) after
+    meta_upload_deadline_seconds: float = (
+        3600.0  # META_UPLOAD_DEADLINE_SECONDS: an upload gives up (dead letters) after
+    )
     meta_throttle_max_seconds: float = 900.0  # META_THROTTLE_MAX_SECONDS: the longest single wait on Meta
     meta_sandbox_faults: str = ""  # META_SANDBOX_FAULTS: the built-in sandbox misbehaves like Meta (see Faults.parse)
 
@@ -81,4 +83,3 @@ def _number(env: Mapping[str, str], name: str, default: float, *, low: float, hi
     if not low <= value <= high:
         raise ValueError(f"{name}={raw!r} is out of range; expected seconds from {low:g} to {high:g}")
     return value
-

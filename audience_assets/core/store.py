@@ -85,9 +85,12 @@ class LocalStore:
                 stat = path.stat()
                 # ctime too: a file moved or copied in with its old mtime preserved has still just arrived
                 arrived = max(stat.st_mtime, stat.st_ctime)
-                yield StoredObject(path.relative_to(self.root).as_posix(), stat.st_size,
-                                   dt.datetime.fromtimestamp(arrived, dt.timezone.utc),
-                                   f"{stat.st_size:x}-{stat.st_mtime_ns:x}")
+                yield StoredObject(
+                    path.relative_to(self.root).as_posix(),
+                    stat.st_size,
+                    dt.datetime.fromtimestamp(arrived, dt.UTC),
+                    f"{stat.st_size:x}-{stat.st_mtime_ns:x}",
+                )
 
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
@@ -130,22 +133,41 @@ class S3Store:
     key is refused rather than left to the bucket default. `tags` go on every object written.
     """
 
-    def __init__(self, bucket: str, kms_key_id: str, *, prefix: str = "", region_name: str | None = None,
-                 endpoint_url: str | None = None, tags: Mapping[str, str] | None = None, client: Any = None):
+    def __init__(
+        self,
+        bucket: str,
+        kms_key_id: str,
+        *,
+        prefix: str = "",
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        client: Any = None,
+    ):
         self.bucket, self.kms_key_id, self.prefix = bucket, kms_key_id, prefix
         self.region_name, self.endpoint_url = region_name, endpoint_url
         self.tags = dict(tags or {})
         self._client = client
 
     def tagged(self, **tags: str) -> S3Store:
-        return S3Store(self.bucket, self.kms_key_id, prefix=self.prefix, region_name=self.region_name,
-                       endpoint_url=self.endpoint_url, tags={**self.tags, **tags}, client=self._client)
+        return S3Store(
+            self.bucket,
+            self.kms_key_id,
+            prefix=self.prefix,
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            tags={**self.tags, **tags},
+            client=self._client,
+        )
 
     def client(self) -> Any:
         if self._client is None:
             self._client = boto3.client(
-                "s3", region_name=self.region_name, endpoint_url=self.endpoint_url,
-                config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60))
+                "s3",
+                region_name=self.region_name,
+                endpoint_url=self.endpoint_url,
+                config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60),
+            )
         return self._client
 
     def _key(self, key: str) -> str:
@@ -165,7 +187,9 @@ class S3Store:
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         strip = len(self._key(""))
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+        for page in (
+            self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix))
+        ):
             for item in page.get("Contents", []):
                 yield StoredObject(item["Key"][strip:], item["Size"], item["LastModified"], item["ETag"].strip('"'))
 
@@ -182,8 +206,13 @@ class S3Store:
             yield path
 
     def upload(self, path: Path, key: str) -> None:
-        self.client().upload_file(str(path), self.bucket, self._key(key), ExtraArgs=self._extra(),
-                                  Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD))
+        self.client().upload_file(
+            str(path),
+            self.bucket,
+            self._key(key),
+            ExtraArgs=self._extra(),
+            Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD),
+        )
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self._extra())

@@ -24,14 +24,22 @@ from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.store import Store
 from audience_assets.defs.resources import Storage
 
-def check_spec(name: str, asset: str | dg.AssetKey, description: str, *, blocking: bool = False,
-               partitions_def: dg.PartitionsDefinition | None = None) -> dg.AssetCheckSpec:
+
+def check_spec(
+    name: str,
+    asset: str | dg.AssetKey,
+    description: str,
+    *,
+    blocking: bool = False,
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> dg.AssetCheckSpec:
     """A check on `asset`; on a partitioned asset, partitioned the same way, so its history and plots are per
     partition (Dagster 1.13 marks partitioned checks as preview: chosen on purpose, so not warned about)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description,
-                                 partitions_def=partitions_def)
+        return dg.AssetCheckSpec(
+            name, asset=asset, blocking=blocking, description=description, partitions_def=partitions_def
+        )
 
 
 @dataclasses.dataclass
@@ -45,18 +53,38 @@ class Attribution:
     store: Store  # writes every object with the tenant's tag
     started: float
 
-    def result(self, *, metadata: Mapping[str, Any], rows: int, check_results: list | None = None,
-               meta_requests: int = 0, clean_room_seconds: float = 0.0) -> dg.MaterializeResult:
-        cost = {"cost/compute_seconds": dg.MetadataValue.float(round(time.monotonic() - self.started, 3)),
-                "cost/rows_processed": int(rows), "cost/meta_requests": int(meta_requests),
-                "cost/clean_room_query_seconds": dg.MetadataValue.float(round(clean_room_seconds, 3))}
+    def result(
+        self,
+        *,
+        metadata: Mapping[str, Any],
+        rows: int,
+        check_results: list | None = None,
+        meta_requests: int = 0,
+        clean_room_seconds: float = 0.0,
+    ) -> dg.MaterializeResult:
+        cost = {
+            "cost/compute_seconds": dg.MetadataValue.float(round(time.monotonic() - self.started, 3)),
+            "cost/rows_processed": int(rows),
+            "cost/meta_requests": int(meta_requests),
+            "cost/clean_room_query_seconds": dg.MetadataValue.float(round(clean_room_seconds, 3)),
+        }
         return dg.MaterializeResult(metadata={**metadata, **cost}, check_results=check_results or [], tags=self.tags)
 
 
-def attribute(context: dg.AssetExecutionContext, storage: Storage, *, tenant: str, partner: str | None = None,
-              audience: str | None = None) -> Attribution:
+def attribute(
+    context: dg.AssetExecutionContext,
+    storage: Storage,
+    *,
+    tenant: str,
+    partner: str | None = None,
+    audience: str | None = None,
+) -> Attribution:
     """Tag this step's run and writes with the tenant it works for, and start its cost meter."""
-    tags = {"tenant": tenant, **({"partner": partner} if partner else {}), **({"audience": audience} if audience else {})}
+    tags = {
+        "tenant": tenant,
+        **({"partner": partner} if partner else {}),
+        **({"audience": audience} if audience else {}),
+    }
     context.instance.add_run_tags(context.run.run_id, tags)
     return Attribution(tags, storage.store().tagged(tenant=tenant), time.monotonic())
 
@@ -81,8 +109,7 @@ def publish(con: duckdb.DuckDBPyConnection, store: Store, path: Path, key: str) 
     """Upload `path` to `key` and describe it: row count, URI and column schema."""
     rows = parquet_count(con, path)
     store.upload(path, key)
-    return {"dagster/row_count": rows, "dagster/uri": store.uri(key),
-            "dagster/column_schema": column_schema(con, path)}
+    return {"dagster/row_count": rows, "dagster/uri": store.uri(key), "dagster/column_schema": column_schema(con, path)}
 
 
 def reasons_table(reasons: Mapping[str, int] | Counter) -> dg.MetadataValue:
@@ -108,21 +135,32 @@ def ingest_metadata(report: IngestReport) -> dict[str, Any]:
     }
 
 
-def history_table(context: dg.AssetExecutionContext, current: Mapping[str, Any], keys: tuple[str, ...],
-                  limit: int = 10) -> dg.MetadataValue:
+def history_table(
+    context: dg.AssetExecutionContext, current: Mapping[str, Any], keys: tuple[str, ...], limit: int = 10
+) -> dg.MetadataValue:
     """This materialization and the previous ones of the same asset (and partition) as a Markdown table:
     how a number moved over time, next to the plot the UI draws from each numeric key."""
     partitions = [context.partition_key] if context.has_partition_key else None
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=partitions), limit=limit - 1).records
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=partitions), limit=limit - 1
+    ).records
 
     def cell(value: Any) -> str:
-        return f"{value:.2%}" if isinstance(value, float) and value <= 1 else f"{value:,}" if isinstance(value, int) else str(value)
+        return (
+            f"{value:.2%}"
+            if isinstance(value, float) and value <= 1
+            else f"{value:,}"
+            if isinstance(value, int)
+            else str(value)
+        )
 
-    lines = ["| when (UTC) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|",
-             "| this run | " + " | ".join(cell(current.get(k, "")) for k in keys) + " |"]
+    lines = [
+        "| when (UTC) | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+        "| this run | " + " | ".join(cell(current.get(k, "")) for k in keys) + " |",
+    ]
     for record in records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-        when = dt.datetime.fromtimestamp(record.timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+        when = dt.datetime.fromtimestamp(record.timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M")
         lines.append(f"| {when} | " + " | ".join(cell(metadata[k].value) if k in metadata else "" for k in keys) + " |")
     return dg.MetadataValue.md("\n".join(lines))

@@ -20,5 +20,10 @@ def audience_partitions(config: ProjectConfig, tenant: str) -> dg.StaticPartitio
 def partner_to_audiences(config: ProjectConfig, tenant: str) -> dg.StaticPartitionMapping:
     """Each of the tenant's partners' matches feed the tenant's audiences that select it."""
     audiences = config.audiences_of(tenant)
-    return dg.StaticPartitionMapping({partner: {a for a in audiences if partner in config.audiences[a].select}
-                                      for partner in config.partners if config.tenant_of_partner(partner) == tenant})
+    return dg.StaticPartitionMapping(
+        {
+            partner: {a for a in audiences if partner in config.audiences[a].select}
+            for partner in config.partners
+            if config.tenant_of_partner(partner) == tenant
+        }
+    )

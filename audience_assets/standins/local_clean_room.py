@@ -25,11 +25,11 @@ from botocore.validate import ParamValidator
 
 from audience_assets.core import layout
 from audience_assets.core.cleanroom import collaboration
-from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE, PARTNER_COLUMNS, first_party_columns
 from audience_assets.core.cleanroom.admission import Parameter, QueryRejected, admit
 from audience_assets.core.cleanroom.match import MatchSession, partner_table
 from audience_assets.core.cleanroom.protected_query import TERMINAL
 from audience_assets.core.cleanroom.rules import ConfiguredTable
+from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE, PARTNER_COLUMNS, first_party_columns
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect, sql_path
 from audience_assets.core.store import Store
@@ -53,8 +53,16 @@ Deliver = Callable[[Path, str], str]
 class LocalCollaboration:
     """The membership `membership_id` of account `account_id`, with its configured tables and templates."""
 
-    def __init__(self, *, membership_id: str, account_id: str, tables: Iterable[ConfiguredTable],
-                 templates: Iterable[AnalysisTemplate], work_dir: Path, deliver: Deliver | None = None):
+    def __init__(
+        self,
+        *,
+        membership_id: str,
+        account_id: str,
+        tables: Iterable[ConfiguredTable],
+        templates: Iterable[AnalysisTemplate],
+        work_dir: Path,
+        deliver: Deliver | None = None,
+    ):
         self.membership_id, self.account_id = membership_id, account_id
         self.membership_arn = f"arn:aws:cleanrooms:local:{account_id}:membership/{membership_id}"
         self.tables = {t.name: t for t in tables}
@@ -71,20 +79,35 @@ class LocalCollaboration:
         self._membership(request["membershipIdentifier"], "StartProtectedQuery")
         running = sum(q["status"] not in TERMINAL for q in self.queries.values())
         if running >= MAX_RUNNING:
-            raise _error("ServiceQuotaExceededException", f"{running} queries are already running in this membership",
-                         "StartProtectedQuery")
+            raise _error(
+                "ServiceQuotaExceededException",
+                f"{running} queries are already running in this membership",
+                "StartProtectedQuery",
+            )
         parameters = request["sqlParameters"]
         if not ("queryString" in parameters) ^ ("analysisTemplateArn" in parameters):
-            raise _error("ValidationException", "sqlParameters needs exactly one of queryString or analysisTemplateArn",
-                         "StartProtectedQuery")
+            raise _error(
+                "ValidationException",
+                "sqlParameters needs exactly one of queryString or analysisTemplateArn",
+                "StartProtectedQuery",
+            )
         output = request.get("resultConfiguration", {}).get("outputConfiguration", {}).get("s3")
         if output is None:
-            raise _error("ValidationException", "this membership has no default result configuration: "
-                         "give resultConfiguration.outputConfiguration.s3", "StartProtectedQuery")
+            raise _error(
+                "ValidationException",
+                "this membership has no default result configuration: give resultConfiguration.outputConfiguration.s3",
+                "StartProtectedQuery",
+            )
         query_id = str(uuid.uuid4())
-        query = {"id": query_id, "membershipId": self.membership_id, "membershipArn": self.membership_arn,
-                 "createTime": dt.datetime.now(dt.timezone.utc), "status": "SUBMITTED",
-                 "sqlParameters": parameters, "resultConfiguration": request["resultConfiguration"]}
+        query = {
+            "id": query_id,
+            "membershipId": self.membership_id,
+            "membershipArn": self.membership_arn,
+            "createTime": dt.datetime.now(dt.UTC),
+            "status": "SUBMITTED",
+            "sqlParameters": parameters,
+            "resultConfiguration": request["resultConfiguration"],
+        }
         self.queries[query_id], self.history[query_id] = query, ["SUBMITTED"]
         response = {"protectedQuery": dict(query)}
         self._run(query, output)
@@ -97,8 +120,11 @@ class LocalCollaboration:
     def update_protected_query(self, **request: Any) -> dict[str, Any]:
         query = self._query("UpdateProtectedQuery", request)
         if query["status"] in TERMINAL:
-            raise _error("ConflictException", f"protected query {query['id']} already ended {query['status']}",
-                         "UpdateProtectedQuery")
+            raise _error(
+                "ConflictException",
+                f"protected query {query['id']} already ended {query['status']}",
+                "UpdateProtectedQuery",
+            )
         self._move(query, "CANCELLING")
         self._move(query, "CANCELLED")
         return self._checked("UpdateProtectedQuery", {"protectedQuery": dict(query)})
@@ -113,10 +139,17 @@ class LocalCollaboration:
             if "analysisTemplateArn" in parameters:
                 template = self.templates.get(parameters["analysisTemplateArn"])
                 if template is None:
-                    raise QueryRejected(f"analysis template {parameters['analysisTemplateArn']} does not exist in this "
-                                        "membership")
-                sql = admit(template.sql, self.tables, runner=self.account_id, template_arn=template.arn,
-                            parameters=parameters.get("parameters", {}), declared=template.parameters)
+                    raise QueryRejected(
+                        f"analysis template {parameters['analysisTemplateArn']} does not exist in this membership"
+                    )
+                sql = admit(
+                    template.sql,
+                    self.tables,
+                    runner=self.account_id,
+                    template_arn=template.arn,
+                    parameters=parameters.get("parameters", {}),
+                    declared=template.parameters,
+                )
             else:
                 sql = admit(parameters["queryString"], self.tables, runner=self.account_id)
             key_prefix = f"{output['keyPrefix'].strip('/')}/{query['id']}" if output.get("keyPrefix") else query["id"]
@@ -126,9 +159,11 @@ class LocalCollaboration:
             self._move(query, "FAILED")
         except Exception as error:  # the engine failed on admitted SQL. Its own message may quote table values
             # ("Could not convert string 'jane@example.com'"), and nothing of the tables leaves but results.
-            query["error"] = {"code": "EXECUTION_FAILED",
-                              "message": f"the query failed while running ({type(error).__name__}); the engine's "
-                                         "message is withheld because it may quote values from the tables"}
+            query["error"] = {
+                "code": "EXECUTION_FAILED",
+                "message": f"the query failed while running ({type(error).__name__}); the engine's "
+                "message is withheld because it may quote values from the tables",
+            }
             self._move(query, "FAILED")
         else:
             query["result"] = {"output": {"s3": {"location": location}}}
@@ -143,7 +178,9 @@ class LocalCollaboration:
             files, folders = [str(out.parent) + "/"], []
             for table in self.tables.values():
                 source = table.path / "*.parquet" if table.path.is_dir() else table.path
-                (folders if table.path.is_dir() else files).append(str(table.path) + ("/" if table.path.is_dir() else ""))
+                (folders if table.path.is_dir() else files).append(
+                    str(table.path) + ("/" if table.path.is_dir() else "")
+                )
                 columns = ", ".join(f'"{c}"' for c in table.columns)  # only the allowed columns exist in the room
                 con.execute(f'CREATE VIEW "{table.name}" AS SELECT {columns} FROM read_parquet({sql_path(source)})')
             # The query runs with the machine's files out of reach (read_csv('/etc/passwd'), glob(), ...):
@@ -172,7 +209,9 @@ class LocalCollaboration:
         self._membership(request["membershipIdentifier"], operation)
         query = self.queries.get(request["protectedQueryIdentifier"])
         if query is None:
-            raise _error("ResourceNotFoundException", f"no protected query {request['protectedQueryIdentifier']}", operation)
+            raise _error(
+                "ResourceNotFoundException", f"no protected query {request['protectedQueryIdentifier']}", operation
+            )
         return query
 
     def _membership(self, identifier: str, operation: str) -> None:
@@ -193,7 +232,9 @@ class LocalCollaboration:
         report = ParamValidator().validate(response, shape)
         problems = list(_enum_errors(response, shape, operation))
         if report.has_errors() or problems:  # a bug in this stand-in, never the caller's fault
-            raise AssertionError(f"{operation} response breaks the service model: {report.generate_report()} {problems}")
+            raise AssertionError(
+                f"{operation} response breaks the service model: {report.generate_report()} {problems}"
+            )
         return response
 
 
@@ -217,31 +258,51 @@ def _error(code: str, message: str, operation: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
 
-def local_session(stack: contextlib.ExitStack, store: Store, config: ProjectConfig, partner: str,
-                  work: Path) -> MatchSession:
+def local_session(
+    stack: contextlib.ExitStack, store: Store, config: ProjectConfig, partner: str, work: Path
+) -> MatchSession:
     """The project's collaboration (`core.cleanroom.collaboration`) as a local engine over the stored tables:
     the advertiser's `first_party` and the partner's table, each with its rule, and the partner's templates."""
     contract = config.partners[partner]
     partner_rule = collaboration.partner_rule(contract.clean_room.analysis_rule, partner)
-    first_party_rule = collaboration.first_party_rule(config.sources.first_party.clean_room.analysis_rule,
-                                                      list(config.partners), config.match_keys)
+    first_party_rule = collaboration.first_party_rule(
+        config.sources.first_party.clean_room.analysis_rule, list(config.partners), config.match_keys
+    )
     tables = [
-        ConfiguredTable(FIRST_PARTY_TABLE, stack.enter_context(store.local_copy(layout.CLEAN_ROOM_FIRST_PARTY)),
-                        first_party_columns(config.match_keys), first_party_rule, collaboration.RUNNER_ACCOUNT),
-        ConfiguredTable(partner, partner_table(stack, store, partner), PARTNER_COLUMNS, partner_rule,
-                        collaboration.PARTNER_ACCOUNT)]
+        ConfiguredTable(
+            FIRST_PARTY_TABLE,
+            stack.enter_context(store.local_copy(layout.CLEAN_ROOM_FIRST_PARTY)),
+            first_party_columns(config.match_keys),
+            first_party_rule,
+            collaboration.RUNNER_ACCOUNT,
+        ),
+        ConfiguredTable(
+            partner, partner_table(stack, store, partner), PARTNER_COLUMNS, partner_rule, collaboration.PARTNER_ACCOUNT
+        ),
+    ]
     texts = collaboration.analyses(partner, contract.match_keys, contract.clean_room.match_on, partner_rule.kind)
-    templates = [AnalysisTemplate(collaboration.template_arn(name, partner), f"{name}-{partner}", sql)
-                 for name, sql in texts.items()]
+    templates = [
+        AnalysisTemplate(collaboration.template_arn(name, partner), f"{name}-{partner}", sql)
+        for name, sql in texts.items()
+    ]
 
     def deliver(path: Path, key_prefix: str) -> str:
         store.upload(path, f"{key_prefix}/{path.name}")
         return store.uri(key_prefix) + "/"
 
-    room = LocalCollaboration(membership_id=collaboration.MEMBERSHIP_ID, account_id=collaboration.RUNNER_ACCOUNT,
-                              tables=tables, templates=templates, work_dir=work / "engine", deliver=deliver)
+    room = LocalCollaboration(
+        membership_id=collaboration.MEMBERSHIP_ID,
+        account_id=collaboration.RUNNER_ACCOUNT,
+        tables=tables,
+        templates=templates,
+        work_dir=work / "engine",
+        deliver=deliver,
+    )
     if partner_rule.kind != "CUSTOM":  # templates belong to CUSTOM rules; LIST tables take the SQL itself
         return MatchSession(room, collaboration.MEMBERSHIP_ID, {"queryString": texts["audience_match"]}, None)
-    return MatchSession(room, collaboration.MEMBERSHIP_ID,
-                        {"analysisTemplateArn": collaboration.template_arn("audience_match", partner)},
-                        {"analysisTemplateArn": collaboration.template_arn("overlap_count", partner)})
+    return MatchSession(
+        room,
+        collaboration.MEMBERSHIP_ID,
+        {"analysisTemplateArn": collaboration.template_arn("audience_match", partner)},
+        {"analysisTemplateArn": collaboration.template_arn("overlap_count", partner)},
+    )

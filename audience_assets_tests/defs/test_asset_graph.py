@@ -35,9 +35,13 @@ def asset_graph(defs: dg.Definitions) -> dict:
             "partitions": None if node.partitions_def is None else sorted(node.partitions_def.get_partition_keys()),
             "freshness": type(node.freshness_policy).__name__ if node.freshness_policy else None,
             "pools": sorted(node.pools or []),
-            "checks": {check.name: {"blocking": graph.get_check_spec(check).blocking,
-                                    "partitioned": graph.get_check_spec(check).partitions_def is not None}
-                       for check in sorted(node.check_keys, key=lambda c: c.name)},
+            "checks": {
+                check.name: {
+                    "blocking": graph.get_check_spec(check).blocking,
+                    "partitioned": graph.get_check_spec(check).partitions_def is not None,
+                }
+                for check in sorted(node.check_keys, key=lambda c: c.name)
+            },
         }
     return out
 
@@ -56,5 +60,6 @@ def test_every_check_of_a_partitioned_asset_is_partitioned_like_it(tmp_path: Pat
     for key, node in graph.items():
         for name, check in node["checks"].items():
             assert check["partitioned"] == (node["partitions"] is not None), (key, name)
-    assert all(node["owners"] == ["team:marketing-data"] and node["tags"]["stage"] == node["group"]
-               for node in graph.values()), "the shared policy reaches every asset"
+    assert all(
+        node["owners"] == ["team:marketing-data"] and node["tags"]["stage"] == node["group"] for node in graph.values()
+    ), "the shared policy reaches every asset"

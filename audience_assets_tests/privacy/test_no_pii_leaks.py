@@ -19,18 +19,34 @@ from audience_assets.core.demo import generate
 from audience_assets_tests.conftest import REPO, clean_env, make_dagster_home
 
 pytestmark = pytest.mark.slow
-PLANTED = {"email": "Quinn.Canary-Planted@canarymail.example", "first_name": "Zebulon", "last_name": "Canarywright",
-           "city": "Plantedville", "phone": "+1 (415) 555-0142", "dob": "1984-02-29"}
+PLANTED = {
+    "email": "Quinn.Canary-Planted@canarymail.example",
+    "first_name": "Zebulon",
+    "last_name": "Canarywright",
+    "city": "Plantedville",
+    "phone": "+1 (415) 555-0142",
+    "dob": "1984-02-29",
+}
 # (digit-only needles are long enough that no SHA-256 hex digest contains them by chance)
-NEEDLES = ["quinn.canary-planted", "canarymail", "zebulon", "canarywright", "plantedville", "555-0142", "4155550142",
-           "1984-02-29"]
+NEEDLES = [
+    "quinn.canary-planted",
+    "canarymail",
+    "zebulon",
+    "canarywright",
+    "plantedville",
+    "555-0142",
+    "4155550142",
+    "1984-02-29",
+]
 
 
 def plant(data: Path) -> None:
     crm = next((data / "landing" / "first_party").glob("*.csv"))
     with crm.open("a", encoding="utf-8") as handle:
-        handle.write(f"C9999990,{PLANTED['email']},{PLANTED['phone']},{PLANTED['first_name']},{PLANTED['last_name']},"
-                     f"{PLANTED['city']},CA,94110,US,{PLANTED['dob']},M\n")
+        handle.write(
+            f"C9999990,{PLANTED['email']},{PLANTED['phone']},{PLANTED['first_name']},{PLANTED['last_name']},"
+            f"{PLANTED['city']},CA,94110,US,{PLANTED['dob']},M\n"
+        )
     acme = next((data / "landing" / "partners" / "acme_data").glob("*.csv"))
     with acme.open("a", encoding="utf-8") as handle:
         handle.write(f"{PLANTED['email'].upper()};{PLANTED['phone']};ZEBULON;Canarywright;94110;travel;25-34\n")
@@ -54,13 +70,21 @@ def test_planted_pii_appears_nowhere_it_must_not(tmp_path: Path):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\npython_logs:\n  python_log_level: DEBUG\n")
     generate(data, customers=20_000, seed=9)
     plant(data)
-    done = subprocess.run([sys.executable, "-m", "audience_assets", "run"], cwd=REPO, capture_output=True, text=True,
-                          env=clean_env(AUDIENCE_DATA_DIR=str(data), DAGSTER_HOME=str(home)), timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "audience_assets", "run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=clean_env(AUDIENCE_DATA_DIR=str(data), DAGSTER_HOME=str(home)),
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
 
     # the planted customer really went through: matched, selected and uploaded (hashed)
-    members = duckdb.execute(f"SELECT count(*) FROM read_parquet('{data}/audiences/travel_enthusiasts/members.parquet') "
-                             "WHERE customer_id = 'C9999990'").fetchall()[0][0]
+    members = duckdb.execute(
+        f"SELECT count(*) FROM read_parquet('{data}/audiences/travel_enthusiasts/members.parquet') "
+        "WHERE customer_id = 'C9999990'"
+    ).fetchall()[0][0]
     assert members == 1
 
     scanned = {"console": done.stdout + done.stderr}

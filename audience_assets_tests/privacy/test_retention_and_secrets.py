@@ -11,10 +11,10 @@ from pathlib import Path
 import boto3
 import dagster as dg
 
-from audience_assets.definitions import build_definitions
-from audience_assets.core.store import LocalStore, StoredObject
-from audience_assets.defs.resources import LocalStorage, MetaAudiences
 from audience_assets.core.settings import Settings
+from audience_assets.core.store import LocalStore, StoredObject
+from audience_assets.definitions import build_definitions
+from audience_assets.defs.resources import LocalStorage, MetaAudiences
 
 
 class MtimeStore(LocalStore):
@@ -23,7 +23,7 @@ class MtimeStore(LocalStore):
     def list(self, prefix):
         for obj in super().list(prefix):
             mtime = (self.root / obj.key).stat().st_mtime
-            yield StoredObject(obj.key, obj.size, dt.datetime.fromtimestamp(mtime, dt.timezone.utc), obj.version)
+            yield StoredObject(obj.key, obj.size, dt.datetime.fromtimestamp(mtime, dt.UTC), obj.version)
 
 
 class MtimeStorage(LocalStorage):
@@ -45,14 +45,17 @@ def test_the_retention_job_deletes_old_exports_and_keeps_recent_ones_and_opt_out
     defs = build_definitions(Settings(data_dir=tmp_path, demo_data=False, retention_days=30))
     assert defs.resolve_schedule_def("retention_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
     result = defs.resolve_job_def("retention_job").execute_in_process(
-        resources={"storage": MtimeStorage(data_dir=str(tmp_path))})
+        resources={"storage": MtimeStorage(data_dir=str(tmp_path))}
+    )
     assert result.success
     assert not old_export.exists() and new_export.exists() and opt_outs.exists()
 
 
 def test_the_meta_token_can_come_from_secrets_manager(aws, monkeypatch):
     secrets = boto3.client("secretsmanager")
-    arn = secrets.create_secret(Name="audience-assets/meta", SecretString=json.dumps({"access_token": "EAAB-secret"}))["ARN"]
+    arn = secrets.create_secret(Name="audience-assets/meta", SecretString=json.dumps({"access_token": "EAAB-secret"}))[
+        "ARN"
+    ]
     assert MetaAudiences(access_token_secret_id=arn, ad_account_id="act_1").token() == "EAAB-secret"
     plain = secrets.create_secret(Name="audience-assets/meta-plain", SecretString="EAAB-plain\n")["ARN"]
     assert MetaAudiences(access_token_secret_id=plain, ad_account_id="act_1").token() == "EAAB-plain"
@@ -61,6 +64,7 @@ def test_the_meta_token_can_come_from_secrets_manager(aws, monkeypatch):
     monkeypatch.delenv("META_ACCESS_TOKEN", raising=False)
     settings = Settings.from_env()
     assert not settings.meta_sandbox
-    meta = build_definitions(Settings(data_dir=Path("/nonexistent"), demo_data=False, meta_token_secret_set=True)
-                             ).resources["meta"]
+    meta = build_definitions(
+        Settings(data_dir=Path("/nonexistent"), demo_data=False, meta_token_secret_set=True)
+    ).resources["meta"]
     assert meta.access_token is None and meta.sandbox_state is None

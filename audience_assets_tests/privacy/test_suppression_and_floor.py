@@ -15,14 +15,14 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from audience_assets.cli import run_pipeline
 from audience_assets.core import layout
 from audience_assets.core.audience.floor import below_floor, members_after
 from audience_assets.core.audience.plan import Chunk, Operation, Plan
-from audience_assets.cli import run_pipeline
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
-from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets.core.settings import Settings
+from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests import oracle
 from audience_assets_tests.conftest import copy_config
 
@@ -31,8 +31,9 @@ pytestmark = pytest.mark.slow
 
 def run(data: Path, config_dir: Path, out: io.StringIO | None = None) -> bool:
     with dg.DagsterInstance.ephemeral() as instance:
-        return run_pipeline(Settings(data_dir=data, config_dir=config_dir, demo_data=False), instance,
-                            out=out or io.StringIO())
+        return run_pipeline(
+            Settings(data_dir=data, config_dir=config_dir, demo_data=False), instance, out=out or io.StringIO()
+        )
 
 
 def sandbox_members(data: Path, config) -> dict[str, set[str]]:
@@ -65,7 +66,10 @@ def test_opt_outs_never_reach_meta_and_later_opt_outs_are_removed(tmp_path: Path
     assert any(qualified & suppressed for qualified in [set(expected.matches(p)) for p in config.partners])
 
     # Later, 25 current members of every audience opt out (a new file in the landing zone).
-    crm = {row["customer_id"]: row for row in csv.DictReader((data / "landing" / "first_party").glob("*.csv").__next__().open())}
+    crm = {
+        row["customer_id"]: row
+        for row in csv.DictReader((data / "landing" / "first_party").glob("*.csv").__next__().open())
+    }
     leaving = set()
     for audience in config.audiences:
         members = [r["customer_id"] for r in pq.read_table(data / layout.audience_members(audience)).to_pylist()]
@@ -111,9 +115,16 @@ def test_a_removal_that_would_shrink_an_audience_below_its_floor_is_refused():
     assert members_after(shrink) == 70
     assert below_floor("young_gamers", 100, after=members_after(shrink)) == (
         "the upload for 'young_gamers' would leave 70 members on Meta, below its privacy floor of 100: refused; "
-        "nothing was sent")
-    assert below_floor("young_gamers", 100, after=members_after(
-        Plan("u2", ("EMAIL",), (Operation("remove", (chunk,)),), "remove", 50, 150))) is None
+        "nothing was sent"
+    )
+    assert (
+        below_floor(
+            "young_gamers",
+            100,
+            after=members_after(Plan("u2", ("EMAIL",), (Operation("remove", (chunk,)),), "remove", 50, 150)),
+        )
+        is None
+    )
     assert members_after(Plan("u3", ("EMAIL",), (), "remove", 0, 10)) is None  # nothing to send: nothing to refuse
     replace = Plan("u4", ("EMAIL",), (Operation("replace", (chunk,)),), "replace", 50, 5000)
     assert members_after(replace) == 50 and below_floor("young_gamers", 100, after=50)

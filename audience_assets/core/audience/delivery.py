@@ -38,27 +38,48 @@ class Delivery:
     state: dict[str, Any]  # the audience as Meta describes it after the upload
 
 
-def deliver(store: Store, audience: str, spec: Audience, plan: Plan, client: GraphClient, *,
-            ad_account_id: str, concurrency: int = 4, extra_fields: Sequence[str] = (), run_id: str = "",
-            report: Callable[[str], None] | None = None, settle_seconds: float = 600.0) -> Delivery:
+def deliver(
+    store: Store,
+    audience: str,
+    spec: Audience,
+    plan: Plan,
+    client: GraphClient,
+    *,
+    ad_account_id: str,
+    concurrency: int = 4,
+    extra_fields: Sequence[str] = (),
+    run_id: str = "",
+    report: Callable[[str], None] | None = None,
+    settle_seconds: float = 600.0,
+) -> Delivery:
     """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
 
     `report` receives the upload's progress lines (at least every 30 s). Raises `UploadIncomplete` when
     batches were not acknowledged (retries exhausted, or the deadline passed): they are dead-lettered in
     the ledger and the next run of the same plan re-sends exactly those."""
     manager = AudienceManager(client, ad_account_id)
-    audience_id, created = manager.ensure(spec.meta_name, description=spec.description,
-                                          customer_file_source=spec.customer_file_source,
-                                          retention_days=spec.retention_days)
+    audience_id, created = manager.ensure(
+        spec.meta_name,
+        description=spec.description,
+        customer_file_source=spec.customer_file_source,
+        retention_days=spec.retention_days,
+    )
     manager.preflight(audience_id)
 
     with _connection_per_thread() as connection:
+
         def read_chunk(chunk: Chunk) -> JsonText:
             with store.local_copy(chunk.key) as path:
                 return JsonText(read_chunk_json(connection(), path, plan.schema))
 
-        uploader = AudienceUploader(client, UploadLedger(store, audience, plan.upload_id), read_chunk,
-                                    concurrency=concurrency, report=report, settle_seconds=settle_seconds)
+        uploader = AudienceUploader(
+            client,
+            UploadLedger(store, audience, plan.upload_id),
+            read_chunk,
+            concurrency=concurrency,
+            report=report,
+            settle_seconds=settle_seconds,
+        )
         result = uploader.run(audience_id, plan)
     confirmed_rows, digests = record_confirmed(store, audience, plan)
     delivery = Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))
@@ -72,31 +93,49 @@ def _connection_per_thread() -> Iterator[Callable[[], duckdb.DuckDBPyConnection]
     one costs more than reading a chunk, and a connection must not run two queries at once."""
     local, lock = threading.local(), threading.Lock()
     with contextlib.ExitStack() as stack:
+
         def connection() -> duckdb.DuckDBPyConnection:
             if not hasattr(local, "con"):
                 with lock:
                     local.con = stack.enter_context(connect())
             return local.con
+
         yield connection
 
 
-def write_audit(store: Store, audience: str, mode: str, plan: Plan, delivery: Delivery,
-                digests: dict[str, tuple[int, str]], confirmed_rows: int, run_id: str) -> str:
+def write_audit(
+    store: Store,
+    audience: str,
+    mode: str,
+    plan: Plan,
+    delivery: Delivery,
+    digests: dict[str, tuple[int, str]],
+    confirmed_rows: int,
+    run_id: str,
+) -> str:
     """One append-only audit record per upload: what was sent (counts and a SHA-256 of the sorted row
     ids per operation, never a row), Meta's counts, and who ran it when. Returns its key."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     key = layout.audit(audience, now.strftime("%Y%m%dT%H%M%S%fZ"), plan.upload_id)
     result = delivery.result
     record = {
-        "audience": audience, "meta_audience_id": delivery.audience_id, "mode": mode, "upload_id": plan.upload_id,
-        "run_id": run_id, "recorded_at": now.isoformat(),
+        "audience": audience,
+        "meta_audience_id": delivery.audience_id,
+        "mode": mode,
+        "upload_id": plan.upload_id,
+        "run_id": run_id,
+        "recorded_at": now.isoformat(),
         "session_ids": [str(s) for op in result.operations for s in op.session_ids],
-        "operations": [{"kind": kind, "rows": rows, "row_ids_sha256": digest} for kind, (rows, digest) in digests.items()],
-        "meta": {"num_received": sum(op.num_received for op in result.operations),
-                 "num_invalid_entries": sum(op.num_invalid_entries for op in result.operations),
-                 "invalid_entry_samples": sum(op.invalid_entry_samples for op in result.operations),
-                 "approximate_count_lower_bound": delivery.state.get("approximate_count_lower_bound"),
-                 "approximate_count_upper_bound": delivery.state.get("approximate_count_upper_bound")},
+        "operations": [
+            {"kind": kind, "rows": rows, "row_ids_sha256": digest} for kind, (rows, digest) in digests.items()
+        ],
+        "meta": {
+            "num_received": sum(op.num_received for op in result.operations),
+            "num_invalid_entries": sum(op.num_invalid_entries for op in result.operations),
+            "invalid_entry_samples": sum(op.invalid_entry_samples for op in result.operations),
+            "approximate_count_lower_bound": delivery.state.get("approximate_count_lower_bound"),
+            "approximate_count_upper_bound": delivery.state.get("approximate_count_upper_bound"),
+        },
         "confirmed_rows_after": confirmed_rows,
     }
     if store.get_bytes(key) is not None:  # append-only: a record is never rewritten
@@ -108,18 +147,24 @@ def write_audit(store: Store, audience: str, mode: str, plan: Plan, delivery: De
 def record_confirmed(store: Store, audience: str, plan: Plan) -> tuple[int, dict[str, tuple[int, str]]]:
     """Fold the plan's chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds. Returns its
     row count and, per operation, the rows sent and a SHA-256 of their sorted row ids."""
-    with tempfile.TemporaryDirectory(prefix="aa-confirmed-") as tmp, connect(Path(tmp)) as con, \
-            contextlib.ExitStack() as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="aa-confirmed-") as tmp,
+        connect(Path(tmp)) as con,
+        contextlib.ExitStack() as stack,
+    ):
         confirmed = stack.enter_context(optional_copy(store, layout.confirmed(audience)))
-        acknowledged = {op.kind: [stack.enter_context(store.local_copy(c.key)) for c in op.chunks]
-                        for op in plan.operations}
+        acknowledged = {
+            op.kind: [stack.enter_context(store.local_copy(c.key)) for c in op.chunks] for op in plan.operations
+        }
         out = Path(tmp) / "confirmed.parquet"
         rows = update_confirmed(con, keys=plan.schema, confirmed=confirmed, acknowledged=acknowledged, out=out)
         store.upload(out, layout.confirmed(audience))
         digests = {}
         for kind, paths in acknowledged.items():
             files = ", ".join(sql_path(p) for p in paths)
-            count, digest = con.execute(f"SELECT count(*), sha256(coalesce(string_agg(row_id, ',' ORDER BY row_id), '')) "
-                                        f"FROM read_parquet([{files}])").fetchall()[0]
+            count, digest = con.execute(
+                f"SELECT count(*), sha256(coalesce(string_agg(row_id, ',' ORDER BY row_id), '')) "
+                f"FROM read_parquet([{files}])"
+            ).fetchall()[0]
             digests[kind] = (int(count), digest)
         return rows, digests

@@ -20,9 +20,13 @@ def members_after(plan: Plan) -> int | None:
 def below_floor(audience: str, min_size: int, *, members: int | None = None, after: int | None = None) -> str | None:
     """Why the audience may not flow on (its `members`, or the rows an upload would leave), or None."""
     if members is not None and members < min_size:
-        return (f"audience {audience!r} has {members} members, below its privacy floor of {min_size}: nothing is "
-                "uploaded until it grows or its selection widens")
+        return (
+            f"audience {audience!r} has {members} members, below its privacy floor of {min_size}: nothing is "
+            "uploaded until it grows or its selection widens"
+        )
     if after is not None and after < min_size:
-        return (f"the upload for {audience!r} would leave {after} members on Meta, below its privacy floor of "
-                f"{min_size}: refused; nothing was sent")
+        return (
+            f"the upload for {audience!r} would leave {after} members on Meta, below its privacy floor of "
+            f"{min_size}: refused; nothing was sent"
+        )
     return None

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.core.duck import sql_path
+from audience_assets.core.duck import literal, sql_path
 from audience_assets.core.identity import HASHED_KEYS, rules
-from audience_assets.core.identity.sql import ROW_BY_ROW_KEYS, q
+from audience_assets.core.identity.sql import ROW_BY_ROW_KEYS
 
 
-def outbound_cell_problems(con: duckdb.DuckDBPyConnection, paths: Sequence[Path], keys: Sequence[str]) -> dict[str, int]:
+def outbound_cell_problems(
+    con: duckdb.DuckDBPyConnection, paths: Sequence[Path], keys: Sequence[str]
+) -> dict[str, int]:
     """Cells that must not leave: a hashed key that is not 64 lowercase hex or empty, a device id that is not
     a lower-case id, or anything that looks like an email address or a phone number in a raw column.
 
@@ -32,23 +34,31 @@ def outbound_cell_problems(con: duckdb.DuckDBPyConnection, paths: Sequence[Path]
         if key in HASHED_KEYS:
             return f"NOT regexp_full_match({cell}, '([0-9a-f]{{64}})?')"
         if key == "MADID":  # a lower-case device id as normalization writes it, or a digest a source gave
-            return (f"NOT ({cell} = '' OR regexp_matches({cell}, {q(rules.re2(rules.MADID_UUID))}) "
-                    f"OR regexp_full_match({cell}, '[0-9a-f]{{64}}'))")
-        return f"contains({cell}, '@') OR regexp_matches({cell}, '^\\+?[0-9][0-9 ().-]{{8,}}$')"  # sent as given (EXTERN_ID)
+            return (
+                f"NOT ({cell} = '' OR regexp_matches({cell}, {literal(rules.re2(rules.MADID_UUID))}) "
+                f"OR regexp_full_match({cell}, '[0-9a-f]{{64}}'))"
+            )
+        # sent as given (EXTERN_ID)
+        return f"contains({cell}, '@') OR regexp_matches({cell}, '^\\+?[0-9][0-9 ().-]{{8,}}$')"
 
     def cell(key: str) -> str:
-        return f'coalesce("{key}", \'\')'
+        return f"coalesce(\"{key}\", '')"
 
     problems: dict[str, int] = {}
     per_row = [k for k in keys if k in ROW_BY_ROW_KEYS]
     if per_row:
-        row = con.execute(f"SELECT {', '.join(f'count(*) FILTER (WHERE {bad(k, cell(k))})' for k in per_row)} "
-                          f"FROM {source}").fetchall()[0]
+        row = con.execute(
+            f"SELECT {', '.join(f'count(*) FILTER (WHERE {bad(k, cell(k))})' for k in per_row)} FROM {source}"
+        ).fetchall()[0]
         problems.update(zip(per_row, row))
     repeating = [k for k in keys if k not in ROW_BY_ROW_KEYS]
     if repeating:
-        values = " UNION ALL ".join(f"SELECT {q(k)} AS aa_key, {cell(k)} AS aa_cell, count(*) AS aa_n FROM {source} GROUP BY ALL"
-                                    for k in repeating)
-        is_bad = "CASE aa_key " + " ".join(f"WHEN {q(k)} THEN {bad(k, 'aa_cell')}" for k in repeating) + " END"
-        problems.update(con.execute(f"SELECT aa_key, sum(aa_n) FROM ({values}) WHERE {is_bad} GROUP BY aa_key").fetchall())
+        values = " UNION ALL ".join(
+            f"SELECT {literal(k)} AS aa_key, {cell(k)} AS aa_cell, count(*) AS aa_n FROM {source} GROUP BY ALL"
+            for k in repeating
+        )
+        is_bad = "CASE aa_key " + " ".join(f"WHEN {literal(k)} THEN {bad(k, 'aa_cell')}" for k in repeating) + " END"
+        problems.update(
+            con.execute(f"SELECT aa_key, sum(aa_n) FROM ({values}) WHERE {is_bad} GROUP BY aa_key").fetchall()
+        )
     return {key: int(n) for key in keys if (n := problems.get(key))}

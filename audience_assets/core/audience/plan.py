@@ -28,10 +28,10 @@ Kind = Literal["add", "remove", "replace"]
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-    index: int                # 0-based position within its operation
+    index: int  # 0-based position within its operation
     rows: int
-    key: str                  # where the chunk's rows are stored
-    digest: str = ""          # SHA-256 of its sorted row ids
+    key: str  # where the chunk's rows are stored
+    digest: str = ""  # SHA-256 of its sorted row ids
     path: Path | None = None  # the local file, while the plan is being written
 
 
@@ -58,18 +58,38 @@ class Plan:
         return sum(op.rows for op in self.operations if op.kind == kind)
 
     def document(self, audience: str) -> dict[str, Any]:
-        return {"audience": audience, "mode": self.mode, "upload_id": self.upload_id, "schema": list(self.schema),
-                "desired_rows": self.desired_rows, "confirmed_rows": self.confirmed_rows,
-                "operations": [{"kind": op.kind, "rows": op.rows, "chunks": [
-                    {"index": c.index, "rows": c.rows, "key": c.key, "digest": c.digest} for c in op.chunks]}
-                    for op in self.operations]}
+        return {
+            "audience": audience,
+            "mode": self.mode,
+            "upload_id": self.upload_id,
+            "schema": list(self.schema),
+            "desired_rows": self.desired_rows,
+            "confirmed_rows": self.confirmed_rows,
+            "operations": [
+                {
+                    "kind": op.kind,
+                    "rows": op.rows,
+                    "chunks": [{"index": c.index, "rows": c.rows, "key": c.key, "digest": c.digest} for c in op.chunks],
+                }
+                for op in self.operations
+            ],
+        }
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> Plan:
-        return cls(document["upload_id"], tuple(document["schema"]), tuple(
-            Operation(op["kind"], tuple(Chunk(c["index"], c["rows"], c["key"], c.get("digest", "")) for c in op["chunks"]))
-            for op in document["operations"]), document.get("mode", ""), document.get("desired_rows", 0),
-            document.get("confirmed_rows", 0))
+        return cls(
+            document["upload_id"],
+            tuple(document["schema"]),
+            tuple(
+                Operation(
+                    op["kind"], tuple(Chunk(c["index"], c["rows"], c["key"], c.get("digest", "")) for c in op["chunks"])
+                )
+                for op in document["operations"]
+            ),
+            document.get("mode", ""),
+            document.get("desired_rows", 0),
+            document.get("confirmed_rows", 0),
+        )
 
 
 def store_plan(store: Store, audience: str, plan: Plan) -> Plan:
@@ -78,8 +98,12 @@ def store_plan(store: Store, audience: str, plan: Plan) -> Plan:
         for chunk in op.chunks:
             assert chunk.path is not None, "a stored plan's chunks are already stored"
             store.upload(chunk.path, chunk.key)
-    stored = dataclasses.replace(plan, operations=tuple(
-        Operation(op.kind, tuple(dataclasses.replace(c, path=None) for c in op.chunks)) for op in plan.operations))
+    stored = dataclasses.replace(
+        plan,
+        operations=tuple(
+            Operation(op.kind, tuple(dataclasses.replace(c, path=None) for c in op.chunks)) for op in plan.operations
+        ),
+    )
     store.put_bytes(layout.upload_plan(audience), json.dumps(stored.document(audience), indent=1).encode())
     return stored
 
@@ -97,15 +121,19 @@ def row_id_sql(keys: Sequence[str]) -> str:
     return "sha256(concat_ws('|', " + ", ".join(f'"{k}"' for k in keys) + "))"
 
 
-def build_rows(con: duckdb.DuckDBPyConnection, *, members: Path, customers: Path, keys: Sequence[str], out: Path) -> int:
+def build_rows(
+    con: duckdb.DuckDBPyConnection, *, members: Path, customers: Path, keys: Sequence[str], out: Path
+) -> int:
     """Write the members' distinct Meta payload rows (`row_id` + one column per key) to `out`.
 
     Two customers give the same row only when they share every cell, which is rare (and impossible when
     EXTERN_ID is the customer id), so rows are written as they come and deduplicated only when their
     row ids (digests of the cells) show a repeat: counting row ids costs far less than hashing whole rows."""
     cells = ", ".join(f'"{k}"' for k in keys)
-    rows = (f"SELECT {row_id_sql(keys)} AS row_id, {cells} FROM {_parquet(customers)} "
-            f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)})")
+    rows = (
+        f"SELECT {row_id_sql(keys)} AS row_id, {cells} FROM {_parquet(customers)} "
+        f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)})"
+    )
     con.execute(f"COPY ({rows}) TO {sql_path(out)} ({DIGEST_PARQUET})")
     total, distinct = con.execute(f"SELECT count(*), count(DISTINCT row_id) FROM {_parquet(out)}").fetchall()[0]
     if total != distinct:
@@ -117,8 +145,10 @@ def _operations_sql(mode: str, desired: str, confirmed: str, suppressed: str) ->
     """The rows of each operation, by sync mode (see audiences.yaml)."""
     gone = f"SELECT * FROM {confirmed} WHERE row_id IN ({suppressed})"  # opted out after an earlier upload
     if mode == "mirror":
-        return {"add": f"SELECT * FROM {desired} WHERE row_id NOT IN (SELECT row_id FROM {confirmed})",
-                "remove": f"SELECT * FROM {confirmed} WHERE row_id NOT IN (SELECT row_id FROM {desired})"}
+        return {
+            "add": f"SELECT * FROM {desired} WHERE row_id NOT IN (SELECT row_id FROM {confirmed})",
+            "remove": f"SELECT * FROM {confirmed} WHERE row_id NOT IN (SELECT row_id FROM {desired})",
+        }
     if mode == "add":  # members Meta already holds are not sent again
         return {"add": f"SELECT * FROM {desired} WHERE row_id NOT IN (SELECT row_id FROM {confirmed})", "remove": gone}
     if mode == "remove":
@@ -131,9 +161,18 @@ def _operations_sql(mode: str, desired: str, confirmed: str, suppressed: str) ->
 CHUNKS_PER_WRITE = 16  # chunks written per pass: at 10,000 rows of 14 digests, about 150 MB in flight
 
 
-def plan_upload(con: duckdb.DuckDBPyConnection, *, audience: str, mode: str, keys: Sequence[str], desired: Path,
-                confirmed: Path | None, suppression: Path | None, out_dir: Path,
-                chunk_rows: int = MAX_ROWS_PER_REQUEST) -> Plan:
+def plan_upload(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    audience: str,
+    mode: str,
+    keys: Sequence[str],
+    desired: Path,
+    confirmed: Path | None,
+    suppression: Path | None,
+    out_dir: Path,
+    chunk_rows: int = MAX_ROWS_PER_REQUEST,
+) -> Plan:
     """Write each operation's rows as chunk files under `out_dir/<kind>/` and return the plan (each chunk
     with its local file and the key `store_plan` will put it at).
 
@@ -154,18 +193,24 @@ def plan_upload(con: duckdb.DuckDBPyConnection, *, audience: str, mode: str, key
         folder = out_dir / kind
         # Chunks are consecutive runs of row ids. Only the ids are sorted; the wide rows are then streamed
         # once into their chunk's file (in no particular order: a chunk is read sorted, 10,000 rows at most).
-        con.execute(f"CREATE OR REPLACE TEMP TABLE aa_op AS SELECT row_id, (row_number() OVER (ORDER BY row_id) - 1) "
-                    f"// {chunk_rows} AS aa_chunk FROM (SELECT row_id FROM ({sql}))")
-        stats = con.execute("SELECT aa_chunk, count(*), sha256(string_agg(row_id, ',' ORDER BY row_id)) FROM aa_op "
-                            "GROUP BY aa_chunk ORDER BY aa_chunk").fetchall()
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE aa_op AS SELECT row_id, (row_number() OVER (ORDER BY row_id) - 1) "
+            f"// {chunk_rows} AS aa_chunk FROM (SELECT row_id FROM ({sql}))"
+        )
+        stats = con.execute(
+            "SELECT aa_chunk, count(*), sha256(string_agg(row_id, ',' ORDER BY row_id)) FROM aa_op "
+            "GROUP BY aa_chunk ORDER BY aa_chunk"
+        ).fetchall()
         if stats:
             folder.mkdir(parents=True, exist_ok=True)
         # A partitioned write holds every open partition's rows until it ends, so chunks are written a
         # bounded group at a time: memory stays at CHUNKS_PER_WRITE chunks whatever the audience's size.
         for first in range(0, len(stats), CHUNKS_PER_WRITE):
-            con.execute(f"COPY (SELECT o.row_id, {cells}, o.aa_chunk FROM ({sql}) r JOIN aa_op o ON o.row_id = r.row_id "
-                        f"WHERE o.aa_chunk BETWEEN {first} AND {first + CHUNKS_PER_WRITE - 1}) "
-                        f"TO {sql_path(folder)} ({DIGEST_PARQUET}, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)")
+            con.execute(
+                f"COPY (SELECT o.row_id, {cells}, o.aa_chunk FROM ({sql}) r JOIN aa_op o ON o.row_id = r.row_id "
+                f"WHERE o.aa_chunk BETWEEN {first} AND {first + CHUNKS_PER_WRITE - 1}) "
+                f"TO {sql_path(folder)} ({DIGEST_PARQUET}, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)"
+            )
         chunks = []
         for index, rows, chunk_digest in stats:
             files = sorted((folder / f"aa_chunk={index}").glob("*.parquet"))
@@ -176,8 +221,12 @@ def plan_upload(con: duckdb.DuckDBPyConnection, *, audience: str, mode: str, key
         if chunks:
             written.append((kind, chunks))
     upload_id = digest.hexdigest()[:32]
-    operations = tuple(Operation(kind, tuple(Chunk(i, n, layout.chunk(audience, upload_id, kind, i), d, path)
-                                             for i, n, path, d in chunks)) for kind, chunks in written)
+    operations = tuple(
+        Operation(
+            kind, tuple(Chunk(i, n, layout.chunk(audience, upload_id, kind, i), d, path) for i, n, path, d in chunks)
+        )
+        for kind, chunks in written
+    )
     counts = con.execute("SELECT (SELECT count(*) FROM aa_desired), (SELECT count(*) FROM aa_confirmed)").fetchall()[0]
     return Plan(upload_id, tuple(keys), operations, mode, counts[0], counts[1])
 
@@ -187,8 +236,11 @@ def _suppressed_rows_sql(keys: Sequence[str], suppression: Path | None) -> str:
     if suppression is None:
         return "SELECT NULL WHERE FALSE"
     s = _parquet(suppression)
-    parts = [f"SELECT c.row_id FROM aa_confirmed c JOIN {s} s ON c.{k} = s.{col}"
-             for k, col in (("EMAIL", "hashed_email"), ("PHONE", "hashed_phone")) if k in keys]
+    parts = [
+        f"SELECT c.row_id FROM aa_confirmed c JOIN {s} s ON c.{k} = s.{col}"
+        for k, col in (("EMAIL", "hashed_email"), ("PHONE", "hashed_phone"))
+        if k in keys
+    ]
     if "MADID" in keys:
         parts.append(f"SELECT c.row_id FROM aa_confirmed c JOIN {s} s ON sha256(nullif(c.MADID, '')) = s.hashed_madid")
     return " UNION ".join(parts) or "SELECT NULL WHERE FALSE"
@@ -198,21 +250,36 @@ def read_chunk_json(con: duckdb.DuckDBPyConnection, path: Path, keys: Sequence[s
     """One chunk's payload rows as the JSON array Meta's `data` takes, cells in `keys` order, rows in
     row-id order. DuckDB encodes it: the 140,000 cells of a full chunk never become Python objects."""
     cells = ", ".join(f'"{k}"' for k in keys)
-    rows = con.execute(f"SELECT to_json(coalesce(list([{cells}] ORDER BY row_id), [])) FROM {_parquet(path)}").fetchall()
+    rows = con.execute(
+        f"SELECT to_json(coalesce(list([{cells}] ORDER BY row_id), [])) FROM {_parquet(path)}"
+    ).fetchall()
     return rows[0][0]
 
 
-def update_confirmed(con: duckdb.DuckDBPyConnection, *, keys: Sequence[str], confirmed: Path | None,
-                     acknowledged: Mapping[str, Sequence[Path]], out: Path) -> int:
+def update_confirmed(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    keys: Sequence[str],
+    confirmed: Path | None,
+    acknowledged: Mapping[str, Sequence[Path]],
+    out: Path,
+) -> int:
     """What Meta holds after the acknowledged chunks: replace sets it, add and remove change it."""
     cells = ", ".join(f'"{k}"' for k in keys)
 
     def union(paths: Sequence[Path]) -> str:
-        return " UNION ALL ".join(f"SELECT row_id, {cells} FROM {_parquet(p)}" for p in paths) or \
-            f"SELECT row_id, {cells} FROM aa_confirmed WHERE FALSE"
+        return (
+            " UNION ALL ".join(f"SELECT row_id, {cells} FROM {_parquet(p)}" for p in paths)
+            or f"SELECT row_id, {cells} FROM aa_confirmed WHERE FALSE"
+        )
 
-    base = f"SELECT row_id, {cells} FROM {_parquet(confirmed)}" if confirmed else \
-        "SELECT " + ", ".join(["CAST(NULL AS VARCHAR) AS row_id", *(f"CAST(NULL AS VARCHAR) AS \"{k}\"" for k in keys)]) + " WHERE FALSE"
+    base = (
+        f"SELECT row_id, {cells} FROM {_parquet(confirmed)}"
+        if confirmed
+        else "SELECT "
+        + ", ".join(["CAST(NULL AS VARCHAR) AS row_id", *(f'CAST(NULL AS VARCHAR) AS "{k}"' for k in keys)])
+        + " WHERE FALSE"
+    )
     con.execute(f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS {base}")
     if acknowledged.get("replace"):
         current = union(acknowledged["replace"])
@@ -226,5 +293,6 @@ def update_confirmed(con: duckdb.DuckDBPyConnection, *, keys: Sequence[str], con
         SELECT * FROM ({current}) WHERE row_id NOT IN (SELECT row_id FROM aa_added)
           AND row_id NOT IN (SELECT row_id FROM aa_removed)
         UNION ALL
-        SELECT * FROM aa_added WHERE row_id NOT IN (SELECT row_id FROM aa_removed)) TO {sql_path(out)} ({DIGEST_PARQUET})""")
+        SELECT * FROM aa_added WHERE row_id NOT IN (SELECT row_id FROM aa_removed)) TO {sql_path(out)}
+        ({DIGEST_PARQUET})""")
     return con.execute(f"SELECT count(*) FROM {_parquet(out)}").fetchall()[0][0]

@@ -13,9 +13,15 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE, MATCH_COLUMNS, PARTNER_COLUMNS, PARTNER_IDENTITY, first_party_columns
-from audience_assets.core.cleanroom.templates import render_match, render_overlap
 from audience_assets.core.cleanroom.rules import AnalysisRule, rule_from_policy
+from audience_assets.core.cleanroom.tables import (
+    FIRST_PARTY_TABLE,
+    MATCH_COLUMNS,
+    PARTNER_COLUMNS,
+    PARTNER_IDENTITY,
+    first_party_columns,
+)
+from audience_assets.core.cleanroom.templates import render_match, render_overlap
 
 RUNNER_ACCOUNT = "111111111111"
 PARTNER_ACCOUNT = "222222222222"
@@ -25,22 +31,28 @@ TEMPLATES = ("audience_match", "overlap_count")
 
 def template_arn(name: str, partner: str) -> str:
     """The local ARN of template `name` rendered for `partner`."""
-    return (f"arn:aws:cleanrooms:local:{RUNNER_ACCOUNT}:membership/{MEMBERSHIP_ID}/analysistemplate/"
-            f"{name}-{partner}")
+    return f"arn:aws:cleanrooms:local:{RUNNER_ACCOUNT}:membership/{MEMBERSHIP_ID}/analysistemplate/{name}-{partner}"
 
 
 def _expanded(policy: Mapping[str, Any], partners: Sequence[str]) -> dict[str, Any]:
     policy = copy.deepcopy(dict(policy))
     custom = policy.get("custom")
     if isinstance(custom, dict) and isinstance(custom.get("allowedAnalyses"), list):
-        custom["allowedAnalyses"] = [arn for entry in custom["allowedAnalyses"] for arn in (
-            [template_arn(entry, p) for p in partners] if entry in TEMPLATES else [entry])]
+        custom["allowedAnalyses"] = [
+            arn
+            for entry in custom["allowedAnalyses"]
+            for arn in ([template_arn(entry, p) for p in partners] if entry in TEMPLATES else [entry])
+        ]
     return policy
 
 
 def partner_rule(policy: Mapping[str, Any] | None, partner: str) -> AnalysisRule:
-    policy = policy or {"custom": {"allowedAnalyses": list(TEMPLATES),
-                                   "disallowedOutputColumns": [*MATCH_COLUMNS.values(), PARTNER_IDENTITY]}}
+    policy = policy or {
+        "custom": {
+            "allowedAnalyses": list(TEMPLATES),
+            "disallowedOutputColumns": [*MATCH_COLUMNS.values(), PARTNER_IDENTITY],
+        }
+    }
     return rule_from_policy(_expanded(policy, [partner]), PARTNER_COLUMNS)
 
 
@@ -57,9 +69,19 @@ def analyses(partner: str, keys: Sequence[str], match_on: str, kind: str) -> dic
         return {"audience_match": render_match(partner, keys, match_on=match_on, single_join=True)}
     if kind == "AGGREGATION":
         return {}
-    return {"audience_match": render_match(partner, keys, match_on=match_on),
-            "overlap_count": render_overlap(partner, keys, match_on=match_on)}
+    return {
+        "audience_match": render_match(partner, keys, match_on=match_on),
+        "overlap_count": render_overlap(partner, keys, match_on=match_on),
+    }
 
 
-__all__ = ["FIRST_PARTY_TABLE", "MEMBERSHIP_ID", "PARTNER_ACCOUNT", "RUNNER_ACCOUNT", "analyses", "first_party_rule",
-           "partner_rule", "template_arn"]
+__all__ = [
+    "FIRST_PARTY_TABLE",
+    "MEMBERSHIP_ID",
+    "PARTNER_ACCOUNT",
+    "RUNNER_ACCOUNT",
+    "analyses",
+    "first_party_rule",
+    "partner_rule",
+    "template_arn",
+]

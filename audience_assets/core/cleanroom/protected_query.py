@@ -2,7 +2,8 @@
 passes, cancel it when the caller is interrupted, and fail loudly with the service's own message.
 
 The client is anything with the boto3 `cleanrooms` client's protected-query methods: the real client in
-aws mode, `standins.local_clean_room.LocalCollaboration` locally. botocore ships no waiter for Clean Rooms, hence the loop.
+aws mode, `standins.local_clean_room.LocalCollaboration` locally. botocore ships no waiter for Clean Rooms, hence
+the loop.
 """
 
 from __future__ import annotations
@@ -40,25 +41,41 @@ class Polling:
 class Finished:
     id: str
     status: str
-    location: str                 # result.output.s3.location: where the result parts are
-    duration_ms: int              # statistics.totalDurationInMillis (service side), else measured here
-    statuses: tuple[str, ...]     # every status this caller saw, in order
+    location: str  # result.output.s3.location: where the result parts are
+    duration_ms: int  # statistics.totalDurationInMillis (service side), else measured here
+    statuses: tuple[str, ...]  # every status this caller saw, in order
 
 
-def run(client: Any, *, membership_id: str, sql_parameters: Mapping[str, Any], bucket: str, key_prefix: str,
-        what: str, polling: Polling = Polling(), sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic) -> Finished:
+def run(
+    client: Any,
+    *,
+    membership_id: str,
+    sql_parameters: Mapping[str, Any],
+    bucket: str,
+    key_prefix: str,
+    what: str,
+    polling: Polling = Polling(),
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Finished:
     """Run a query whose results go to `s3://bucket/key_prefix/` as Parquet; `what` names it in errors."""
     started = clock()
     try:
         query = client.start_protected_query(
-            type="SQL", membershipIdentifier=membership_id, sqlParameters=dict(sql_parameters),
-            resultConfiguration={"outputConfiguration": {"s3": {"resultFormat": "PARQUET", "bucket": bucket,
-                                                                "keyPrefix": key_prefix}}})["protectedQuery"]
+            type="SQL",
+            membershipIdentifier=membership_id,
+            sqlParameters=dict(sql_parameters),
+            resultConfiguration={
+                "outputConfiguration": {"s3": {"resultFormat": "PARQUET", "bucket": bucket, "keyPrefix": key_prefix}}
+            },
+        )["protectedQuery"]
     except ClientError as error:  # refused up front (a rule violation may surface here or as a FAILED query)
         detail = error.response.get("Error", {})
-        raise ProtectedQueryFailed(f"the clean room refused to start {what}: {detail.get('Message', error)} "
-                                   f"({detail.get('Code', 'no code')})", query_id="", status="NOT_STARTED") from error
+        raise ProtectedQueryFailed(
+            f"the clean room refused to start {what}: {detail.get('Message', error)} ({detail.get('Code', 'no code')})",
+            query_id="",
+            status="NOT_STARTED",
+        ) from error
     query_id, statuses = query["id"], [query["status"]]
     log.info("protected query %s (%s) %s", query_id, what, query["status"])
     delay = polling.first
@@ -67,17 +84,21 @@ def run(client: Any, *, membership_id: str, sql_parameters: Mapping[str, Any], b
             if clock() - started > polling.deadline:
                 raise ProtectedQueryFailed(
                     f"protected query {query_id} ({what}) did not finish within {polling.deadline:.0f} s and was "
-                    "cancelled; raise the deadline or check the collaboration's query quota", query_id=query_id,
-                    status="CANCELLED" if _cancel(client, membership_id, query_id) else query["status"])
+                    "cancelled; raise the deadline or check the collaboration's query quota",
+                    query_id=query_id,
+                    status="CANCELLED" if _cancel(client, membership_id, query_id) else query["status"],
+                )
             try:
-                query = client.get_protected_query(membershipIdentifier=membership_id,
-                                                   protectedQueryIdentifier=query_id)["protectedQuery"]
+                query = client.get_protected_query(
+                    membershipIdentifier=membership_id, protectedQueryIdentifier=query_id
+                )["protectedQuery"]
             except (ClientError, BotoCoreError) as error:
                 if not _transient(error):
                     raise ProtectedQueryFailed(
                         f"could not follow protected query {query_id} ({what}), so it was cancelled: {error}",
-                        query_id=query_id, status="CANCELLED" if _cancel(client, membership_id, query_id)
-                        else query["status"]) from error
+                        query_id=query_id,
+                        status="CANCELLED" if _cancel(client, membership_id, query_id) else query["status"],
+                    ) from error
                 log.warning("protected query %s (%s): polling failed, retrying: %s", query_id, what, error)
             if query["status"] != statuses[-1]:
                 statuses.append(query["status"])
@@ -95,10 +116,17 @@ def run(client: Any, *, membership_id: str, sql_parameters: Mapping[str, Any], b
         raise ProtectedQueryFailed(
             f"protected query {query_id} ({what}) ended {query['status']}: "
             f"{error.get('message', 'the service gave no reason')} ({error.get('code', 'no code')})",
-            query_id=query_id, status=query["status"])
+            query_id=query_id,
+            status=query["status"],
+        )
     duration = query.get("statistics", {}).get("totalDurationInMillis")
-    return Finished(query_id, "SUCCESS", query["result"]["output"]["s3"]["location"],
-                    int(duration if duration is not None else (clock() - started) * 1000), tuple(statuses))
+    return Finished(
+        query_id,
+        "SUCCESS",
+        query["result"]["output"]["s3"]["location"],
+        int(duration if duration is not None else (clock() - started) * 1000),
+        tuple(statuses),
+    )
 
 
 def _transient(error: ClientError | BotoCoreError) -> bool:
@@ -116,8 +144,9 @@ _TRANSIENT_CODES = {"ThrottlingException", "InternalServerException", "ServiceUn
 def _cancel(client: Any, membership_id: str, query_id: str) -> bool:
     """Ask the service to cancel the query; whether it agreed."""
     try:
-        client.update_protected_query(membershipIdentifier=membership_id, protectedQueryIdentifier=query_id,
-                                      targetStatus="CANCELLED")
+        client.update_protected_query(
+            membershipIdentifier=membership_id, protectedQueryIdentifier=query_id, targetStatus="CANCELLED"
+        )
         log.warning("protected query %s cancelled", query_id)
         return True
     except (ClientError, BotoCoreError) as error:  # already ended, or the service is unreachable: nothing to stop

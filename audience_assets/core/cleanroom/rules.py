@@ -16,10 +16,34 @@ from typing import Any
 
 COLUMN_PATTERN = re.compile(r"^[a-z0-9_](([a-z0-9_ ]+-)*([a-z0-9_ ]+))?$")
 AGGREGATE_FUNCTIONS = frozenset({"SUM", "SUM_DISTINCT", "COUNT", "COUNT_DISTINCT", "AVG"})
-SCALAR_FUNCTIONS = frozenset({
-    "ABS", "CAST", "CEILING", "COALESCE", "CONVERT", "CURRENT_DATE", "DATEADD", "EXTRACT", "FLOOR", "GETDATE", "LN",
-    "LOG", "LOWER", "ROUND", "RTRIM", "SQRT", "SUBSTRING", "TO_CHAR", "TO_DATE", "TO_NUMBER", "TO_TIMESTAMP", "TRIM",
-    "TRUNC", "UPPER"})
+SCALAR_FUNCTIONS = frozenset(
+    {
+        "ABS",
+        "CAST",
+        "CEILING",
+        "COALESCE",
+        "CONVERT",
+        "CURRENT_DATE",
+        "DATEADD",
+        "EXTRACT",
+        "FLOOR",
+        "GETDATE",
+        "LN",
+        "LOG",
+        "LOWER",
+        "ROUND",
+        "RTRIM",
+        "SQRT",
+        "SUBSTRING",
+        "TO_CHAR",
+        "TO_DATE",
+        "TO_NUMBER",
+        "TO_TIMESTAMP",
+        "TRIM",
+        "TRUNC",
+        "UPPER",
+    }
+)
 ANY_QUERY = "ANY_QUERY"
 
 
@@ -41,7 +65,7 @@ class AggregationRule:
     join_columns: frozenset[str]
     dimension_columns: frozenset[str]
     scalar_functions: frozenset[str]
-    output_constraints: Mapping[str, int]           # column -> minimum COUNT_DISTINCT per output row
+    output_constraints: Mapping[str, int]  # column -> minimum COUNT_DISTINCT per output row
     join_required: bool
     join_operators: frozenset[str]
     kind = "AGGREGATION"
@@ -49,11 +73,11 @@ class AggregationRule:
 
 @dataclasses.dataclass(frozen=True)
 class CustomRule:
-    allowed_analyses: frozenset[str]                # analysis-template ARNs, or ANY_QUERY
-    allowed_providers: frozenset[str]               # accounts that may send their own SQL (with ANY_QUERY)
+    allowed_analyses: frozenset[str]  # analysis-template ARNs, or ANY_QUERY
+    allowed_providers: frozenset[str]  # accounts that may send their own SQL (with ANY_QUERY)
     disallowed_output_columns: frozenset[str]
-    thresholds: Mapping[str, int]                   # identity column -> minimum distinct identities per output row
-    any_aggregate_expression: bool                  # allowedAggregateExpressionType ANY_EXPRESSION (else COLUMNS_ONLY)
+    thresholds: Mapping[str, int]  # identity column -> minimum distinct identities per output row
+    any_aggregate_expression: bool  # allowedAggregateExpressionType ANY_EXPRESSION (else COLUMNS_ONLY)
     kind = "CUSTOM"
 
 
@@ -65,10 +89,10 @@ class ConfiguredTable:
     """A configured table as associated with the collaboration: `name` is the association name used in SQL."""
 
     name: str
-    path: Path            # Parquet file (or folder of Parquet files) holding the rows
+    path: Path  # Parquet file (or folder of Parquet files) holding the rows
     columns: tuple[str, ...]
     rule: AnalysisRule
-    owner: str            # account id of the member that associated the table
+    owner: str  # account id of the member that associated the table
 
 
 def _strings(policy: Mapping[str, Any], key: str, *, required: bool = True) -> list[str]:
@@ -102,7 +126,7 @@ def rule_from_policy(policy: Mapping[str, Any], columns: Sequence[str]) -> Analy
         raise AnalysisRuleInvalid(f"column name(s) {bad_names} do not match {COLUMN_PATTERN.pattern}")
     if not isinstance(policy, Mapping) or len(policy) != 1:
         raise AnalysisRuleInvalid("a policy holds exactly one of list, aggregation or custom")
-    (kind, body), = policy.items()
+    ((kind, body),) = policy.items()
     if not isinstance(body, Mapping):
         raise AnalysisRuleInvalid(f"{kind} must be a mapping")
     allowed = set(columns)
@@ -110,7 +134,9 @@ def rule_from_policy(policy: Mapping[str, Any], columns: Sequence[str]) -> Analy
     def known(names: Sequence[str], field: str) -> frozenset[str]:
         unknown = sorted(set(names) - allowed)
         if unknown:
-            raise AnalysisRuleInvalid(f"{field} names column(s) {unknown} that are not among the table's allowed columns")
+            raise AnalysisRuleInvalid(
+                f"{field} names column(s) {unknown} that are not among the table's allowed columns"
+            )
         return frozenset(names)
 
     if kind == "list":
@@ -126,7 +152,9 @@ def rule_from_policy(policy: Mapping[str, Any], columns: Sequence[str]) -> Analy
         for entry in body.get("aggregateColumns") or []:
             function = entry.get("function")
             if function not in AGGREGATE_FUNCTIONS:
-                raise AnalysisRuleInvalid(f"aggregate function {function!r} is not one of {sorted(AGGREGATE_FUNCTIONS)}")
+                raise AnalysisRuleInvalid(
+                    f"aggregate function {function!r} is not one of {sorted(AGGREGATE_FUNCTIONS)}"
+                )
             for column in known(_strings(entry, "columnNames"), "aggregateColumns"):
                 aggregates.setdefault(column, set()).add(function)
         if not aggregates:
@@ -134,8 +162,10 @@ def rule_from_policy(policy: Mapping[str, Any], columns: Sequence[str]) -> Analy
         join = known(_strings(body, "joinColumns"), "joinColumns")
         dimensions = known(_strings(body, "dimensionColumns"), "dimensionColumns")
         if dimensions & (join | set(aggregates)):
-            raise AnalysisRuleInvalid(f"dimension column(s) {sorted(dimensions & (join | set(aggregates)))} "
-                                      "cannot also be join or aggregate columns")
+            raise AnalysisRuleInvalid(
+                f"dimension column(s) {sorted(dimensions & (join | set(aggregates)))} "
+                "cannot also be join or aggregate columns"
+            )
         scalars = set(_strings(body, "scalarFunctions"))
         if scalars - SCALAR_FUNCTIONS:
             raise AnalysisRuleInvalid(f"scalar function(s) {sorted(scalars - SCALAR_FUNCTIONS)} are not supported")
@@ -151,8 +181,15 @@ def rule_from_policy(policy: Mapping[str, Any], columns: Sequence[str]) -> Analy
         join_required = body.get("joinRequired")
         if join_required not in (None, "QUERY_RUNNER"):
             raise AnalysisRuleInvalid(f"joinRequired must be QUERY_RUNNER, not {join_required!r}")
-        return AggregationRule({c: frozenset(f) for c, f in aggregates.items()}, join, dimensions, frozenset(scalars),
-                               constraints, join_required == "QUERY_RUNNER", _operators(body))
+        return AggregationRule(
+            {c: frozenset(f) for c, f in aggregates.items()},
+            join,
+            dimensions,
+            frozenset(scalars),
+            constraints,
+            join_required == "QUERY_RUNNER",
+            _operators(body),
+        )
     if kind == "custom":
         analyses = _strings(body, "allowedAnalyses")
         if not analyses:
@@ -165,14 +202,22 @@ def rule_from_policy(policy: Mapping[str, Any], columns: Sequence[str]) -> Analy
         for entry in body.get("aggregationThresholds") or []:
             identity = _strings(entry, "identityColumns")
             if len(identity) != 1 or entry.get("type", "COUNT_DISTINCT") != "COUNT_DISTINCT":
-                raise AnalysisRuleInvalid("aggregationThresholds takes exactly one identity column, counted COUNT_DISTINCT")
+                raise AnalysisRuleInvalid(
+                    "aggregationThresholds takes exactly one identity column, counted COUNT_DISTINCT"
+                )
             known(identity, "aggregationThresholds")
             thresholds[identity[0]] = _minimum(entry.get("minimumIdentityCount"), "minimumIdentityCount")
             expression_type = entry.get("allowedAggregateExpressionType", "COLUMNS_ONLY")
             if expression_type not in ("COLUMNS_ONLY", "ANY_EXPRESSION"):
-                raise AnalysisRuleInvalid(f"allowedAggregateExpressionType {expression_type!r} is not COLUMNS_ONLY or ANY_EXPRESSION")
+                raise AnalysisRuleInvalid(
+                    f"allowedAggregateExpressionType {expression_type!r} is not COLUMNS_ONLY or ANY_EXPRESSION"
+                )
             any_expression = any_expression or expression_type == "ANY_EXPRESSION"
-        return CustomRule(frozenset(analyses), frozenset(providers),
-                          known(_strings(body, "disallowedOutputColumns", required=False), "disallowedOutputColumns"),
-                          thresholds, any_expression)
+        return CustomRule(
+            frozenset(analyses),
+            frozenset(providers),
+            known(_strings(body, "disallowedOutputColumns", required=False), "disallowedOutputColumns"),
+            thresholds,
+            any_expression,
+        )
     raise AnalysisRuleInvalid(f"unknown analysis rule type {kind!r}; use list, aggregation or custom")

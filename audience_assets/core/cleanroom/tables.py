@@ -11,7 +11,7 @@ import duckdb
 from audience_assets.core.duck import sql_path
 
 MATCH_COLUMNS = {"EMAIL": "hashed_email", "PHONE": "hashed_phone", "MADID": "hashed_madid"}
-FIRST_PARTY_TABLE = "first_party"   # association name of the advertiser's table
+FIRST_PARTY_TABLE = "first_party"  # association name of the advertiser's table
 IDENTITY_COLUMNS = ", ".join(MATCH_COLUMNS.values())  # what makes one identity in a partner table (SQL)
 # A number per identity of a partner table, the same on each of its segment rows: counting distinct
 # identities then compares one BIGINT, not three digests. Never an output column (like the digests).
@@ -26,13 +26,16 @@ def first_party_columns(keys: Sequence[str]) -> tuple[str, ...]:
     return ("customer_id", *(MATCH_COLUMNS[k] for k in MATCH_COLUMNS if k in keys))
 
 
-
 def partner_identities(con: duckdb.DuckDBPyConnection, table: Path) -> int:
     """The distinct identities in a partner table: the count its ingest stored in the file's metadata,
     else (a table written elsewhere) counted."""
     path = sql_path(table)
-    stored = con.execute(f"SELECT CAST(value AS VARCHAR) FROM parquet_kv_metadata({path}) "
-                         f"WHERE CAST(key AS VARCHAR) = '{IDENTITIES_KEY}'").fetchall()
+    stored = con.execute(
+        f"SELECT CAST(value AS VARCHAR) FROM parquet_kv_metadata({path}) "
+        f"WHERE CAST(key AS VARCHAR) = '{IDENTITIES_KEY}'"
+    ).fetchall()
     if stored:
         return int(stored[0][0])
-    return con.execute(f"SELECT count(*) FROM (SELECT DISTINCT {IDENTITY_COLUMNS} FROM read_parquet({path}))").fetchall()[0][0]
+    return con.execute(
+        f"SELECT count(*) FROM (SELECT DISTINCT {IDENTITY_COLUMNS} FROM read_parquet({path}))"
+    ).fetchall()[0][0]

@@ -10,7 +10,11 @@ from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE, MATCH_COLUM
 
 
 def _text(name: str) -> str:
-    text = resources.files("audience_assets.core.cleanroom").joinpath("templates", f"{name}.sql").read_text(encoding="utf-8")
+    text = (
+        resources.files("audience_assets.core.cleanroom")
+        .joinpath("templates", f"{name}.sql")
+        .read_text(encoding="utf-8")
+    )
     return "\n".join(line for line in text.splitlines() if not line.startswith("--")).strip()
 
 
@@ -40,4 +44,6 @@ def render_overlap(partner: str, keys: Sequence[str], *, match_on: str = "any") 
     pair = f"SELECT fp.customer_id, {carried} FROM {FIRST_PARTY_TABLE} fp INNER JOIN {partner} p ON {{on}}"
     conditions = _conditions(keys)
     branches = [" AND ".join(conditions)] if match_on == "all" else conditions
-    return _text("overlap_count").replace("{{matched_pairs}}", "\nUNION ALL\n".join(pair.format(on=c) for c in branches))
+    return _text("overlap_count").replace(
+        "{{matched_pairs}}", "\nUNION ALL\n".join(pair.format(on=c) for c in branches)
+    )

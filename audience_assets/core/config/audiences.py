@@ -17,15 +17,36 @@ class AudienceDefaults(Strict):
     mode: Literal["add", "remove", "mirror", "replace"] = "mirror"
     min_size: int = PRIVACY_FLOOR
     customer_file_source: Literal["USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"] = (
-        "USER_PROVIDED_ONLY")
+        "USER_PROVIDED_ONLY"
+    )
     retention_days: int = Field(default=180, ge=0, le=180)
-    chunk_rows: int = Field(default=MAX_ROWS_PER_REQUEST, ge=1, le=MAX_ROWS_PER_REQUEST,
-                            description="rows per upload request (Meta allows 10,000)")
+    chunk_rows: int = Field(
+        default=MAX_ROWS_PER_REQUEST,
+        ge=1,
+        le=MAX_ROWS_PER_REQUEST,
+        description="rows per upload request (Meta allows 10,000)",
+    )
     max_invalid_rate: float = Field(default=0.05, ge=0, le=1, description="warn above this share of invalid entries")
     freshness_hours: float = Field(default=26, gt=0, description="the audience is stale after this many hours")
     refresh_cron: str = Field(default="0 6 * * *", description="daily refresh of the audience (UTC)")
-    keys: list[str] = Field(default_factory=lambda: [
-        "EMAIL", "PHONE", "FN", "LN", "FI", "CT", "ST", "ZIP", "COUNTRY", "DOBY", "DOBM", "DOBD", "GEN", "EXTERN_ID"])
+    keys: list[str] = Field(
+        default_factory=lambda: [
+            "EMAIL",
+            "PHONE",
+            "FN",
+            "LN",
+            "FI",
+            "CT",
+            "ST",
+            "ZIP",
+            "COUNTRY",
+            "DOBY",
+            "DOBM",
+            "DOBD",
+            "GEN",
+            "EXTERN_ID",
+        ]
+    )
 
     @field_validator("min_size")
     @classmethod
@@ -50,12 +71,14 @@ class Audience(AudienceDefaults):
     """One Meta custom audience: who is in it (segments per partner) and how it is synced."""
 
     meta_name: str
-    tenant: str | None = Field(default=None, description="the advertiser it belongs to (tenants.yaml); "
-                                                         "required once tenants are declared")
+    tenant: str | None = Field(
+        default=None, description="the advertiser it belongs to (tenants.yaml); required once tenants are declared"
+    )
     description: str = ""
     select: dict[str, dict[str, list[str]]] = Field(
         description="partner -> {segment column: accepted values}; a person qualifies through any partner "
-                    "whose every listed segment matches one of its values")
+        "whose every listed segment matches one of its values"
+    )
 
     @field_validator("select")
     @classmethod

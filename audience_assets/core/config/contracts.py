@@ -20,10 +20,13 @@ class FileContract(Strict):
     delimiter: str = ","
     encoding: Literal["utf-8", "latin-1", "utf-16"] = "utf-8"
     header: bool = True
-    column_names: list[str] | None = Field(default=None, description="the columns, in order, of CSV files without a header row")
+    column_names: list[str] | None = Field(
+        default=None, description="the columns, in order, of CSV files without a header row"
+    )
     columns: dict[str, str] = Field(default_factory=dict, description="source column -> standard column")
     prehashed: dict[str, Literal["EMAIL", "PHONE"]] = Field(
-        default_factory=dict, description="source column holding SHA-256 of the normalized value -> Meta key")
+        default_factory=dict, description="source column holding SHA-256 of the normalized value -> Meta key"
+    )
     default_country: str | None = "US"
     delivery: Literal["snapshot", "incremental"] = "snapshot"
     extra_columns: Literal["fail", "ignore"] = "fail"
@@ -32,7 +35,7 @@ class FileContract(Strict):
     @classmethod
     def _one_character(cls, value: str) -> str:
         if len(value) != 1:
-            raise ValueError("must be a single character (use \"\\t\" for tab)")
+            raise ValueError('must be a single character (use "\\t" for tab)')
         return value
 
     @field_validator("columns")
@@ -40,8 +43,10 @@ class FileContract(Strict):
     def _standard_targets(cls, value: dict[str, str]) -> dict[str, str]:
         unknown = sorted(v for v in value.values() if v not in (*STANDARD_COLUMNS, "customer_id"))
         if unknown:
-            raise ValueError(f"maps onto unknown standard column(s) {unknown}; standard columns are "
-                             f"{', '.join(STANDARD_COLUMNS)} (and customer_id for first-party data)")
+            raise ValueError(
+                f"maps onto unknown standard column(s) {unknown}; standard columns are "
+                f"{', '.join(STANDARD_COLUMNS)} (and customer_id for first-party data)"
+            )
         targets = list(value.values())
         duplicated = sorted({t for t in targets if targets.count(t) > 1})
         if duplicated:
@@ -89,9 +94,13 @@ class FileContract(Strict):
 class CleanRoomTable(Strict):
     """How the table is governed in the clean room."""
 
-    analysis_rule: dict[str, Any] | None = Field(default=None, description=(
-        "the table's rule as AWS writes it (policy.v1: list, aggregation or custom), enforced by the local engine; "
-        "default: CUSTOM allowing only this project's templates, hashed identifiers never in the output"))
+    analysis_rule: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "the table's rule as AWS writes it (policy.v1: list, aggregation or custom), enforced by the local engine; "
+            "default: CUSTOM allowing only this project's templates, hashed identifiers never in the output"
+        ),
+    )
 
 
 class PartnerCleanRoom(CleanRoomTable):

@@ -65,7 +65,9 @@ def load_config(config_dir: Path | str | None = None) -> ProjectConfig:
         spec = spec or {}
         tenant = (tenants or {}).get(spec.get("tenant"))
         try:  # defaults, then the tenant's defaults, then the audience's own settings
-            audiences[name] = Audience(**{**declared.defaults.model_dump(), **(tenant.defaults if tenant else {}), **spec})
+            audiences[name] = Audience(
+                **{**declared.defaults.model_dump(), **(tenant.defaults if tenant else {}), **spec}
+            )
         except ValidationError as error:
             raise _explain(audiences_path, error, prefix=f"audiences.{name}") from None
     return ProjectConfig(sources, audiences, tenants)

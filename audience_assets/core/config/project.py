@@ -17,7 +17,9 @@ from audience_assets.core.identity import META_KEYS
 class ProjectConfig:
     """Both files, loaded and cross-checked (audiences may only select declared partners and segments)."""
 
-    def __init__(self, sources: SourcesConfig, audiences: dict[str, Audience], tenants: dict[str, Tenant] | None = None):
+    def __init__(
+        self, sources: SourcesConfig, audiences: dict[str, Audience], tenants: dict[str, Tenant] | None = None
+    ):
         self.sources = sources
         self.audiences = audiences
         self.declared_tenants = tenants  # None: one implicit tenant, configured by the META_* variables
@@ -26,12 +28,16 @@ class ProjectConfig:
                 raise ConfigError(f"audiences.yaml: audience name {name!r} must be lower case letters, digits and _")
             for partner, segments in audience.select.items():
                 if partner not in sources.partners:
-                    raise ConfigError(f"audiences.yaml: audience {name!r} selects unknown partner {partner!r}; "
-                                      f"declared partners: {', '.join(sources.partners)}")
+                    raise ConfigError(
+                        f"audiences.yaml: audience {name!r} selects unknown partner {partner!r}; "
+                        f"declared partners: {', '.join(sources.partners)}"
+                    )
                 missing = sorted(set(segments) - set(sources.partners[partner].segments))
                 if missing:
-                    raise ConfigError(f"audiences.yaml: audience {name!r} selects {partner} segment(s) {missing} "
-                                      f"that partners.yaml does not declare for {partner!r}")
+                    raise ConfigError(
+                        f"audiences.yaml: audience {name!r} selects {partner} segment(s) {missing} "
+                        f"that partners.yaml does not declare for {partner!r}"
+                    )
         self._check_clean_room()
         self._check_tenants()
 
@@ -70,56 +76,76 @@ class ProjectConfig:
         if self.declared_tenants is None:
             named = next((name for name, a in self.audiences.items() if a.tenant is not None), None)
             if named is not None:
-                raise ConfigError(f"audiences.yaml: audience {named!r} names tenant {self.audiences[named].tenant!r}, "
-                                  "but no tenants.yaml declares tenants; add it, or remove `tenant:`")
+                raise ConfigError(
+                    f"audiences.yaml: audience {named!r} names tenant {self.audiences[named].tenant!r}, "
+                    "but no tenants.yaml declares tenants; add it, or remove `tenant:`"
+                )
             return
         owners: dict[str, str] = {}
         accounts: dict[str, str] = {}
         for name, tenant in self.declared_tenants.items():
             if not NAME_PATTERN.match(name):
-                raise ConfigError(f"tenants.yaml: tenant name {name!r} must be lower case letters, digits and _ (max 63)")
+                raise ConfigError(
+                    f"tenants.yaml: tenant name {name!r} must be lower case letters, digits and _ (max 63)"
+                )
             if tenant.meta_ad_account_id in accounts:
-                raise ConfigError(f"tenants.yaml: tenants {accounts[tenant.meta_ad_account_id]!r} and {name!r} name the "
-                                  f"same ad account {tenant.meta_ad_account_id}; each tenant writes to its own")
+                raise ConfigError(
+                    f"tenants.yaml: tenants {accounts[tenant.meta_ad_account_id]!r} and {name!r} name the "
+                    f"same ad account {tenant.meta_ad_account_id}; each tenant writes to its own"
+                )
             accounts[tenant.meta_ad_account_id] = name
             for partner in tenant.partners:
                 if partner not in self.partners:
-                    raise ConfigError(f"tenants.yaml: tenant {name!r} lists unknown partner {partner!r}; declared "
-                                      f"partners: {', '.join(self.partners)}")
+                    raise ConfigError(
+                        f"tenants.yaml: tenant {name!r} lists unknown partner {partner!r}; declared "
+                        f"partners: {', '.join(self.partners)}"
+                    )
                 if partner in owners:
-                    raise ConfigError(f"tenants.yaml: partner {partner!r} is listed by tenants {owners[partner]!r} and "
-                                      f"{name!r}; a partner's data belongs to one tenant")
+                    raise ConfigError(
+                        f"tenants.yaml: partner {partner!r} is listed by tenants {owners[partner]!r} and "
+                        f"{name!r}; a partner's data belongs to one tenant"
+                    )
                 owners[partner] = name
         unowned = sorted(set(self.partners) - set(owners))
         if unowned:
             raise ConfigError(f"tenants.yaml: partner(s) {unowned} belong to no tenant; list each under one tenant")
         for audience_name, audience in self.audiences.items():
             if audience.tenant is None:
-                raise ConfigError(f"audiences.yaml: audience {audience_name!r} names no tenant; with tenants.yaml "
-                                  f"every audience needs `tenant:` (one of {', '.join(sorted(self.declared_tenants))})")
+                raise ConfigError(
+                    f"audiences.yaml: audience {audience_name!r} names no tenant; with tenants.yaml "
+                    f"every audience needs `tenant:` (one of {', '.join(sorted(self.declared_tenants))})"
+                )
             if audience.tenant not in self.declared_tenants:
-                raise ConfigError(f"audiences.yaml: audience {audience_name!r} names unknown tenant {audience.tenant!r}; "
-                                  f"declared tenants: {', '.join(sorted(self.declared_tenants))}")
+                raise ConfigError(
+                    f"audiences.yaml: audience {audience_name!r} names unknown tenant {audience.tenant!r}; "
+                    f"declared tenants: {', '.join(sorted(self.declared_tenants))}"
+                )
             foreign = sorted(p for p in audience.select if owners[p] != audience.tenant)
             if foreign:
-                raise ConfigError(f"audiences.yaml: audience {audience_name!r} of tenant {audience.tenant!r} selects "
-                                  f"partner(s) {foreign} of tenant {owners[foreign[0]]!r}; tenants never share data")
+                raise ConfigError(
+                    f"audiences.yaml: audience {audience_name!r} of tenant {audience.tenant!r} selects "
+                    f"partner(s) {foreign} of tenant {owners[foreign[0]]!r}; tenants never share data"
+                )
 
     def _check_clean_room(self) -> None:
         """Every table's analysis rule is valid, and each partner's can run the audience match."""
         where = "partners.yaml: first_party.clean_room.analysis_rule"
         try:
-            first_party = collaboration.first_party_rule(self.sources.first_party.clean_room.analysis_rule,
-                                                         list(self.partners), self.match_keys)
+            first_party = collaboration.first_party_rule(
+                self.sources.first_party.clean_room.analysis_rule, list(self.partners), self.match_keys
+            )
             for partner, contract in self.partners.items():
                 where = f"partners.yaml: partners.{partner}.clean_room.analysis_rule"
                 rule = collaboration.partner_rule(contract.clean_room.analysis_rule, partner)
                 if rule.kind == "AGGREGATION":
-                    raise AnalysisRuleInvalid("an AGGREGATION rule admits only aggregates; the audience match needs "
-                                              "a LIST or CUSTOM rule")
+                    raise AnalysisRuleInvalid(
+                        "an AGGREGATION rule admits only aggregates; the audience match needs a LIST or CUSTOM rule"
+                    )
                 if rule.kind != first_party.kind:
-                    raise AnalysisRuleInvalid(f"a query reads tables of one rule type only, and first_party's rule is "
-                                              f"{first_party.kind}, not {rule.kind}")
+                    raise AnalysisRuleInvalid(
+                        f"a query reads tables of one rule type only, and first_party's rule is "
+                        f"{first_party.kind}, not {rule.kind}"
+                    )
         except AnalysisRuleInvalid as error:
             raise ConfigError(f"{where}: {error}") from None
 

@@ -19,42 +19,18 @@ from pathlib import Path
 
 import duckdb
 
-FIRST_NAMES = [
-    "Mary", "John", "José", "Zoë", "Renée", "François", "Søren", "Björn", "Chloé", "Ana", "Liam", "Olivia",
-    "Noah", "Emma", "Mateo", "Sofía", "Lukas", "Léa", "Hiroshi", "Aoife", "Siobhán", "Mohammed", "Fatima",
-    "Chen", "Priya", "Raj", "Ngozi", "Kwame", "Isabella", "Ethan", "Mia", "Lucas", "Amélie", "Jürgen",
-    "Dmitri", "Ingrid", "Pedro", "Camila", "Oscar", "Hannah", "Jean-Luc", "Mary-Kate", "D'Andre", "Élodie",
-]
-LAST_NAMES = [
-    "Smith", "O'Brien", "García", "Müller", "Smith-Jones", "Nguyễn", "Johnson", "Williams", "Brown", "Jones",
-    "Martínez", "Hernández", "López", "González", "Schröder", "Dubois", "Lefèvre", "Rossi", "Bianchi",
-    "Kowalski", "Novák", "Andersson", "Johansson", "Ó Súilleabháin", "MacDonald", "St. John", "van der Berg",
-    "Tanaka", "Suzuki", "Kim", "Park", "Patel", "Singh", "Okafor", "Mensah", "Da Silva", "Costa", "Fernández",
-]
-EMAIL_DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com", "example.org", "mail.de"]
-# (city, state code, state name, ZIP prefix)
-US_PLACES = [
-    ("San Francisco", "CA", "California", "941"), ("Los Angeles", "CA", "California", "900"),
-    ("New York", "NY", "New York", "100"), ("Brooklyn", "NY", "New York", "112"), ("Boston", "MA", "Massachusetts", "021"),
-    ("Cambridge", "MA", "Massachusetts", "021"), ("Chicago", "IL", "Illinois", "606"), ("Austin", "TX", "Texas", "787"),
-    ("Houston", "TX", "Texas", "770"), ("Seattle", "WA", "Washington", "981"), ("Portland", "OR", "Oregon", "972"),
-    ("Denver", "CO", "Colorado", "802"), ("Miami", "FL", "Florida", "331"), ("Atlanta", "GA", "Georgia", "303"),
-    ("Newark", "NJ", "New Jersey", "071"), ("Hartford", "CT", "Connecticut", "061"), ("Phoenix", "AZ", "Arizona", "850"),
-    ("St. Louis", "MO", "Missouri", "631"), ("Coeur d'Alene", "ID", "Idaho", "838"), ("Washington", "DC", "District of Columbia", "200"),
-]
-US_AREA_CODES = ["415", "213", "212", "718", "617", "312", "512", "713", "206", "503", "303", "305", "404", "973", "860", "602"]
-ABROAD = [  # (country spellings, city, region, postcode, phone national prefix, calling code, national digits)
-    (["GB", "UK", "United Kingdom", "gbr"], "London", "Greater London", "SW1A 1AA", "07", "44", 9),
-    (["GB", "United Kingdom"], "Manchester", "Greater Manchester", "M1 1AE", "07", "44", 9),
-    (["DE", "Germany", "deu", "Deutschland"], "München", "Bayern", "80331", "0151", "49", 8),
-    (["FR", "France", "fra"], "Paris", "Île-de-France", "75008", "06", "33", 8),
-    (["CA", "Canada", "can"], "Montréal", "QC", "H3B 1A7", "", "1", 10),
-    (["IT", "Italy", "ita"], "Roma", "Lazio", "00184", "3", "39", 9),
-]
-INTERESTS = ["travel", "outdoors", "cooking", "gaming", "fitness", "fashion", "music"]
-AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]
-BETA_SEGMENTS = ["frequent_flyer", "new_parent", "pet_owner", "home_mover", "luxury_shopper"]
-PROPENSITY = ["high", "medium", "low"]
+from audience_assets.core.demo.vocabulary import (
+    ABROAD,
+    AGE_BANDS,
+    BETA_SEGMENTS,
+    EMAIL_DOMAINS,
+    FIRST_NAMES,
+    INTERESTS,
+    LAST_NAMES,
+    PROPENSITY,
+    US_AREA_CODES,
+    US_PLACES,
+)
 
 
 @dataclass(frozen=True)
@@ -92,13 +68,25 @@ def _person(rnd: random.Random, index: int) -> Person:
         city, code, name, prefix = rnd.choice(US_PLACES)
         area = rnd.choice(US_AREA_CODES)
         phone = f"{area}{rnd.randint(2, 9)}{rnd.randint(0, 99):02d}{rnd.randint(0, 9999):04d}"
-        return Person(f"C{index:07d}", email, phone, "1", first, last, city, code if rnd.random() < 0.6 else name,
-                      f"{prefix}{rnd.randint(0, 99):02d}", rnd.choice(["US", "USA", "United States", "us", ""]),
-                      dob, gender)
+        return Person(
+            f"C{index:07d}",
+            email,
+            phone,
+            "1",
+            first,
+            last,
+            city,
+            code if rnd.random() < 0.6 else name,
+            f"{prefix}{rnd.randint(0, 99):02d}",
+            rnd.choice(["US", "USA", "United States", "us", ""]),
+            dob,
+            gender,
+        )
     spellings, city, region, postcode, trunk, code, digits = rnd.choice(ABROAD)
     number = trunk + "".join(str(rnd.randint(0, 9)) for _ in range(digits))
-    return Person(f"C{index:07d}", email, number, code, first, last, city, region, postcode,
-                  rnd.choice(spellings), dob, gender)
+    return Person(
+        f"C{index:07d}", email, number, code, first, last, city, region, postcode, rnd.choice(spellings), dob, gender
+    )
 
 
 def _messy_email(rnd: random.Random, email: str) -> str:
@@ -115,8 +103,15 @@ def _messy_email(rnd: random.Random, email: str) -> str:
 def _messy_phone(rnd: random.Random, p: Person) -> str:
     n, cc = p.phone_national, p.calling_code
     if cc == "1" and len(n) == 10:
-        return rnd.choice([f"({n[:3]}) {n[3:6]}-{n[6:]}", f"{n[:3]}.{n[3:6]}.{n[6:]}", f"+1 {n[:3]} {n[3:6]} {n[6:]}",
-                           f"1-{n[:3]}-{n[3:6]}-{n[6:]}", n])
+        return rnd.choice(
+            [
+                f"({n[:3]}) {n[3:6]}-{n[6:]}",
+                f"{n[:3]}.{n[3:6]}.{n[6:]}",
+                f"+1 {n[:3]} {n[3:6]} {n[6:]}",
+                f"1-{n[:3]}-{n[3:6]}-{n[6:]}",
+                n,
+            ]
+        )
     international = n[1:] if n.startswith("0") else n
     return rnd.choice([n, f"+{cc} {international}", f"00{cc}{international}"])
 
@@ -126,7 +121,9 @@ def _messy_dob(rnd: random.Random, dob: tuple[int, int, int] | None) -> str:
         return ""
     y, m, d = dob
     months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    return rnd.choice([f"{y:04d}-{m:02d}-{d:02d}", f"{m:02d}/{d:02d}/{y:04d}", f"{d} {months[m - 1]} {y}", f"{y:04d}{m:02d}{d:02d}"])
+    return rnd.choice(
+        [f"{y:04d}-{m:02d}-{d:02d}", f"{m:02d}/{d:02d}/{y:04d}", f"{d} {months[m - 1]} {y}", f"{y:04d}{m:02d}{d:02d}"]
+    )
 
 
 def _messy_zip(rnd: random.Random, p: Person) -> str:
@@ -162,22 +159,59 @@ def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoF
     crm_rows = []
     for p in people:
         dob = _messy_dob(rnd, p.dob)
-        crm_rows.append([p.customer_id, _messy_email(rnd, p.email) if rnd.random() < 0.95 else "",
-                         _messy_phone(rnd, p) if rnd.random() < 0.9 else "", p.first_name, p.last_name, p.city,
-                         p.state, _messy_zip(rnd, p), p.country, dob, rnd.choice([p.gender, p.gender.upper(),
-                         {"m": "Male", "f": "Female", "": ""}[p.gender]])])
+        crm_rows.append(
+            [
+                p.customer_id,
+                _messy_email(rnd, p.email) if rnd.random() < 0.95 else "",
+                _messy_phone(rnd, p) if rnd.random() < 0.9 else "",
+                p.first_name,
+                p.last_name,
+                p.city,
+                p.state,
+                _messy_zip(rnd, p),
+                p.country,
+                dob,
+                rnd.choice([p.gender, p.gender.upper(), {"m": "Male", "f": "Female", "": ""}[p.gender]]),
+            ]
+        )
     crm_rows.append(["C9999998", "not-an-email", "12", "", "", "", "", "", "Narnia", "31/31/1990", "x"])
     crm_rows.append(["", "orphan@example.org", "", "No", "Id", "", "", "", "", "", ""])  # no customer id
     crm = "first_party/crm_export_2026-11-01.csv"
-    _write(landing / crm, _csv_text(
-        ["customer_id", "email", "phone", "first_name", "last_name", "city", "state", "zip", "country", "dob", "gender"],
-        crm_rows))
+    _write(
+        landing / crm,
+        _csv_text(
+            [
+                "customer_id",
+                "email",
+                "phone",
+                "first_name",
+                "last_name",
+                "city",
+                "state",
+                "zip",
+                "country",
+                "dob",
+                "gender",
+            ],
+            crm_rows,
+        ),
+    )
 
-    acme = _partner_rows(rnd, people, share=0.45, strangers=int(customers * 0.2), make_row=lambda p: [
-        _messy_email(rnd, p.email) if rnd.random() < 0.85 else "",
-        _messy_phone(rnd, p) if rnd.random() < 0.7 else "",
-        p.first_name.upper(), p.last_name, _messy_zip(rnd, p),
-        rnd.choice(INTERESTS), rnd.choice(AGE_BANDS)])
+    acme = _partner_rows(
+        rnd,
+        people,
+        share=0.45,
+        strangers=int(customers * 0.2),
+        make_row=lambda p: [
+            _messy_email(rnd, p.email) if rnd.random() < 0.85 else "",
+            _messy_phone(rnd, p) if rnd.random() < 0.7 else "",
+            p.first_name.upper(),
+            p.last_name,
+            _messy_zip(rnd, p),
+            rnd.choice(INTERESTS),
+            rnd.choice(AGE_BANDS),
+        ],
+    )
     acme.append(["", "", "Ghost", "Row", "00000", "travel", "25-34"])  # no usable identifier
     acme.append(["", "n/a", "Bad", "Phone", "", "travel", "18-24"])
     acme_text = _csv_text(["Email Address", "Mobile Number", "First", "Last", "Zip", "Interest", "Age Band"], acme, ";")
@@ -186,24 +220,44 @@ def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoF
     _write(landing / acme_file, acme_text)
 
     beta_file = "partners/beta_insights/beta_segments_2026-11-01.parquet"
-    beta = _partner_rows(rnd, people, share=0.35, strangers=int(customers * 0.15), make_row=lambda p: [
-        _sha256(p.email) if rnd.random() < 0.85 else "",
-        _messy_phone(rnd, p) if rnd.random() < 0.6 else "",
-        rnd.choice(["US", "USA", "United States"]) if p.calling_code == "1" else p.country,
-        rnd.choice(BETA_SEGMENTS), rnd.choice(PROPENSITY)])
+    beta = _partner_rows(
+        rnd,
+        people,
+        share=0.35,
+        strangers=int(customers * 0.15),
+        make_row=lambda p: [
+            _sha256(p.email) if rnd.random() < 0.85 else "",
+            _messy_phone(rnd, p) if rnd.random() < 0.6 else "",
+            rnd.choice(["US", "USA", "United States"]) if p.calling_code == "1" else p.country,
+            rnd.choice(BETA_SEGMENTS),
+            rnd.choice(PROPENSITY),
+        ],
+    )
     beta.append(["not-a-digest", "", "US", "pet_owner", "high"])
     _write_parquet(landing / beta_file, ["email_sha256", "phone_number", "country_code", "segment", "propensity"], beta)
 
     optouts = [p for p in rnd.sample(people, k=max(1, customers // 150))]
     suppression = "suppression/optouts_2026-11-01.csv"
-    _write(landing / suppression, _csv_text(["email", "phone", "country"], [
-        [_messy_email(rnd, p.email), _messy_phone(rnd, p) if rnd.random() < 0.5 else "", p.country] for p in optouts]))
-    return DemoFiles(f"landing/{crm}", {"acme_data": f"landing/{acme_file}", "beta_insights": f"landing/{beta_file}"},
-                     f"landing/{suppression}")
+    _write(
+        landing / suppression,
+        _csv_text(
+            ["email", "phone", "country"],
+            [
+                [_messy_email(rnd, p.email), _messy_phone(rnd, p) if rnd.random() < 0.5 else "", p.country]
+                for p in optouts
+            ],
+        ),
+    )
+    return DemoFiles(
+        f"landing/{crm}",
+        {"acme_data": f"landing/{acme_file}", "beta_insights": f"landing/{beta_file}"},
+        f"landing/{suppression}",
+    )
 
 
-def _partner_rows(rnd: random.Random, people: list[Person], *, share: float, strangers: int,
-                  make_row: Callable[[Person], list[str]]) -> list[list[str]]:
+def _partner_rows(
+    rnd: random.Random, people: list[Person], *, share: float, strangers: int, make_row: Callable[[Person], list[str]]
+) -> list[list[str]]:
     """Rows for a share of the advertiser's customers plus people the advertiser does not know."""
     known = rnd.sample(people, k=int(len(people) * share))
     others = [_person(rnd, 10_000_000 + i) for i in range(strangers)]
@@ -223,8 +277,9 @@ def _write_parquet(path: Path, header: list[str], rows: list[list[str]]) -> None
     tmp = path.with_suffix(".tmp")
     con = duckdb.connect()
     try:
-        con.execute(f"COPY (SELECT * FROM read_csv('{staging}', all_varchar = true, header = true)) "
-                    f"TO '{tmp}' (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT * FROM read_csv('{staging}', all_varchar = true, header = true)) TO '{tmp}' (FORMAT parquet)"
+        )
     finally:
         con.close()
     staging.unlink()

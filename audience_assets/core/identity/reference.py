@@ -85,6 +85,7 @@ def country_code(value: Any) -> str | None:
 
 # ----- helpers shared by the rules -----
 
+
 def _text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -115,6 +116,7 @@ def _country_code(value: Any) -> str | None:
 
 
 # ----- one rule per key: (trimmed NFC text[, row country]) -> (value, reason) -----
+
 
 def _email(text: str) -> tuple[str, str]:
     email = re.sub(r"\.+$", "", _lower(text))
@@ -161,7 +163,7 @@ def _with_calling_code(digits: str, info: dict[str, str]) -> tuple[str, str]:
         return digits.lstrip("0"), ""
     low, high = int(info["nsn_min"]), int(info["nsn_max"])
     if trunk and digits.startswith(trunk) and low <= len(digits) - len(trunk) <= high:
-        return code + digits[len(trunk):], ""
+        return code + digits[len(trunk) :], ""
     if digits.startswith(code) and low <= len(digits) - len(code) <= high:
         return digits, ""
     if low <= len(digits) <= high:
@@ -299,9 +301,21 @@ def _lookalike_value(text: str) -> tuple[str, str]:
 
 
 _RULES = {
-    "EMAIL": _email, "PHONE": _phone, "GEN": _gender, "DOBY": _birth_year, "DOBM": _birth_month,
-    "DOBD": _birth_day, "FN": _name, "LN": _name, "FI": _first_initial, "CT": _city, "ST": _state,
-    "ZIP": _zip, "COUNTRY": _country, "MADID": _madid, "LOOKALIKE_VALUE": _lookalike_value,
+    "EMAIL": _email,
+    "PHONE": _phone,
+    "GEN": _gender,
+    "DOBY": _birth_year,
+    "DOBM": _birth_month,
+    "DOBD": _birth_day,
+    "FN": _name,
+    "LN": _name,
+    "FI": _first_initial,
+    "CT": _city,
+    "ST": _state,
+    "ZIP": _zip,
+    "COUNTRY": _country,
+    "MADID": _madid,
+    "LOOKALIKE_VALUE": _lookalike_value,
     "EXTERN_ID": None,
 }
 _COUNTRY_AWARE = frozenset({"PHONE", "ST", "ZIP"})

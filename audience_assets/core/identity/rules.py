@@ -17,23 +17,60 @@ from importlib import resources
 
 # Meta's multi-key schema, in the order Meta lists them, plus LOOKALIKE_VALUE for value-based audiences.
 META_KEYS: tuple[str, ...] = (
-    "EXTERN_ID", "EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI",
-    "CT", "ST", "ZIP", "MADID", "COUNTRY", "LOOKALIKE_VALUE",
+    "EXTERN_ID",
+    "EMAIL",
+    "PHONE",
+    "GEN",
+    "DOBY",
+    "DOBM",
+    "DOBD",
+    "LN",
+    "FN",
+    "FI",
+    "CT",
+    "ST",
+    "ZIP",
+    "MADID",
+    "COUNTRY",
+    "LOOKALIKE_VALUE",
 )
 # Keys Meta wants SHA-256 hashed; MADID, EXTERN_ID and LOOKALIKE_VALUE travel unhashed.
 HASHED_KEYS: frozenset[str] = frozenset(
     {"EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "COUNTRY"}
 )
 
-# Standard input column each key is derived from (README's configuration section). PHONE, ST and ZIP also read the row's country.
+# Standard input column each key is derived from (README's configuration section). PHONE, ST and ZIP also read the
+# row's country.
 SOURCE_COLUMN: dict[str, str] = {
-    "EMAIL": "email", "PHONE": "phone", "FN": "first_name", "LN": "last_name", "FI": "first_name",
-    "CT": "city", "ST": "state", "ZIP": "zip", "COUNTRY": "country", "DOBY": "dob", "DOBM": "dob",
-    "DOBD": "dob", "GEN": "gender", "MADID": "madid", "EXTERN_ID": "external_id",
+    "EMAIL": "email",
+    "PHONE": "phone",
+    "FN": "first_name",
+    "LN": "last_name",
+    "FI": "first_name",
+    "CT": "city",
+    "ST": "state",
+    "ZIP": "zip",
+    "COUNTRY": "country",
+    "DOBY": "dob",
+    "DOBM": "dob",
+    "DOBD": "dob",
+    "GEN": "gender",
+    "MADID": "madid",
+    "EXTERN_ID": "external_id",
 }
 STANDARD_COLUMNS: tuple[str, ...] = (
-    "email", "phone", "first_name", "last_name", "city", "state", "zip", "country", "dob", "gender",
-    "madid", "external_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "city",
+    "state",
+    "zip",
+    "country",
+    "dob",
+    "gender",
+    "madid",
+    "external_id",
 )
 
 # Whitespace trimmed from every value: ASCII whitespace plus the Unicode spaces CRM exports carry
@@ -65,9 +102,30 @@ DATE_FORMATS: tuple[tuple[str, int, int, int, bool], ...] = (
     (r"^([a-z]+)\.?[ ]*([0-9]{1,2})(st|nd|rd|th)?,?[ ]*([0-9]{4})$", 4, 1, 2, False),
 )
 MONTH_NAMES: dict[str, int] = {
-    "jan": 1, "january": 1, "feb": 2, "february": 2, "mar": 3, "march": 3, "apr": 4, "april": 4,
-    "may": 5, "jun": 6, "june": 6, "jul": 7, "july": 7, "aug": 8, "august": 8, "sep": 9, "sept": 9,
-    "september": 9, "oct": 10, "october": 10, "nov": 11, "november": 11, "dec": 12, "december": 12,
+    "jan": 1,
+    "january": 1,
+    "feb": 2,
+    "february": 2,
+    "mar": 3,
+    "march": 3,
+    "apr": 4,
+    "april": 4,
+    "may": 5,
+    "jun": 6,
+    "june": 6,
+    "jul": 7,
+    "july": 7,
+    "aug": 8,
+    "august": 8,
+    "sep": 9,
+    "sept": 9,
+    "september": 9,
+    "oct": 10,
+    "october": 10,
+    "nov": 11,
+    "november": 11,
+    "dec": 12,
+    "december": 12,
 }
 DAY_PART = r"^([0-9]{1,2})(st|nd|rd|th)?$"
 MIN_BIRTH_YEAR = 1900

@@ -11,49 +11,98 @@ import duckdb
 from audience_assets.core.config import FileContract
 from audience_assets.core.duck import DIGEST_PARQUET, sql_path
 from audience_assets.core.identity import sql as idsql
-from audience_assets.core.ingestion.passes import (hashed_match_columns, judge, load_all, no_identifier,
-                                                   quarantine_verdicts, standard_view, usable_rows, write_quarantine)
+from audience_assets.core.ingestion.passes import (
+    hashed_match_columns,
+    judge,
+    load_all,
+    no_identifier,
+    quarantine_verdicts,
+    standard_view,
+    usable_rows,
+    write_quarantine,
+)
 from audience_assets.core.ingestion.read import ContractViolation, IngestReport
 from audience_assets.core.store import Store, StoredObject
 
-def ingest_first_party(con: duckdb.DuckDBPyConnection, store: Store, files: Sequence[StoredObject], *,
-                       contract: FileContract, keys: Sequence[str], out_customers: Path, out_quarantine: Path,
-                       work_dir: Path) -> IngestReport:
+
+def ingest_first_party(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    files: Sequence[StoredObject],
+    *,
+    contract: FileContract,
+    keys: Sequence[str],
+    out_customers: Path,
+    out_quarantine: Path,
+    work_dir: Path,
+) -> IngestReport:
     """One row per customer: `customer_id` and one Meta payload cell per key. Rows without a customer id,
     without an email, phone or device id, or repeating an earlier customer id are quarantined."""
     if not files:
         raise ContractViolation("no first-party file under landing/first_party/: drop the CRM export there")
     id_column = next((src for src, std in contract.columns.items() if std == "customer_id"), "customer_id")
-    report = load_all(con, store, files, contract, "first_party",
-                       required=list(dict.fromkeys([*contract.required_columns(), id_column])), work_dir=work_dir)
+    report = load_all(
+        con,
+        store,
+        files,
+        contract,
+        "first_party",
+        required=list(dict.fromkeys([*contract.required_columns(), id_column])),
+        work_dir=work_dir,
+    )
     view = standard_view(contract)
     has_external = con.execute(f"SELECT count(*) FROM {view} WHERE coalesce(external_id, '') <> ''").fetchall()[0][0]
     # EXTERN_ID is the advertiser's own id: external_id when the export has one, else customer_id.
     key_sources = {"EXTERN_ID": "external_id" if has_external else "customer_id"}
     idsql.install(con)
-    query = idsql.meta_cells_query(con, view, keys=list(keys), key_sources=key_sources,
-                                   default_country=contract.default_country, keep=["aa_file", "aa_row", "customer_id"])
+    query = idsql.meta_cells_query(
+        con,
+        view,
+        keys=list(keys),
+        key_sources=key_sources,
+        default_country=contract.default_country,
+        keep=["aa_file", "aa_row", "customer_id"],
+    )
     rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
     usable, why = no_identifier([k for k in ("EMAIL", "PHONE", "MADID") if k in keys])
-    judge(con, report, rows, keys, f"CASE WHEN customer_id = '' THEN 'missing customer_id' WHEN NOT ({usable}) THEN {why} END",
-           work_dir, keep=["customer_id"])
+    judge(
+        con,
+        report,
+        rows,
+        keys,
+        f"CASE WHEN customer_id = '' THEN 'missing customer_id' WHEN NOT ({usable}) THEN {why} END",
+        work_dir,
+        keep=["customer_id"],
+    )
     # A repeated customer id: the last usable row wins. Only the repeated ids are ranked.
-    quarantine_verdicts(con, report, more="""
+    quarantine_verdicts(
+        con,
+        report,
+        more="""
         SELECT aa_file, aa_row, 'duplicate customer_id (the last row wins)' FROM (
-          SELECT aa_file, aa_row, row_number() OVER (PARTITION BY customer_id ORDER BY aa_file DESC, aa_row DESC) AS aa_rank
+          SELECT aa_file, aa_row, row_number() OVER (PARTITION BY customer_id ORDER BY aa_file DESC, aa_row DESC)
+          AS aa_rank
           FROM aa_verdicts WHERE reason IS NULL AND customer_id IN (
             SELECT customer_id FROM aa_verdicts WHERE reason IS NULL GROUP BY customer_id HAVING count(*) > 1))
-        WHERE aa_rank > 1""")
+        WHERE aa_rank > 1""",
+    )
     # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
     cells = ", ".join(f'"{k}"' for k in keys)
-    con.execute(f"COPY (SELECT customer_id, {cells} FROM {usable_rows(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})")
+    con.execute(
+        f"COPY (SELECT customer_id, {cells} FROM {usable_rows(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})"
+    )
     write_quarantine(con, out_quarantine)
     return report
 
 
-def publish_first_party(con: duckdb.DuckDBPyConnection, customers: Path, out_table: Path, match_keys: Sequence[str]) -> int:
+def publish_first_party(
+    con: duckdb.DuckDBPyConnection, customers: Path, out_table: Path, match_keys: Sequence[str]
+) -> int:
     """The first-party clean-room table: only `customer_id` and the hashed keys partners match on (NULL when
     unknown), the columns the analysis rule and the templates need."""
-    con.execute(f"COPY (SELECT customer_id, {hashed_match_columns(match_keys, all_keys=False)} FROM read_parquet({sql_path(customers)})) "
-                f"TO {sql_path(out_table)} ({DIGEST_PARQUET})")
+    con.execute(
+        f"COPY (SELECT customer_id, {hashed_match_columns(match_keys, all_keys=False)} FROM "
+        f"read_parquet({sql_path(customers)})) "
+        f"TO {sql_path(out_table)} ({DIGEST_PARQUET})"
+    )
     return con.execute(f"SELECT count(*) FROM read_parquet({sql_path(out_table)})").fetchall()[0][0]

@@ -10,15 +10,33 @@ import duckdb
 
 from audience_assets.core.cleanroom.tables import IDENTITIES_KEY, IDENTITY_COLUMNS, MATCH_COLUMNS, PARTNER_IDENTITY
 from audience_assets.core.config import PartnerContract
-from audience_assets.core.duck import DIGEST_PARQUET, ident, sql_path
+from audience_assets.core.duck import DIGEST_PARQUET, ident, literal, sql_path
 from audience_assets.core.identity import sql as idsql
-from audience_assets.core.ingestion.passes import (hashed_match_columns, judge, load_all, no_identifier,
-                                                   quarantine_verdicts, standard_view, usable_rows, write_quarantine)
+from audience_assets.core.ingestion.passes import (
+    hashed_match_columns,
+    judge,
+    load_all,
+    no_identifier,
+    quarantine_verdicts,
+    standard_view,
+    usable_rows,
+    write_quarantine,
+)
 from audience_assets.core.ingestion.read import ContractViolation, IngestReport, prehashed_cell
 from audience_assets.core.store import Store, StoredObject
 
-def ingest_partner(con: duckdb.DuckDBPyConnection, store: Store, files: Sequence[StoredObject], *, partner: str,
-                   contract: PartnerContract, out_table: Path, out_quarantine: Path, work_dir: Path) -> tuple[IngestReport, int]:
+
+def ingest_partner(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    files: Sequence[StoredObject],
+    *,
+    partner: str,
+    contract: PartnerContract,
+    out_table: Path,
+    out_quarantine: Path,
+    work_dir: Path,
+) -> tuple[IngestReport, int]:
     """The partner's clean-room table: `hashed_email, hashed_phone, hashed_madid` (NULL when unknown), the
     identity's `partner_identity` number and `segment_name, segment_value`, one row per non-empty segment
     attribute (an identity without any gets one row with NULL segment). Returns the report and the number
@@ -30,10 +48,17 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, store: Store, files: Sequence
     plain = [k for k in contract.match_keys if k not in prehashed]
     extra = [*contract.segments, *prehashed.values()]
     idsql.install(con)
-    query = idsql.meta_cells_query(con, standard_view(contract, extra), keys=plain, default_country=contract.default_country,
-                                   keep=["aa_file", "aa_row", *extra])
-    pre_cols = "".join(f", {cell} AS \"{key}\", {why} AS \"{key}__reason\", ({cell}) <> '' AS \"{key}__present\""
-                       for key, (cell, why) in ((k, prehashed_cell(c)) for k, c in prehashed.items()))
+    query = idsql.meta_cells_query(
+        con,
+        standard_view(contract, extra),
+        keys=plain,
+        default_country=contract.default_country,
+        keep=["aa_file", "aa_row", *extra],
+    )
+    pre_cols = "".join(
+        f', {cell} AS "{key}", {why} AS "{key}__reason", ({cell}) <> \'\' AS "{key}__present"'
+        for key, (cell, why) in ((k, prehashed_cell(c)) for k, c in prehashed.items())
+    )
     rows = f"(SELECT *{pre_cols} FROM ({query}))"
     keys = list(dict.fromkeys([*contract.match_keys, *prehashed]))
     usable, why = no_identifier(keys)
@@ -46,30 +71,52 @@ def ingest_partner(con: duckdb.DuckDBPyConnection, store: Store, files: Sequence
     # segment, its value when all its rows agree on it, as they do when a partner describes a person once.
     values = {s: f"nullif(trim({ident(s)}), '')" for s in contract.segments}
     no_segment = " AND ".join(f"{v} IS NULL" for v in values.values()) or "TRUE"
-    per_segment = "".join(f", min({v}) AS {ident('v_' + s)}, (min({v}) IS NOT DISTINCT FROM max({v}) "
-                          f"AND count({v}) IN (0, count(*))) AS {ident('u_' + s)}" for s, v in values.items())
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY_COLUMNS}, bool_and({no_segment}) AS aa_bare"
-                f"{per_segment} FROM {ids} GROUP BY ALL")
+    per_segment = "".join(
+        f", min({v}) AS {ident('v_' + s)}, (min({v}) IS NOT DISTINCT FROM max({v}) "
+        f"AND count({v}) IN (0, count(*))) AS {ident('u_' + s)}"
+        for s, v in values.items()
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE aa_identities AS SELECT {IDENTITY_COLUMNS}, bool_and({no_segment}) AS aa_bare"
+        f"{per_segment} FROM {ids} GROUP BY ALL"
+    )
     uniform = " AND ".join(ident("u_" + s) for s in contract.segments) or "TRUE"
-    identities, agreed = con.execute(f"SELECT count(*), coalesce(bool_and({uniform}), TRUE) FROM aa_identities").fetchall()[0]
+    identities, agreed = con.execute(
+        f"SELECT count(*), coalesce(bool_and({uniform}), TRUE) FROM aa_identities"
+    ).fetchall()[0]
     # an identity's number is its row in aa_identities (`rowid`): the same on each of its segment rows
     numbered = f"{IDENTITY_COLUMNS}, rowid AS {PARTNER_IDENTITY}"
     no_value = "CAST(NULL AS VARCHAR) AS segment_name, CAST(NULL AS VARCHAR) AS segment_value"
     if agreed:  # one value per identity and segment: its rows are distinct as they stand, no DISTINCT needed
         bare = f"SELECT {numbered}, {no_value} FROM aa_identities WHERE aa_bare"
-        table = " UNION ALL ".join([bare, *(f"SELECT {numbered}, {idsql.q(s)}, {ident('v_' + s)} FROM aa_identities "
-                                             f"WHERE {ident('v_' + s)} IS NOT NULL" for s in contract.segments)])
+        table = " UNION ALL ".join(
+            [
+                bare,
+                *(
+                    f"SELECT {numbered}, {literal(s)}, {ident('v_' + s)} FROM aa_identities "
+                    f"WHERE {ident('v_' + s)} IS NOT NULL"
+                    for s in contract.segments
+                ),
+            ]
+        )
     else:  # the rows are normalized a second time here (the usual path does it once) and held for every
         # segment's unpivot. The bare identities go inside the one DISTINCT: a UNION ALL after it makes DuckDB
         # hold its result
         con.execute(f"CREATE OR REPLACE TEMP TABLE aa_ids AS SELECT * FROM {ids}")
         bare = f"SELECT {IDENTITY_COLUMNS}, {no_value} FROM aa_identities WHERE aa_bare"
-        unpivot = " UNION ALL ".join(f"SELECT {IDENTITY_COLUMNS}, {idsql.q(s)} AS segment_name, {v} AS segment_value FROM aa_ids"
-                                     for s, v in values.items())
+        unpivot = " UNION ALL ".join(
+            f"SELECT {IDENTITY_COLUMNS}, {literal(s)} AS segment_name, {v} AS segment_value FROM aa_ids"
+            for s, v in values.items()
+        )
         same = " AND ".join(f"t.{c} IS NOT DISTINCT FROM i.{c}" for c in MATCH_COLUMNS.values())
-        table = (f"SELECT {', '.join(f't.{c}' for c in MATCH_COLUMNS.values())}, i.rowid AS {PARTNER_IDENTITY}, "
-                 f"t.segment_name, t.segment_value FROM (SELECT DISTINCT * FROM (SELECT * FROM ({unpivot}) "
-                 f"WHERE segment_value IS NOT NULL UNION ALL {bare})) t JOIN aa_identities i ON {same}")
-    con.execute(f"COPY ({table}) TO {sql_path(out_table)} ({DIGEST_PARQUET}, KV_METADATA {{{IDENTITIES_KEY}: '{int(identities)}'}})")
+        table = (
+            f"SELECT {', '.join(f't.{c}' for c in MATCH_COLUMNS.values())}, i.rowid AS {PARTNER_IDENTITY}, "
+            f"t.segment_name, t.segment_value FROM (SELECT DISTINCT * FROM (SELECT * FROM ({unpivot}) "
+            f"WHERE segment_value IS NOT NULL UNION ALL {bare})) t JOIN aa_identities i ON {same}"
+        )
+    con.execute(
+        f"COPY ({table}) TO {sql_path(out_table)} ({DIGEST_PARQUET}, KV_METADATA {{{IDENTITIES_KEY}: "
+        f"'{int(identities)}'}})"
+    )
     write_quarantine(con, out_quarantine)
     return report, identities

@@ -13,15 +13,21 @@ import duckdb
 
 from audience_assets.core.cleanroom.tables import MATCH_COLUMNS
 from audience_assets.core.config import FileContract
-from audience_assets.core.duck import ident, sql_path
-from audience_assets.core.identity import sql as idsql
+from audience_assets.core.duck import ident, literal, sql_path
 from audience_assets.core.identity.rules import STANDARD_COLUMNS
 from audience_assets.core.ingestion.read import IngestReport, create_quarantine, load_file, staged_rows_view
 from audience_assets.core.store import Store, StoredObject
 
 
-def load_all(con: duckdb.DuckDBPyConnection, store: Store, files: Sequence[StoredObject], contract: FileContract,
-              contract_name: str, required: Sequence[str], work_dir: Path) -> IngestReport:
+def load_all(
+    con: duckdb.DuckDBPyConnection,
+    store: Store,
+    files: Sequence[StoredObject],
+    contract: FileContract,
+    contract_name: str,
+    required: Sequence[str],
+    work_dir: Path,
+) -> IngestReport:
     """Stage every file's rows under `work_dir` as the view `aa_rows`; unreadable lines go to `aa_quarantine`."""
     report = IngestReport()
     wanted = list(dict.fromkeys([*required, *contract.readable_columns()]))
@@ -30,8 +36,19 @@ def load_all(con: duckdb.DuckDBPyConnection, store: Store, files: Sequence[Store
     for number, obj in enumerate(files):
         staged.append(work_dir / f"staged-{number:05d}.parquet")
         with store.local_copy(obj.key) as path:
-            report.files.append(load_file(con, path, file=obj.key, contract=contract, contract_name=contract_name,
-                                          required=required, wanted=wanted, staged=staged[-1], quarantine="aa_quarantine"))
+            report.files.append(
+                load_file(
+                    con,
+                    path,
+                    file=obj.key,
+                    contract=contract,
+                    contract_name=contract_name,
+                    required=required,
+                    wanted=wanted,
+                    staged=staged[-1],
+                    quarantine="aa_quarantine",
+                )
+            )
     staged_rows_view(con, "aa_rows", staged, wanted)
     return report
 
@@ -43,27 +60,45 @@ def standard_view(contract: FileContract, extra: Sequence[str] = ()) -> str:
         standard = contract.standard_name(column)
         if standard and standard not in renamed:
             renamed[standard] = column
-    cols = ["aa_file", "aa_row", *(f"{ident(src)} AS {std}" for std, src in renamed.items()), *(ident(c) for c in extra)]
+    cols = [
+        "aa_file",
+        "aa_row",
+        *(f"{ident(src)} AS {std}" for std, src in renamed.items()),
+        *(ident(c) for c in extra),
+    ]
     cols += [f"CAST(NULL AS VARCHAR) AS {c}" for c in (*STANDARD_COLUMNS, "customer_id") if c not in renamed]
     return f"(SELECT {', '.join(cols)} FROM aa_rows)"
 
 
-def judge(con: duckdb.DuckDBPyConnection, report: IngestReport, rows: str, keys: Sequence[str], verdict: str,
-           work_dir: Path, keep: Sequence[str] = ()) -> None:
+def judge(
+    con: duckdb.DuckDBPyConnection,
+    report: IngestReport,
+    rows: str,
+    keys: Sequence[str],
+    verdict: str,
+    work_dir: Path,
+    keep: Sequence[str] = (),
+) -> None:
     """One pass over `rows` into `aa_verdicts` (file, row, `keep`, reason), staged as Parquet under
     `work_dir`: `verdict` is SQL giving NULL for a usable row, else why it is not. Counts every key's
     invalid values into the report. Only the columns read here are computed (DuckDB drops the digests
     nobody reads), so this pass is narrow."""
-    invalid = "list_filter([" + ", ".join(f"{{'key': {idsql.q(k)}, 'reason': \"{k}__reason\"}}" for k in keys) + \
-        "], lambda x: x.reason <> '')"
+    invalid = (
+        "list_filter(["
+        + ", ".join(f"{{'key': {literal(k)}, 'reason': \"{k}__reason\"}}" for k in keys)
+        + "], lambda x: x.reason <> '')"
+    )
     columns = ", ".join(["aa_file", "aa_row", *keep])
     staged = work_dir / "verdicts.parquet"
-    con.execute(f"COPY (SELECT {columns}, {verdict} AS reason, {invalid} AS aa_invalid FROM {rows}) "
-                f"TO {sql_path(staged)} (FORMAT parquet)")
+    con.execute(
+        f"COPY (SELECT {columns}, {verdict} AS reason, {invalid} AS aa_invalid FROM {rows}) "
+        f"TO {sql_path(staged)} (FORMAT parquet)"
+    )
     con.execute(f"CREATE OR REPLACE TEMP VIEW aa_verdicts AS SELECT * FROM read_parquet({sql_path(staged)})")
     report.invalid_values = {key: Counter() for key in keys}
-    for key, reason, n in con.execute("SELECT v.key, v.reason, count(*) FROM (SELECT unnest(aa_invalid) AS v "
-                                      "FROM aa_verdicts) GROUP BY ALL").fetchall():
+    for key, reason, n in con.execute(
+        "SELECT v.key, v.reason, count(*) FROM (SELECT unnest(aa_invalid) AS v FROM aa_verdicts) GROUP BY ALL"
+    ).fetchall():
         report.invalid_values[key][reason] = n
 
 
@@ -71,8 +106,10 @@ def quarantine_verdicts(con: duckdb.DuckDBPyConnection, report: IngestReport, mo
     """The rows `aa_verdicts` gives a reason (and the `more` rows: SQL of aa_file, aa_row, reason) go to
     the quarantine and to `aa_unusable`, which the writing pass anti-joins."""
     also = f" UNION ALL {more}" if more else ""
-    con.execute("CREATE OR REPLACE TEMP TABLE aa_unusable AS SELECT aa_file, aa_row, reason FROM aa_verdicts "
-                f"WHERE reason IS NOT NULL{also}")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE aa_unusable AS SELECT aa_file, aa_row, reason FROM aa_verdicts "
+        f"WHERE reason IS NOT NULL{also}"
+    )
     con.execute("INSERT INTO aa_quarantine SELECT aa_file, aa_row, reason FROM aa_unusable")
     by_file = {f.file: f for f in report.files}
     for file, reason, n in con.execute("SELECT aa_file, reason, count(*) FROM aa_unusable GROUP BY ALL").fetchall():
@@ -89,9 +126,11 @@ def usable_rows(rows: str) -> str:
 def no_identifier(keys: Sequence[str]) -> tuple[str, str]:
     """(usable condition, reason) for rows that must carry at least one of `keys`."""
     detail = " || ".join(f"CASE WHEN \"{k}__reason\" <> '' THEN '; {k} ' || \"{k}__reason\" ELSE '' END" for k in keys)
-    reason = f"'no usable identifier' || CASE WHEN ({detail}) <> '' THEN ' (' || ltrim({detail}, '; ') || ')' ELSE '' END"
+    reason = (
+        f"'no usable identifier' || CASE WHEN ({detail}) <> '' THEN ' (' || ltrim({detail}, '; ') || ')' ELSE '' END"
+    )
     # `__present`, not the cell itself: the verdict then never computes a digest (the writing pass does)
-    return " OR ".join(f"\"{k}__present\"" for k in keys), reason
+    return " OR ".join(f'"{k}__present"' for k in keys), reason
 
 
 def write_quarantine(con: duckdb.DuckDBPyConnection, path: Path) -> None:

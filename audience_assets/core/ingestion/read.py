@@ -18,8 +18,7 @@ from pathlib import Path
 import duckdb
 
 from audience_assets.core.config import FileContract
-from audience_assets.core.duck import ident, parquet_columns, sql_path
-from audience_assets.core.identity import sql as idsql
+from audience_assets.core.duck import ident, literal, parquet_columns, sql_path
 from audience_assets.core.identity.rules import HEX64, STANDARD_COLUMNS, re2
 
 # A quarantined row is referenced by its file and row (or, for an unreadable line, its line number) and
@@ -67,9 +66,11 @@ class IngestReport:
 
     def invalid_summary(self) -> dict[str, str]:
         """Per key, e.g. {"PHONE": "132 too short, 4 no digits"}: counts and reasons, never values."""
-        return {key: ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
-                for key, reasons in sorted(self.invalid_values.items()) if reasons}
-
+        return {
+            key: ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+            for key, reasons in sorted(self.invalid_values.items())
+            if reasons
+        }
 
 
 def _header(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract) -> list[str]:
@@ -78,7 +79,8 @@ def _header(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract) 
     if contract.format == "jsonl":
         rows = con.execute(
             f"SELECT DISTINCT unnest(json_keys(line::JSON)) FROM {_json_lines(path, contract)} WHERE json_valid(line) "
-            "AND json_type(line::JSON) = 'OBJECT'").fetchall()
+            "AND json_type(line::JSON) = 'OBJECT'"
+        ).fetchall()
         return sorted(row[0] for row in rows)
     if not contract.header:
         return list(contract.column_names or [])
@@ -98,12 +100,15 @@ def _is_gzip(path: Path) -> bool:
 
 
 def _json_lines(path: Path, contract: FileContract) -> str:
-    return (f"read_csv({sql_path(path)}, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\\x1e', "
-            f"quote = '', escape = '', encoding = {idsql.q(contract.encoding)}, auto_detect = false)")
+    return (
+        f"read_csv({sql_path(path)}, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\\x1e', "
+        f"quote = '', escape = '', encoding = {literal(contract.encoding)}, auto_detect = false)"
+    )
 
 
-def check_columns(file: str, header: Sequence[str], contract: FileContract, *, required: Sequence[str],
-                  contract_name: str) -> None:
+def check_columns(
+    file: str, header: Sequence[str], contract: FileContract, *, required: Sequence[str], contract_name: str
+) -> None:
     """Raise `ContractViolation` naming the file, the missing/unexpected/duplicate columns and the contract."""
     problems = []
     duplicates = sorted({c for c in header if header.count(c) > 1})
@@ -122,11 +127,22 @@ def check_columns(file: str, header: Sequence[str], contract: FileContract, *, r
         raise ContractViolation(
             f"{file} does not satisfy the {contract_name} contract: {'; '.join(problems)}. "
             f"The file has columns {list(header)}; the contract expects {sorted(set(required))} "
-            f"(format {contract.format}, delimiter {contract.delimiter!r}, encoding {contract.encoding}).")
+            f"(format {contract.format}, delimiter {contract.delimiter!r}, encoding {contract.encoding})."
+        )
 
 
-def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract: FileContract, contract_name: str,
-              required: Sequence[str], wanted: Sequence[str], staged: Path, quarantine: str) -> FileReport:
+def load_file(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    file: str,
+    contract: FileContract,
+    contract_name: str,
+    required: Sequence[str],
+    wanted: Sequence[str],
+    staged: Path,
+    quarantine: str,
+) -> FileReport:
     """Write the file's rows, in order, to the Parquet file `staged` (columns `aa_file` and `wanted`, all
     VARCHAR, named as in the source; `staged_rows_view` numbers them) and its unreadable lines to the table
     `quarantine`. Raises `ContractViolation` for a file that cannot be used at all (empty, unreadable,
@@ -136,18 +152,24 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
     columns it needs, and memory does not grow with the file."""
     report = FileReport(file)
     if path.stat().st_size == 0:
-        raise ContractViolation(f"{file} is empty (0 bytes); the {contract_name} contract expects "
-                                f"a {contract.format} file with columns {sorted(set(required))}")
+        raise ContractViolation(
+            f"{file} is empty (0 bytes); the {contract_name} contract expects "
+            f"a {contract.format} file with columns {sorted(set(required))}"
+        )
     try:
         header = _header(con, path, contract)
     except (duckdb.Error, UnicodeDecodeError, OSError, EOFError, csv.Error) as error:
-        raise ContractViolation(f"{file} could not be read as {contract.format} "
-                                f"({contract.encoding}) for the {contract_name} contract: {_first_line(error)}") from None
+        raise ContractViolation(
+            f"{file} could not be read as {contract.format} "
+            f"({contract.encoding}) for the {contract_name} contract: {_first_line(error)}"
+        ) from None
     check_columns(file, header, contract, required=required, contract_name=contract_name)
     present = [c for c in wanted if c in header]
-    select = ", ".join([f"{idsql.q(file)} AS aa_file"]
-                       + [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in present]
-                       + [f"CAST(NULL AS VARCHAR) AS {ident(c)}" for c in wanted if c not in header])
+    select = ", ".join(
+        [f"{literal(file)} AS aa_file"]
+        + [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in present]
+        + [f"CAST(NULL AS VARCHAR) AS {ident(c)}" for c in wanted if c not in header]
+    )
     rejects = f"{quarantine}_rejects"
     try:
         if contract.format == "parquet":
@@ -156,12 +178,14 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
             source = _jsonl_source(con, path, file, contract, header, quarantine)
         else:
             compression = "gzip" if _is_gzip(path) else "none"
-            source = (f"read_csv({sql_path(path)}, delim = {idsql.q(contract.delimiter)}, "
-                      f"header = {str(contract.header).lower()}, "
-                      f"compression = '{compression}', encoding = {idsql.q(contract.encoding)}, ignore_errors = true, "
-                      f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan', "
-                      f"strict_mode = true, null_padding = false, auto_detect = false, "
-                      f"columns = {{{', '.join(f'{idsql.q(c)}: {chr(39)}VARCHAR{chr(39)}' for c in header)}}})")
+            source = (
+                f"read_csv({sql_path(path)}, delim = {literal(contract.delimiter)}, "
+                f"header = {str(contract.header).lower()}, "
+                f"compression = '{compression}', encoding = {literal(contract.encoding)}, ignore_errors = true, "
+                f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan', "
+                f"strict_mode = true, null_padding = false, auto_detect = false, "
+                f"columns = {{{', '.join(f'{literal(c)}: {chr(39)}VARCHAR{chr(39)}' for c in header)}}})"
+            )
         # Rows keep the file's order (COPY from a single table preserves insertion order, DuckDB's "Order
         # Preservation"), so a row's number is its position in the staged file: no window over the file.
         preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
@@ -171,22 +195,28 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
         finally:
             con.execute(f"SET preserve_insertion_order = {str(bool(preserved)).lower()}")
     except duckdb.Error as error:
-        raise ContractViolation(f"{file} could not be read as {contract.format} ({contract.encoding}) for the "
-                                f"{contract_name} contract: {_first_line(error)}") from None
+        raise ContractViolation(
+            f"{file} could not be read as {contract.format} ({contract.encoding}) for the "
+            f"{contract_name} contract: {_first_line(error)}"
+        ) from None
     accepted = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(staged)})").fetchall()[0][0]
     if contract.format == "csv":
         rejected = con.execute(
-            f"SELECT line, string_agg(DISTINCT lower(CAST(error_type AS VARCHAR)), ', ') "
-            f"FROM {rejects} GROUP BY line").fetchall()
+            f"SELECT line, string_agg(DISTINCT lower(CAST(error_type AS VARCHAR)), ', ') FROM {rejects} GROUP BY line"
+        ).fetchall()
         for line, reason in rejected:
-            readable = {"missing columns": "wrong column count (too few)", "too many columns": "wrong column count (too many)",
-                        "invalid encoding": f"undecodable text (not {contract.encoding})"}.get(reason, reason)
+            readable = {
+                "missing columns": "wrong column count (too few)",
+                "too many columns": "wrong column count (too many)",
+                "invalid encoding": f"undecodable text (not {contract.encoding})",
+            }.get(reason, reason)
             con.execute(f"INSERT INTO {quarantine} VALUES (?, ?, ?)", [file, int(line), readable])
             report.quarantine_reasons[readable] += 1
         con.execute(f"DROP TABLE IF EXISTS {rejects}; DROP TABLE IF EXISTS {rejects}_scan")
     elif contract.format == "jsonl":
-        for reason, n in con.execute(f"SELECT reason, count(*) FROM {quarantine} WHERE aa_file = ? GROUP BY reason",
-                                     [file]).fetchall():
+        for reason, n in con.execute(
+            f"SELECT reason, count(*) FROM {quarantine} WHERE aa_file = ? GROUP BY reason", [file]
+        ).fetchall():
             report.quarantine_reasons[reason] += n
     report.rows_accepted = accepted
     report.rows_quarantined = sum(report.quarantine_reasons.values())
@@ -194,15 +224,28 @@ def load_file(con: duckdb.DuckDBPyConnection, path: Path, *, file: str, contract
     return report
 
 
-def _jsonl_source(con: duckdb.DuckDBPyConnection, path: Path, file: str, contract: FileContract,
-                  header: Sequence[str], quarantine: str) -> str:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_json_lines AS SELECT row_number() OVER () AS n, line "
-                f"FROM {_json_lines(path, contract)}")
-    con.execute(f"INSERT INTO {quarantine} SELECT ?, n, 'malformed JSON line' FROM aa_json_lines "
-                f"WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line::JSON) <> 'OBJECT')", [file])
-    fields = ", ".join(f"json_extract_string(line, {idsql.q('$.' + _json_path(c))}) AS {ident(c)}" for c in header)
-    return (f"(SELECT {fields} FROM aa_json_lines WHERE trim(line) <> '' AND json_valid(line) "
-            f"AND json_type(line::JSON) = 'OBJECT')")
+def _jsonl_source(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    file: str,
+    contract: FileContract,
+    header: Sequence[str],
+    quarantine: str,
+) -> str:
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE aa_json_lines AS SELECT row_number() OVER () AS n, line "
+        f"FROM {_json_lines(path, contract)}"
+    )
+    con.execute(
+        f"INSERT INTO {quarantine} SELECT ?, n, 'malformed JSON line' FROM aa_json_lines "
+        f"WHERE trim(line) <> '' AND (NOT json_valid(line) OR json_type(line::JSON) <> 'OBJECT')",
+        [file],
+    )
+    fields = ", ".join(f"json_extract_string(line, {literal('$.' + _json_path(c))}) AS {ident(c)}" for c in header)
+    return (
+        f"(SELECT {fields} FROM aa_json_lines WHERE trim(line) <> '' AND json_valid(line) "
+        f"AND json_type(line::JSON) = 'OBJECT')"
+    )
 
 
 def _json_path(column: str) -> str:
@@ -221,17 +264,23 @@ def staged_rows_view(con: duckdb.DuckDBPyConnection, view: str, staged: Sequence
     """`view`: the rows `load_file` staged, from every file (none: an empty relation with the same columns)."""
     if staged:
         files = ", ".join(sql_path(p) for p in staged)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT aa_file, file_row_number + 1 AS aa_row, "
-                    f"* EXCLUDE (aa_file, file_row_number) FROM read_parquet([{files}], file_row_number = true)")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT aa_file, file_row_number + 1 AS aa_row, "
+            f"* EXCLUDE (aa_file, file_row_number) FROM read_parquet([{files}], file_row_number = true)"
+        )
     else:
-        columns = ", ".join(["CAST(NULL AS VARCHAR) AS aa_file", "CAST(NULL AS BIGINT) AS aa_row"]
-                            + [f"CAST(NULL AS VARCHAR) AS {ident(c)}" for c in wanted])
+        columns = ", ".join(
+            ["CAST(NULL AS VARCHAR) AS aa_file", "CAST(NULL AS BIGINT) AS aa_row"]
+            + [f"CAST(NULL AS VARCHAR) AS {ident(c)}" for c in wanted]
+        )
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {columns} WHERE FALSE")
 
 
 def prehashed_cell(column: str) -> tuple[str, str]:
     """SQL for a column that must already hold a SHA-256 digest: (cell, reason)."""
     trimmed = f"trim(coalesce({ident(column)}, ''))"
-    hex_ok = f"regexp_matches({trimmed}, {idsql.q(re2(HEX64))})"
-    return (f"CASE WHEN {hex_ok} THEN lower({trimmed}) ELSE '' END",
-            f"CASE WHEN {trimmed} = '' OR {hex_ok} THEN '' ELSE 'not a SHA-256 digest' END")
+    hex_ok = f"regexp_matches({trimmed}, {literal(re2(HEX64))})"
+    return (
+        f"CASE WHEN {hex_ok} THEN lower({trimmed}) ELSE '' END",
+        f"CASE WHEN {trimmed} = '' OR {hex_ok} THEN '' ELSE 'not a SHA-256 digest' END",
+    )

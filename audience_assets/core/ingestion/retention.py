@@ -11,7 +11,7 @@ from audience_assets.core.store import Store, StoredObject
 
 def expired_exports(store: Store, prefix: str, *, keep_days: int, now: dt.datetime | None = None) -> list[StoredObject]:
     """Objects under `prefix` that landed more than `keep_days` days ago."""
-    cutoff = (now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=keep_days)
+    cutoff = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=keep_days)
     return [obj for obj in store.list(prefix) if obj.last_modified < cutoff]
 
 

@@ -49,16 +49,24 @@ class JsonText(str):
 
 def encode_body(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON, with `JsonText` parts spliced in unchanged."""
+
     def text(v: Any) -> str:
         if isinstance(v, JsonText):
             return str(v)
         if isinstance(v, Mapping):
             # a key that is not text is named as `json` names it (True -> "true", 1 -> "1")
-            return "{" + ",".join(f"{json.dumps(k if isinstance(k, str) else json.dumps(k), ensure_ascii=False)}:{text(x)}"
-                                  for k, x in v.items()) + "}"
+            return (
+                "{"
+                + ",".join(
+                    f"{json.dumps(k if isinstance(k, str) else json.dumps(k), ensure_ascii=False)}:{text(x)}"
+                    for k, x in v.items()
+                )
+                + "}"
+            )
         if isinstance(v, (list, tuple)):
             return "[" + ",".join(text(x) for x in v) + "]"
         return json.dumps(v, ensure_ascii=False, allow_nan=False)
+
     return text(value).encode("utf-8")
 
 
@@ -71,10 +79,10 @@ class RetryPolicy:
     transient_attempts: int = 5
     transient_base_seconds: float = 2.0
     throttle_base_seconds: float = 60.0
-    throttle_max_seconds: float = 900.0   # the longest single wait, whatever Meta's estimate or the pacer's model
+    throttle_max_seconds: float = 900.0  # the longest single wait, whatever Meta's estimate or the pacer's model
     usage_window_seconds: float = 3600.0  # Meta's business-use-case limits count calls over a rolling hour
-    pace_from_percent: int = 50           # from this reported usage on, calls are paced to the window's budget
-    deadline_seconds: float = 3600.0      # a call (or an upload, see AudienceUploader) gives up after this long
+    pace_from_percent: int = 50  # from this reported usage on, calls are paced to the window's budget
+    deadline_seconds: float = 3600.0  # a call (or an upload, see AudienceUploader) gives up after this long
 
 
 @dataclasses.dataclass
@@ -85,7 +93,7 @@ class CallStats:
     throttled: int = 0
     transient_failures: int = 0
     retries: int = 0
-    latency_seconds: float = 0.0   # the time spent waiting lives in the pacer (`waited`, `longest_wait`)
+    latency_seconds: float = 0.0  # the time spent waiting lives in the pacer (`waited`, `longest_wait`)
 
     def add(self, **changes: float) -> None:
         for name, value in changes.items():
@@ -143,10 +151,20 @@ class GraphClient:
     `deadline` (a time on `clock`) bounds every call: an upload sets it for all its calls; otherwise each call
     has `retry.deadline_seconds` from its start. All waiting happens in `pacer` (see `meta.pacer`)."""
 
-    def __init__(self, *, access_token: str, base_url: str = DEFAULT_GRAPH_URL, api_version: str = DEFAULT_API_VERSION,
-                 app_secret: str | None = None, transport: httpx.BaseTransport | None = None,
-                 retry: RetryPolicy = RetryPolicy(), sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, seed: int | None = None, max_connections: int = 8):
+    def __init__(
+        self,
+        *,
+        access_token: str,
+        base_url: str = DEFAULT_GRAPH_URL,
+        api_version: str = DEFAULT_API_VERSION,
+        app_secret: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
+        max_connections: int = 8,
+    ):
         if not access_token:
             raise ValueError("no Meta access token: set META_ACCESS_TOKEN (or use the local sandbox)")
         self._token, self._secret = access_token, app_secret
@@ -155,14 +173,22 @@ class GraphClient:
         self.stats = CallStats()
         self._stats_lock = threading.Lock()
         self.deadline: float | None = None
-        self.pacer = Pacer(retry.usage_window_seconds, sleep, clock, engage_at=retry.pace_from_percent,
-                           max_pause=retry.throttle_max_seconds, base_pause=retry.throttle_base_seconds,
-                           rand=random.Random(self._random.random()))
+        self.pacer = Pacer(
+            retry.usage_window_seconds,
+            sleep,
+            clock,
+            engage_at=retry.pace_from_percent,
+            max_pause=retry.throttle_max_seconds,
+            base_pause=retry.throttle_base_seconds,
+            rand=random.Random(self._random.random()),
+        )
         self._http = httpx.Client(
-            base_url=f"{base_url.rstrip('/')}/{api_version}/", transport=transport,
+            base_url=f"{base_url.rstrip('/')}/{api_version}/",
+            transport=transport,
             timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
             headers={"Authorization": f"Bearer {access_token}", "User-Agent": "audience_assets"},
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -179,8 +205,15 @@ class GraphClient:
     def _redact(self, text: str) -> str:
         return redact(text, tuple(s for s in (self._token, self._secret) if s))
 
-    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                body: Mapping[str, Any] | None = None, retry_on_timeout: bool = True) -> dict[str, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        retry_on_timeout: bool = True,
+    ) -> dict[str, Any]:
         """Send one Graph request with retries chosen by error class; returns the decoded JSON body.
 
         Throttled calls are retried until the deadline (raising `DeadlineExceeded`), transient failures
@@ -196,19 +229,25 @@ class GraphClient:
                 if method == "GET":
                     response = self._http.get(path, params={**(params or {}), **self._proof()})
                 else:
-                    response = self._http.request(method, path, params=params,
-                                                  content=encode_body({**(body or {}), **self._proof()}),
-                                                  headers={"Content-Type": "application/json"})
+                    response = self._http.request(
+                        method,
+                        path,
+                        params=params,
+                        content=encode_body({**(body or {}), **self._proof()}),
+                        headers={"Content-Type": "application/json"},
+                    )
             except httpx.TransportError as error:  # timeouts, refused or reset connections, protocol errors
                 self.pacer.lost(call)
                 self._count(requests=1, transient_failures=1, latency_seconds=time.monotonic() - started)
                 if not retry_on_timeout:
-                    raise MetaTransportError(f"{method} {path} did not complete ({type(error).__name__}); "
-                                             "it may have been applied") from None
+                    raise MetaTransportError(
+                        f"{method} {path} did not complete ({type(error).__name__}); it may have been applied"
+                    ) from None
                 transient += 1
                 if transient >= self.retry.transient_attempts:
-                    raise MetaTransportError(f"{method} {path} failed {transient} times "
-                                             f"({type(error).__name__}); giving up") from None
+                    raise MetaTransportError(
+                        f"{method} {path} failed {transient} times ({type(error).__name__}); giving up"
+                    ) from None
                 self._back_off(transient, f"{method} {path} did not complete ({type(error).__name__})", deadline)
                 continue
             self._count(requests=1, latency_seconds=time.monotonic() - started)
@@ -229,13 +268,18 @@ class GraphClient:
             if error.error_class is ErrorClass.TRANSIENT:
                 self._count(transient_failures=1)
                 if payload.get("_html") and not retry_on_timeout:  # applied or not, unknown
-                    raise MetaTransportError(f"{method} {path} got HTTP {response.status_code} without a Graph "
-                                             "error body; it may have been applied")
+                    raise MetaTransportError(
+                        f"{method} {path} got HTTP {response.status_code} without a Graph "
+                        "error body; it may have been applied"
+                    )
                 transient += 1
                 if transient >= self.retry.transient_attempts:
                     raise error
-                self._back_off(transient, f"{method} {path}: Meta answered HTTP {response.status_code} "
-                                          f"(code {error.code})", deadline)
+                self._back_off(
+                    transient,
+                    f"{method} {path}: Meta answered HTTP {response.status_code} (code {error.code})",
+                    deadline,
+                )
                 continue
             raise error
 
@@ -255,16 +299,34 @@ class GraphClient:
         if isinstance(payload, dict):
             return payload
         if response.status_code >= 500 or response.status_code == 429:  # an edge error page: retry like code 2
-            return {"_html": True, "error": {"code": 2, "is_transient": True,
-                                             "message": f"HTTP {response.status_code} without a Graph error body"}}
-        return {"error": {"code": 1, "message": f"unexpected response (HTTP {response.status_code}, "
-                                                f"{response.headers.get('content-type', 'no content type')})"}}
+            return {
+                "_html": True,
+                "error": {
+                    "code": 2,
+                    "is_transient": True,
+                    "message": f"HTTP {response.status_code} without a Graph error body",
+                },
+            }
+        return {
+            "error": {
+                "code": 1,
+                "message": f"unexpected response (HTTP {response.status_code}, "
+                f"{response.headers.get('content-type', 'no content type')})",
+            }
+        }
 
     def _error(self, error: Mapping[str, Any], status: int) -> MetaApiError:
         code, subcode = error.get("code"), error.get("error_subcode")
-        return MetaApiError(self._redact(str(error.get("message", "unknown error"))), code=code, subcode=subcode,
-                            error_type=error.get("type"), fbtrace_id=error.get("fbtrace_id"), status=status,
-                            is_transient=bool(error.get("is_transient")), hint=hint_for(code, subcode))
+        return MetaApiError(
+            self._redact(str(error.get("message", "unknown error"))),
+            code=code,
+            subcode=subcode,
+            error_type=error.get("type"),
+            fbtrace_id=error.get("fbtrace_id"),
+            status=status,
+            is_transient=bool(error.get("is_transient")),
+            hint=hint_for(code, subcode),
+        )
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
         return self.request("GET", path, params=params)

@@ -20,7 +20,7 @@ def token_from_secret(secret_id: str) -> str:
         return raw.strip()
     if isinstance(value, dict) and value.get("access_token"):
         return str(value["access_token"])
-    raise ValueError(f"secret {secret_id} holds JSON without an \"access_token\" field")
+    raise ValueError(f'secret {secret_id} holds JSON without an "access_token" field')
 
 
 def tenant_token(tenant: Tenant) -> str:
@@ -28,8 +28,9 @@ def tenant_token(tenant: Tenant) -> str:
     if tenant.meta_token_env:
         token = os.environ.get(tenant.meta_token_env, "")
         if not token:
-            raise ValueError(f"no Meta access token for ad account {tenant.meta_ad_account_id}: "
-                             f"{tenant.meta_token_env} is not set")
+            raise ValueError(
+                f"no Meta access token for ad account {tenant.meta_ad_account_id}: {tenant.meta_token_env} is not set"
+            )
         return token
     assert tenant.meta_token_secret_id  # a tenant names exactly one source (config.Tenant)
     return token_from_secret(tenant.meta_token_secret_id)

@@ -49,14 +49,25 @@ def classify(code: int | None, subcode: int | None = None, *, is_transient: bool
 class MetaApiError(RuntimeError):
     """A Graph API error response, with what to do about it in the message. Never carries a token."""
 
-    def __init__(self, message: str, *, code: int | None = None, subcode: int | None = None,
-                 error_type: str | None = None, fbtrace_id: str | None = None, status: int | None = None,
-                 is_transient: bool = False, hint: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int | None = None,
+        subcode: int | None = None,
+        error_type: str | None = None,
+        fbtrace_id: str | None = None,
+        status: int | None = None,
+        is_transient: bool = False,
+        hint: str = "",
+    ):
         self.code, self.subcode, self.error_type = code, subcode, error_type
         self.fbtrace_id, self.status, self.is_transient = fbtrace_id, status, is_transient
         self.error_class = classify(code, subcode, is_transient=is_transient)
         self.api_message = message
-        detail = f"code {code}" + (f"/{subcode}" if subcode else "") + (f", fbtrace_id {fbtrace_id}" if fbtrace_id else "")
+        detail = (
+            f"code {code}" + (f"/{subcode}" if subcode else "") + (f", fbtrace_id {fbtrace_id}" if fbtrace_id else "")
+        )
         super().__init__(f"Meta API error ({detail}): {message}" + (f" — {hint}" if hint else ""))
 
 
@@ -74,12 +85,12 @@ HINTS: dict[tuple[int, int | None], str] = {
     (104, None): "no access token was sent: set META_ACCESS_TOKEN",
     (102, None): "the session key is invalid: create a new token",
     (200, 1870090): "accept the Custom Audience terms for this ad account at "
-                    "https://business.facebook.com/ads/manage/customaudiences/tos/?act=<ad account id>",
+    "https://business.facebook.com/ads/manage/customaudiences/tos/?act=<ad account id>",
     (200, None): "the token lacks permission on this ad account: grant ads_management to the system user",
     (294, None): "the token lacks the ads_management permission",
     (10, None): "the app lacks a permission this call needs",
     (100, 1713230): "Meta flagged this audience (operation_status 471): rename it or remove sensitive wording, "
-                    "then resolve it in Ads Manager",
+    "then resolve it in Ads Manager",
     (100, 33): "the ad account or audience id does not exist or the token cannot see it: check META_AD_ACCOUNT_ID",
     (2635, None): "this Graph API version is deprecated: set META_API_VERSION to a current version",
     (368, None): "Meta temporarily blocked this action as abusive: stop and review the account",

@@ -57,16 +57,21 @@ class UploadLedger:
         """Chunk index -> acknowledgement, for `kind` (and, for replace, that session only)."""
         start = f"{kind}-{session_id}-" if session_id is not None else f"{kind}-"
         found = self._all("batches/", start)
-        return {int(name.rsplit("-", 1)[1]): ack for name, ack in found.items()
-                if session_id is not None or name.count("-") == 1}
+        return {
+            int(name.rsplit("-", 1)[1]): ack
+            for name, ack in found.items()
+            if session_id is not None or name.count("-") == 1
+        }
 
     def acknowledge(self, kind: str, index: int, ack: dict[str, Any], session_id: int | None = None) -> None:
         self._put(f"batches/{self._batch_name(kind, index, session_id)}.json", ack)
 
     # dead letters
     def dead_letter(self, kind: str, index: int, error: dict[str, Any]) -> None:
-        self._put(f"dead_letters/{kind}-{index:06d}.json", {"audience": self.audience, "upload_id": self.upload_id,
-                                                             "kind": kind, "chunk": index, **error})
+        self._put(
+            f"dead_letters/{kind}-{index:06d}.json",
+            {"audience": self.audience, "upload_id": self.upload_id, "kind": kind, "chunk": index, **error},
+        )
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:
         return self._all("dead_letters/")

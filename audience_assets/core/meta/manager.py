@@ -10,8 +10,10 @@ from typing import Any
 from audience_assets.core.meta.client import GraphClient
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 
-AUDIENCE_FIELDS = ("id,name,subtype,customer_file_source,retention_days,description,operation_status,delivery_status,"
-                   "approximate_count_lower_bound,approximate_count_upper_bound,is_value_based,time_updated")
+AUDIENCE_FIELDS = (
+    "id,name,subtype,customer_file_source,retention_days,description,operation_status,delivery_status,"
+    "approximate_count_lower_bound,approximate_count_upper_bound,is_value_based,time_updated"
+)
 AUTH_ERROR_CODES = frozenset({102, 104, 190})  # the token itself is missing, invalid or expired
 
 
@@ -38,15 +40,22 @@ class AudienceManager:
             if not paging.get("next") or not after:
                 return None
 
-    def ensure(self, name: str, *, description: str, customer_file_source: str, retention_days: int) -> tuple[str, bool]:
+    def ensure(
+        self, name: str, *, description: str, customer_file_source: str, retention_days: int
+    ) -> tuple[str, bool]:
         """The id of the audience called `name`, created if missing; and whether it was created.
 
         Creation is not idempotent, so a timeout is followed by a lookup, never by a second create."""
         found = self.find(name)
         if found:
             return str(found["id"]), False
-        body = {"name": name, "subtype": "CUSTOM", "description": description,
-                "customer_file_source": customer_file_source, "retention_days": retention_days}
+        body = {
+            "name": name,
+            "subtype": "CUSTOM",
+            "description": description,
+            "customer_file_source": customer_file_source,
+            "retention_days": retention_days,
+        }
         try:
             created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
         except MetaTransportError:
@@ -73,7 +82,8 @@ class AudienceManager:
         if not (account.get("tos_accepted") or {}).get("custom_audience_tos"):
             raise MetaPreflightError(
                 f"the Custom Audience terms are not accepted for {self.ad_account_id}: accept them at "
-                f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={self.ad_account_id[4:]} and rerun")
+                f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={self.ad_account_id[4:]} and rerun"
+            )
         try:
             audience = self.read(audience_id)
         except MetaApiError as error:
@@ -81,10 +91,14 @@ class AudienceManager:
                 raise MetaPreflightError(f"audience {audience_id} cannot be read with this token: {error}") from None
             raise
         if audience.get("subtype") != "CUSTOM":
-            raise MetaPreflightError(f"audience {audience_id} has subtype {audience.get('subtype')}; only CUSTOM "
-                                     "(customer list) audiences accept uploads: choose another meta_name")
+            raise MetaPreflightError(
+                f"audience {audience_id} has subtype {audience.get('subtype')}; only CUSTOM "
+                "(customer list) audiences accept uploads: choose another meta_name"
+            )
         status = (audience.get("operation_status") or {}).get("code")
         if status == 471:
-            raise MetaPreflightError(f"Meta flagged audience {audience_id} (operation_status 471): its name or "
-                                     "description suggests restricted information; rename it and resolve it in Ads Manager")
+            raise MetaPreflightError(
+                f"Meta flagged audience {audience_id} (operation_status 471): its name or "
+                "description suggests restricted information; rename it and resolve it in Ads Manager"
+            )
         return audience

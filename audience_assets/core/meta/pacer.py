@@ -63,9 +63,17 @@ class Wait:
 class Pacer:
     """Shared by every thread of one client. See the module docstring for the rules it holds to."""
 
-    def __init__(self, window_seconds: float, sleep: Callable[[float], None], clock: Callable[[], float], *,
-                 engage_at: int = 50, max_pause: float = 900.0, base_pause: float = 60.0,
-                 rand: random.Random | None = None):
+    def __init__(
+        self,
+        window_seconds: float,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+        *,
+        engage_at: int = 50,
+        max_pause: float = 900.0,
+        base_pause: float = 60.0,
+        rand: random.Random | None = None,
+    ):
         if max_pause <= 0 or window_seconds <= 0:
             raise ValueError("the window and the longest pause must be positive")
         self.window, self.engage_at, self.max_pause, self.base_pause = window_seconds, engage_at, max_pause, base_pause
@@ -77,12 +85,12 @@ class Pacer:
         self._bounds: Spans = []  # budgets consistent with the answers since the last contradiction
         self._engaged = False
         self.budget: int | None = None  # calls per window this client paces to; None: not pacing
-        self.proven = 0                 # the most calls Meta accepted within one window
+        self.proven = 0  # the most calls Meta accepted within one window
         self._paused_until = -math.inf
         self._pause_why = ""
-        self._level = 0                 # refusals in a row (rule 4)
-        self._level_since = -math.inf   # when the level last grew: refusals of calls sent before do not grow it
-        self.waited = 0.0               # seconds slept, in all
+        self._level = 0  # refusals in a row (rule 4)
+        self._level_since = -math.inf  # when the level last grew: refusals of calls sent before do not grow it
+        self.waited = 0.0  # seconds slept, in all
         self.longest_wait = 0.0
         self.current: Wait | None = None
         self._current_lock = threading.Lock()
@@ -94,8 +102,9 @@ class Pacer:
         seconds = min(max(seconds, 0.0), self.max_pause)
         now = self._clock()
         if deadline is not None and now + seconds > deadline:
-            raise DeadlineExceeded(f"{why}: waiting {seconds:,.0f} s more would pass the deadline "
-                                   f"({max(0.0, deadline - now):,.0f} s left)")
+            raise DeadlineExceeded(
+                f"{why}: waiting {seconds:,.0f} s more would pass the deadline ({max(0.0, deadline - now):,.0f} s left)"
+            )
         with self._current_lock:
             self.waited += seconds
             self.longest_wait = max(self.longest_wait, seconds)
@@ -127,19 +136,27 @@ class Pacer:
             return self._pause_why, self._paused_until - now
         if self.budget is None:
             return "", 0.0
-        counted = [c for c in self._calls.values() if c.counted != "no" and (c.answered is None or c.answered > now - self.window)]
+        counted = [
+            c
+            for c in self._calls.values()
+            if c.counted != "no" and (c.answered is None or c.answered > now - self.window)
+        ]
         if len(counted) < self.budget:
             return "", 0.0
         answered = [c.answered for c in counted if c.answered is not None]
-        why = (f"pacing: {len(counted)} calls in Meta's {self.window:,.0f} s window, the ad account's budget is "
-               f"about {self.budget}")
+        why = (
+            f"pacing: {len(counted)} calls in Meta's {self.window:,.0f} s window, the ad account's budget is "
+            f"about {self.budget}"
+        )
         if not answered:  # every counted call is still in flight: the next answer frees nothing, but tells more
             return why, 0.05
         # until the oldest leaves the window (at least a moment: rounding must not let the call through early)
         return why, max(min(answered) + self.window - now, 0.001)
 
     def _forget(self, now: float) -> None:
-        for number in [n for n, c in self._calls.items() if c.answered is not None and c.answered <= now - 2 * self.window]:
+        for number in [
+            n for n, c in self._calls.items() if c.answered is not None and c.answered <= now - 2 * self.window
+        ]:
             del self._calls[number]
 
     # ------------------------------------------------------------------ answers
@@ -189,8 +206,13 @@ class Pacer:
             self.proven = max(self.proven, sum(1 for c in counted if c.sent > now - self.window))
             if usage_percent is not None and usage_percent >= 1:
                 least = sum(1 for c in counted if c.sent > now - self.window and c.answered <= call.sent)  # type: ignore[operator]
-                most = sum(1 for c in self._calls.values() if c.counted != "no" and c.sent <= now
-                           and (c.answered is None or c.answered > call.sent - self.window))
+                most = sum(
+                    1
+                    for c in self._calls.values()
+                    if c.counted != "no"
+                    and c.sent <= now
+                    and (c.answered is None or c.answered > call.sent - self.window)
+                )
                 self._learn(usage_percent, least + 1, max(most, 1))
             if self._engaged:
                 self.budget = max(self._bounds[0][0], self.proven) if self._bounds else None

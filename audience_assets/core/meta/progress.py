@@ -16,8 +16,17 @@ from audience_assets.core.meta.pacer import Pacer, Wait
 
 
 class UploadProgress:
-    def __init__(self, label: str, pacer: Pacer, report: Callable[[str], None], *, batches: int, rows: int,
-                 every: float = 30.0, announce_from: float = 5.0):
+    def __init__(
+        self,
+        label: str,
+        pacer: Pacer,
+        report: Callable[[str], None],
+        *,
+        batches: int,
+        rows: int,
+        every: float = 30.0,
+        announce_from: float = 5.0,
+    ):
         self.label, self.pacer, self.report = label, pacer, report
         self.batches, self.rows, self.every, self.announce_from = batches, rows, every, announce_from
         self.batches_done = self.rows_done = 0
@@ -36,8 +45,10 @@ class UploadProgress:
 
     def line(self, wait: Wait | None = None) -> str:
         with self._lock:
-            text = (f"{self.label}: {self.batches_done:,}/{self.batches:,} batches acknowledged, "
-                    f"{self.rows_done:,}/{self.rows:,} rows")
+            text = (
+                f"{self.label}: {self.batches_done:,}/{self.batches:,} batches acknowledged, "
+                f"{self.rows_done:,}/{self.rows:,} rows"
+            )
         wait = wait or self.pacer.current
         if wait is not None:
             text += f"; {wait.why}: waiting {wait.seconds:,.0f} s"

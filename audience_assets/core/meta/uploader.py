@@ -32,59 +32,33 @@ from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaTrans
 from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.pacer import DeadlineExceeded
 from audience_assets.core.meta.progress import UploadProgress
+from audience_assets.core.meta.results import OperationResult, UploadIncomplete, UploadResult
+from audience_assets.core.meta.sessions import received_so_far, session_state, settle
 
 log = logging.getLogger(__name__)
 REPLACE_WINDOW_SECONDS = 90 * 60
 REPLACE_SAFETY_SECONDS = 5 * 60
-OPEN_SESSION_STAGES = frozenset({"uploading", "processing"})  # what Meta reports while a session is not done
-
-
-@dataclasses.dataclass
-class OperationResult:
-    kind: Kind
-    session_ids: list[int] = dataclasses.field(default_factory=list)
-    rows: int = 0
-    rows_sent: int = 0
-    batches_sent: int = 0
-    batches_resumed: int = 0          # acknowledged by an earlier run, not sent again
-    num_received: int = 0
-    num_invalid_entries: int = 0
-    invalid_entry_samples: int = 0    # counted, never stored
-    acknowledged_chunks: list[int] = dataclasses.field(default_factory=list)
-    dead_letters: list[int] = dataclasses.field(default_factory=list)
-    session_stages: dict[int, str] = dataclasses.field(default_factory=dict)  # Meta's last word on each session
-
-
-@dataclasses.dataclass
-class UploadResult:
-    audience_id: str
-    upload_id: str
-    operations: list[OperationResult]
-    batches_planned: int = 0
-    reasons: list[str] = dataclasses.field(default_factory=list)  # why batches were dead-lettered (no rows)
-
-    @property
-    def dead_letters(self) -> int:
-        return sum(len(op.dead_letters) for op in self.operations)
-
-    @property
-    def open_sessions(self) -> list[int]:
-        """Sessions Meta still reported uploading when the upload stopped waiting for them."""
-        return [sid for op in self.operations for sid, stage in op.session_stages.items() if stage in OPEN_SESSION_STAGES]
-
-
-class UploadIncomplete(RuntimeError):
-    """Some batches were not acknowledged; they are in the dead-letter record and the ledger resumes."""
 
 
 class AudienceUploader:
     """Runs a `Plan` against one audience, resuming from the ledger."""
 
-    def __init__(self, client: GraphClient, ledger: UploadLedger, read_chunk: Callable[[Chunk], JsonText], *,
-                 concurrency: int = 4, clock: Callable[[], float] = time.time,
-                 replace_window_seconds: float = REPLACE_WINDOW_SECONDS, reconcile_attempts: int = 6,
-                 deadline_seconds: float | None = None, settle_seconds: float = 600.0, settle_first_seconds: float = 5.0,
-                 report: Callable[[str], None] | None = None, progress_every: float = 30.0):
+    def __init__(
+        self,
+        client: GraphClient,
+        ledger: UploadLedger,
+        read_chunk: Callable[[Chunk], JsonText],
+        *,
+        concurrency: int = 4,
+        clock: Callable[[], float] = time.time,
+        replace_window_seconds: float = REPLACE_WINDOW_SECONDS,
+        reconcile_attempts: int = 6,
+        deadline_seconds: float | None = None,
+        settle_seconds: float = 600.0,
+        settle_first_seconds: float = 5.0,
+        report: Callable[[str], None] | None = None,
+        progress_every: float = 30.0,
+    ):
         self.client, self.ledger, self.read_chunk = client, ledger, read_chunk
         self.concurrency, self.clock = max(1, concurrency), clock
         self.replace_window = replace_window_seconds
@@ -100,13 +74,19 @@ class AudienceUploader:
 
     # ------------------------------------------------------------------ public
     def run(self, audience_id: str, plan: Plan) -> UploadResult:
-        result = UploadResult(audience_id, plan.upload_id, [],
-                              batches_planned=sum(len(op.chunks) for op in plan.operations))
+        result = UploadResult(
+            audience_id, plan.upload_id, [], batches_planned=sum(len(op.chunks) for op in plan.operations)
+        )
         self._dead_before = set(self.ledger.dead_letters())  # chunks an earlier run gave up on: sent again now
         self._reasons = {}
-        self.progress = UploadProgress(f"upload {plan.upload_id[:12]} to audience {audience_id}", self.client.pacer,
-                                       self.report, batches=result.batches_planned,
-                                       rows=sum(op.rows for op in plan.operations), every=self.progress_every)
+        self.progress = UploadProgress(
+            f"upload {plan.upload_id[:12]} to audience {audience_id}",
+            self.client.pacer,
+            self.report,
+            batches=result.batches_planned,
+            rows=sum(op.rows for op in plan.operations),
+            every=self.progress_every,
+        )
         self.client.deadline = self.client.clock() + self.deadline_seconds
         try:
             with self.progress.running():
@@ -119,13 +99,19 @@ class AudienceUploader:
             self.client.deadline = None
         result.reasons = list(self._reasons)
         for sid in result.open_sessions:
-            self.report(f"Meta still reports upload session {sid} of audience {audience_id} as uploading after "
-                        f"{self.settle_seconds:,.0f} s; it is recorded in the ledger and not waited on")
+            self.report(
+                f"Meta still reports upload session {sid} of audience {audience_id} as uploading after "
+                f"{self.settle_seconds:,.0f} s; it is recorded in the ledger and not waited on"
+            )
         if result.dead_letters:
-            raise UploadIncomplete(f"{result.dead_letters} of {result.batches_planned} batch(es) of upload {plan.upload_id} "
-                                   f"were not acknowledged ({'; '.join(result.reasons)}); they are recorded as dead "
-                                   "letters and the next run re-sends them")
-        self.ledger.complete({"audience_id": audience_id, "operations": [dataclasses.asdict(op) for op in result.operations]})
+            raise UploadIncomplete(
+                f"{result.dead_letters} of {result.batches_planned} batch(es) of upload {plan.upload_id} "
+                f"were not acknowledged ({'; '.join(result.reasons)}); they are recorded as dead "
+                "letters and the next run re-sends them"
+            )
+        self.ledger.complete(
+            {"audience_id": audience_id, "operations": [dataclasses.asdict(op) for op in result.operations]}
+        )
         return result
 
     # ------------------------------------------------------------------ helpers
@@ -133,18 +119,36 @@ class AudienceUploader:
         return {"payload": {"schema": list(schema), "data": rows, "is_raw": True}, "session": session}
 
     def _new_session(self, kind: Kind, total: int, replay: bool = False) -> dict[str, Any]:
-        session = {"session_id": secrets.randbelow(2**62) + 1, "started": self.clock(), "total": total,
-                   "finished": False, "replay": replay}
+        session = {
+            "session_id": secrets.randbelow(2**62) + 1,
+            "started": self.clock(),
+            "total": total,
+            "finished": False,
+            "replay": replay,
+        }
         self.ledger.save_session(kind, session)  # durable before the first batch goes out
         return session
 
-    def _record(self, op: OperationResult, kind: Kind, chunk: Chunk, response: dict[str, Any], session_id: int,
-                batch_seq: int, per_session: bool) -> None:
+    def _record(
+        self,
+        op: OperationResult,
+        kind: Kind,
+        chunk: Chunk,
+        response: dict[str, Any],
+        session_id: int,
+        batch_seq: int,
+        per_session: bool,
+    ) -> None:
         samples = response.get("invalid_entry_samples") or {}
-        ack = {"session_id": session_id, "batch_seq": batch_seq, "rows": chunk.rows,
-               "num_received": int(response.get("num_received", 0) or 0),
-               "num_invalid_entries": int(response.get("num_invalid_entries", 0) or 0),
-               "invalid_entry_samples": len(samples), "acknowledged_at": self.clock()}
+        ack = {
+            "session_id": session_id,
+            "batch_seq": batch_seq,
+            "rows": chunk.rows,
+            "num_received": int(response.get("num_received", 0) or 0),
+            "num_invalid_entries": int(response.get("num_invalid_entries", 0) or 0),
+            "invalid_entry_samples": len(samples),
+            "acknowledged_at": self.clock(),
+        }
         self.ledger.acknowledge(kind, chunk.index, ack, session_id if per_session else None)
         if self.progress is not None:
             self.progress.acknowledged(chunk.rows)
@@ -158,10 +162,6 @@ class AudienceUploader:
             op.num_received = max(op.num_received, ack["num_received"])
             op.num_invalid_entries = max(op.num_invalid_entries, ack["num_invalid_entries"])
 
-    def _session_state(self, audience_id: str, session_id: int) -> dict[str, Any] | None:
-        data = self.client.get(f"{audience_id}/sessions", session_id=str(session_id)).get("data", [])
-        return next((s for s in data if str(s.get("session_id")) == str(session_id)), None)
-
     def _send_once(self, audience_id: str, kind: Kind, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
         path = f"{audience_id}/usersreplace" if kind == "replace" else f"{audience_id}/users"
         if kind == "remove":
@@ -171,18 +171,32 @@ class AudienceUploader:
     def _arrived(self, audience_id: str, session_id: int, received_before: int, rows: int) -> dict[str, Any] | None:
         """Whether Meta's session counter shows the batch: `received_before + rows` means it arrived,
         `received_before` means it did not; anything else cannot be decided safely."""
-        state = self._session_state(audience_id, session_id)
+        state = session_state(self.client, audience_id, session_id)
         received = int(state["num_received"]) if state else 0
         if state is not None and received == received_before + rows:
-            return {"num_received": received, "num_invalid_entries": int(state.get("num_invalid_entries", 0)),
-                    "session_id": str(session_id), "reconciled": True}
+            return {
+                "num_received": received,
+                "num_invalid_entries": int(state.get("num_invalid_entries", 0)),
+                "session_id": str(session_id),
+                "reconciled": True,
+            }
         if received != received_before:
-            raise MetaApiError(f"session {session_id} reports {received} rows received, expected {received_before} "
-                               f"or {received_before + rows}: cannot tell whether the batch arrived, so it is not sent again")
+            raise MetaApiError(
+                f"session {session_id} reports {received} rows received, expected {received_before} "
+                f"or {received_before + rows}: cannot tell whether the batch arrived, so it is not sent again"
+            )
         return None
 
-    def _send_reconciled(self, audience_id: str, kind: Kind, body: dict[str, Any], *, received_before: int,
-                         rows: int, check_first: bool = False) -> dict[str, Any]:
+    def _send_reconciled(
+        self,
+        audience_id: str,
+        kind: Kind,
+        body: dict[str, Any],
+        *,
+        received_before: int,
+        rows: int,
+        check_first: bool = False,
+    ) -> dict[str, Any]:
         """Send a batch that must not arrive twice, reconciling with Meta after every ambiguous failure
         (and, when resuming after a crash, before the first attempt)."""
         session_id = body["session"]["session_id"]
@@ -196,20 +210,35 @@ class AudienceUploader:
             except MetaTransportError:
                 arrived = self._arrived(audience_id, session_id, received_before, rows)
                 if arrived:
-                    log.info("batch %s of session %s arrived although its response was lost",
-                             body["session"].get("batch_seq"), session_id)
+                    log.info(
+                        "batch %s of session %s arrived although its response was lost",
+                        body["session"].get("batch_seq"),
+                        session_id,
+                    )
                     return arrived
         raise MetaTransportError(f"a batch of session {session_id} failed {self.reconcile_attempts} times")
 
     def _dead_letter(self, op: OperationResult, kind: Kind, chunk: Chunk, error: Exception) -> None:
-        error_class = ("deadline" if isinstance(error, DeadlineExceeded)
-                       else getattr(getattr(error, "error_class", None), "value", "transport"))
-        details = {"error_class": error_class, "code": getattr(error, "code", None),
-                   "subcode": getattr(error, "subcode", None), "fbtrace_id": getattr(error, "fbtrace_id", None),
-                   "message": str(error)[:500], "rows": chunk.rows, "chunk_key": chunk.key}
+        error_class = (
+            "deadline"
+            if isinstance(error, DeadlineExceeded)
+            else getattr(getattr(error, "error_class", None), "value", "transport")
+        )
+        details = {
+            "error_class": error_class,
+            "code": getattr(error, "code", None),
+            "subcode": getattr(error, "subcode", None),
+            "fbtrace_id": getattr(error, "fbtrace_id", None),
+            "message": str(error)[:500],
+            "rows": chunk.rows,
+            "chunk_key": chunk.key,
+        }
         self.ledger.dead_letter(kind, chunk.index, details)
-        reason = (f"the upload's deadline of {self.deadline_seconds:,.0f} s passed ({error})"
-                  if isinstance(error, DeadlineExceeded) else f"{error_class}: {str(error)[:200]}")
+        reason = (
+            f"the upload's deadline of {self.deadline_seconds:,.0f} s passed ({error})"
+            if isinstance(error, DeadlineExceeded)
+            else f"{error_class}: {str(error)[:200]}"
+        )
         with self._lock:
             op.dead_letters.append(chunk.index)
             self._reasons.setdefault(reason, None)
@@ -217,27 +246,6 @@ class AudienceUploader:
     def _resumed(self, acked: dict[int, dict[str, Any]]) -> None:
         if self.progress is not None and acked:
             self.progress.resumed(len(acked), sum(int(a.get("rows", 0)) for a in acked.values()))
-
-    def _settle(self, audience_id: str, session_id: int) -> str:
-        """Meta's last word on a session whose last batch was acknowledged: polled with back-off (from
-        `settle_first` seconds, doubling to a minute) while it says "uploading", for `settle_seconds` at most;
-        a session still open then is left to Meta (it closes sessions itself) and reported."""
-        pause, waited = self.settle_first, 0.0
-        while True:
-            try:
-                state = self._session_state(audience_id, session_id)
-            except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
-                log.warning("could not read session %s of audience %s: %s", session_id, audience_id, error)
-                return "unknown"
-            stage = str((state or {}).get("stage") or "unknown").lower()
-            if stage not in OPEN_SESSION_STAGES or waited + pause > self.settle_seconds:
-                return stage
-            try:
-                self.client.pacer.wait(pause, f"Meta still reports session {session_id} {stage}", self.client.deadline)
-            except DeadlineExceeded:
-                return stage
-            waited += pause
-            pause = min(pause * 2, 60.0)
 
     # ------------------------------------------------------------------ add / remove
     def _add_or_remove(self, audience_id: str, plan: Plan, operation: Operation) -> OperationResult:
@@ -258,23 +266,34 @@ class AudienceUploader:
             # A fresh session numbers the operation's chunks 1..N; a replay of leftovers numbers them anew.
             session = self._new_session(kind, sum(c.rows for c in pending), replay=bool(acked))
         op.session_ids.append(session["session_id"])
-        order = ({c.index: n for n, c in enumerate(pending, start=1)} if session.get("replay")
-                 else {c.index: c.index + 1 for c in operation.chunks})
+        order = (
+            {c.index: n for n, c in enumerate(pending, start=1)}
+            if session.get("replay")
+            else {c.index: c.index + 1 for c in operation.chunks}
+        )
         *middle, last = pending
 
         def send(chunk: Chunk, final: bool) -> None:
             seq = order[chunk.index]
-            meta_session = {"session_id": session["session_id"], "batch_seq": seq, "last_batch_flag": final,
-                            "estimated_num_total": session["total"]}
+            meta_session = {
+                "session_id": session["session_id"],
+                "batch_seq": seq,
+                "last_batch_flag": final,
+                "estimated_num_total": session["total"],
+            }
             body = self._body(plan.schema, self.read_chunk(chunk), meta_session)
             try:
                 if final:
-                    before = self._received_so_far(audience_id, session["session_id"])
+                    before = received_so_far(self.client, audience_id, session["session_id"])
                     response = self._send_reconciled(audience_id, kind, body, received_before=before, rows=chunk.rows)
                 else:
                     response = self._send_once(audience_id, kind, body, idempotent=True)
             except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
-                if isinstance(error, MetaApiError) and error.error_class is ErrorClass.FATAL and error.code not in (100, 2650):
+                if (
+                    isinstance(error, MetaApiError)
+                    and error.error_class is ErrorClass.FATAL
+                    and error.code not in (100, 2650)
+                ):
                     raise  # the token, the account or the audience is wrong: nothing else will work either
                 self._dead_letter(op, kind, chunk, error)
                 return
@@ -287,15 +306,13 @@ class AudienceUploader:
         send(last, True)
         finished = {**session, "finished": True}
         if last.index in op.acknowledged_chunks:
-            stage = op.session_stages[session["session_id"]] = self._settle(audience_id, session["session_id"])
+            stage = op.session_stages[session["session_id"]] = settle(
+                self.client, audience_id, session["session_id"], first=self.settle_first, limit=self.settle_seconds
+            )
             finished["meta_stage"] = stage
         self.ledger.save_session(kind, finished)
         op.acknowledged_chunks.sort()
         return op
-
-    def _received_so_far(self, audience_id: str, session_id: int) -> int:
-        state = self._session_state(audience_id, session_id)
-        return int(state["num_received"]) if state else 0
 
     # ------------------------------------------------------------------ replace
     def _replace(self, audience_id: str, plan: Plan, operation: Operation) -> OperationResult:
@@ -325,12 +342,17 @@ class AudienceUploader:
             seq = chunk.index + 1
             is_last = chunk.index == operation.chunks[-1].index
             out_of_time = self.clock() - session["started"] > self.replace_window - REPLACE_SAFETY_SECONDS
-            meta_session = {"session_id": sid, "batch_seq": seq, "last_batch_flag": is_last or out_of_time,
-                            "estimated_num_total": operation.rows}
+            meta_session = {
+                "session_id": sid,
+                "batch_seq": seq,
+                "last_batch_flag": is_last or out_of_time,
+                "estimated_num_total": operation.rows,
+            }
             body = self._body(plan.schema, self.read_chunk(chunk), meta_session)
             try:
-                response = self._send_reconciled(audience_id, "replace", body, received_before=received,
-                                                 rows=chunk.rows, check_first=resuming)
+                response = self._send_reconciled(
+                    audience_id, "replace", body, received_before=received, rows=chunk.rows, check_first=resuming
+                )
             except DeadlineExceeded as error:  # the session stays open: the next run resumes it within its window
                 self._dead_letter(op, "replace", chunk, error)
                 return op
@@ -339,14 +361,19 @@ class AudienceUploader:
             received += chunk.rows
             if out_of_time:
                 break
-        finished = {**session, "finished": True, "meta_stage": self._settle(audience_id, sid)}
+        finished = {
+            **session,
+            "finished": True,
+            "meta_stage": settle(self.client, audience_id, sid, first=self.settle_first, limit=self.settle_seconds),
+        }
         op.session_stages[sid] = finished["meta_stage"]
         self.ledger.save_session("replace", finished)
         done = set(self.ledger.acknowledged("replace", sid))
         return self._finish_with_add(audience_id, plan, operation, op, done)
 
-    def _finish_with_add(self, audience_id: str, plan: Plan, operation: Operation, op: OperationResult,
-                         replaced: set[int]) -> OperationResult:
+    def _finish_with_add(
+        self, audience_id: str, plan: Plan, operation: Operation, op: OperationResult, replaced: set[int]
+    ) -> OperationResult:
         """Chunks the replace session did not carry (its 90-minute window closed first) join through an
         add session: Meta's documented way to complete a replace that ran out of time."""
         rest = Operation("add", tuple(c for c in operation.chunks if c.index not in replaced))

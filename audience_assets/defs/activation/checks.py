@@ -17,24 +17,38 @@ COUNT_DIRECTION = "count_direction"
 
 def hashed_cells(problems: dict[str, int], cells: int) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        check_name=HASHED_CELLS, passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+        check_name=HASHED_CELLS,
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
         metadata={"cells_checked": cells, **{f"bad_{k}": n for k, n in problems.items()}},
-        description=("cells that must not leave: " + ", ".join(f"{k} {n}" for k, n in problems.items())) if problems else None)
+        description=("cells that must not leave: " + ", ".join(f"{k} {n}" for k, n in problems.items()))
+        if problems
+        else None,
+    )
 
 
 def privacy_floor(name: str, members: int, audience: Audience) -> dg.AssetCheckResult:
     """The audience has at least its floor of members (`core.audience.floor`). A removal list (mode remove) is
     not an audience: its floor applies to what stays on Meta, which audience_chunks enforces."""
     problem = None if audience.mode == "remove" else below_floor(name, audience.min_size, members=members)
-    return dg.AssetCheckResult(check_name=PRIVACY_FLOOR, passed=problem is None, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata={"members": members, "min_size": audience.min_size}, description=problem)
+    return dg.AssetCheckResult(
+        check_name=PRIVACY_FLOOR,
+        passed=problem is None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"members": members, "min_size": audience.min_size},
+        description=problem,
+    )
 
 
 def invalid_entry_rate(invalid: int, received: int, ceiling: float) -> dg.AssetCheckResult:
     rate = invalid / received if received else 0.0
-    return dg.AssetCheckResult(check_name=INVALID_ENTRY_RATE, passed=rate <= ceiling, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"invalid_rate": rate, "max_invalid_rate": ceiling, "num_invalid_entries": invalid},
-                               description=None if rate <= ceiling else f"Meta rejected {rate:.2%} of the entries")
+    return dg.AssetCheckResult(
+        check_name=INVALID_ENTRY_RATE,
+        passed=rate <= ceiling,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"invalid_rate": rate, "max_invalid_rate": ceiling, "num_invalid_entries": invalid},
+        description=None if rate <= ceiling else f"Meta rejected {rate:.2%} of the entries",
+    )
 
 
 def count_direction(before: int | None, after: int, net_change: int) -> dg.AssetCheckResult:
@@ -45,6 +59,14 @@ def count_direction(before: int | None, after: int, net_change: int) -> dg.Asset
         passed, why = after >= before, f"added {net_change} rows but Meta's count fell from {before} to {after}"
     else:
         passed, why = after <= before, f"removed {-net_change} rows but Meta's count rose from {before} to {after}"
-    return dg.AssetCheckResult(check_name=COUNT_DIRECTION, passed=passed, severity=dg.AssetCheckSeverity.WARN,
-                               metadata={"count_before": before if before is not None else -1, "count_after": after,
-                                         "net_rows_sent": net_change}, description=None if passed else why)
+    return dg.AssetCheckResult(
+        check_name=COUNT_DIRECTION,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "count_before": before if before is not None else -1,
+            "count_after": after,
+            "net_rows_sent": net_change,
+        },
+        description=None if passed else why,
+    )

@@ -22,8 +22,12 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
     match_keys = config.match_keys
     partners = partner_partitions(config)
 
-    @dg.asset(group_name=GROUP, kinds={"duckdb", storage_kind}, deps=["first_party_customers"],
-              automation_condition=dg.AutomationCondition.eager())
+    @dg.asset(
+        group_name=GROUP,
+        kinds={"duckdb", storage_kind},
+        deps=["first_party_customers"],
+        automation_condition=dg.AutomationCondition.eager(),
+    )
     def clean_room_first_party_table(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's side of the clean room: customer id and hashed match keys only, nothing else."""
         meter = attribute(context, storage, tenant=config.deployment_tenant)
@@ -32,15 +36,28 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
             table = tmp / "first_party.parquet"
             publish_first_party(con, customers, table, match_keys)
             metadata = publish(con, store, table, layout.CLEAN_ROOM_FIRST_PARTY)
-        return meter.result(metadata={**metadata, "match_keys": ", ".join(match_keys)}, rows=metadata["dagster/row_count"])
+        return meter.result(
+            metadata={**metadata, "match_keys": ", ".join(match_keys)}, rows=metadata["dagster/row_count"]
+        )
 
-    @dg.asset(group_name=GROUP, kinds={"cleanrooms", "duckdb"}, partitions_def=partners,
-              deps=["partner_data", clean_room_first_party_table], automation_condition=dg.AutomationCondition.eager(),
-              check_specs=[check_spec(checks.MATCH_RATE, "clean_room_matches",
-                                      "At least the partner's min_match_rate of first-party customers matched.",
-                                      partitions_def=partners)])
-    def clean_room_matches(context: dg.AssetExecutionContext, storage: Storage,
-                           clean_room: CleanRoom, metrics: Metrics) -> dg.MaterializeResult:
+    @dg.asset(
+        group_name=GROUP,
+        kinds={"cleanrooms", "duckdb"},
+        partitions_def=partners,
+        deps=["partner_data", clean_room_first_party_table],
+        automation_condition=dg.AutomationCondition.eager(),
+        check_specs=[
+            check_spec(
+                checks.MATCH_RATE,
+                "clean_room_matches",
+                "At least the partner's min_match_rate of first-party customers matched.",
+                partitions_def=partners,
+            )
+        ],
+    )
+    def clean_room_matches(
+        context: dg.AssetExecutionContext, storage: Storage, clean_room: CleanRoom, metrics: Metrics
+    ) -> dg.MaterializeResult:
         """The partner's match: advertiser customer ids with the partner's segment attributes, for every
         partner record whose hashed email or phone equals the advertiser's, computed as a protected query."""
         partner = context.partition_key
@@ -49,8 +66,10 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
         store = meter.store
         result = clean_room.match(store, config, partner, context.run.run_id)
         rate = result.matched_customers / result.first_party_customers if result.first_party_customers else 0.0
-        context.log.info(f"{partner}: {result.matched_customers} of {result.first_party_customers} customers matched "
-                         f"({rate:.1%}) by protected query {result.query.id}")
+        context.log.info(
+            f"{partner}: {result.matched_customers} of {result.first_party_customers} customers matched "
+            f"({rate:.1%}) by protected query {result.query.id}"
+        )
         metadata = {
             "dagster/row_count": result.rows,
             "dagster/uri": store.uri(layout.matches(partner)),
@@ -65,17 +84,25 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
         }
         if result.matched_partner_identities is not None and result.partner_identities:
             metadata["partner_match_rate"] = dg.MetadataValue.float(
-                round(result.matched_partner_identities / result.partner_identities, 6))
+                round(result.matched_partner_identities / result.partner_identities, 6)
+            )
         if result.overlap_query is not None:
             metadata["overlap_query_id"] = result.overlap_query.id
             metadata["overlap_query_duration_ms"] = result.overlap_query.duration_ms
         metadata["match_rate_history"] = history_table(
-            context, {"matched_customers": result.matched_customers, "match_rate": round(rate, 6)},
-            ("matched_customers", "match_rate"))
+            context,
+            {"matched_customers": result.matched_customers, "match_rate": round(rate, 6)},
+            ("matched_customers", "match_rate"),
+        )
         metrics.publish({"match_rate": round(rate, 6)}, tenant=tenant, partner=partner)
-        query_seconds = (result.query.duration_ms + (result.overlap_query.duration_ms if result.overlap_query else 0)) / 1000
-        return meter.result(metadata=metadata, rows=result.first_party_customers + result.partner_identities,
-                            clean_room_seconds=query_seconds,
-                            check_results=[checks.match_rate(round(rate, 6), config.partners[partner].min_match_rate)])
+        query_seconds = (
+            result.query.duration_ms + (result.overlap_query.duration_ms if result.overlap_query else 0)
+        ) / 1000
+        return meter.result(
+            metadata=metadata,
+            rows=result.first_party_customers + result.partner_identities,
+            clean_room_seconds=query_seconds,
+            check_results=[checks.match_rate(round(rate, 6), config.partners[partner].min_match_rate)],
+        )
 
     return [clean_room_first_party_table, clean_room_matches]

@@ -10,5 +10,6 @@ from audience_assets.defs.ingest.sensors import build_landing_zone_sensor
 
 def build(config: ProjectConfig, storage_kind: str) -> dg.Definitions:
     jobs = build_ingest_jobs()
-    return dg.Definitions(assets=build_ingest_assets(config, storage_kind), jobs=jobs,
-                          sensors=[build_landing_zone_sensor(config, jobs)])
+    return dg.Definitions(
+        assets=build_ingest_assets(config, storage_kind), jobs=jobs, sensors=[build_landing_zone_sensor(config, jobs)]
+    )

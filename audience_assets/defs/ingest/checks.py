@@ -13,7 +13,14 @@ def row_accounting(report: IngestReport) -> dg.AssetCheckResult:
     """Every file: rows read = rows accepted + rows quarantined (nothing lost, nothing invented)."""
     broken = [f.file for f in report.files if f.rows_read != f.rows_accepted + f.rows_quarantined]
     return dg.AssetCheckResult(
-        check_name=ROW_ACCOUNTING, passed=not broken, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"rows_read": report.rows_read, "rows_accepted": report.rows_accepted,
-                  "rows_quarantined": report.rows_quarantined, "files_out_of_balance": len(broken)},
-        description=f"rows do not add up in {', '.join(broken)}" if broken else None)
+        check_name=ROW_ACCOUNTING,
+        passed=not broken,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "rows_read": report.rows_read,
+            "rows_accepted": report.rows_accepted,
+            "rows_quarantined": report.rows_quarantined,
+            "files_out_of_balance": len(broken),
+        },
+        description=f"rows do not add up in {', '.join(broken)}" if broken else None,
+    )

@@ -9,10 +9,19 @@ SUPPRESSION_JOB = "suppression_job"
 
 def build_ingest_jobs() -> list:  # of unresolved asset jobs
     return [
-        dg.define_asset_job(PARTNER_DATA_JOB, selection=["partner_data"],
-                            description="Ingest one partner's delivery (launched by landing_zone_sensor)."),
-        dg.define_asset_job(FIRST_PARTY_JOB, selection=["first_party_customers"],
-                            description="Ingest the CRM export (launched by landing_zone_sensor)."),
-        dg.define_asset_job(SUPPRESSION_JOB, selection=["suppression_list"],
-                            description="Ingest opt-out files (launched by landing_zone_sensor)."),
+        dg.define_asset_job(
+            PARTNER_DATA_JOB,
+            selection=["partner_data"],
+            description="Ingest one partner's delivery (launched by landing_zone_sensor).",
+        ),
+        dg.define_asset_job(
+            FIRST_PARTY_JOB,
+            selection=["first_party_customers"],
+            description="Ingest the CRM export (launched by landing_zone_sensor).",
+        ),
+        dg.define_asset_job(
+            SUPPRESSION_JOB,
+            selection=["suppression_list"],
+            description="Ingest opt-out files (launched by landing_zone_sensor).",
+        ),
     ]

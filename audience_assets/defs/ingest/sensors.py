@@ -23,11 +23,10 @@ import json
 
 import dagster as dg
 
-
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.ingestion.deliveries import is_delivery
-from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.core.store import Store, StoredObject
+from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.defs.resources import Storage
 
 OVERLAP = dt.timedelta(hours=1)
@@ -44,8 +43,11 @@ class Target:
 
 def landing_targets(config: ProjectConfig) -> list[Target]:
     sources = config.sources
-    return [*(Target(sources.partner_prefix(p), PARTNER_DATA_JOB, p) for p in sorted(config.partners)),
-            Target(sources.first_party_prefix, FIRST_PARTY_JOB), Target(sources.suppression_prefix, SUPPRESSION_JOB)]
+    return [
+        *(Target(sources.partner_prefix(p), PARTNER_DATA_JOB, p) for p in sorted(config.partners)),
+        Target(sources.first_party_prefix, FIRST_PARTY_JOB),
+        Target(sources.suppression_prefix, SUPPRESSION_JOB),
+    ]
 
 
 @dataclasses.dataclass
@@ -62,8 +64,13 @@ class LandingCursor:
         return cls(mark, {k: (v, t) for k, (v, t) in data.get("recent", {}).items()})
 
     def dump(self) -> str:
-        return json.dumps({"watermark": self.watermark.isoformat() if self.watermark else None,
-                           "recent": {k: list(v) for k, v in sorted(self.recent.items())}}, separators=(",", ":"))
+        return json.dumps(
+            {
+                "watermark": self.watermark.isoformat() if self.watermark else None,
+                "recent": {k: list(v) for k, v in sorted(self.recent.items())},
+            },
+            separators=(",", ":"),
+        )
 
     def is_new(self, obj: StoredObject) -> bool:
         if self.watermark is not None and obj.last_modified < self.watermark - OVERLAP:
@@ -83,13 +90,18 @@ class LandingCursor:
             self.recent = {k: v for k, v in self.recent.items() if v[1] >= horizon}
 
 
-def new_deliveries(store: Store, targets: list[Target], cursor: LandingCursor,
-                   limit: int | None = None) -> list[tuple[StoredObject, Target]]:
+def new_deliveries(
+    store: Store, targets: list[Target], cursor: LandingCursor, limit: int | None = None
+) -> list[tuple[StoredObject, Target]]:
     """The oldest `limit` deliveries not handed out yet, marked as handed out in `cursor`."""
-    found = [(obj, target) for target in targets for obj in store.list(target.prefix)
-             if is_delivery(obj) and cursor.is_new(obj)]
+    found = [
+        (obj, target)
+        for target in targets
+        for obj in store.list(target.prefix)
+        if is_delivery(obj) and cursor.is_new(obj)
+    ]
     found.sort(key=lambda pair: (pair[0].last_modified, pair[0].key))
-    chosen = found[:limit or MAX_RUNS_PER_TICK]
+    chosen = found[: limit or MAX_RUNS_PER_TICK]
     for obj, _ in chosen:
         cursor.hand_out(obj)
     cursor.forget_old()
@@ -99,19 +111,30 @@ def new_deliveries(store: Store, targets: list[Target], cursor: LandingCursor,
 def build_landing_zone_sensor(config: ProjectConfig, jobs: list) -> dg.SensorDefinition:
     targets = landing_targets(config)
 
-    @dg.sensor(name="landing_zone_sensor", jobs=jobs, minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Requests one ingestion run per new file under landing/ (partners, first party, "
-                           "suppression); run key = object key @ version, so nothing runs twice.")
+    @dg.sensor(
+        name="landing_zone_sensor",
+        jobs=jobs,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests one ingestion run per new file under landing/ (partners, first party, "
+        "suppression); run key = object key @ version, so nothing runs twice.",
+    )
     def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: Storage) -> dg.SensorResult:
         cursor = LandingCursor.parse(context.cursor)
         chosen = new_deliveries(storage.store(), targets, cursor)
-        requests = [dg.RunRequest(run_key=f"{obj.key}@{obj.version}", job_name=target.job_name,
-                                  partition_key=target.partition_key,
-                                  tags={"audience_assets/object": obj.key[:255]}) for obj, target in chosen]
+        requests = [
+            dg.RunRequest(
+                run_key=f"{obj.key}@{obj.version}",
+                job_name=target.job_name,
+                partition_key=target.partition_key,
+                tags={"audience_assets/object": obj.key[:255]},
+            )
+            for obj, target in chosen
+        ]
         if chosen:
             context.log.info(f"{len(chosen)} new deliveries; watermark {cursor.watermark.isoformat()}")
-        return dg.SensorResult(run_requests=requests, cursor=cursor.dump(),
-                               skip_reason=None if requests else "no new deliveries")
+        return dg.SensorResult(
+            run_requests=requests, cursor=cursor.dump(), skip_reason=None if requests else "no new deliveries"
+        )
 
     return landing_zone_sensor

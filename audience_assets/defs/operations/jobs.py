@@ -20,15 +20,24 @@ def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDe
     def delete_expired_first_party_exports(context: dg.OpExecutionContext, storage: Storage) -> None:
         deleted = delete_expired_exports(storage.store(), prefix, keep_days=keep_days)
         context.log.info(f"retention: {len(deleted)} export(s) older than {keep_days} days deleted")
-        context.log_event(dg.AssetObservation(asset_key="first_party_customers",
-                                              metadata={"exports_deleted": len(deleted), "retention_days": keep_days}))
+        context.log_event(
+            dg.AssetObservation(
+                asset_key="first_party_customers",
+                metadata={"exports_deleted": len(deleted), "retention_days": keep_days},
+            )
+        )
 
     @dg.job(name="retention_job", description="Deletes the advertiser's plaintext CRM exports past their retention.")
     def retention_job() -> None:
         delete_expired_first_party_exports()
 
-    schedule = dg.ScheduleDefinition(name="retention_schedule", job=retention_job, cron_schedule="30 3 * * *",
-                                     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING)
+    schedule = dg.ScheduleDefinition(
+        name="retention_schedule",
+        job=retention_job,
+        cron_schedule="30 3 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
     return retention_job, schedule
 
 
@@ -40,7 +49,7 @@ def build_replay_job() -> dg.JobDefinition:
     @dg.op(description="Ask for every dead-lettered run to be replayed (replay_sensor launches the runs).")
     def request_replay(context: dg.OpExecutionContext, storage: Storage) -> None:
         store = storage.store()
-        requested_at = dt.datetime.now(dt.timezone.utc).isoformat()
+        requested_at = dt.datetime.now(dt.UTC).isoformat()
         marked = 0
         for obj in list(store.list(layout.DEAD_LETTER_RUNS)):
             entry = json.loads(store.get_bytes(obj.key) or b"{}")

@@ -25,19 +25,25 @@ REPLAY_OF = "audience_assets/replay_of"
 
 
 def build_dead_letter_sensor() -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name="dead_letter_sensor", default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="Records every failed run (assets, partition, error class, run id; never data) "
-                                       "in dead_letters/runs/ and posts it to ALERT_WEBHOOK_URL when set; "
-                                       "replay_job re-runs them.")
+    @dg.run_failure_sensor(
+        name="dead_letter_sensor",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Records every failed run (assets, partition, error class, run id; never data) "
+        "in dead_letters/runs/ and posts it to ALERT_WEBHOOK_URL when set; "
+        "replay_job re-runs them.",
+    )
     def dead_letter_sensor(context: dg.RunFailureSensorContext, storage: Storage) -> None:
         run = context.dagster_run
         steps = context.get_step_failure_events()
         entry = {
-            "run_id": run.run_id, "job": run.job_name, "partition": run.tags.get("dagster/partition"),
-            "assets": sorted(k.to_user_string() for k in (run.asset_selection or [])) or sorted({e.step_key for e in steps}),
+            "run_id": run.run_id,
+            "job": run.job_name,
+            "partition": run.tags.get("dagster/partition"),
+            "assets": sorted(k.to_user_string() for k in (run.asset_selection or []))
+            or sorted({e.step_key for e in steps}),
             "failed_steps": sorted({e.step_key for e in steps}),
             "error_class": _root_error_class(steps[0].event_specific_data.error) if steps else "RunFailure",
-            "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "failed_at": dt.datetime.now(dt.UTC).isoformat(),
         }
         store = storage.store()
         if REPLAY_OF in run.tags:  # a replay failed again: its own record supersedes the one it replayed
@@ -61,9 +67,13 @@ def build_replay_sensor(job_of: dict[str, str], jobs: list) -> dg.SensorDefiniti
     partitions (`job_of`: asset -> job); clears a record once its replay succeeded. Runs go through the
     instance like any sensor's, so pools, the run queue and the run launcher apply."""
 
-    @dg.sensor(name="replay_sensor", minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               jobs=jobs,
-               description="Launches the replays replay_job asked for, and clears dead letters whose replay succeeded.")
+    @dg.sensor(
+        name="replay_sensor",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        jobs=jobs,
+        description="Launches the replays replay_job asked for, and clears dead letters whose replay succeeded.",
+    )
     def replay_sensor(context: dg.SensorEvaluationContext, storage: Storage) -> dg.SensorResult:
         store = storage.store()
         requests = []
@@ -78,10 +88,15 @@ def build_replay_sensor(job_of: dict[str, str], jobs: list) -> dg.SensorDefiniti
                 continue
             assets = [a for a in entry.get("assets", []) if a in job_of]
             for job in sorted({job_of[a] for a in assets}):
-                requests.append(dg.RunRequest(
-                    run_key=f"{entry['run_id']}@{requested}/{job}", job_name=job, partition_key=entry.get("partition"),
-                    asset_selection=[dg.AssetKey.from_user_string(a) for a in assets if job_of[a] == job],
-                    tags={REPLAY_OF: entry["run_id"]}))
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"{entry['run_id']}@{requested}/{job}",
+                        job_name=job,
+                        partition_key=entry.get("partition"),
+                        asset_selection=[dg.AssetKey.from_user_string(a) for a in assets if job_of[a] == job],
+                        tags={REPLAY_OF: entry["run_id"]},
+                    )
+                )
         return dg.SensorResult(run_requests=requests, skip_reason=None if requests else "no replay requested")
 
     return replay_sensor

@@ -16,8 +16,19 @@ from audience_assets.defs.resources.metrics import CloudWatch, Metrics, Promethe
 from audience_assets.defs.resources.storage import LocalStorage, S3Storage, Storage
 from audience_assets.standins.graph_sandbox import Faults
 
-__all__ = ["AwsCleanRoom", "CleanRoom", "CloudWatch", "LocalCleanRoom", "LocalStorage", "MetaAudiences", "Metrics",
-           "PrometheusFile", "S3Storage", "Storage", "build_resources"]
+__all__ = [
+    "AwsCleanRoom",
+    "CleanRoom",
+    "CloudWatch",
+    "LocalCleanRoom",
+    "LocalStorage",
+    "MetaAudiences",
+    "Metrics",
+    "PrometheusFile",
+    "S3Storage",
+    "Storage",
+    "build_resources",
+]
 
 SANDBOX_STATE = "meta_sandbox/graph.sqlite"
 SANDBOX_SETTLE_SECONDS = 20.0  # a demo does not wait ten minutes on a session the sandbox leaves open
@@ -39,28 +50,53 @@ def build_resources(settings: Settings, config: ProjectConfig | None = None) -> 
     else:
         storage = LocalStorage(data_dir=str(settings.data_dir))
     if settings.env == "aws" and settings.cleanrooms_membership_set:
-        clean_room = AwsCleanRoom(membership_id=dg.EnvVar("CLEANROOMS_MEMBERSHIP_ID"), analysis_template_arn=(
-            dg.EnvVar("CLEANROOMS_ANALYSIS_TEMPLATE_ARN") if settings.cleanrooms_template_set else None))
+        clean_room = AwsCleanRoom(
+            membership_id=dg.EnvVar("CLEANROOMS_MEMBERSHIP_ID"),
+            analysis_template_arn=(
+                dg.EnvVar("CLEANROOMS_ANALYSIS_TEMPLATE_ARN") if settings.cleanrooms_template_set else None
+            ),
+        )
     else:  # no collaboration yet: the local engine enforces the same rules inside the run, over the same store
         clean_room = LocalCleanRoom()
     # the first back-off after a throttle is a fifteenth of the longest wait: 60 s at the default 900 s
-    upload = {"api_version": settings.meta_api_version, "upload_deadline_seconds": settings.meta_upload_deadline_seconds,
-              "throttle_max_seconds": settings.meta_throttle_max_seconds,
-              "throttle_base_seconds": min(60.0, settings.meta_throttle_max_seconds / 15)}
+    upload = {
+        "api_version": settings.meta_api_version,
+        "upload_deadline_seconds": settings.meta_upload_deadline_seconds,
+        "throttle_max_seconds": settings.meta_throttle_max_seconds,
+        "throttle_base_seconds": min(60.0, settings.meta_throttle_max_seconds / 15),
+    }
     if meta_sandbox(settings, config):
         Faults.parse(settings.meta_sandbox_faults)  # a bad profile fails here, at load, naming the variable
-        meta = MetaAudiences(access_token=SANDBOX_TOKEN, ad_account_id=SANDBOX_AD_ACCOUNT,
-                             sandbox_state=str(settings.data_dir / SANDBOX_STATE), sandbox_faults=settings.meta_sandbox_faults,
-                             settle_seconds=SANDBOX_SETTLE_SECONDS, **upload)
+        meta = MetaAudiences(
+            access_token=SANDBOX_TOKEN,
+            ad_account_id=SANDBOX_AD_ACCOUNT,
+            sandbox_state=str(settings.data_dir / SANDBOX_STATE),
+            sandbox_faults=settings.meta_sandbox_faults,
+            settle_seconds=SANDBOX_SETTLE_SECONDS,
+            **upload,
+        )
     elif config is not None and config.multi_tenant:  # each tenant brings its ad account and token variable
-        meta = MetaAudiences(app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
-                             graph_url=settings.meta_graph_url, **upload)
+        meta = MetaAudiences(
+            app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
+            graph_url=settings.meta_graph_url,
+            **upload,
+        )
     else:
-        token = ({"access_token_secret_id": dg.EnvVar("META_ACCESS_TOKEN_SECRET_ID")} if settings.meta_token_secret_set
-                 else {"access_token": dg.EnvVar("META_ACCESS_TOKEN")})
-        meta = MetaAudiences(**token, ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
-                             app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
-                             graph_url=settings.meta_graph_url, **upload)
-    metrics = (CloudWatch(namespace=settings.metrics_namespace) if settings.env == "aws"
-               else PrometheusFile(path=str(settings.data_dir / METRICS_FILE)))
+        token = (
+            {"access_token_secret_id": dg.EnvVar("META_ACCESS_TOKEN_SECRET_ID")}
+            if settings.meta_token_secret_set
+            else {"access_token": dg.EnvVar("META_ACCESS_TOKEN")}
+        )
+        meta = MetaAudiences(
+            **token,
+            ad_account_id=dg.EnvVar("META_AD_ACCOUNT_ID"),
+            app_secret=dg.EnvVar("META_APP_SECRET") if settings.app_secret_set else None,
+            graph_url=settings.meta_graph_url,
+            **upload,
+        )
+    metrics = (
+        CloudWatch(namespace=settings.metrics_namespace)
+        if settings.env == "aws"
+        else PrometheusFile(path=str(settings.data_dir / METRICS_FILE))
+    )
     return {"storage": storage, "clean_room": clean_room, "meta": meta, "metrics": metrics}

@@ -27,8 +27,9 @@ class CleanRoom(dg.ConfigurableResource):
     def engine(self) -> str:
         raise NotImplementedError
 
-    def session(self, stack: contextlib.ExitStack, store: Store, config: ProjectConfig, partner: str,
-                work: Path) -> MatchSession:
+    def session(
+        self, stack: contextlib.ExitStack, store: Store, config: ProjectConfig, partner: str, work: Path
+    ) -> MatchSession:
         raise NotImplementedError
 
     def match(self, store: Store, config: ProjectConfig, partner: str, run_id: str) -> MatchResult:
@@ -65,10 +66,13 @@ class AwsCleanRoom(CleanRoom):
         return f"AWS Clean Rooms (membership {self.membership_id})"
 
     def client(self):
-        return boto3.client("cleanrooms", region_name=self.region_name,
-                            config=Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10,
-                                          read_timeout=60))
+        return boto3.client(
+            "cleanrooms",
+            region_name=self.region_name,
+            config=Config(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=10, read_timeout=60),
+        )
 
     def session(self, stack, store, config, partner, work) -> MatchSession:
-        return aws_session(self.client(), self.membership_id, config.partners[partner], partner,
-                           self.analysis_template_arn)
+        return aws_session(
+            self.client(), self.membership_id, config.partners[partner], partner, self.analysis_template_arn
+        )

@@ -13,8 +13,8 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from audience_assets.core.config import Tenant
-from audience_assets.core.meta.credentials import tenant_token, token_from_secret
 from audience_assets.core.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL, GraphClient, RetryPolicy
+from audience_assets.core.meta.credentials import tenant_token, token_from_secret
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
 
 # The sandbox answers at once and holds no hour-long budget: back-off starts at 1 s and never exceeds 15 s,
@@ -29,14 +29,20 @@ class MetaAudiences(dg.ConfigurableResource):
     and names its token's environment variable or secret, read when its upload runs.
     """
 
-    access_token: str | None = Field(default=None, description="META_ACCESS_TOKEN; sent only in the Authorization header")
+    access_token: str | None = Field(
+        default=None, description="META_ACCESS_TOKEN; sent only in the Authorization header"
+    )
     access_token_secret_id: str | None = Field(
-        default=None, description="META_ACCESS_TOKEN_SECRET_ID: read the token from AWS Secrets Manager at run time instead")
+        default=None,
+        description="META_ACCESS_TOKEN_SECRET_ID: read the token from AWS Secrets Manager at run time instead",
+    )
     ad_account_id: str = Field(default="", description="META_AD_ACCOUNT_ID, act_<digits> (the implicit tenant's)")
     app_secret: str | None = Field(default=None, description="META_APP_SECRET; adds appsecret_proof to every call")
     graph_url: str = DEFAULT_GRAPH_URL
     api_version: str = DEFAULT_API_VERSION
-    sandbox_state: str | None = Field(default=None, description="SQLite file of the built-in sandbox; set = sandbox mode")
+    sandbox_state: str | None = Field(
+        default=None, description="SQLite file of the built-in sandbox; set = sandbox mode"
+    )
     sandbox_faults: str = Field(default="", description="META_SANDBOX_FAULTS: the sandbox's fault profile")
     timeout_seconds: float = 60.0
     transient_attempts: int = 5
@@ -45,7 +51,8 @@ class MetaAudiences(dg.ConfigurableResource):
     throttle_max_seconds: float = Field(default=900.0, description="META_THROTTLE_MAX_SECONDS: the longest single wait")
     usage_window_seconds: float = 3600.0  # the rolling window Meta's usage headers report on
     upload_deadline_seconds: float = Field(
-        default=3600.0, description="META_UPLOAD_DEADLINE_SECONDS: an upload not done by then fails with dead letters")
+        default=3600.0, description="META_UPLOAD_DEADLINE_SECONDS: an upload not done by then fails with dead letters"
+    )
     settle_seconds: float = Field(default=600.0, description="how long a session Meta leaves uploading is polled")
     _sandbox: GraphSandbox | None = PrivateAttr(default=None)
 
@@ -56,11 +63,17 @@ class MetaAudiences(dg.ConfigurableResource):
 
     def retry(self) -> RetryPolicy:
         scaled = SANDBOX_RETRY if self.sandbox_state else {}
-        return RetryPolicy(**{"timeout_seconds": self.timeout_seconds, "transient_attempts": self.transient_attempts,
-                              "throttle_base_seconds": self.throttle_base_seconds,
-                              "throttle_max_seconds": self.throttle_max_seconds,
-                              "usage_window_seconds": self.usage_window_seconds,
-                              "deadline_seconds": self.upload_deadline_seconds, **scaled})
+        return RetryPolicy(
+            **{
+                "timeout_seconds": self.timeout_seconds,
+                "transient_attempts": self.transient_attempts,
+                "throttle_base_seconds": self.throttle_base_seconds,
+                "throttle_max_seconds": self.throttle_max_seconds,
+                "usage_window_seconds": self.usage_window_seconds,
+                "deadline_seconds": self.upload_deadline_seconds,
+                **scaled,
+            }
+        )
 
     def ad_account(self, tenant: Tenant | None = None) -> str:
         """The ad account a tenant's audiences are written to (never another tenant's)."""
@@ -86,11 +99,17 @@ class MetaAudiences(dg.ConfigurableResource):
     def client(self, tenant: Tenant | None = None) -> GraphClient:
         sandbox = self.sandbox()
         if sandbox is not None:  # the sandbox knows every tenant's account
-            sandbox.config.ad_accounts.setdefault(self.ad_account(tenant), {"name": "Sandbox ad account",
-                                                                            "tos_accepted": True})
-        return GraphClient(access_token=self.token(tenant), base_url=self.graph_url, api_version=self.api_version,
-                           app_secret=self.app_secret, transport=sandbox.transport() if sandbox else None,
-                           retry=self.retry())
+            sandbox.config.ad_accounts.setdefault(
+                self.ad_account(tenant), {"name": "Sandbox ad account", "tos_accepted": True}
+            )
+        return GraphClient(
+            access_token=self.token(tenant),
+            base_url=self.graph_url,
+            api_version=self.api_version,
+            app_secret=self.app_secret,
+            transport=sandbox.transport() if sandbox else None,
+            retry=self.retry(),
+        )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._sandbox is not None:

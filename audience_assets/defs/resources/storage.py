@@ -37,6 +37,11 @@ class S3Storage(Storage):
 
     def store(self) -> S3Store:
         if self._store is None:  # one boto3 client per resource instance
-            self._store = S3Store(self.bucket, self.kms_key_id, prefix=self.prefix, region_name=self.region_name,
-                                  endpoint_url=self.endpoint_url)
+            self._store = S3Store(
+                self.bucket,
+                self.kms_key_id,
+                prefix=self.prefix,
+                region_name=self.region_name,
+                endpoint_url=self.endpoint_url,
+            )
         return self._store

@@ -33,15 +33,18 @@ class RateBudget:
         window = self.config.rate_limit_window_seconds
         while calls and calls[0] <= now - window:
             calls.popleft()
-        message = ("(#80003) There have been too many calls to this ad-account. Wait a bit and try again. For more info, "
-                   "please refer to https://developers.facebook.com/docs/graph-api/overview/rate-limiting.")
+        message = (
+            "(#80003) There have been too many calls to this ad-account. Wait a bit and try again. For more info, "
+            "please refer to https://developers.facebook.com/docs/graph-api/overview/rate-limiting."
+        )
         if limit is not None and len(calls) >= limit:
             wait = calls[0] + window - now
             raise GraphError(400, 80003, message, usage_minutes=max(0, math.ceil(wait / 60)))
         if forced:  # an injected throttle: its header reads as the profile says (see Faults)
             kind = self.random.choice(self.config.faults.throttle_headers)
-            raise GraphError(400, 80003, message, usage_minutes=1 if kind == "estimate" else 0,
-                             usage_header=kind != "none")
+            raise GraphError(
+                400, 80003, message, usage_minutes=1 if kind == "estimate" else 0, usage_header=kind != "none"
+            )
         calls.append(now)
 
     def usage_headers(self, account: str | None, regain_minutes: int = 0, *, throttled: bool = False) -> dict[str, str]:
@@ -52,9 +55,19 @@ class RateBudget:
         calls = self.calls.get(account, deque())
         recent = sum(1 for t in calls if t > now - self.config.rate_limit_window_seconds)
         pct = 100 if throttled else min(100, int(100 * recent / limit)) if limit else 0
-        usage = {account.removeprefix("act_"): [{
-            "type": "custom_audience", "call_count": pct, "total_cputime": pct // 2, "total_time": pct // 2,
-            "estimated_time_to_regain_access": regain_minutes, "ads_api_access_tier": "standard_access"}]}
-        return {"x-business-use-case-usage": json.dumps(usage), "x-app-usage": json.dumps(
-            {"call_count": pct // 4, "total_cputime": pct // 8, "total_time": pct // 8})}
-
+        usage = {
+            account.removeprefix("act_"): [
+                {
+                    "type": "custom_audience",
+                    "call_count": pct,
+                    "total_cputime": pct // 2,
+                    "total_time": pct // 2,
+                    "estimated_time_to_regain_access": regain_minutes,
+                    "ads_api_access_tier": "standard_access",
+                }
+            ]
+        }
+        return {
+            "x-business-use-case-usage": json.dumps(usage),
+            "x-app-usage": json.dumps({"call_count": pct // 4, "total_cputime": pct // 8, "total_time": pct // 8}),
+        }

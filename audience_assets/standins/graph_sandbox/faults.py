@@ -14,26 +14,35 @@ class Faults:
     "estimate" (usage 100 %, access back in a minute), "regain0" (usage 100 %, estimate 0: Meta's header
     promises nothing more) or "none" (no usage header at all)."""
 
-    server_error: float = 0.0        # 500 with a transient Graph error (or an HTML page)
-    timeout_before: float = 0.0      # the request is dropped before it is processed
-    timeout_after: float = 0.0       # processed, then the response is lost: the nasty case
-    throttle: float = 0.0            # an 80003 although the budget is not used up
-    reset: float = 0.0               # the connection is reset before the request is processed
-    slow: float = 0.0                # the answer comes `slow_seconds` late (drawn apart from the others)
+    server_error: float = 0.0  # 500 with a transient Graph error (or an HTML page)
+    timeout_before: float = 0.0  # the request is dropped before it is processed
+    timeout_after: float = 0.0  # processed, then the response is lost: the nasty case
+    throttle: float = 0.0  # an 80003 although the budget is not used up
+    reset: float = 0.0  # the connection is reset before the request is processed
+    slow: float = 0.0  # the answer comes `slow_seconds` late (drawn apart from the others)
     slow_seconds: float = 2.0
     throttle_headers: tuple[str, ...] = ("estimate",)
-    open_sessions: bool = False      # sessions still report "uploading" after their last batch
-    delay_seconds: float = 0.0       # how long the HTTP server stalls before dropping a connection
+    open_sessions: bool = False  # sessions still report "uploading" after their last batch
+    delay_seconds: float = 0.0  # how long the HTTP server stalls before dropping a connection
     seed: int = 0
 
-    PROFILE_HELP = ("comma-separated: throttle:P, 5xx:P, timeout_before:P, timeout_after:P, reset:P, slow:P, "
-                    "slow_seconds:S, regain0, noheader, estimate, open_sessions, seed:N (P a probability 0..1)")
+    PROFILE_HELP = (
+        "comma-separated: throttle:P, 5xx:P, timeout_before:P, timeout_after:P, reset:P, slow:P, "
+        "slow_seconds:S, regain0, noheader, estimate, open_sessions, seed:N (P a probability 0..1)"
+    )
 
     @classmethod
     def parse(cls, profile: str, *, name: str = "META_SANDBOX_FAULTS") -> Faults:
         """A fault profile such as "throttle:0.15,5xx:0.05,regain0,noheader,reset:0.02,slow:0.05"."""
-        rates = {"throttle": "throttle", "5xx": "server_error", "server_error": "server_error", "reset": "reset",
-                 "timeout_before": "timeout_before", "timeout_after": "timeout_after", "slow": "slow"}
+        rates = {
+            "throttle": "throttle",
+            "5xx": "server_error",
+            "server_error": "server_error",
+            "reset": "reset",
+            "timeout_before": "timeout_before",
+            "timeout_after": "timeout_after",
+            "slow": "slow",
+        }
         values: dict[str, Any] = {}
         headers: list[str] = []
         for token in (t.strip() for t in profile.split(",")):
@@ -64,4 +73,3 @@ class Faults:
         if faults.server_error + faults.timeout_before + faults.timeout_after + faults.throttle + faults.reset > 1:
             raise ValueError(f"{name}: the probabilities of 5xx, timeouts, throttles and resets add up to more than 1")
         return faults
-

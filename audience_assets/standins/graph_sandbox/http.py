@@ -55,8 +55,9 @@ class SandboxServer:
         self.sandbox = sandbox
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="meta-sandbox", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="meta-sandbox", daemon=True
+        )
         self.thread.start()
 
     @property
@@ -92,11 +93,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from audience_assets.standins.graph_sandbox.server import GraphSandbox, SandboxConfig
 
-    config = SandboxConfig(tokens={args.token: ["*"]}, ad_accounts={args.account: {"name": "Sandbox ad account",
-                                                                                    "tos_accepted": True}},
-                           faults=Faults.parse(args.faults, name="--faults"), rate_limit_calls=args.rate_limit,
-                           rate_limit_window_seconds=args.window)
+    config = SandboxConfig(
+        tokens={args.token: ["*"]},
+        ad_accounts={args.account: {"name": "Sandbox ad account", "tos_accepted": True}},
+        faults=Faults.parse(args.faults, name="--faults"),
+        rate_limit_calls=args.rate_limit,
+        rate_limit_window_seconds=args.window,
+    )
     server = GraphSandbox(args.state, config).serve(port=args.port)
     print(server.url, flush=True)
     threading.Event().wait()
-

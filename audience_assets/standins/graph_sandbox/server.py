@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -19,14 +18,19 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from audience_assets.standins.graph_sandbox import validation
+from audience_assets.standins.graph_sandbox import uploads, validation
 from audience_assets.standins.graph_sandbox.budget import RateBudget
 from audience_assets.standins.graph_sandbox.faults import Faults
 from audience_assets.standins.graph_sandbox.objects import account_fields, audience_fields
 from audience_assets.standins.graph_sandbox.state import SandboxState
-from audience_assets.standins.graph_sandbox.validation import (GraphError, check_version, parse_params, parse_payload,
-                                                               parse_session, prepare_rows, select_fields, split_rows,
-                                                               unknown)
+from audience_assets.standins.graph_sandbox.validation import (
+    GraphError,
+    check_version,
+    parse_params,
+    prepare_rows,
+    select_fields,
+    unknown,
+)
 
 if TYPE_CHECKING:
     from audience_assets.standins.graph_sandbox.http import SandboxServer
@@ -36,11 +40,12 @@ if TYPE_CHECKING:
 class SandboxConfig:
     tokens: dict[str, list[str]] = dataclasses.field(default_factory=lambda: {"sandbox-token": ["*"]})
     ad_accounts: dict[str, dict[str, Any]] = dataclasses.field(
-        default_factory=lambda: {"act_1000000001": {"name": "Sandbox ad account", "tos_accepted": True}})
-    app_secret: str | None = None           # when set, every call must carry a valid appsecret_proof
+        default_factory=lambda: {"act_1000000001": {"name": "Sandbox ad account", "tos_accepted": True}}
+    )
+    app_secret: str | None = None  # when set, every call must carry a valid appsecret_proof
     min_version: int = 24
     max_version: int = 26
-    rate_limit_calls: int | None = None     # per ad account per rolling window; None = unlimited
+    rate_limit_calls: int | None = None  # per ad account per rolling window; None = unlimited
     rate_limit_window_seconds: float = 3600.0
     faults: Faults = dataclasses.field(default_factory=Faults)
     expired_tokens: list[str] = dataclasses.field(default_factory=list)
@@ -51,16 +56,19 @@ class SandboxResponse:
     status: int
     body: bytes
     headers: dict[str, str]
-    drop: bool = False           # the adapter must not deliver a response (simulated timeout)
-    reset: bool = False          # ... and resets the connection instead of letting it time out
-
+    drop: bool = False  # the adapter must not deliver a response (simulated timeout)
+    reset: bool = False  # ... and resets the connection instead of letting it time out
 
 
 class GraphSandbox:
     """The emulator. Thread-safe; several processes may share one state file."""
 
-    def __init__(self, state_path: Path | str | None = None, config: SandboxConfig | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        state_path: Path | str | None = None,
+        config: SandboxConfig | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.config = config or SandboxConfig()
         self.clock = clock
         self.state = SandboxState(state_path, clock)
@@ -83,8 +91,9 @@ class GraphSandbox:
         if fault == "server_error":
             if self._random.random() < 0.3:
                 return SandboxResponse(502, b"<html><body>502 Bad Gateway</body></html>", {"content-type": "text/html"})
-            error = GraphError(500, 2, "An unexpected error has occurred. Please retry your request later.",
-                               is_transient=True)
+            error = GraphError(
+                500, 2, "An unexpected error has occurred. Please retry your request later.", is_transient=True
+            )
             return self._json(500, error.body(), {})
         # What routing learned before a request failed: the ad account (an error answer carries the usage
         # header too, above all a throttle's `estimated_time_to_regain_access`) and replace sessions that timed
@@ -112,8 +121,11 @@ class GraphSandbox:
                     self.state.persist_expiry(context["expired"])
                 if error.code == 80003:
                     self.state.bump("throttled")
-            headers = (self.budget.usage_headers(context["account"], error.usage_minutes, throttled=error.code == 80003)
-                       if error.usage_header else {})
+            headers = (
+                self.budget.usage_headers(context["account"], error.usage_minutes, throttled=error.code == 80003)
+                if error.usage_header
+                else {}
+            )
             response = self._json(error.status, error.body(), headers)
         if fault == "timeout_after":
             response.drop = True
@@ -121,13 +133,17 @@ class GraphSandbox:
 
     def transport(self) -> httpx.MockTransport:
         """An httpx transport that answers in-process (a dropped response raises ReadTimeout)."""
+
         def handler(request: httpx.Request) -> httpx.Response:
-            response = self.handle(request.method, request.url.raw_path.decode(), dict(request.headers), request.content)
+            response = self.handle(
+                request.method, request.url.raw_path.decode(), dict(request.headers), request.content
+            )
             if response.reset:
                 raise httpx.RemoteProtocolError("sandbox: connection reset (injected)", request=request)
             if response.drop:
                 raise httpx.ReadTimeout("sandbox: response dropped (injected timeout)", request=request)
             return httpx.Response(response.status, headers=response.headers, content=response.body)
+
         return httpx.MockTransport(handler)
 
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> SandboxServer:
@@ -141,8 +157,13 @@ class GraphSandbox:
         if f.slow and self._random.random() < f.slow:
             time.sleep(f.slow_seconds)
         roll = self._random.random()
-        for name, p in (("server_error", f.server_error), ("timeout_before", f.timeout_before),
-                        ("timeout_after", f.timeout_after), ("throttle", f.throttle), ("reset", f.reset)):
+        for name, p in (
+            ("server_error", f.server_error),
+            ("timeout_before", f.timeout_before),
+            ("timeout_after", f.timeout_after),
+            ("throttle", f.throttle),
+            ("reset", f.reset),
+        ):
             if roll < p:
                 return name
             roll -= p
@@ -166,20 +187,32 @@ class GraphSandbox:
         proof = str(params.pop("appsecret_proof", "") or "")
         if secret:
             if not proof:
-                raise GraphError(400, 100, "API calls from the server require an appsecret_proof argument",
-                                 error_type="GraphMethodException")
+                raise GraphError(
+                    400,
+                    100,
+                    "API calls from the server require an appsecret_proof argument",
+                    error_type="GraphMethodException",
+                )
             expected = hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
             if not hmac.compare_digest(proof.encode(), expected.encode()):
-                raise GraphError(400, 100, "Invalid appsecret_proof provided in the API argument",
-                                 error_type="GraphMethodException")
+                raise GraphError(
+                    400, 100, "Invalid appsecret_proof provided in the API argument", error_type="GraphMethodException"
+                )
         return token
 
     def _can_use(self, token: str, account: str) -> bool:
         allowed = self.config.tokens.get(token, [])
         return "*" in allowed or account in allowed
 
-    def _route(self, verb: str, parts: list[str], params: dict[str, Any], token: str, forced_throttle: bool,
-               context: dict[str, Any]) -> tuple[str | None, Any]:
+    def _route(
+        self,
+        verb: str,
+        parts: list[str],
+        params: dict[str, Any],
+        token: str,
+        forced_throttle: bool,
+        context: dict[str, Any],
+    ) -> tuple[str | None, Any]:
         if parts == ["me"] and verb == "GET":
             return None, {"id": "10" + hashlib.sha256(token.encode()).hexdigest()[:12], "name": "Sandbox system user"}
         if not parts:
@@ -190,7 +223,9 @@ class GraphSandbox:
             context["account"] = account
             self.budget.charge(account, forced_throttle)
             if len(parts) == 1 and verb == "GET":
-                return account, select_fields(account_fields(account, self.config.ad_accounts[account]), params, default=("id",))
+                return account, select_fields(
+                    account_fields(account, self.config.ad_accounts[account]), params, default=("id",)
+                )
             if parts[1:] == ["customaudiences"] and verb == "GET":
                 return account, self._list_audiences(account, params)
             if parts[1:] == ["customaudiences"] and verb == "POST":
@@ -200,35 +235,47 @@ class GraphSandbox:
         account = context["account"] = audience["account"]
         self.budget.charge(account, forced_throttle)
         if len(parts) == 1 and verb == "GET":
-            return account, select_fields(audience_fields(audience, self.state.member_count(audience['id'])), params, default=("id",))
+            return account, select_fields(
+                audience_fields(audience, self.state.member_count(audience["id"])), params, default=("id",)
+            )
         if len(parts) == 1 and verb == "DELETE":
             self.state.delete_audience(head)
             return account, {"success": True}
         if parts[1:] == ["users"] and verb in ("POST", "DELETE"):
-            return account, self._users(audience, params, remove=verb == "DELETE")
+            return account, uploads.users(
+                self.state, self.config, audience, params, self._prepared_rows(), remove=verb == "DELETE"
+            )
         if parts[1:] == ["usersreplace"] and verb == "POST":
-            return account, self._replace(audience, params)
+            return account, uploads.replace(self.state, self.config, audience, params, self._prepared_rows())
         if parts[1:] == ["sessions"] and verb == "GET":
-            return account, self._sessions(audience, params)
+            return account, uploads.sessions(self.state, self.config, audience, params)
         raise unknown(verb, "/".join(parts))
 
     def _account(self, verb: str, account: str, token: str) -> str:
         if account not in self.config.ad_accounts:
             raise unknown(verb, account)
         if not self._can_use(token, account):
-            raise GraphError(403, 200, f"(#200) The current user can not access ad account {account}",
-                             error_type="OAuthException")
+            raise GraphError(
+                403, 200, f"(#200) The current user can not access ad account {account}", error_type="OAuthException"
+            )
         return account
 
     def _list_audiences(self, account: str, params: dict[str, Any]) -> dict[str, Any]:
         raw_limit = str(params.get("limit", "") or "25")
         if not raw_limit.isascii() or not raw_limit.isdigit() or int(raw_limit) < 1:
-            raise GraphError(400, 100, "(#100) Param limit must be a positive integer", error_type="GraphMethodException")
+            raise GraphError(
+                400, 100, "(#100) Param limit must be a positive integer", error_type="GraphMethodException"
+            )
         limit = min(int(raw_limit), 500)
         after = str(params.get("after", "") or "")
         ids = self.state.audience_ids(account, after, limit + 1)
         page = ids[:limit]
-        data = [select_fields(audience_fields(self.state.audience(i) or {}, self.state.member_count(i)), params, default=("id",)) for i in page]
+        data = [
+            select_fields(
+                audience_fields(self.state.audience(i) or {}, self.state.member_count(i)), params, default=("id",)
+            )
+            for i in page
+        ]
         result: dict[str, Any] = {"data": data}
         if page:
             result["paging"] = {"cursors": {"before": page[0], "after": page[-1]}}
@@ -247,30 +294,38 @@ class GraphSandbox:
         if subtype == "CUSTOM" and not source:
             raise GraphError(400, 100, "Missing parameter(s): customer_file_source", error_type="OAuthException")
         if source is not None and source not in validation.CUSTOMER_FILE_SOURCES:
-            raise GraphError(400, 100, f"(#100) Param customer_file_source must be one of {{{', '.join(validation.CUSTOMER_FILE_SOURCES)}}}")
+            raise GraphError(
+                400,
+                100,
+                f"(#100) Param customer_file_source must be one of {{{', '.join(validation.CUSTOMER_FILE_SOURCES)}}}",
+            )
         if not self.config.ad_accounts[account].get("tos_accepted", True):
-            raise GraphError(403, 200, "(#200) Custom Audience Terms Not Accepted: You need to accept the Custom Audience Terms "
-                                       "before you can create or edit an audience.", subcode=1870090)
+            raise GraphError(
+                403,
+                200,
+                "(#200) Custom Audience Terms Not Accepted: You need to accept the Custom Audience Terms "
+                "before you can create or edit an audience.",
+                subcode=1870090,
+            )
         retention = params.get("retention_days")
         if retention not in (None, ""):
             if not str(retention).isascii() or not str(retention).isdigit() or not 0 <= int(retention) <= 180:
                 raise GraphError(400, 100, "(#100) Param retention_days must be an integer between 0 and 180")
         if self.state.count_audiences(account) >= validation.MAX_AUDIENCES_PER_ACCOUNT:
-            raise GraphError(400, 2654, "(#2654) You have reached the maximum number of customer file custom audiences (500).")
+            raise GraphError(
+                400, 2654, "(#2654) You have reached the maximum number of customer file custom audiences (500)."
+            )
         value_based = str(params.get("is_value_based", "false")).lower() in ("true", "1")
-        audience_id = self.state.create_audience(account, name, subtype, str(params.get("description", "") or ""), source,
-                                                 None if retention in (None, "") else int(retention), value_based)
+        audience_id = self.state.create_audience(
+            account,
+            name,
+            subtype,
+            str(params.get("description", "") or ""),
+            source,
+            None if retention in (None, "") else int(retention),
+            value_based,
+        )
         return {"id": audience_id}
-
-    def _check_flagged(self, audience: dict[str, Any]) -> None:
-        if audience["flagged"]:
-            raise GraphError(400, 100, "Invalid parameter", subcode=1713230, error_type="OAuthException")
-        if not self.config.ad_accounts[audience["account"]].get("tos_accepted", True):
-            raise GraphError(403, 200, "(#200) Custom Audience Terms Not Accepted", subcode=1870090)
-        if audience["subtype"] != "CUSTOM":
-            raise GraphError(400, 2650, "(#2650) Failed to update the custom audience: only customer file (CUSTOM) "
-                                        "audiences accept users")
-
 
     def _audience(self, verb: str, audience_id: str, token: str, context: dict[str, Any]) -> dict[str, Any]:
         audience = self.state.audience(audience_id)
@@ -282,88 +337,9 @@ class GraphSandbox:
             context["expired"].append(audience_id)
         return audience
 
-    # ------------------------------------------------------------------ uploads
-    def _payload(self, audience: dict[str, Any], params: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-        schema, data, source = parse_payload(audience, params)
-        if not audience["data_source"]:
-            self.state.set_data_source(audience["id"], source)
-        return schema, data
-
-    def _rows(self, schema: list[str], data: list[list[Any]]) -> tuple[list[str], int, dict[str, str]]:
-        prepared = getattr(self._prepared, "rows", None)
-        return split_rows(schema, data, prepared)
-
-    def _answer(self, audience_id: str, session: dict[str, Any], samples: dict[str, str]) -> dict[str, Any]:
-        return {"audience_id": audience_id, "session_id": session["session_id"], "num_received": session["num_received"],
-                "num_invalid_entries": session["num_invalid"], "invalid_entry_samples": samples}
-
-    def _users(self, audience: dict[str, Any], params: dict[str, Any], remove: bool) -> dict[str, Any]:
-        self._check_flagged(audience)
-        if self.state.active_replace(audience["id"]):
-            raise GraphError(400, 2650, "(#2650) Failed to update the custom audience: an audience update (replace) is in "
-                                        "progress; try again later.", subcode=1870145)
-        schema, data = self._payload(audience, params)
-        session = parse_session(params, required=False) or {"session_id": str(secrets.randbelow(2**62) + 1),
-                                                             "batch_seq": None, "last": True}
-        state = self.state.session(audience["id"], session["session_id"])
-        if state is not None and state["kind"] != ("remove" if remove else "add"):
-            raise GraphError(400, 100, f"(#100) Session {session['session_id']} belongs to another operation")
-        if state is not None and state["finished"]:
-            raise GraphError(400, 100, f"(#100) The upload session {session['session_id']} has already finished "
-                                       "(last_batch_flag was sent)")
-        row_keys, invalid, samples = self._rows(schema, data)
-        self.state.change_members(audience["id"], row_keys, remove=remove)
-        after = self.state.record_batch(audience["id"], session, "remove" if remove else "add", len(data), invalid)
-        return self._answer(audience["id"], after, samples)
-
-    def _replace(self, audience: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        self._check_flagged(audience)
-        session = parse_session(params, required=True)
-        assert session is not None
-        if session["batch_seq"] is None:
-            raise GraphError(400, 100, "(#100) Param session[batch_seq] is required for usersreplace")
-        sid, seq = session["session_id"], session["batch_seq"]
-        state = self.state.session(audience["id"], sid)
-        active = self.state.active_replace(audience["id"])
-        if state is not None and state["kind"] != "replace":
-            raise GraphError(400, 100, f"(#100) Session {sid} belongs to another operation")
-        if state is not None and state["finished"]:
-            subcode = 1870158 if state["finished"] == 2 else 1870159
-            what = "timed out (90 minutes)" if state["finished"] == 2 else "already finished"
-            raise GraphError(400, 2650, f"(#2650) Failed to update the custom audience: the replace session {sid} {what}.",
-                             subcode=subcode)
-        if seq == 1:
-            if active and active["session_id"] != sid:
-                raise GraphError(400, 2650, "(#2650) Failed to update the custom audience: another replace is in progress.",
-                                 subcode=1870145)
-            if self.state.member_count(audience["id"]) >= validation.REPLACE_MAX_USERS:
-                raise GraphError(400, 2650, "(#2650) Audiences of 100 million or more cannot be replaced", subcode=1870144)
-            if state is not None:  # batch 1 again: Meta starts the replace over, dropping what the session sent
-                self.state.restart_replace(audience["id"], sid)
-            self.state.set_status(audience["id"], 300, "replace_in_progress")
-        elif state is None:
-            raise GraphError(400, 2650, "(#2650) Invalid upload batch for replace: the first batch (batch_seq 1) of "
-                                        f"session {sid} has not been received.", subcode=1870147)
-        schema, data = self._payload(audience, params)
-        row_keys, invalid, samples = self._rows(schema, data)
-        self.state.add_replace_rows(audience["id"], sid, row_keys)
-        after = self.state.record_batch(audience["id"], {**session, "last": False}, "replace", len(data), invalid)
-        if session["last"]:
-            self.state.finish_replace(audience["id"], sid)
-        return self._answer(audience["id"], after, samples)
-
-    def _sessions(self, audience: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        data = []
-        for s in self.state.sessions(audience["id"], str(params.get("session_id", "") or "")):
-            if self.config.faults.open_sessions:  # as users report of Meta: done, yet still "uploading"
-                s["finished"] = 0
-            data.append({"session_id": s["session_id"], "start_time": str(int(s["started"])),
-                         "end_time": str(int(s["started"])) if s["finished"] else "0",
-                         "num_received": str(s["num_received"]), "num_invalid_entries": str(s["num_invalid"]),
-                         "num_matched": str(s["num_matched"]), "progress": "100" if s["finished"] else "0",
-                         "stage": "finished" if s["finished"] else "uploading", "batch_seqs_received": s["batches"],
-                         "last_batch_seq": s["last_seq"]})
-        return {"data": data}
+    def _prepared_rows(self) -> tuple | None:
+        """This request's upload rows, keyed before the lock (see `handle`)."""
+        return getattr(self._prepared, "rows", None)
 
     # ------------------------------------------------------------------ test and demo hooks
     def counter(self, name: str) -> int:
@@ -391,7 +367,9 @@ class GraphSandbox:
             if path == "/_sandbox/members":
                 return self._json(200, {"data": sorted(self.member_keys(query.get("audience_id", "")))}, {})
             if path == "/_sandbox/stats":
-                return self._json(200, {**self.state.counters(), "resent_replace_batches": self.resent_replace_batches()}, {})
+                return self._json(
+                    200, {**self.state.counters(), "resent_replace_batches": self.resent_replace_batches()}, {}
+                )
         return self._json(404, {"error": {"message": f"unknown sandbox endpoint {path}"}}, {})
 
     def close(self) -> None:

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS audiences (
   status_code INTEGER NOT NULL DEFAULT 200, status_text TEXT NOT NULL DEFAULT 'Normal',
   flagged INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
   updated REAL NOT NULL, data_source TEXT);
-CREATE TABLE IF NOT EXISTS members (audience TEXT NOT NULL, row_key TEXT NOT NULL, PRIMARY KEY (audience, row_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (audience TEXT NOT NULL, row_key TEXT NOT NULL, PRIMARY KEY (audience, row_key))
+WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
   audience TEXT NOT NULL, session_id TEXT NOT NULL, kind TEXT NOT NULL, started REAL NOT NULL,
   finished INTEGER NOT NULL DEFAULT 0, num_received INTEGER NOT NULL DEFAULT 0, num_invalid INTEGER NOT NULL DEFAULT 0,
@@ -40,8 +41,9 @@ class SandboxState:
         self.clock = clock
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None,
-                                  timeout=30)
+        self.db = sqlite3.connect(
+            str(path) if path else ":memory:", check_same_thread=False, isolation_level=None, timeout=30
+        )
         self.db.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
         # A stand-in's state need not survive a power cut, and members are keyed by random digests, so every
         # upload touches pages all over the table: no fsync per commit, and a cache that holds the table.
@@ -66,7 +68,9 @@ class SandboxState:
 
     # ------------------------------------------------------------------ counters
     def bump(self, name: str) -> int:
-        self.db.execute("INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT DO UPDATE SET value = value + 1", (name,))
+        self.db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT DO UPDATE SET value = value + 1", (name,)
+        )
         return self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0]
 
     def counter(self, name: str) -> int:
@@ -81,20 +85,36 @@ class SandboxState:
         return self._row("SELECT * FROM audiences WHERE id = ? AND deleted = 0", (audience_id,))
 
     def audience_ids(self, account: str, after: str, limit: int) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT id FROM audiences WHERE account = ? AND deleted = 0 AND id > ? "
-                                              "ORDER BY id LIMIT ?", (account, after, limit)).fetchall()]
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM audiences WHERE account = ? AND deleted = 0 AND id > ? ORDER BY id LIMIT ?",
+                (account, after, limit),
+            ).fetchall()
+        ]
 
     def count_audiences(self, account: str) -> int:
-        return self.db.execute("SELECT count(*) FROM audiences WHERE account = ? AND deleted = 0", (account,)).fetchone()[0]
+        return self.db.execute(
+            "SELECT count(*) FROM audiences WHERE account = ? AND deleted = 0", (account,)
+        ).fetchone()[0]
 
-    def create_audience(self, account: str, name: str, subtype: str, description: str, source: str | None,
-                        retention_days: int | None, value_based: bool) -> str:
+    def create_audience(
+        self,
+        account: str,
+        name: str,
+        subtype: str,
+        description: str,
+        source: str | None,
+        retention_days: int | None,
+        value_based: bool,
+    ) -> str:
         audience_id = str(23850000000000000 + self.bump("audience_ids"))
         now = self.clock()
-        self.db.execute("INSERT INTO audiences (id, account, name, subtype, description, customer_file_source, "
-                        "retention_days, is_value_based, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (audience_id, account, name, subtype, description, source, retention_days, int(value_based),
-                         now, now))
+        self.db.execute(
+            "INSERT INTO audiences (id, account, name, subtype, description, customer_file_source, "
+            "retention_days, is_value_based, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (audience_id, account, name, subtype, description, source, retention_days, int(value_based), now, now),
+        )
         return audience_id
 
     def delete_audience(self, audience_id: str) -> None:
@@ -108,17 +128,23 @@ class SandboxState:
 
     def flag(self, audience_id: str, flagged: bool) -> None:
         code, text = (471, "Flagged") if flagged else (200, "Normal")
-        self.db.execute("UPDATE audiences SET flagged = ?, status_code = ?, status_text = ? WHERE id = ?",
-                        (int(flagged), code, text, audience_id))
+        self.db.execute(
+            "UPDATE audiences SET flagged = ?, status_code = ?, status_text = ? WHERE id = ?",
+            (int(flagged), code, text, audience_id),
+        )
 
     def audience_id(self, name: str, account: str | None = None) -> str | None:
-        row = self.db.execute("SELECT id FROM audiences WHERE name = ? AND deleted = 0 AND (? IS NULL OR account = ?)",
-                              (name, account, account)).fetchone()
+        row = self.db.execute(
+            "SELECT id FROM audiences WHERE name = ? AND deleted = 0 AND (? IS NULL OR account = ?)",
+            (name, account, account),
+        ).fetchone()
         return row[0] if row else None
 
     def listing(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT a.id, a.name, a.account, (SELECT count(*) FROM members m WHERE m.audience = a.id) "
-                               "FROM audiences a WHERE deleted = 0 ORDER BY id").fetchall()
+        rows = self.db.execute(
+            "SELECT a.id, a.name, a.account, (SELECT count(*) FROM members m WHERE m.audience = a.id) "
+            "FROM audiences a WHERE deleted = 0 ORDER BY id"
+        ).fetchall()
         return [{"id": r[0], "name": r[1], "account": r[2], "members": r[3]} for r in rows]
 
     # ------------------------------------------------------------------ members
@@ -133,36 +159,50 @@ class SandboxState:
         # into SQLite rather than one per row, each of which would hand the GIL to other requests' threads.
         array = json.dumps(sorted(keys))
         if remove:
-            self.db.execute("DELETE FROM members WHERE audience = ? AND row_key IN (SELECT value FROM json_each(?))",
-                            (audience_id, array))
+            self.db.execute(
+                "DELETE FROM members WHERE audience = ? AND row_key IN (SELECT value FROM json_each(?))",
+                (audience_id, array),
+            )
         else:
-            self.db.execute("INSERT OR IGNORE INTO members (audience, row_key) SELECT ?, value FROM json_each(?)",
-                            (audience_id, array))
+            self.db.execute(
+                "INSERT OR IGNORE INTO members (audience, row_key) SELECT ?, value FROM json_each(?)",
+                (audience_id, array),
+            )
 
     # ------------------------------------------------------------------ sessions
     def session(self, audience_id: str, session_id: str) -> dict[str, Any] | None:
         return self._row("SELECT * FROM sessions WHERE audience = ? AND session_id = ?", (audience_id, session_id))
 
     def sessions(self, audience_id: str, wanted: str) -> list[dict[str, Any]]:
-        cur = self.db.execute("SELECT * FROM sessions WHERE audience = ? AND (? = '' OR session_id = ?) ORDER BY started DESC",
-                              (audience_id, wanted, wanted))
+        cur = self.db.execute(
+            "SELECT * FROM sessions WHERE audience = ? AND (? = '' OR session_id = ?) ORDER BY started DESC",
+            (audience_id, wanted, wanted),
+        )
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
-    def record_batch(self, audience_id: str, session: dict[str, Any], kind: str, received: int, invalid: int) -> dict[str, Any]:
+    def record_batch(
+        self, audience_id: str, session: dict[str, Any], kind: str, received: int, invalid: int
+    ) -> dict[str, Any]:
         """Count a batch into its session (created on its first batch); returns the session after it."""
         now = self.clock()
         sid = session["session_id"]
-        self.db.execute("INSERT OR IGNORE INTO sessions (audience, session_id, kind, started) VALUES (?, ?, ?, ?)",
-                        (audience_id, sid, kind, now))
-        self.db.execute("UPDATE sessions SET num_received = num_received + ?, num_invalid = num_invalid + ?, "
-                        "num_matched = num_matched + ?, batches = batches + 1, last_seq = max(last_seq, ?), "
-                        "finished = max(finished, ?) WHERE audience = ? AND session_id = ?",
-                        (received, invalid, received - invalid, session["batch_seq"] or 0, int(session["last"]),
-                         audience_id, sid))
+        self.db.execute(
+            "INSERT OR IGNORE INTO sessions (audience, session_id, kind, started) VALUES (?, ?, ?, ?)",
+            (audience_id, sid, kind, now),
+        )
+        self.db.execute(
+            "UPDATE sessions SET num_received = num_received + ?, num_invalid = num_invalid + ?, "
+            "num_matched = num_matched + ?, batches = batches + 1, last_seq = max(last_seq, ?), "
+            "finished = max(finished, ?) WHERE audience = ? AND session_id = ?",
+            (received, invalid, received - invalid, session["batch_seq"] or 0, int(session["last"]), audience_id, sid),
+        )
         if session["batch_seq"]:
-            self.db.execute("INSERT INTO batches (audience, session_id, batch_seq) VALUES (?, ?, ?) "
-                            "ON CONFLICT DO UPDATE SET times = times + 1", (audience_id, sid, session["batch_seq"]))
+            self.db.execute(
+                "INSERT INTO batches (audience, session_id, batch_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET times = times + 1",
+                (audience_id, sid, session["batch_seq"]),
+            )
         self.db.execute("UPDATE audiences SET updated = ? WHERE id = ?", (now, audience_id))
         state = self.session(audience_id, sid)
         assert state is not None
@@ -170,7 +210,9 @@ class SandboxState:
 
     # ------------------------------------------------------------------ replace sessions
     def active_replace(self, audience_id: str) -> dict[str, Any] | None:
-        return self._row("SELECT * FROM sessions WHERE audience = ? AND kind = 'replace' AND finished = 0", (audience_id,))
+        return self._row(
+            "SELECT * FROM sessions WHERE audience = ? AND kind = 'replace' AND finished = 0", (audience_id,)
+        )
 
     def expire_replace(self, audience_id: str) -> bool:
         """A replace session older than 90 minutes ends with what it received so far."""
@@ -191,26 +233,37 @@ class SandboxState:
         """Batch 1 again: Meta starts the replace over, dropping what the session sent."""
         self.bump("replace_restarts")
         self.db.execute("DELETE FROM replace_rows WHERE audience = ? AND session_id = ?", (audience_id, session_id))
-        self.db.execute("UPDATE sessions SET started = ?, num_received = 0, num_invalid = 0 WHERE audience = ? "
-                        "AND session_id = ?", (self.clock(), audience_id, session_id))
+        self.db.execute(
+            "UPDATE sessions SET started = ?, num_received = 0, num_invalid = 0 WHERE audience = ? AND session_id = ?",
+            (self.clock(), audience_id, session_id),
+        )
 
     def add_replace_rows(self, audience_id: str, session_id: str, keys: list[str]) -> None:
-        self.db.execute("INSERT OR IGNORE INTO replace_rows (audience, session_id, row_key) SELECT ?, ?, value "
-                        "FROM json_each(?)", (audience_id, session_id, json.dumps(sorted(keys))))
+        self.db.execute(
+            "INSERT OR IGNORE INTO replace_rows (audience, session_id, row_key) SELECT ?, ?, value FROM json_each(?)",
+            (audience_id, session_id, json.dumps(sorted(keys))),
+        )
 
     def finish_replace(self, audience_id: str, session_id: str, timed_out: bool = False) -> None:
         self.db.execute("DELETE FROM members WHERE audience = ?", (audience_id,))
-        self.db.execute("INSERT INTO members (audience, row_key) SELECT audience, row_key FROM replace_rows "
-                        "WHERE audience = ? AND session_id = ?", (audience_id, session_id))
+        self.db.execute(
+            "INSERT INTO members (audience, row_key) SELECT audience, row_key FROM replace_rows "
+            "WHERE audience = ? AND session_id = ?",
+            (audience_id, session_id),
+        )
         self.db.execute("DELETE FROM replace_rows WHERE audience = ? AND session_id = ?", (audience_id, session_id))
-        self.db.execute("UPDATE sessions SET finished = ? WHERE audience = ? AND session_id = ?",
-                        (2 if timed_out else 1, audience_id, session_id))
+        self.db.execute(
+            "UPDATE sessions SET finished = ? WHERE audience = ? AND session_id = ?",
+            (2 if timed_out else 1, audience_id, session_id),
+        )
         self.set_status(audience_id, 200, "Normal")
 
     def resent_replace_batches(self) -> int:
         """How many replace batches arrived more than once (a correct client keeps this at 0)."""
-        row = self.db.execute("SELECT coalesce(sum(b.times - 1), 0) FROM batches b JOIN sessions s USING (audience, session_id) "
-                              "WHERE s.kind = 'replace'").fetchone()
+        row = self.db.execute(
+            "SELECT coalesce(sum(b.times - 1), 0) FROM batches b JOIN sessions s USING (audience, session_id) "
+            "WHERE s.kind = 'replace'"
+        ).fetchone()
         return int(row[0]) + self.counter("replace_restarts")
 
     def close(self) -> None:

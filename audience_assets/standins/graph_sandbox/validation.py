@@ -18,11 +18,44 @@ ALLOWED_SCHEMA_KEYS = (
     "STREETNUM,STREETTYPE,STREET2ROW,STREETADDRESS,APPUID,PAGEUID,F5FIRST,F5LAST,EMAIL_MD5,PHONE_MD5"
 ).split(",")
 SINGLE_KEY_SCHEMAS = ("EMAIL_SHA256", "PHONE_SHA256", "MOBILE_ADVERTISER_ID", "EXTERN_ID", "UID")
-HASHED_CELL_KEYS = {"EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "COUNTRY",
-                    "F5FIRST", "F5LAST", "EMAIL_SHA256", "PHONE_SHA256"}
+HASHED_CELL_KEYS = {
+    "EMAIL",
+    "PHONE",
+    "GEN",
+    "DOBY",
+    "DOBM",
+    "DOBD",
+    "LN",
+    "FN",
+    "FI",
+    "CT",
+    "ST",
+    "ZIP",
+    "COUNTRY",
+    "F5FIRST",
+    "F5LAST",
+    "EMAIL_SHA256",
+    "PHONE_SHA256",
+}
 CUSTOMER_FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
-SUBTYPES = ("CUSTOM", "WEBSITE", "APP", "OFFLINE_CONVERSION", "CLAIM", "PARTNER", "MANAGED", "VIDEO", "LOOKALIKE",
-            "ENGAGEMENT", "DATA_SET", "BAG_OF_ACCOUNTS", "STUDY_RULE_AUDIENCE", "FOX", "MEASUREMENT", "REGULATED_CATEGORIES_AUDIENCE")
+SUBTYPES = (
+    "CUSTOM",
+    "WEBSITE",
+    "APP",
+    "OFFLINE_CONVERSION",
+    "CLAIM",
+    "PARTNER",
+    "MANAGED",
+    "VIDEO",
+    "LOOKALIKE",
+    "ENGAGEMENT",
+    "DATA_SET",
+    "BAG_OF_ACCOUNTS",
+    "STUDY_RULE_AUDIENCE",
+    "FOX",
+    "MEASUREMENT",
+    "REGULATED_CATEGORIES_AUDIENCE",
+)
 MAX_ROWS_PER_REQUEST = 10_000
 MAX_AUDIENCES_PER_ACCOUNT = 500
 REPLACE_MAX_USERS = 100_000_000
@@ -33,19 +66,31 @@ _HEX_BYTES = b"0123456789abcdef"
 VERSION_PATTERN = re.compile(r"^v(\d+)\.0$")
 
 
-
 class GraphError(Exception):
-    def __init__(self, status: int, code: int, message: str, *, subcode: int | None = None,
-                 error_type: str = "OAuthException", is_transient: bool | None = None, usage_minutes: int = 0,
-                 usage_header: bool = True):
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        *,
+        subcode: int | None = None,
+        error_type: str = "OAuthException",
+        is_transient: bool | None = None,
+        usage_minutes: int = 0,
+        usage_header: bool = True,
+    ):
         super().__init__(message)
         self.status, self.code, self.subcode, self.message = status, code, subcode, message
         self.error_type, self.is_transient, self.usage_minutes = error_type, is_transient, usage_minutes
         self.usage_header = usage_header  # an injected throttle may come without one
 
     def body(self) -> dict:
-        error: dict[str, Any] = {"message": self.message, "type": self.error_type, "code": self.code,
-                                 "fbtrace_id": "A" + "".join(random.choices(string.ascii_letters + string.digits, k=20))}
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.error_type,
+            "code": self.code,
+            "fbtrace_id": "A" + "".join(random.choices(string.ascii_letters + string.digits, k=20)),
+        }
         if self.subcode is not None:
             error["error_subcode"] = self.subcode
         if self.is_transient is not None:
@@ -54,10 +99,15 @@ class GraphError(Exception):
 
 
 def unknown(verb: str, object_id: str) -> GraphError:
-    return GraphError(400, 100, f"Unsupported {verb.lower()} request. Object with ID '{object_id.split('/')[0]}' does not exist, "
-                                "cannot be loaded due to missing permissions, or does not support this operation. "
-                                "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api",
-                      subcode=33, error_type="GraphMethodException")
+    return GraphError(
+        400,
+        100,
+        f"Unsupported {verb.lower()} request. Object with ID '{object_id.split('/')[0]}' does not exist, "
+        "cannot be loaded due to missing permissions, or does not support this operation. "
+        "Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api",
+        subcode=33,
+        error_type="GraphMethodException",
+    )
 
 
 def _valid_cells(key: str, column: Sequence[Any]) -> list[str]:
@@ -77,8 +127,9 @@ def _valid_cells(key: str, column: Sequence[Any]) -> list[str]:
             return [label + c if c else "" for c in column]
         return [label + c if isinstance(c, str) and _HEX64.fullmatch(c) else "" for c in column]
     if key in ("MADID", "MOBILE_ADVERTISER_ID"):
-        return [label + c if isinstance(c, str) and (_MADID.fullmatch(c) or _HEX64.fullmatch(c)) else ""
-                for c in column]
+        return [
+            label + c if isinstance(c, str) and (_MADID.fullmatch(c) or _HEX64.fullmatch(c)) else "" for c in column
+        ]
     return [f"{label}{c}" if isinstance(c, (str, int)) and str(c).strip() != "" else "" for c in column]
 
 
@@ -89,8 +140,14 @@ def prepare_rows(params: dict[str, Any]) -> tuple[list[Any], list[str], tuple] |
     if not isinstance(payload, dict):
         return None
     schema, data = payload.get("schema"), payload.get("data")
-    if not (isinstance(schema, list) and schema and all(isinstance(k, str) for k in schema) and isinstance(data, list)
-            and len(data) <= MAX_ROWS_PER_REQUEST and all(isinstance(r, list) and len(r) == len(schema) for r in data)):
+    if not (
+        isinstance(schema, list)
+        and schema
+        and all(isinstance(k, str) for k in schema)
+        and isinstance(data, list)
+        and len(data) <= MAX_ROWS_PER_REQUEST
+        and all(isinstance(r, list) and len(r) == len(schema) for r in data)
+    ):
         return None
     return data, schema, row_keys(schema, data)
 
@@ -124,9 +181,13 @@ def parse_params(query: str, headers: dict[str, str], body: bytes) -> dict[str, 
             try:
                 decoded = json.loads(body)
             except ValueError:
-                raise GraphError(400, 100, "(#100) Invalid JSON in the request body", error_type="GraphMethodException") from None
+                raise GraphError(
+                    400, 100, "(#100) Invalid JSON in the request body", error_type="GraphMethodException"
+                ) from None
             if not isinstance(decoded, dict):
-                raise GraphError(400, 100, "(#100) The request body must be a JSON object", error_type="GraphMethodException")
+                raise GraphError(
+                    400, 100, "(#100) The request body must be a JSON object", error_type="GraphMethodException"
+                )
             params.update(decoded)
         else:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -137,11 +198,19 @@ def check_version(path: str, min_version: int, max_version: int) -> tuple[int, l
     parts = [p for p in path.split("/") if p]
     match = VERSION_PATTERN.match(parts[0]) if parts else None
     if not match:
-        raise GraphError(400, 2635, "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version.")
+        raise GraphError(
+            400,
+            2635,
+            "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version.",
+        )
     version = int(match.group(1))
     if version < min_version:
-        raise GraphError(400, 2635, f"(#2635) You are calling a deprecated version of the Ads API: v{version}.0. "
-                                    f"Please update to the latest version: v{max_version}.0.")
+        raise GraphError(
+            400,
+            2635,
+            f"(#2635) You are calling a deprecated version of the Ads API: v{version}.0. "
+            f"Please update to the latest version: v{max_version}.0.",
+        )
     if version > max_version:
         raise GraphError(400, 2635, f"(#2635) Unknown API version v{version}.0.")
     return version, parts[1:]
@@ -151,8 +220,9 @@ def select_fields(obj: dict[str, Any], params: dict[str, Any], default: tuple[st
     requested = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()] or list(default)
     unknown = [f for f in requested if f not in obj]
     if unknown:
-        raise GraphError(400, 100, f"(#100) Tried accessing nonexisting field ({unknown[0]})",
-                         error_type="GraphMethodException")
+        raise GraphError(
+            400, 100, f"(#100) Tried accessing nonexisting field ({unknown[0]})", error_type="GraphMethodException"
+        )
     return {"id": obj["id"], **{f: obj[f] for f in requested}}
 
 
@@ -171,14 +241,18 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
     schema, data = raw.get("schema"), raw.get("data")
     if isinstance(schema, str):
         if schema not in SINGLE_KEY_SCHEMAS:
-            raise GraphError(400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(SINGLE_KEY_SCHEMAS)}")
+            raise GraphError(
+                400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(SINGLE_KEY_SCHEMAS)}"
+            )
         schema_list = [schema]
         data = [[d] if not isinstance(d, list) else d for d in (data or [])] if isinstance(data, list) else data
     elif isinstance(schema, list) and schema:
         schema_list = [str(s) for s in schema]
         unknown = [s for s in schema_list if s not in ALLOWED_SCHEMA_KEYS + ["LOOKALIKE_VALUE"]]
         if unknown:
-            raise GraphError(400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(ALLOWED_SCHEMA_KEYS)}")
+            raise GraphError(
+                400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(ALLOWED_SCHEMA_KEYS)}"
+            )
         if len(set(schema_list)) != len(schema_list):
             raise GraphError(400, 100, "(#100) Duplicate keys in schema")
     else:
@@ -186,11 +260,14 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
     if not isinstance(data, list):
         raise GraphError(400, 100, "(#100) Param payload[data] must be an array")
     if len(data) > MAX_ROWS_PER_REQUEST:
-        raise GraphError(400, 100, f"(#100) Too many users in one request: {len(data)} (the maximum is {MAX_ROWS_PER_REQUEST})")
+        raise GraphError(
+            400, 100, f"(#100) Too many users in one request: {len(data)} (the maximum is {MAX_ROWS_PER_REQUEST})"
+        )
     for row in data:
         if not isinstance(row, list) or len(row) != len(schema_list):
-            raise GraphError(400, 100, "(#100) Data is missing or does not match schema: every row needs "
-                                       f"{len(schema_list)} values")
+            raise GraphError(
+                400, 100, f"(#100) Data is missing or does not match schema: every row needs {len(schema_list)} values"
+            )
     if ("UID" in schema_list or "APPUID" in schema_list) and not raw.get("app_ids"):
         raise GraphError(400, 100, "(#100) app_ids is required for UID and APPUID")
     if "PAGEUID" in schema_list and not raw.get("page_ids"):
@@ -201,13 +278,19 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
         raise GraphError(400, 100, "(#100) LOOKALIKE_VALUE is only allowed for value-based custom audiences.")
     source = "single" if isinstance(schema, str) else "multi"
     if audience["data_source"] and audience["data_source"] != source:
-        raise GraphError(400, 2650, "(#2650) Failed to update the custom audience: This audience was created from "
-                                    f"data source FILE_IMPORTED.{'MULTI_HASHES' if source == 'single' else 'HASHES_OR_USER_IDS'}, "
-                                    "which does not support this data type.")
+        raise GraphError(
+            400,
+            2650,
+            "(#2650) Failed to update the custom audience: This audience was created from "
+            f"data source FILE_IMPORTED.{'MULTI_HASHES' if source == 'single' else 'HASHES_OR_USER_IDS'}, "
+            "which does not support this data type.",
+        )
     return schema_list, data, source
 
 
-def split_rows(schema: list[str], data: list[list[Any]], prepared: tuple | None) -> tuple[list[str], int, dict[str, str]]:
+def split_rows(
+    schema: list[str], data: list[list[Any]], prepared: tuple | None
+) -> tuple[list[str], int, dict[str, str]]:
     """The row keys of the valid rows, the number of invalid rows, and up to 100 samples of those
     (`{"<the entry as sent>": "<why>"}`, `{}` when every row is valid)."""
     if prepared is not None and prepared[0] is data and prepared[1] == schema:
@@ -219,8 +302,11 @@ def split_rows(schema: list[str], data: list[list[Any]], prepared: tuple | None)
         if len(samples) >= MAX_INVALID_SAMPLES:
             break
         sent = [cell for cell in row if cell not in (None, "")]
-        why = (f"invalid value for {', '.join(k for k, c in zip(schema, row) if c not in (None, ''))}" if sent
-               else "every field is empty")
+        why = (
+            f"invalid value for {', '.join(k for k, c in zip(schema, row) if c not in (None, ''))}"
+            if sent
+            else "every field is empty"
+        )
         samples[",".join(str(cell) for cell in row)] = why
     return [k for k in keys if k is not None], len(rejected), samples
 

@@ -7,8 +7,17 @@ from collections.abc import Mapping
 
 from sqlglot import exp
 
-from audience_assets.core.cleanroom.admission.common import DIALECT, QueryRejected, _Source, _clauses, _columns_outside, _functions, _list, _resolve, _with_hidden_counts
-
+from audience_assets.core.cleanroom.admission.common import (
+    DIALECT,
+    QueryRejected,
+    _clauses,
+    _columns_outside,
+    _functions,
+    _list,
+    _resolve,
+    _Source,
+    _with_hidden_counts,
+)
 
 _AGGREGATES = {exp.Count: "COUNT", exp.Sum: "SUM", exp.Avg: "AVG"}
 
@@ -27,7 +36,9 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
     for clause in ("where", "group"):
         node = select.args.get(clause)
         if node is not None and node.find(exp.AggFunc):
-            raise QueryRejected(f"Aggregate functions are not allowed in {'GROUP BY' if clause == 'group' else 'WHERE'}")
+            raise QueryRejected(
+                f"Aggregate functions are not allowed in {'GROUP BY' if clause == 'group' else 'WHERE'}"
+            )
     aggregates = list(select.find_all(exp.AggFunc))
     for aggregate in aggregates:
         kind = _AGGREGATES.get(type(aggregate))
@@ -40,8 +51,9 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
         if isinstance(argument, exp.Star):
             raise QueryRejected("COUNT(*) is not allowed; count an aggregate column")
         if not isinstance(argument, exp.Column):
-            raise QueryRejected(f"Only columns are allowed as arguments of aggregate functions: "
-                                f"{aggregate.sql(dialect=DIALECT)}")
+            raise QueryRejected(
+                f"Only columns are allowed as arguments of aggregate functions: {aggregate.sql(dialect=DIALECT)}"
+            )
         source, column = _resolve(argument, sources)
         function = f"{kind}_DISTINCT" if distinct else kind
         if function not in source.table.rule.aggregate_columns.get(column, ()):
@@ -62,11 +74,14 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
             continue
         name = _function_name(function)
         applied_to = [_resolve(c, sources)[0].table for c in function.find_all(exp.Column)] or [
-            s.table for s in sources.values()]
+            s.table for s in sources.values()
+        ]
         refusing = sorted({t.name for t in applied_to if name not in t.rule.scalar_functions})
         if refusing:
             raise QueryRejected(f"Function {name} is not allowed for table {refusing[0]}")
-    grouped = {g.sql(dialect=DIALECT).lower() for g in (select.args["group"].expressions if select.args.get("group") else [])}
+    grouped = {
+        g.sql(dialect=DIALECT).lower() for g in (select.args["group"].expressions if select.args.get("group") else [])
+    }
     ungrouped = []
     for item in select.expressions:
         plain = item.unalias()
@@ -80,6 +95,9 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
     if not any(item.find(exp.AggFunc) for item in select.expressions):
         raise QueryRejected("Aggregation queries need at least one aggregate function in select")
     # every copy of a table (a self-join) meets its constraints on its own
-    counts = [(exp.column(column, table=alias), minimum) for alias, source in sources.items()
-              for column, minimum in source.table.rule.output_constraints.items()]
+    counts = [
+        (exp.column(column, table=alias), minimum)
+        for alias, source in sources.items()
+        for column, minimum in source.table.rule.output_constraints.items()
+    ]
     return _with_hidden_counts(select, counts)

@@ -13,7 +13,6 @@ from sqlglot.optimizer.scope import traverse_scope
 
 from audience_assets.core.cleanroom.rules import AggregationRule, ConfiguredTable, ListRule
 
-
 DIALECT = "redshift"  # the Clean Rooms SQL grammar: accepts `SELECT TOP n DISTINCT` and `:name` parameters
 MAX_TABLES = 15
 MAX_QUERY_CHARS = 500_000
@@ -35,8 +34,6 @@ class Parameter:
     default: str | None = None
 
 
-
-
 def _list(items) -> str:
     return "[" + ", ".join(items) + "]"
 
@@ -55,13 +52,18 @@ def _referenced_tables(tree: exp.Expression, configured: Mapping[str, Configured
     ctes = [cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)]
     clash = next((n for n in ctes if n in configured or ctes.count(n) > 1), None)
     if clash is not None:
-        raise QueryRejected(f"CTE name {clash} is {'a configured table' if clash in configured else 'defined twice'}; "
-                            "rename the CTE")
+        raise QueryRejected(
+            f"CTE name {clash} is {'a configured table' if clash in configured else 'defined twice'}; rename the CTE"
+        )
     if any(w.args.get("recursive") for w in tree.find_all(exp.With)):
         raise QueryRejected("Recursive CTEs are not allowed")
     try:
-        scoped = {source.name.lower() for scope in traverse_scope(tree) for source in scope.sources.values()
-                  if isinstance(source, exp.Table)}
+        scoped = {
+            source.name.lower()
+            for scope in traverse_scope(tree)
+            for source in scope.sources.values()
+            if isinstance(source, exp.Table)
+        }
     except SqlglotError as error:
         raise QueryRejected(f"cannot resolve the query's tables: {str(error).splitlines()[0]}") from None
     return scoped | {t.name.lower() for t in tree.find_all(exp.Table) if t.name.lower() not in ctes}
@@ -174,10 +176,15 @@ def _check_joins(select: exp.Select, sources: Mapping[str, _Source]) -> list[tup
         operators: set[str] = set()
         involved = []
         for leaf in _conditions(join.args["on"], operators):
-            if not (isinstance(leaf, exp.EQ) and isinstance(leaf.this, exp.Column)
-                    and isinstance(leaf.expression, exp.Column)):
-                raise QueryRejected(f"Join condition {leaf.sql(dialect=DIALECT)} must compare two columns with = "
-                                    "(no functions or literals)")
+            if not (
+                isinstance(leaf, exp.EQ)
+                and isinstance(leaf.this, exp.Column)
+                and isinstance(leaf.expression, exp.Column)
+            ):
+                raise QueryRejected(
+                    f"Join condition {leaf.sql(dialect=DIALECT)} must compare two columns with = "
+                    "(no functions or literals)"
+                )
             (left, a), (right, b) = _resolve(leaf.this, sources), _resolve(leaf.expression, sources)
             if left.alias == right.alias:
                 raise QueryRejected(f"Join condition {leaf.sql(dialect=DIALECT)} must compare columns of two tables")
@@ -199,7 +206,7 @@ def _check_runner_join(sources: Mapping[str, _Source], edges: list[tuple[str, st
     while frontier:
         here = frontier.pop()
         for a, b in edges:
-            for there in ((b,) if a == here else (a,) if b == here else ()):
+            for there in (b,) if a == here else (a,) if b == here else ():
                 if there not in reached:
                     reached.add(there)
                     frontier.append(there)
@@ -217,9 +224,13 @@ def _columns_outside(node: exp.Expression | None, skip: tuple[type, ...]) -> lis
 
 
 def _clauses(select: exp.Select) -> list[tuple[str, exp.Expression | None]]:
-    return [("select", exp.Tuple(expressions=select.expressions)), ("where", select.args.get("where")),
-            ("group by", select.args.get("group")), ("having", select.args.get("having")),
-            ("order by", select.args.get("order"))]
+    return [
+        ("select", exp.Tuple(expressions=select.expressions)),
+        ("where", select.args.get("where")),
+        ("group by", select.args.get("group")),
+        ("having", select.args.get("having")),
+        ("order by", select.args.get("order")),
+    ]
 
 
 def _with_hidden_counts(select: exp.Select, counts: list[tuple[exp.Column, int]]) -> str:
@@ -240,10 +251,20 @@ def _with_hidden_counts(select: exp.Select, counts: list[tuple[exp.Column, int]]
     outer_order = []
     for i, ordered in enumerate(order.expressions if order else []):
         key = ordered.this
-        position = next((n + 1 for n, item in enumerate(select.expressions)
-                         if item.unalias().sql() == key.sql() or (isinstance(key, exp.Column) and not key.table
-                                                                  and isinstance(item, exp.Alias) and item.alias == key.name)),
-                        None)
+        position = next(
+            (
+                n + 1
+                for n, item in enumerate(select.expressions)
+                if item.unalias().sql() == key.sql()
+                or (
+                    isinstance(key, exp.Column)
+                    and not key.table
+                    and isinstance(item, exp.Alias)
+                    and item.alias == key.name
+                )
+            ),
+            None,
+        )
         if isinstance(key, exp.Literal) and key.is_int:
             position = int(key.name)
         if position is None:  # a sort key that is not an output column: carry it hidden

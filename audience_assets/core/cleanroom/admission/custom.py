@@ -10,28 +10,38 @@ from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
 from sqlglot.optimizer.qualify import qualify
 
-from audience_assets.core.cleanroom.rules import ANY_QUERY, ConfiguredTable, CustomRule
 from audience_assets.core.cleanroom.admission.common import DIALECT, QueryRejected, _list, _with_hidden_counts
+from audience_assets.core.cleanroom.rules import ANY_QUERY, ConfiguredTable, CustomRule
 
 
-def _admit_custom(tree: exp.Query, tables: Mapping[str, ConfiguredTable], *, runner: str,
-                  template_arn: str | None) -> str:
+def _admit_custom(
+    tree: exp.Query, tables: Mapping[str, ConfiguredTable], *, runner: str, template_arn: str | None
+) -> str:
     for table in tables.values():
         rule: CustomRule = table.rule
         if template_arn:
             if template_arn not in rule.allowed_analyses:
-                raise QueryRejected(f"Analysis template {template_arn} is not allowed by the analysis rule of table "
-                                    f"{table.name}")
+                raise QueryRejected(
+                    f"Analysis template {template_arn} is not allowed by the analysis rule of table {table.name}"
+                )
         elif ANY_QUERY not in rule.allowed_analyses or runner not in rule.allowed_providers:
-            raise QueryRejected(f"Table {table.name} allows only its approved analysis templates; "
-                                f"account {runner} cannot run its own query on it")
+            raise QueryRejected(
+                f"Table {table.name} allows only its approved analysis templates; "
+                f"account {runner} cannot run its own query on it"
+            )
     schema = {t.name: {c: "VARCHAR" for c in t.columns} for t in tables.values()}
     try:
         qualified = qualify(tree.copy(), schema=schema, dialect=DIALECT, validate_qualify_columns=True)
     except SqlglotError as error:
         raise QueryRejected(str(error).splitlines()[0]) from None
-    untraceable = next((n for n in qualified.find_all(exp.TableColumn, exp.Columns, exp.Star)
-                        if not (isinstance(n, exp.Star) and isinstance(n.parent, exp.Count))), None)
+    untraceable = next(
+        (
+            n
+            for n in qualified.find_all(exp.TableColumn, exp.Columns, exp.Star)
+            if not (isinstance(n, exp.Star) and isinstance(n.parent, exp.Count))
+        ),
+        None,
+    )
     if untraceable is not None:  # a whole row (`SELECT t FROM custom t`), COLUMNS(...), an unexpanded *
         raise QueryRejected(f"{untraceable.sql(dialect=DIALECT)} is not allowed: name the columns to output")
     _check_disallowed_outputs(qualified, tables, schema)
@@ -46,13 +56,18 @@ def _admit_custom(tree: exp.Query, tables: Mapping[str, ConfiguredTable], *, run
             if isinstance(argument, exp.Distinct) and len(argument.expressions) == 1:
                 argument = argument.expressions[0]
             if not isinstance(argument, (exp.Column, exp.Star, exp.Literal)):
-                raise QueryRejected(f"Only columns are allowed as arguments of aggregate functions "
-                                    f"(allowedAggregateExpressionType COLUMNS_ONLY): {aggregate.sql(dialect=DIALECT)}")
-    if not isinstance(tree, exp.Select) or not (tree.args.get("group") or any(
-            e.find(exp.AggFunc) for e in tree.expressions)):
+                raise QueryRejected(
+                    f"Only columns are allowed as arguments of aggregate functions "
+                    f"(allowedAggregateExpressionType COLUMNS_ONLY): {aggregate.sql(dialect=DIALECT)}"
+                )
+    if not isinstance(tree, exp.Select) or not (
+        tree.args.get("group") or any(e.find(exp.AggFunc) for e in tree.expressions)
+    ):
         table, column = next(iter(thresholds))
-        raise QueryRejected(f"Table {table} requires at least {thresholds[(table, column)]} distinct {column} values "
-                            "per output row: aggregate in the outermost SELECT")
+        raise QueryRejected(
+            f"Table {table} requires at least {thresholds[(table, column)]} distinct {column} values "
+            "per output row: aggregate in the outermost SELECT"
+        )
     return _with_hidden_counts(tree, _threshold_counts(tree, thresholds))
 
 
@@ -68,25 +83,32 @@ def _threshold_counts(select: exp.Select, thresholds: Mapping[tuple[str, str], i
     for (table, column), minimum in thresholds.items():
         elsewhere = _reads(select, table, ctes, skip=items)
         if elsewhere:
-            raise QueryRejected(f"Table {table} has an aggregation threshold: read it only as a FROM item of the "
-                                "outermost SELECT, not in a subquery expression")
+            raise QueryRejected(
+                f"Table {table} has an aggregation threshold: read it only as a FROM item of the "
+                "outermost SELECT, not in a subquery expression"
+            )
         for item in items:
             reads = _reads(item, table, ctes)
             if not reads:
                 continue
             if reads > 1:
-                raise QueryRejected(f"Table {table} has an aggregation threshold: {item.alias_or_name} reads it "
-                                    f"{reads} times; join each read in the outermost SELECT instead")
+                raise QueryRejected(
+                    f"Table {table} has an aggregation threshold: {item.alias_or_name} reads it "
+                    f"{reads} times; join each read in the outermost SELECT instead"
+                )
             identity = _identity(item, table, column, ctes)
             if identity is None:
-                raise QueryRejected(f"Table {table} requires at least {minimum} distinct {column} values per output "
-                                    f"row: {item.alias_or_name} must pass {table}.{column} through unchanged")
+                raise QueryRejected(
+                    f"Table {table} requires at least {minimum} distinct {column} values per output "
+                    f"row: {item.alias_or_name} must pass {table}.{column} through unchanged"
+                )
             counts.append((identity, minimum))
     return counts
 
 
-def _reads(node: exp.Expression, table: str, ctes: Mapping[str, exp.Expression],
-           skip: list[exp.Expression] = ()) -> int:
+def _reads(
+    node: exp.Expression, table: str, ctes: Mapping[str, exp.Expression], skip: list[exp.Expression] = ()
+) -> int:
     """How many times one row of `node` can draw on `table`: its references, CTEs followed (but not
     their definitions, nor the `skip` subtrees); a set operation's rows come from one branch each."""
     if isinstance(node, exp.Subquery):
@@ -167,8 +189,11 @@ def _source_of(query: exp.Expression, position: int, ctes: dict) -> tuple[str, s
     if not isinstance(inner, exp.Column):
         return None
     nodes = _from_nodes(query)
-    node = next((n for n in nodes if n.alias_or_name == inner.table), None) if inner.table else (
-        nodes[0] if len(nodes) == 1 else None)
+    node = (
+        next((n for n in nodes if n.alias_or_name == inner.table), None)
+        if inner.table
+        else (nodes[0] if len(nodes) == 1 else None)
+    )
     if isinstance(node, exp.Table) and node.name.lower() not in ctes:
         return node.name.lower(), inner.name.lower()
     body = node.this if isinstance(node, exp.Subquery) else ctes.get(node.name.lower()) if node is not None else None

@@ -7,28 +7,46 @@ from collections.abc import Mapping
 
 from sqlglot import exp
 
-from audience_assets.core.cleanroom.admission.common import DIALECT, QueryRejected, _Source, _columns_outside, _conditions, _functions, _list, _resolve
+from audience_assets.core.cleanroom.admission.common import (
+    DIALECT,
+    QueryRejected,
+    _columns_outside,
+    _conditions,
+    _functions,
+    _list,
+    _resolve,
+    _Source,
+)
 
 
 def _admit_list(select: exp.Select, sources: Mapping[str, _Source]) -> str:
     if not select.args.get("distinct"):
         raise QueryRejected("List queries must use SELECT DISTINCT")
-    for key, clause in (("group", "GROUP BY"), ("having", "HAVING"), ("order", "ORDER BY"), ("offset", "OFFSET"),
-                        ("qualify", "QUALIFY")):
+    for key, clause in (
+        ("group", "GROUP BY"),
+        ("having", "HAVING"),
+        ("order", "ORDER BY"),
+        ("offset", "OFFSET"),
+        ("qualify", "QUALIFY"),
+    ):
         if select.args.get(key):
             raise QueryRejected(f"{clause} is not allowed in list queries")
     function = next(_functions(select), None)
     if function is not None:
         raise QueryRejected(f"Functions are not allowed in list queries: {function.sql(dialect=DIALECT)}")
     limit = select.args.get("limit")
-    if limit is not None and not (isinstance(limit.expression, exp.Literal) and limit.expression.is_int
-                                  and int(limit.expression.name) > 0):
+    if limit is not None and not (
+        isinstance(limit.expression, exp.Literal) and limit.expression.is_int and int(limit.expression.name) > 0
+    ):
         raise QueryRejected("LIMIT takes a positive integer")
     if select.find(exp.Star):
         raise QueryRejected("SELECT * is not allowed in list queries; name the list columns")
     for clause, node in (("select", exp.Tuple(expressions=select.expressions)), ("where", select.args.get("where"))):
-        refused = [name for s, name in (_resolve(c, sources) for c in _columns_outside(node, ()))
-                   if name not in s.table.rule.list_columns]
+        refused = [
+            name
+            for s, name in (_resolve(c, sources) for c in _columns_outside(node, ()))
+            if name not in s.table.rule.list_columns
+        ]
         if refused:
             raise QueryRejected(f"Column(s) {_list(dict.fromkeys(refused))} is not allowed in {clause}")
     return _or_join_as_union(select) or select.sql(dialect="duckdb")

@@ -9,15 +9,36 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from audience_assets.core.cleanroom.rules import ConfiguredTable
-from audience_assets.core.cleanroom.admission.common import DIALECT, MAX_QUERY_CHARS, MAX_TABLES, Parameter, QueryRejected, _bind, _check_joins, _check_runner_join, _list, _no_placeholders, _referenced_tables, _single_select, _sources
 from audience_assets.core.cleanroom.admission.aggregation import _admit_aggregation
+from audience_assets.core.cleanroom.admission.common import (
+    DIALECT,
+    MAX_QUERY_CHARS,
+    MAX_TABLES,
+    Parameter,
+    QueryRejected,
+    _bind,
+    _check_joins,
+    _check_runner_join,
+    _list,
+    _no_placeholders,
+    _referenced_tables,
+    _single_select,
+    _sources,
+)
 from audience_assets.core.cleanroom.admission.custom import _admit_custom
 from audience_assets.core.cleanroom.admission.list_rule import _admit_list
+from audience_assets.core.cleanroom.rules import ConfiguredTable
 
 
-def admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, template_arn: str | None = None,
-          parameters: Mapping[str, str] | None = None, declared: tuple[Parameter, ...] = ()) -> str:
+def admit(
+    sql: str,
+    tables: Mapping[str, ConfiguredTable],
+    *,
+    runner: str,
+    template_arn: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+    declared: tuple[Parameter, ...] = (),
+) -> str:
     """The DuckDB SQL to run for `sql`, sent by account `runner`, or `QueryRejected`.
 
     `template_arn` is set when `sql` is an analysis template's text; its `declared` parameters are then
@@ -29,8 +50,15 @@ def admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, templ
         raise QueryRejected("the query nests too deeply to be checked") from None
 
 
-def _admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, template_arn: str | None,
-           parameters: Mapping[str, str] | None, declared: tuple[Parameter, ...]) -> str:
+def _admit(
+    sql: str,
+    tables: Mapping[str, ConfiguredTable],
+    *,
+    runner: str,
+    template_arn: str | None,
+    parameters: Mapping[str, str] | None,
+    declared: tuple[Parameter, ...],
+) -> str:
     if len(sql) > MAX_QUERY_CHARS:
         raise QueryRejected(f"query text is {len(sql)} characters; the limit is {MAX_QUERY_CHARS}")
     try:
@@ -43,11 +71,23 @@ def _admit(sql: str, tables: Mapping[str, ConfiguredTable], *, runner: str, temp
     if not isinstance(tree, exp.Query) or tree.find(exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop):
         raise QueryRejected("Only SELECT statements are allowed")
     # `t(x, y)` renames a table's columns by position, which the checks (following names) would not see
-    renamed = next((a for a in tree.find_all(exp.TableAlias) if a.columns and not (
-        isinstance(a.parent, exp.Unnest) or isinstance(a.parent, exp.Subquery) and isinstance(a.parent.this, exp.Values))), None)
+    renamed = next(
+        (
+            a
+            for a in tree.find_all(exp.TableAlias)
+            if a.columns
+            and not (
+                isinstance(a.parent, exp.Unnest)
+                or isinstance(a.parent, exp.Subquery)
+                and isinstance(a.parent.this, exp.Values)
+            )
+        ),
+        None,
+    )
     if renamed is not None:
-        raise QueryRejected(f"Column aliases in {renamed.sql(dialect=DIALECT)} are not allowed: rename columns with AS "
-                            "in a SELECT list")
+        raise QueryRejected(
+            f"Column aliases in {renamed.sql(dialect=DIALECT)} are not allowed: rename columns with AS in a SELECT list"
+        )
     tree = _bind(tree, declared, parameters or {}) if template_arn else _no_placeholders(tree)
     names = _referenced_tables(tree, tables)
     unknown = sorted(n for n in names if n not in tables)

@@ -23,8 +23,9 @@ class WouldWait(Exception):
         self.seconds = seconds
 
 
-def simulate(budget: int, window: float, concurrency: int, calls: int, latency: float = 0.13,
-             engage_at: int = 50) -> tuple[float, int, Pacer]:
+def simulate(
+    budget: int, window: float, concurrency: int, calls: int, latency: float = 0.13, engage_at: int = 50
+) -> tuple[float, int, Pacer]:
     clock = [0.0]
 
     def sleep(seconds: float) -> None:
@@ -83,6 +84,7 @@ def test_the_same_load_without_pacing_is_refused():
 
 # ##### THE RULES, ONE BY ONE (see meta.pacer)
 
+
 class Clock:
     def __init__(self) -> None:
         self.now, self.sleeps = 0.0, []
@@ -96,7 +98,9 @@ class Clock:
 
 
 def pacer_on(clock: Clock, **options) -> Pacer:
-    return Pacer(3600.0, clock.sleep, clock, **{"max_pause": 900.0, "base_pause": 60.0, "rand": random.Random(4), **options})
+    return Pacer(
+        3600.0, clock.sleep, clock, **{"max_pause": 900.0, "base_pause": 60.0, "rand": random.Random(4), **options}
+    )
 
 
 def test_a_refusal_is_never_evidence_about_the_budget():

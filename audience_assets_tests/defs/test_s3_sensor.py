@@ -9,10 +9,10 @@ import boto3
 import dagster as dg
 import pytest
 
-from audience_assets.defs.ingest import sensors
-from audience_assets.definitions import build_definitions
-from audience_assets.defs.resources import S3Storage
 from audience_assets.core.settings import Settings
+from audience_assets.definitions import build_definitions
+from audience_assets.defs.ingest import sensors
+from audience_assets.defs.resources import S3Storage
 
 
 def tick(aws: dict[str, str], cursor: str | None) -> tuple[list[dg.RunRequest], str]:
@@ -20,15 +20,24 @@ def tick(aws: dict[str, str], cursor: str | None) -> tuple[list[dg.RunRequest], 
     defs = build_definitions(Settings(env="aws", meta_token_set=False))
     sensor = defs.resolve_sensor_def("landing_zone_sensor")
     storage = S3Storage(bucket=aws["AUDIENCE_BUCKET"], kms_key_id=aws["AUDIENCE_KMS_KEY_ID"])
-    with dg.instance_for_test() as instance, dg.build_sensor_context(
-            cursor=cursor, instance=instance, definitions=defs, resources={"storage": storage}) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(
+            cursor=cursor, instance=instance, definitions=defs, resources={"storage": storage}
+        ) as context,
+    ):
         result = sensor.evaluate_tick(context)
     return list(result.run_requests or []), result.cursor
 
 
 def put(aws: dict[str, str], key: str, body: bytes = b"email\nann@example.com\n") -> str:
-    response = boto3.client("s3").put_object(Bucket=aws["AUDIENCE_BUCKET"], Key=key, Body=body,
-                                             ServerSideEncryption="aws:kms", SSEKMSKeyId=aws["AUDIENCE_KMS_KEY_ID"])
+    response = boto3.client("s3").put_object(
+        Bucket=aws["AUDIENCE_BUCKET"],
+        Key=key,
+        Body=body,
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=aws["AUDIENCE_KMS_KEY_ID"],
+    )
     return response["ETag"].strip('"')
 
 
@@ -40,7 +49,8 @@ def test_each_object_runs_once_across_ticks_and_restarts(aws):
     requests, cursor = tick(aws, None)
     assert sorted((r.job_name, r.partition_key, r.run_key) for r in requests) == [
         ("first_party_job", None, f"landing/first_party/crm.csv@{etag}"),
-        ("partner_data_job", "acme_data", f"landing/partners/acme_data/day1.csv@{etag}")]
+        ("partner_data_job", "acme_data", f"landing/partners/acme_data/day1.csv@{etag}"),
+    ]
     for _ in range(3):
         again, cursor = tick(aws, cursor)
         assert again == []
@@ -70,4 +80,6 @@ def test_five_thousand_preexisting_objects_on_first_start(aws, monkeypatch: pyte
     assert ticks == 5_000 // sensors.MAX_RUNS_PER_TICK + 1
     assert len(cursor) < 1_000_000  # the cursor keeps recent objects only, bounded by the overlap window
     put(aws, "landing/partners/beta_insights/2026/11/part-05000.parquet", b"new")
-    assert [r.run_key.split("@")[0] for r in tick(aws, cursor)[0]] == ["landing/partners/beta_insights/2026/11/part-05000.parquet"]
+    assert [r.run_key.split("@")[0] for r in tick(aws, cursor)[0]] == [
+        "landing/partners/beta_insights/2026/11/part-05000.parquet"
+    ]

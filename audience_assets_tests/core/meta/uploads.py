@@ -44,22 +44,37 @@ def spec(mode: str, name: str = "Upload test", chunk_rows: int = 10_000) -> Audi
 
 
 def cells_sql(ids_table: str) -> str:
-    return (f"SELECT sha256('user' || i || '@example.com') AS EMAIL, sha256(CAST(15550000000 + i AS VARCHAR)) AS PHONE, "
-            f"'c' || i AS EXTERN_ID FROM {ids_table}")
+    return (
+        f"SELECT sha256('user' || i || '@example.com') AS EMAIL, sha256(CAST(15550000000 + i AS VARCHAR)) AS PHONE, "
+        f"'c' || i AS EXTERN_ID FROM {ids_table}"
+    )
 
 
 def plan(storage: Store, audience: str, audience_spec: Audience, ids: Iterable[int]) -> Plan:
     """Plan the upload that makes the audience hold exactly `ids`, store it, and return it."""
-    with tempfile.TemporaryDirectory() as tmp, connect(Path(tmp)) as con, \
-            optional_copy(storage, layout.confirmed(audience)) as confirmed:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        connect(Path(tmp)) as con,
+        optional_copy(storage, layout.confirmed(audience)) as confirmed,
+    ):
         con.execute("CREATE TABLE ids (i BIGINT)")
         con.execute("INSERT INTO ids SELECT unnest(?)", [list(ids)])
         desired = Path(tmp) / "desired.parquet"
-        con.execute(f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM ({cells_sql('ids')})) TO {sql_path(desired)} "
-                    "(FORMAT parquet)")
-        planned = plan_upload(con, audience=audience, mode=audience_spec.mode, keys=KEYS, desired=desired,
-                              confirmed=confirmed, suppression=None, out_dir=Path(tmp) / "chunks",
-                              chunk_rows=audience_spec.chunk_rows)
+        con.execute(
+            f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM ({cells_sql('ids')})) TO {sql_path(desired)} "
+            "(FORMAT parquet)"
+        )
+        planned = plan_upload(
+            con,
+            audience=audience,
+            mode=audience_spec.mode,
+            keys=KEYS,
+            desired=desired,
+            confirmed=confirmed,
+            suppression=None,
+            out_dir=Path(tmp) / "chunks",
+            chunk_rows=audience_spec.chunk_rows,
+        )
         store_plan(storage, audience, planned)
     loaded = load_plan(storage, audience)
     assert loaded is not None
@@ -73,5 +88,9 @@ def expected_members(ids: Iterable[int]) -> set[str]:
     def sha(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
 
-    return {canonical_row_key({"EMAIL": sha(f"user{i}@example.com"), "PHONE": sha(str(15550000000 + i)),
-                               "EXTERN_ID": f"c{i}"}) for i in ids}
+    return {
+        canonical_row_key(
+            {"EMAIL": sha(f"user{i}@example.com"), "PHONE": sha(str(15550000000 + i)), "EXTERN_ID": f"c{i}"}
+        )
+        for i in ids
+    }

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audience_assets.core.identity import META_KEYS, meta_value, normalize, sha256
+from audience_assets.core.identity import META_KEYS, meta_value, normalize, rules, sha256
 from audience_assets.core.identity import sql as idsql
-from audience_assets.core.identity import rules
 from audience_assets.core.identity.rules import SOURCE_COLUMN
 
 # (key, raw value, row country, normalized value Meta expects; "" = unusable)
@@ -166,14 +165,20 @@ def sql_cells(rows: list[dict[str, str]], keys: list[str], default_country: str 
     con = duckdb.connect()
     try:
         con.execute("CREATE TABLE t (rid INTEGER, " + ", ".join(f'"{c}" VARCHAR' for c in columns) + ")")
-        con.executemany(f"INSERT INTO t VALUES ({', '.join('?' * (len(columns) + 1))})",
-                        [[i, *(r.get(c) for c in columns)] for i, r in enumerate(rows)])
+        con.executemany(
+            f"INSERT INTO t VALUES ({', '.join('?' * (len(columns) + 1))})",
+            [[i, *(r.get(c) for c in columns)] for i, r in enumerate(rows)],
+        )
         idsql.install(con)
         query = idsql.meta_cells_query(con, "t", keys=keys, default_country=default_country, keep=["rid"])
-        result = con.execute(f"SELECT rid, {', '.join(f'{chr(34)}{k}{chr(34)}' for k in keys)} FROM ({query}) ORDER BY rid").fetchall()
+        result = con.execute(
+            f"SELECT rid, {', '.join(f'{chr(34)}{k}{chr(34)}' for k in keys)} FROM ({query}) ORDER BY rid"
+        ).fetchall()
         # `<KEY>__present` (computed without the digest) says exactly whether the cell is non-empty
-        mismatches = con.execute(f"SELECT count(*) FROM ({query}) WHERE " + " OR ".join(
-            f'"{k}__present" IS DISTINCT FROM ("{k}" <> {chr(39)}{chr(39)})' for k in keys)).fetchall()[0][0]
+        mismatches = con.execute(
+            f"SELECT count(*) FROM ({query}) WHERE "
+            + " OR ".join(f'"{k}__present" IS DISTINCT FROM ("{k}" <> {chr(39)}{chr(39)})' for k in keys)
+        ).fetchall()[0][0]
         assert mismatches == 0
     finally:
         con.close()
@@ -192,8 +197,13 @@ def python_cells(row: dict[str, str], keys: list[str], default_country: str = "u
 def test_reference_normalizes_as_meta_expects(key, raw, country, expected):
     assert normalize(key, raw, country=country) == expected
     value = meta_value(key, raw, country=country)
-    assert value == ("" if not expected else expected if key in ("MADID", "EXTERN_ID") else
-                     hashlib.sha256(expected.encode()).hexdigest())
+    assert value == (
+        ""
+        if not expected
+        else expected
+        if key in ("MADID", "EXTERN_ID")
+        else hashlib.sha256(expected.encode()).hexdigest()
+    )
 
 
 def test_the_table_is_large():
@@ -203,7 +213,10 @@ def test_the_table_is_large():
 def test_a_digest_is_passed_through_never_hashed_twice():
     digest = sha256("mary@example.com")
     assert meta_value("EMAIL", digest.upper()) == digest and meta_value("PHONE", f" {digest} ") == digest
-    assert sql_cells([{"email": digest.upper(), "phone": digest}], ["EMAIL", "PHONE"])[0] == {"EMAIL": digest, "PHONE": digest}
+    assert sql_cells([{"email": digest.upper(), "phone": digest}], ["EMAIL", "PHONE"])[0] == {
+        "EMAIL": digest,
+        "PHONE": digest,
+    }
 
 
 def test_meta_documentation_vectors():
@@ -213,7 +226,7 @@ def test_meta_documentation_vectors():
 
 
 def test_sql_agrees_with_the_reference_on_the_table():
-    for key, raw, country, expected in TABLE:
+    for key, raw, country, _ in TABLE:
         if key == "COUNTRY":
             continue
         row = {SOURCE_COLUMN[key]: raw, "country": country or ""}
@@ -225,13 +238,29 @@ KEYS = [k for k in META_KEYS if k not in ("LOOKALIKE_VALUE", "EXTERN_ID", "COUNT
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.lists(st.fixed_dictionaries({
-    "email": MESSY, "phone": st.one_of(MESSY, st.from_regex(r"\+?[0-9 ()\-.]{6,18}", fullmatch=True)),
-    "first_name": MESSY, "last_name": MESSY, "city": MESSY, "state": MESSY, "zip": MESSY,
-    "dob": st.one_of(MESSY, st.from_regex(r"[0-3]?[0-9][/.\-][01]?[0-9][/.\-](19|20)?[0-9]{2}", fullmatch=True)),
-    "gender": MESSY, "madid": MESSY,
-    "country": st.sampled_from(["", "US", "usa", "United Kingdom", "gb", "DE", "France", "Narnia", "br"]),
-}), min_size=1, max_size=25))
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {
+                "email": MESSY,
+                "phone": st.one_of(MESSY, st.from_regex(r"\+?[0-9 ()\-.]{6,18}", fullmatch=True)),
+                "first_name": MESSY,
+                "last_name": MESSY,
+                "city": MESSY,
+                "state": MESSY,
+                "zip": MESSY,
+                "dob": st.one_of(
+                    MESSY, st.from_regex(r"[0-3]?[0-9][/.\-][01]?[0-9][/.\-](19|20)?[0-9]{2}", fullmatch=True)
+                ),
+                "gender": MESSY,
+                "madid": MESSY,
+                "country": st.sampled_from(["", "US", "usa", "United Kingdom", "gb", "DE", "France", "Narnia", "br"]),
+            }
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_sql_agrees_with_the_reference_on_generated_rows(rows):
     keys = [*KEYS, "COUNTRY"]
     for row, cells in zip(rows, sql_cells(rows, keys)):
@@ -245,5 +274,7 @@ def test_the_shipped_letter_class_is_the_running_pythons():
 
     rules.letter_class.cache_clear()
     assert rules.letter_class() == rules.compute_letter_class()
-    shipped_version = (files("audience_assets.core.identity") / "data" / rules.LETTER_CLASS_FILE).read_text().split("\n")[0]
+    shipped_version = (
+        (files("audience_assets.core.identity") / "data" / rules.LETTER_CLASS_FILE).read_text().split("\n")[0]
+    )
     assert shipped_version == unicodedata.unidata_version  # else every process pays the full scan

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from audience_assets.standins.graph_sandbox import validation as sandbox_module
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
+from audience_assets.standins.graph_sandbox import validation as sandbox_module
 
 TOKEN = "sandbox-token"
 ACCOUNT = "act_1000000001"
@@ -34,6 +34,7 @@ CREATE = {"subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY"}
 
 
 # ##### HELPERS
+
 
 def sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
@@ -58,10 +59,14 @@ class Clock:
 
 
 def config(**changes: Any) -> SandboxConfig:
-    base = dict(tokens={TOKEN: ["*"], NARROW_TOKEN: [OTHER_ACCOUNT], EXPIRED_TOKEN: ["*"]},
-                ad_accounts={ACCOUNT: {"name": "main", "tos_accepted": True},
-                             OTHER_ACCOUNT: {"name": "other", "tos_accepted": True}},
-                expired_tokens=[EXPIRED_TOKEN])
+    base = dict(
+        tokens={TOKEN: ["*"], NARROW_TOKEN: [OTHER_ACCOUNT], EXPIRED_TOKEN: ["*"]},
+        ad_accounts={
+            ACCOUNT: {"name": "main", "tos_accepted": True},
+            OTHER_ACCOUNT: {"name": "other", "tos_accepted": True},
+        },
+        expired_tokens=[EXPIRED_TOKEN],
+    )
     base.update(changes)
     return SandboxConfig(**base)
 
@@ -73,9 +78,19 @@ class Api:
         self.sandbox = sandbox
         self.http = httpx.Client(transport=sandbox.transport(), base_url="http://127.0.0.1")
 
-    def call(self, method: str, path: str, *, token: str | None = TOKEN, version: str | None = "v25.0",
-             params: dict[str, Any] | None = None, json: Any = None, data: dict[str, str] | None = None,
-             content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = TOKEN,
+        version: str | None = "v25.0",
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        data: dict[str, str] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         url = f"/{version}/{path}" if version else f"/{path}"
         all_headers = {"Authorization": f"Bearer {token}"} if token else {}
         all_headers.update(headers or {})
@@ -95,21 +110,37 @@ class Api:
         assert response.status_code == 200, response.text
         return response.json()["id"]
 
-    def users(self, audience_id: str, rows: list, schema: Any = ("EMAIL",), session: dict | None = None,
-              method: str = "POST", **payload_extra: Any) -> httpx.Response:
-        body: dict[str, Any] = {"payload": {"schema": list(schema) if isinstance(schema, tuple) else schema,
-                                            "data": rows, **payload_extra}}
+    def users(
+        self,
+        audience_id: str,
+        rows: list,
+        schema: Any = ("EMAIL",),
+        session: dict | None = None,
+        method: str = "POST",
+        **payload_extra: Any,
+    ) -> httpx.Response:
+        body: dict[str, Any] = {
+            "payload": {"schema": list(schema) if isinstance(schema, tuple) else schema, "data": rows, **payload_extra}
+        }
         if session is not None:
             body["session"] = session
         return self.call(method, f"{audience_id}/users", json=body)
 
-    def replace(self, audience_id: str, rows: list, session_id: int, batch_seq: int | None, last: bool = False,
-                schema: tuple[str, ...] = ("EMAIL",)) -> httpx.Response:
+    def replace(
+        self,
+        audience_id: str,
+        rows: list,
+        session_id: int,
+        batch_seq: int | None,
+        last: bool = False,
+        schema: tuple[str, ...] = ("EMAIL",),
+    ) -> httpx.Response:
         session: dict[str, Any] = {"session_id": session_id, "last_batch_flag": last}
         if batch_seq is not None:
             session["batch_seq"] = batch_seq
-        return self.post(f"{audience_id}/usersreplace", {"payload": {"schema": list(schema), "data": rows},
-                                                         "session": session})
+        return self.post(
+            f"{audience_id}/usersreplace", {"payload": {"schema": list(schema), "data": rows}, "session": session}
+        )
 
     def status(self, audience_id: str) -> dict[str, Any]:
         response = self.get(audience_id, params={"fields": "operation_status"})
@@ -117,8 +148,15 @@ class Api:
         return response.json()["operation_status"]
 
 
-def assert_error(response: httpx.Response, status: int, code: int, subcode: int | None = None, *,
-                 error_type: str = "OAuthException", message: str | None = None) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response,
+    status: int,
+    code: int,
+    subcode: int | None = None,
+    *,
+    error_type: str = "OAuthException",
+    message: str | None = None,
+) -> dict[str, Any]:
     """The Graph error envelope, exactly: JSON, a single `error` object with message, type, code,
     error_subcode only when there is one, and an fbtrace_id of 11-27 characters."""
     assert response.status_code == status, response.text
@@ -139,8 +177,9 @@ def assert_error(response: httpx.Response, status: int, code: int, subcode: int 
     return error
 
 
-def assert_upload(response: httpx.Response, audience_id: str, *, received: int, invalid: int = 0,
-                  session_id: int | None = None) -> dict[str, Any]:
+def assert_upload(
+    response: httpx.Response, audience_id: str, *, received: int, invalid: int = 0, session_id: int | None = None
+) -> dict[str, Any]:
     """The users/usersreplace success body: ids as numeric strings, cumulative counters, samples object."""
     assert response.status_code == 200, response.text
     body = response.json()
@@ -190,6 +229,7 @@ def email_keys(*names: str) -> set[str]:
 
 # ##### ERROR ENVELOPE AND WIRE FORMAT
 
+
 def test_error_envelope_is_json_with_a_fresh_fbtrace_id(api: Api):
     """Every error is `{"error": {message, type, code, [error_subcode], fbtrace_id}}` as JSON; the trace id
     identifies one request, so two failures carry two ids."""
@@ -200,11 +240,21 @@ def test_error_envelope_is_json_with_a_fresh_fbtrace_id(api: Api):
 
 def test_malformed_json_bodies_are_parameter_errors(api: Api):
     """A JSON body must parse and be an object; otherwise code 100, before anything else is looked at."""
-    assert_error(api.call("POST", f"{ACCOUNT}/customaudiences", content=b"{not json",
-                          headers={"content-type": "application/json"}), 400, 100, error_type="GraphMethodException")
-    assert_error(api.call("POST", f"{ACCOUNT}/customaudiences", content=b"[1, 2]",
-                          headers={"content-type": "application/json"}), 400, 100, error_type="GraphMethodException",
-                 message="must be a JSON object")
+    assert_error(
+        api.call(
+            "POST", f"{ACCOUNT}/customaudiences", content=b"{not json", headers={"content-type": "application/json"}
+        ),
+        400,
+        100,
+        error_type="GraphMethodException",
+    )
+    assert_error(
+        api.call("POST", f"{ACCOUNT}/customaudiences", content=b"[1, 2]", headers={"content-type": "application/json"}),
+        400,
+        100,
+        error_type="GraphMethodException",
+        message="must be a JSON object",
+    )
 
 
 def test_form_encoded_params_carry_objects_as_json_strings(api: Api, sandbox: GraphSandbox):
@@ -222,7 +272,9 @@ def test_post_with_method_override_acts_as_delete_or_get(api: Api, sandbox: Grap
     """`POST` + `method=DELETE` is the documented alternative to an HTTP DELETE (and method=GET reads)."""
     audience_id = api.create()
     api.users(audience_id, emails("a", "b", "c"))
-    response = api.post(f"{audience_id}/users", {"method": "DELETE", "payload": {"schema": ["EMAIL"], "data": emails("a")}})
+    response = api.post(
+        f"{audience_id}/users", {"method": "DELETE", "payload": {"schema": ["EMAIL"], "data": emails("a")}}
+    )
     assert_upload(response, audience_id, received=1)
     assert sandbox.member_keys(audience_id) == email_keys("b", "c")
     read = api.post(audience_id, {"method": "GET", "fields": "name"})
@@ -242,12 +294,16 @@ def test_delete_with_a_json_body_removes_members(api: Api, sandbox: GraphSandbox
 
 # ##### API VERSIONS
 
-@pytest.mark.parametrize("path, message", [
-    ("v23.0/me", "deprecated version of the Ads API: v23.0"),   # below min_version 24
-    ("v27.0/me", "Unknown API version v27.0"),                  # above max_version 26
-    ("me", "deprecated version"),                               # no version segment at all
-    ("v25/me", "deprecated version"),                           # versions are vNN.0
-])
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("v23.0/me", "deprecated version of the Ads API: v23.0"),  # below min_version 24
+        ("v27.0/me", "Unknown API version v27.0"),  # above max_version 26
+        ("me", "deprecated version"),  # no version segment at all
+        ("v25/me", "deprecated version"),  # versions are vNN.0
+    ],
+)
 def test_unsupported_versions_answer_2635(api: Api, path: str, message: str):
     """Calls outside the configured version window fail with 2635 (deprecated API version)."""
     assert_error(api.call("GET", path, version=None), 400, 2635, message=message)
@@ -267,6 +323,7 @@ def test_too_old_message_names_the_current_version(api: Api):
 
 
 # ##### AUTHENTICATION
+
 
 def test_missing_token_is_104(api: Api):
     """No token anywhere: OAuthException 104."""
@@ -328,16 +385,27 @@ class TestAppsecretProof:
 
     def test_missing_proof(self, api: Api):
         """Required but absent: (#100) GraphMethodException."""
-        assert_error(api.get("me"), 400, 100, error_type="GraphMethodException",
-                     message="API calls from the server require an appsecret_proof argument")
+        assert_error(
+            api.get("me"),
+            400,
+            100,
+            error_type="GraphMethodException",
+            message="API calls from the server require an appsecret_proof argument",
+        )
 
-    @pytest.mark.parametrize("bad", ["0" * 64, "proof-for-another-token", "é" * 64],
-                             ids=["zeros", "other-token", "non-ascii"])
+    @pytest.mark.parametrize(
+        "bad", ["0" * 64, "proof-for-another-token", "é" * 64], ids=["zeros", "other-token", "non-ascii"]
+    )
     def test_wrong_proof(self, api: Api, bad: str):
         """A proof that is not HMAC-SHA256(app secret, this token) is rejected, whatever its characters."""
         bad = self.proof(token="another-token") if bad == "proof-for-another-token" else bad
-        assert_error(api.get("me", params={"appsecret_proof": bad}), 400, 100, error_type="GraphMethodException",
-                     message="Invalid appsecret_proof provided in the API argument")
+        assert_error(
+            api.get("me", params={"appsecret_proof": bad}),
+            400,
+            100,
+            error_type="GraphMethodException",
+            message="Invalid appsecret_proof provided in the API argument",
+        )
 
     def test_valid_proof_in_query_or_body(self, api: Api):
         """The right proof works from the query string or the JSON body."""
@@ -352,15 +420,22 @@ class TestAppsecretProof:
 
 # ##### OBJECT LOOKUP AND PERMISSIONS
 
+
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 @pytest.mark.parametrize("object_id", ["act_999", "23859999999999999"])
 def test_unknown_objects_are_100_33_naming_the_verb(api: Api, method: str, object_id: str):
     """Unknown ad account or audience: 100/33 GraphMethodException, "Unsupported <verb> request. Object with ID …"."""
     suffix = "customaudiences" if object_id.startswith("act_") and method == "POST" else ""
     path = f"{object_id}/{suffix}" if suffix else object_id
-    assert_error(api.call(method, path), 400, 100, 33, error_type="GraphMethodException",
-                 message=f"Unsupported {method.lower()} request. Object with ID '{object_id}' does not exist, "
-                         "cannot be loaded due to missing permissions, or does not support this operation.")
+    assert_error(
+        api.call(method, path),
+        400,
+        100,
+        33,
+        error_type="GraphMethodException",
+        message=f"Unsupported {method.lower()} request. Object with ID '{object_id}' does not exist, "
+        "cannot be loaded due to missing permissions, or does not support this operation.",
+    )
 
 
 def test_deleted_audience_answers_like_an_unknown_one(api: Api):
@@ -368,18 +443,28 @@ def test_deleted_audience_answers_like_an_unknown_one(api: Api):
     audience_id = api.create()
     response = api.delete(audience_id)
     assert response.status_code == 200 and response.json() == {"success": True}
-    assert_error(api.get(audience_id), 400, 100, 33, error_type="GraphMethodException", message="Unsupported get request")
+    assert_error(
+        api.get(audience_id), 400, 100, 33, error_type="GraphMethodException", message="Unsupported get request"
+    )
     assert_error(api.users(audience_id, emails("a")), 400, 100, 33, error_type="GraphMethodException")
     assert api.sandbox.audience_id("contract audience") is None
 
 
-@pytest.mark.parametrize("method, edge", [("GET", "users"), ("DELETE", "usersreplace"), ("POST", "sessions"),
-                                          ("PUT", ""), ("GET", "nonsense")])
+@pytest.mark.parametrize(
+    "method, edge",
+    [("GET", "users"), ("DELETE", "usersreplace"), ("POST", "sessions"), ("PUT", ""), ("GET", "nonsense")],
+)
 def test_unsupported_operations_on_an_existing_audience(api: Api, method: str, edge: str):
     """Edges or verbs an audience does not support are 100/33 naming the object."""
     audience_id = api.create()
-    assert_error(api.call(method, f"{audience_id}/{edge}" if edge else audience_id), 400, 100, 33,
-                 error_type="GraphMethodException", message=f"Object with ID '{audience_id}'")
+    assert_error(
+        api.call(method, f"{audience_id}/{edge}" if edge else audience_id),
+        400,
+        100,
+        33,
+        error_type="GraphMethodException",
+        message=f"Object with ID '{audience_id}'",
+    )
 
 
 def test_empty_object_path(api: Api):
@@ -392,8 +477,9 @@ def test_token_without_rights_on_the_account_is_403_200(api: Api):
     assert_error(api.get(ACCOUNT, token=NARROW_TOKEN), 403, 200, message="(#200)")
     assert_error(api.post(f"{ACCOUNT}/customaudiences", {"name": "x", **CREATE}, token=NARROW_TOKEN), 403, 200)
     audience_id = api.create()
-    response = api.call("POST", f"{audience_id}/users", token=NARROW_TOKEN,
-                        json={"payload": {"schema": ["EMAIL"], "data": emails("a")}})
+    response = api.call(
+        "POST", f"{audience_id}/users", token=NARROW_TOKEN, json={"payload": {"schema": ["EMAIL"], "data": emails("a")}}
+    )
     assert_error(response, 403, 200, message=f"(#200) The current user can not update audience {audience_id}")
     assert api.sandbox.member_keys(audience_id) == set()
     assert api.get(OTHER_ACCOUNT, token=NARROW_TOKEN).status_code == 200
@@ -403,28 +489,49 @@ def test_account_fields(api: Api):
     """GET act_<id> returns `id` plus the requested fields; unknown fields are (#100) errors."""
     assert api.get(ACCOUNT).json() == {"id": ACCOUNT}
     assert api.get(ACCOUNT, params={"fields": "account_id,tos_accepted"}).json() == {
-        "id": ACCOUNT, "account_id": "1000000001", "tos_accepted": {"custom_audience_tos": 1}}
-    assert_error(api.get(ACCOUNT, params={"fields": "id,owner_secret"}), 400, 100, error_type="GraphMethodException",
-                 message="nonexisting field (owner_secret)")
+        "id": ACCOUNT,
+        "account_id": "1000000001",
+        "tos_accepted": {"custom_audience_tos": 1},
+    }
+    assert_error(
+        api.get(ACCOUNT, params={"fields": "id,owner_secret"}),
+        400,
+        100,
+        error_type="GraphMethodException",
+        message="nonexisting field (owner_secret)",
+    )
 
 
 # ##### CREATE
 
+
 def test_create_returns_only_a_numeric_id_and_a_normal_empty_audience(api: Api):
     """Create answers {"id": "<numeric string>"}; the new audience is Normal (200) with counts -1 until data
     arrives."""
-    response = api.post(f"{ACCOUNT}/customaudiences", {"name": "fresh", "description": "d", "retention_days": 30, **CREATE})
+    response = api.post(
+        f"{ACCOUNT}/customaudiences", {"name": "fresh", "description": "d", "retention_days": 30, **CREATE}
+    )
     assert response.status_code == 200
     body = response.json()
     assert list(body) == ["id"] and isinstance(body["id"], str) and body["id"].isdigit()
-    fields = ("name,subtype,description,customer_file_source,retention_days,is_value_based,operation_status,"
-              "delivery_status,approximate_count_lower_bound,approximate_count_upper_bound")
+    fields = (
+        "name,subtype,description,customer_file_source,retention_days,is_value_based,operation_status,"
+        "delivery_status,approximate_count_lower_bound,approximate_count_upper_bound"
+    )
     audience = api.get(body["id"], params={"fields": fields}).json()
-    assert audience == {"id": body["id"], "name": "fresh", "subtype": "CUSTOM", "description": "d",
-                        "customer_file_source": "USER_PROVIDED_ONLY", "retention_days": 30, "is_value_based": False,
-                        "operation_status": {"code": 200, "description": "Normal"},
-                        "delivery_status": {"code": 200, "description": "This audience is ready for use."},
-                        "approximate_count_lower_bound": -1, "approximate_count_upper_bound": -1}
+    assert audience == {
+        "id": body["id"],
+        "name": "fresh",
+        "subtype": "CUSTOM",
+        "description": "d",
+        "customer_file_source": "USER_PROVIDED_ONLY",
+        "retention_days": 30,
+        "is_value_based": False,
+        "operation_status": {"code": 200, "description": "Normal"},
+        "delivery_status": {"code": 200, "description": "This audience is ready for use."},
+        "approximate_count_lower_bound": -1,
+        "approximate_count_upper_bound": -1,
+    }
     assert api.get(body["id"]).json() == {"id": body["id"]}  # only id unless fields are asked for
 
 
@@ -435,8 +542,11 @@ def test_retention_bounds_are_kept(api: Api, retention: Any):
     assert api.get(audience_id, params={"fields": "retention_days"}).json()["retention_days"] == int(retention)
 
 
-@pytest.mark.parametrize("retention", [-1, 181, "abc", "1.5", True, "²"],
-                         ids=["negative", "over-180", "text", "fraction", "bool", "superscript-digit"])
+@pytest.mark.parametrize(
+    "retention",
+    [-1, 181, "abc", "1.5", True, "²"],
+    ids=["negative", "over-180", "text", "fraction", "bool", "superscript-digit"],
+)
 def test_retention_out_of_range_is_rejected(api: Api, retention: Any):
     """retention_days outside the integers 0-180 is a (#100) parameter error."""
     response = api.post(f"{ACCOUNT}/customaudiences", {"name": "r", **CREATE, "retention_days": retention})
@@ -452,8 +562,12 @@ def test_name_is_required(api: Api, name: Any):
 
 def test_subtype_must_be_a_known_value_and_defaults_to_custom(api: Api):
     """subtype must be in the SDK enum; omitted, it is CUSTOM."""
-    assert_error(api.post(f"{ACCOUNT}/customaudiences", {"name": "s", **CREATE, "subtype": "CUSTOMER_LIST"}),
-                 400, 100, message="subtype must be one of")
+    assert_error(
+        api.post(f"{ACCOUNT}/customaudiences", {"name": "s", **CREATE, "subtype": "CUSTOMER_LIST"}),
+        400,
+        100,
+        message="subtype must be one of",
+    )
     response = api.post(f"{ACCOUNT}/customaudiences", {"name": "default", "customer_file_source": "USER_PROVIDED_ONLY"})
     audience_id = response.json()["id"]
     assert api.get(audience_id, params={"fields": "subtype"}).json()["subtype"] == "CUSTOM"
@@ -462,14 +576,25 @@ def test_subtype_must_be_a_known_value_and_defaults_to_custom(api: Api):
 def test_customer_file_source_is_required_for_custom_and_must_be_in_the_enum(api: Api):
     """CUSTOM audiences need customer_file_source from the 3-value enum ("Missing parameter(s):
     customer_file_source")."""
-    assert_error(api.post(f"{ACCOUNT}/customaudiences", {"name": "c", "subtype": "CUSTOM"}), 400, 100,
-                 message="Missing parameter(s): customer_file_source")
-    assert_error(api.post(f"{ACCOUNT}/customaudiences", {"name": "c", "subtype": "CUSTOM",
-                                                         "customer_file_source": "SCRAPED"}), 400, 100,
-                 message="customer_file_source must be one of")
+    assert_error(
+        api.post(f"{ACCOUNT}/customaudiences", {"name": "c", "subtype": "CUSTOM"}),
+        400,
+        100,
+        message="Missing parameter(s): customer_file_source",
+    )
+    assert_error(
+        api.post(f"{ACCOUNT}/customaudiences", {"name": "c", "subtype": "CUSTOM", "customer_file_source": "SCRAPED"}),
+        400,
+        100,
+        message="customer_file_source must be one of",
+    )
     for source in ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED"):
-        assert api.post(f"{ACCOUNT}/customaudiences", {"name": source, "subtype": "CUSTOM",
-                                                       "customer_file_source": source}).status_code == 200
+        assert (
+            api.post(
+                f"{ACCOUNT}/customaudiences", {"name": source, "subtype": "CUSTOM", "customer_file_source": source}
+            ).status_code
+            == 200
+        )
     website = api.post(f"{ACCOUNT}/customaudiences", {"name": "site", "subtype": "WEBSITE"})
     assert website.status_code == 200  # only customer files need a source
 
@@ -477,8 +602,13 @@ def test_customer_file_source_is_required_for_custom_and_must_be_in_the_enum(api
 def test_create_without_accepted_terms_is_200_1870090(clock: Clock):
     """An account without accepted Custom Audience terms cannot create: (#200)/1870090 with HTTP 403."""
     api = Api(GraphSandbox(config=config(ad_accounts={ACCOUNT: {"tos_accepted": False}}), clock=clock))
-    assert_error(api.post(f"{ACCOUNT}/customaudiences", {"name": "t", **CREATE}), 403, 200, 1870090,
-                 message="Custom Audience Terms Not Accepted")
+    assert_error(
+        api.post(f"{ACCOUNT}/customaudiences", {"name": "t", **CREATE}),
+        403,
+        200,
+        1870090,
+        message="Custom Audience Terms Not Accepted",
+    )
     assert api.sandbox.audience_id("t") is None
     assert api.get(ACCOUNT, params={"fields": "tos_accepted"}).json()["tos_accepted"] == {}
 
@@ -488,13 +618,16 @@ def test_audience_cap_per_account(api: Api, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(sandbox_module, "MAX_AUDIENCES_PER_ACCOUNT", 2)
     first = api.create("one")
     api.create("two")
-    assert_error(api.post(f"{ACCOUNT}/customaudiences", {"name": "three", **CREATE}), 400, 2654, message="maximum number")
+    assert_error(
+        api.post(f"{ACCOUNT}/customaudiences", {"name": "three", **CREATE}), 400, 2654, message="maximum number"
+    )
     api.delete(first)
     assert api.post(f"{ACCOUNT}/customaudiences", {"name": "three", **CREATE}).status_code == 200
     assert api.post(f"{OTHER_ACCOUNT}/customaudiences", {"name": "elsewhere", **CREATE}).status_code == 200
 
 
 # ##### LISTING AND PAGING
+
 
 def test_listing_pages_with_cursors_and_next(api: Api):
     """GET act_<id>/customaudiences pages by `limit` with paging.cursors and a `next` link while more remain;
@@ -530,39 +663,57 @@ def test_listing_default_limit_is_25(api: Api):
 @pytest.mark.parametrize("limit", ["abc", "0", "-3"])
 def test_listing_rejects_a_bad_limit(api: Api, limit: str):
     """A limit that is not a positive integer is a (#100) error, never a crash."""
-    assert_error(api.get(f"{ACCOUNT}/customaudiences", params={"limit": limit}), 400, 100,
-                 error_type="GraphMethodException", message="limit")
+    assert_error(
+        api.get(f"{ACCOUNT}/customaudiences", params={"limit": limit}),
+        400,
+        100,
+        error_type="GraphMethodException",
+        message="limit",
+    )
 
 
 # ##### PAYLOAD VALIDATION
+
 
 @pytest.fixture
 def audience(api: Api) -> str:
     return api.create()
 
 
-@pytest.mark.parametrize("body, message", [
-    ({}, "Missing required parameter: payload"),
-    ({"payload": ""}, "Missing required parameter: payload"),
-    ({"payload": "{not json"}, "payload must be a JSON object"),
-    ({"payload": [["a"]]}, "payload must be a JSON object"),
-    ({"payload": {"schema": "EMAIL", "data": []}}, "Raw PII type is invalid"),
-    ({"payload": {"schema": ["EMAIL", "SSN"], "data": []}}, "Raw PII type is invalid, it should be one of EXTERN_ID,EMAIL"),
-    ({"payload": {"schema": [], "data": []}}, "non-empty list"),
-    ({"payload": {"schema": 5, "data": []}}, "non-empty list"),
-    ({"payload": {"data": []}}, "non-empty list"),
-    ({"payload": {"schema": ["EMAIL", "EMAIL"], "data": []}}, "Duplicate keys"),
-    ({"payload": {"schema": ["EMAIL"], "data": {"0": ["x"]}}}, "payload[data] must be an array"),
-    ({"payload": {"schema": ["EMAIL"], "data": "x"}}, "payload[data] must be an array"),
-    ({"payload": {"schema": ["EMAIL"]}}, "payload[data] must be an array"),
-    ({"payload": {"schema": ["EMAIL", "PHONE"], "data": [["a", "b"], ["a"]]}}, "Data is missing or does not match schema"),
-    ({"payload": {"schema": ["EMAIL", "PHONE"], "data": [["a", "b", "c"]]}}, "Data is missing or does not match schema"),
-    ({"payload": {"schema": ["EMAIL"], "data": ["not-a-row"]}}, "Data is missing or does not match schema"),
-    ({"payload": {"schema": ["APPUID"], "data": [["1"]]}}, "app_ids is required"),
-    ({"payload": {"schema": "UID", "data": ["1"]}}, "app_ids is required"),
-    ({"payload": {"schema": ["PAGEUID"], "data": [["1"]]}}, "page_ids is required"),
-    ({"payload": {"schema": ["EMAIL", "LOOKALIKE_VALUE"], "data": [["", 1]]}}, "only allowed for value-based"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({}, "Missing required parameter: payload"),
+        ({"payload": ""}, "Missing required parameter: payload"),
+        ({"payload": "{not json"}, "payload must be a JSON object"),
+        ({"payload": [["a"]]}, "payload must be a JSON object"),
+        ({"payload": {"schema": "EMAIL", "data": []}}, "Raw PII type is invalid"),
+        (
+            {"payload": {"schema": ["EMAIL", "SSN"], "data": []}},
+            "Raw PII type is invalid, it should be one of EXTERN_ID,EMAIL",
+        ),
+        ({"payload": {"schema": [], "data": []}}, "non-empty list"),
+        ({"payload": {"schema": 5, "data": []}}, "non-empty list"),
+        ({"payload": {"data": []}}, "non-empty list"),
+        ({"payload": {"schema": ["EMAIL", "EMAIL"], "data": []}}, "Duplicate keys"),
+        ({"payload": {"schema": ["EMAIL"], "data": {"0": ["x"]}}}, "payload[data] must be an array"),
+        ({"payload": {"schema": ["EMAIL"], "data": "x"}}, "payload[data] must be an array"),
+        ({"payload": {"schema": ["EMAIL"]}}, "payload[data] must be an array"),
+        (
+            {"payload": {"schema": ["EMAIL", "PHONE"], "data": [["a", "b"], ["a"]]}},
+            "Data is missing or does not match schema",
+        ),
+        (
+            {"payload": {"schema": ["EMAIL", "PHONE"], "data": [["a", "b", "c"]]}},
+            "Data is missing or does not match schema",
+        ),
+        ({"payload": {"schema": ["EMAIL"], "data": ["not-a-row"]}}, "Data is missing or does not match schema"),
+        ({"payload": {"schema": ["APPUID"], "data": [["1"]]}}, "app_ids is required"),
+        ({"payload": {"schema": "UID", "data": ["1"]}}, "app_ids is required"),
+        ({"payload": {"schema": ["PAGEUID"], "data": [["1"]]}}, "page_ids is required"),
+        ({"payload": {"schema": ["EMAIL", "LOOKALIKE_VALUE"], "data": [["", 1]]}}, "only allowed for value-based"),
+    ],
+)
 def test_invalid_payloads_are_100_and_change_nothing(api: Api, audience: str, body: dict, message: str):
     """Every request-level payload rule answers code 100 and leaves members and sessions untouched."""
     response = api.post(f"{audience}/users", body)
@@ -585,8 +736,11 @@ def test_single_key_schemas_take_flat_or_one_element_rows(api: Api):
     flat, nested = api.create("flat"), api.create("nested")
     assert_upload(api.users(flat, [sha("a"), sha("b")], schema="EMAIL_SHA256"), flat, received=2)
     assert_upload(api.users(nested, [[sha("a")], [sha("b")]], schema="EMAIL_SHA256"), nested, received=2)
-    assert api.sandbox.member_keys(flat) == api.sandbox.member_keys(nested) == {
-        member_key(EMAIL_SHA256=sha("a")), member_key(EMAIL_SHA256=sha("b"))}
+    assert (
+        api.sandbox.member_keys(flat)
+        == api.sandbox.member_keys(nested)
+        == {member_key(EMAIL_SHA256=sha("a")), member_key(EMAIL_SHA256=sha("b"))}
+    )
 
 
 def test_app_and_page_ids_satisfy_uid_keys(api: Api, audience: str):
@@ -598,8 +752,12 @@ def test_app_and_page_ids_satisfy_uid_keys(api: Api, audience: str):
 def test_value_based_audiences_require_lookalike_value(api: Api):
     """A value-based audience needs LOOKALIKE_VALUE in the schema (a JSON number, never hashed)."""
     value_based = api.create("vb", is_value_based=True)
-    assert_error(api.users(value_based, emails("a")), 400, 100,
-                 message="Value-Based Custom Audience requires LOOKALIKE_VALUE attribute.")
+    assert_error(
+        api.users(value_based, emails("a")),
+        400,
+        100,
+        message="Value-Based Custom Audience requires LOOKALIKE_VALUE attribute.",
+    )
     row = [sha("a@example.com"), 44.5]
     assert_upload(api.users(value_based, [row], schema=("EMAIL", "LOOKALIKE_VALUE")), value_based, received=1)
     assert api.sandbox.member_keys(value_based) == email_keys("a")  # the value is data, not identity
@@ -610,8 +768,9 @@ def test_single_and_multi_key_data_sources_do_not_mix(api: Api):
     multi, single = api.create("multi"), api.create("single")
     api.users(multi, emails("a"))
     api.users(single, [sha("a")], schema="EMAIL_SHA256")
-    assert_error(api.users(multi, [sha("b")], schema="EMAIL_SHA256"), 400, 2650,
-                 message="created from data source FILE_IMPORTED")
+    assert_error(
+        api.users(multi, [sha("b")], schema="EMAIL_SHA256"), 400, 2650, message="created from data source FILE_IMPORTED"
+    )
     assert_error(api.users(single, emails("b")), 400, 2650, message="Failed to update the custom audience")
 
 
@@ -624,18 +783,19 @@ def test_a_rejected_request_leaves_no_trace(api: Api, audience: str):
 
 # ##### PER-CELL VALIDATION: INVALID ENTRIES ARE COUNTED, NOT REJECTED
 
+
 def test_invalid_cells_count_as_invalid_entries(api: Api, audience: str, sandbox: GraphSandbox):
     """Hashed keys must be "" or 64 lowercase hex; a row with no valid cell is an invalid entry (counted and
     sampled); a row with at least one valid cell is stored under its valid cells."""
     good, phone = sha("good@example.com"), sha("15550000000")
     rows = [
-        [good, phone],                                  # valid
-        ["", ""],                                       # blank: invalid
-        [good.upper(), ""],                             # uppercase hex: invalid
-        [good[:63], ""],                                # 63 chars: invalid
-        ["raw@example.com", "+1 555 000 0000"],         # unhashed PII: invalid
-        [sha("partial@example.com"), "555-0000"],       # one valid cell: stored without the bad phone
-        [None, phone],                                  # null counts as blank
+        [good, phone],  # valid
+        ["", ""],  # blank: invalid
+        [good.upper(), ""],  # uppercase hex: invalid
+        [good[:63], ""],  # 63 chars: invalid
+        ["raw@example.com", "+1 555 000 0000"],  # unhashed PII: invalid
+        [sha("partial@example.com"), "555-0000"],  # one valid cell: stored without the bad phone
+        [None, phone],  # null counts as blank
     ]
     body = assert_upload(api.users(audience, rows, schema=("EMAIL", "PHONE")), audience, received=7, invalid=4)
     samples = body["invalid_entry_samples"]
@@ -643,25 +803,31 @@ def test_invalid_cells_count_as_invalid_entries(api: Api, audience: str, sandbox
     assert samples[","] == "every field is empty"
     assert samples[f"{good.upper()},"] == "invalid value for EMAIL"
     assert samples["raw@example.com,+1 555 000 0000"] == "invalid value for EMAIL, PHONE"
-    assert sandbox.member_keys(audience) == {member_key(EMAIL=good, PHONE=phone),
-                                             member_key(EMAIL=sha("partial@example.com")), member_key(PHONE=phone)}
+    assert sandbox.member_keys(audience) == {
+        member_key(EMAIL=good, PHONE=phone),
+        member_key(EMAIL=sha("partial@example.com")),
+        member_key(PHONE=phone),
+    }
 
 
-@pytest.mark.parametrize("key, cell, valid", [
-    ("MADID", "6f1c2a4e-1b2c-4d3e-8f90-0123456789ab", True),
-    ("MADID", "6F1C2A4E-1B2C-4D3E-8F90-0123456789AB", False),   # raw MADIDs are lowercase
-    ("MADID", sha("device"), True),
-    ("MADID", "not-a-device-id", False),
-    ("EXTERN_ID", "CUST-000123", True),                          # kept exactly, any non-empty string
-    ("EXTERN_ID", 42, True),
-    ("EXTERN_ID", "   ", False),
-    ("GEN", sha("f"), True),
-    ("GEN", "f", False),
-    ("COUNTRY", sha("us"), True),
-    ("COUNTRY", 1, False),
-    ("EMAIL", sha("a") + "\n", False),                          # a digest and a line break is not a digest
-    ("EMAIL", sha("a") + "|" + sha("b"), False),                 # nor are two digests in one cell
-])
+@pytest.mark.parametrize(
+    "key, cell, valid",
+    [
+        ("MADID", "6f1c2a4e-1b2c-4d3e-8f90-0123456789ab", True),
+        ("MADID", "6F1C2A4E-1B2C-4D3E-8F90-0123456789AB", False),  # raw MADIDs are lowercase
+        ("MADID", sha("device"), True),
+        ("MADID", "not-a-device-id", False),
+        ("EXTERN_ID", "CUST-000123", True),  # kept exactly, any non-empty string
+        ("EXTERN_ID", 42, True),
+        ("EXTERN_ID", "   ", False),
+        ("GEN", sha("f"), True),
+        ("GEN", "f", False),
+        ("COUNTRY", sha("us"), True),
+        ("COUNTRY", 1, False),
+        ("EMAIL", sha("a") + "\n", False),  # a digest and a line break is not a digest
+        ("EMAIL", sha("a") + "|" + sha("b"), False),  # nor are two digests in one cell
+    ],
+)
 def test_cell_rules_per_key(api: Api, audience: str, key: str, cell: Any, valid: bool):
     """Per-key cell rules: MADID raw lowercase UUID or 64-hex, EXTERN_ID any non-blank value, hashed keys 64
     lowercase hex."""
@@ -677,18 +843,20 @@ def test_one_bad_cell_among_many_good_ones_is_found(api: Api, audience: str, san
     for bad in (emails_[1] + "|" + emails_[2], emails_[3].upper(), 7, ["nested"]):
         rows = [[e, ""] for e in emails_[:250]] + [[bad, ""]] + [[e, sha("1555")] for e in emails_[250:]]
         sandbox_before = len(sandbox.member_keys(audience))
-        assert_upload(api.users(audience, rows, schema=("EMAIL", "PHONE")), audience,
-                      received=len(rows), invalid=1)
+        assert_upload(api.users(audience, rows, schema=("EMAIL", "PHONE")), audience, received=len(rows), invalid=1)
         assert len(sandbox.member_keys(audience)) - sandbox_before in (0, 500)
     assert sandbox.member_keys(audience) == {member_key(EMAIL=e) for e in emails_[:250]} | {
-        member_key(EMAIL=e, PHONE=sha("1555")) for e in emails_[250:]}
+        member_key(EMAIL=e, PHONE=sha("1555")) for e in emails_[250:]
+    }
 
 
 def test_undecodable_text_in_a_digest_column_is_an_invalid_entry(api: Api, audience: str):
     """A lone surrogate (valid JSON, not encodable text) where a digest belongs is one invalid entry, not a
     failed request."""
-    body = '{"payload": {"schema": ["EMAIL"], "data": [["\\ud800"], ["%s"]]}}' % sha("ok@example.com")
-    response = api.call("POST", f"{audience}/users", content=body.encode(), headers={"content-type": "application/json"})
+    body = '{"payload": {"schema": ["EMAIL"], "data": [["\\ud800"], ["' + sha("ok@example.com") + '"]]}}'
+    response = api.call(
+        "POST", f"{audience}/users", content=body.encode(), headers={"content-type": "application/json"}
+    )
     assert_upload(response, audience, received=2, invalid=1)
 
 
@@ -701,6 +869,7 @@ def test_samples_are_the_first_hundred_distinct_invalid_entries(api: Api, audien
 def test_row_identity_sorts_the_pairs_themselves():
     """The identity sorts `KEY=cell` strings, so a key that extends another (ZIP, ZIP5) sorts as its pair does."""
     from audience_assets.standins.graph_sandbox.validation import row_keys
+
     keys, rejected = row_keys(["ZIP", "ZIP5", "EMAIL", "EMAIL_MD5"], [[sha("z"), "z5", sha("e"), "m"]])
     assert keys == [sha("|".join(sorted([f"ZIP={sha('z')}", "ZIP5=z5", f"EMAIL={sha('e')}", "EMAIL_MD5=m"])))]
     assert rejected == []
@@ -715,8 +884,9 @@ def test_lookalike_value_alone_is_not_an_identity(api: Api):
 
 def test_invalid_entry_samples_are_capped_at_100(api: Api, audience: str):
     """invalid_entry_samples holds at most 100 entries; num_invalid_entries counts them all."""
-    body = assert_upload(api.users(audience, [[f"bad{i}"] for i in range(150)] + emails("ok")), audience,
-                         received=151, invalid=150)
+    body = assert_upload(
+        api.users(audience, [[f"bad{i}"] for i in range(150)] + emails("ok")), audience, received=151, invalid=150
+    )
     assert len(body["invalid_entry_samples"]) == 100
 
 
@@ -742,15 +912,29 @@ def test_approximate_counts_follow_the_member_set(api: Api, audience: str):
 
 # ##### ADD / REMOVE SESSIONS
 
-@pytest.mark.parametrize("session", [
-    {"batch_seq": 1},                                    # no session_id
-    {"session_id": 0}, {"session_id": -5}, {"session_id": "12"}, {"session_id": True}, {"session_id": 1.5},
-    {"session_id": 2 ** 63},
-    {"session_id": 1, "batch_seq": 0}, {"session_id": 1, "batch_seq": "1"}, {"session_id": 1, "batch_seq": True},
-    {"session_id": 1, "last_batch_flag": "true"}, {"session_id": 1, "last_batch_flag": 1},
-    {"session_id": 1, "estimated_num_total": -1}, {"session_id": 1, "estimated_num_total": "10"},
-    "{not json", [1, 2],
-], ids=repr)
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        {"batch_seq": 1},  # no session_id
+        {"session_id": 0},
+        {"session_id": -5},
+        {"session_id": "12"},
+        {"session_id": True},
+        {"session_id": 1.5},
+        {"session_id": 2**63},
+        {"session_id": 1, "batch_seq": 0},
+        {"session_id": 1, "batch_seq": "1"},
+        {"session_id": 1, "batch_seq": True},
+        {"session_id": 1, "last_batch_flag": "true"},
+        {"session_id": 1, "last_batch_flag": 1},
+        {"session_id": 1, "estimated_num_total": -1},
+        {"session_id": 1, "estimated_num_total": "10"},
+        "{not json",
+        [1, 2],
+    ],
+    ids=repr,
+)
 def test_malformed_session_objects_are_100(api: Api, audience: str, session: Any):
     """session needs a positive int64 session_id, positive int batch_seq, bool last_batch_flag, int
     estimated_num_total >= 0."""
@@ -762,17 +946,34 @@ def test_session_counters_are_cumulative_and_the_last_batch_closes_it(api: Api, 
     """num_received is cumulative per (audience, session_id); after last_batch_flag=true no batch is accepted;
     /sessions reports numeric strings."""
     session = {"session_id": 555, "estimated_num_total": 5}
-    assert_upload(api.users(audience, emails("a", "b"), session={**session, "batch_seq": 1, "last_batch_flag": False}),
-                  audience, received=2, session_id=555)
-    assert_upload(api.users(audience, emails("c") + [[""]], session={**session, "batch_seq": 2, "last_batch_flag": False}),
-                  audience, received=4, invalid=1, session_id=555)
+    assert_upload(
+        api.users(audience, emails("a", "b"), session={**session, "batch_seq": 1, "last_batch_flag": False}),
+        audience,
+        received=2,
+        session_id=555,
+    )
+    assert_upload(
+        api.users(audience, emails("c") + [[""]], session={**session, "batch_seq": 2, "last_batch_flag": False}),
+        audience,
+        received=4,
+        invalid=1,
+        session_id=555,
+    )
     [state] = api.get(f"{audience}/sessions").json()["data"]
     assert state["session_id"] == "555" and state["stage"] == "uploading"
     assert (state["num_received"], state["num_invalid_entries"], state["num_matched"]) == ("4", "1", "3")
-    assert_upload(api.users(audience, emails("d"), session={**session, "batch_seq": 3, "last_batch_flag": True}),
-                  audience, received=5, invalid=1)
-    assert_error(api.users(audience, emails("e"), session={**session, "batch_seq": 4, "last_batch_flag": True}),
-                 400, 100, message="has already finished")
+    assert_upload(
+        api.users(audience, emails("d"), session={**session, "batch_seq": 3, "last_batch_flag": True}),
+        audience,
+        received=5,
+        invalid=1,
+    )
+    assert_error(
+        api.users(audience, emails("e"), session={**session, "batch_seq": 4, "last_batch_flag": True}),
+        400,
+        100,
+        message="has already finished",
+    )
     [state] = api.get(f"{audience}/sessions", params={"session_id": "555"}).json()["data"]
     assert state["stage"] == "finished" and state["num_received"] == "5" and state["progress"] == "100"
     assert api.sandbox.member_keys(audience) == email_keys("a", "b", "c", "d")
@@ -788,8 +989,12 @@ def test_without_a_session_the_server_assigns_one_and_closes_it(api: Api, audien
 def test_a_session_belongs_to_one_operation(api: Api, audience: str):
     """One session per logical upload and operation: an add session cannot carry removals or a replace."""
     api.users(audience, emails("a"), session={"session_id": 9, "batch_seq": 1})
-    assert_error(api.users(audience, emails("a"), session={"session_id": 9, "batch_seq": 2}, method="DELETE"),
-                 400, 100, message="belongs to another operation")
+    assert_error(
+        api.users(audience, emails("a"), session={"session_id": 9, "batch_seq": 2}, method="DELETE"),
+        400,
+        100,
+        message="belongs to another operation",
+    )
     assert_error(api.replace(audience, emails("x"), 9, 1), 400, 100, message="belongs to another operation")
     assert_error(api.replace(audience, emails("x"), 9, 2), 400, 100, message="belongs to another operation")
     assert api.status(audience) == {"code": 200, "description": "Normal"}
@@ -800,19 +1005,24 @@ def test_sessions_are_per_audience(api: Api):
     """The same session_id on another audience is another session."""
     first, second = api.create("first"), api.create("second")
     api.users(first, emails("a"), session={"session_id": 4, "last_batch_flag": True})
-    assert_upload(api.users(second, emails("a"), session={"session_id": 4, "last_batch_flag": True}),
-                  second, received=1)
+    assert_upload(
+        api.users(second, emails("a"), session={"session_id": 4, "last_batch_flag": True}), second, received=1
+    )
 
 
 # ##### AUDIENCES THAT CANNOT TAKE USERS
+
 
 def test_flagged_audience_blocks_edits_with_100_1713230(api: Api, audience: str, sandbox: GraphSandbox):
     """operation_status 471 (flagged for integrity) blocks add, remove and replace with 100/1713230."""
     api.users(audience, emails("a"))
     sandbox.flag(audience)
     assert api.status(audience) == {"code": 471, "description": "Flagged"}
-    for response in (api.users(audience, emails("b")), api.users(audience, emails("a"), method="DELETE"),
-                     api.replace(audience, emails("c"), 1, 1)):
+    for response in (
+        api.users(audience, emails("b")),
+        api.users(audience, emails("a"), method="DELETE"),
+        api.replace(audience, emails("c"), 1, 1),
+    ):
         assert_error(response, 400, 100, 1713230)
     assert sandbox.member_keys(audience) == email_keys("a")
     sandbox.flag(audience, False)
@@ -836,10 +1046,15 @@ def test_only_custom_audiences_accept_users(api: Api):
 
 # ##### REPLACE
 
+
 def test_replace_requires_a_session_with_batch_seq(api: Api, audience: str):
     """usersreplace requires a session, and a batch_seq within it."""
-    assert_error(api.post(f"{audience}/usersreplace", {"payload": {"schema": ["EMAIL"], "data": emails("a")}}),
-                 400, 100, message="Missing required parameter: session")
+    assert_error(
+        api.post(f"{audience}/usersreplace", {"payload": {"schema": ["EMAIL"], "data": emails("a")}}),
+        400,
+        100,
+        message="Missing required parameter: session",
+    )
     assert_error(api.replace(audience, emails("a"), 1, None), 400, 100, message="batch_seq")
 
 
@@ -877,7 +1092,9 @@ def test_one_replace_at_a_time_and_no_users_calls_during_it_1870145(api: Api, au
     """One replace at a time, and no /users add or remove while it runs: 2650/1870145 (retry later)."""
     api.users(audience, emails("old"))
     api.replace(audience, emails("a"), 61, 1)
-    assert_error(api.replace(audience, emails("b"), 62, 1), 400, 2650, 1870145, message="another replace is in progress")
+    assert_error(
+        api.replace(audience, emails("b"), 62, 1), 400, 2650, 1870145, message="another replace is in progress"
+    )
     assert_error(api.users(audience, emails("c")), 400, 2650, 1870145, message="in progress")
     assert_error(api.users(audience, emails("old"), method="DELETE"), 400, 2650, 1870145)
     assert_error(api.replace(audience, emails("b"), 62, 2), 400, 2650, 1870147)  # session 62 never started
@@ -895,8 +1112,9 @@ def test_replace_window_is_90_minutes_1870158(api: Api, audience: str, sandbox: 
     clock.advance(90 * 60)
     assert_upload(api.replace(audience, emails("b"), 71, 2), audience, received=2)  # exactly 90 min: still open
     clock.advance(1)
-    assert_error(api.replace(audience, emails("c"), 71, 3, last=True), 400, 2650, 1870158,
-                 message="timed out (90 minutes)")
+    assert_error(
+        api.replace(audience, emails("c"), 71, 3, last=True), 400, 2650, 1870158, message="timed out (90 minutes)"
+    )
     assert sandbox.member_keys(audience) == email_keys("a", "b")
     assert_error(api.replace(audience, emails("c"), 71, 4), 400, 2650, 1870158)
     assert api.status(audience) == {"code": 200, "description": "Normal"}
@@ -945,22 +1163,30 @@ def test_later_replace_batches_may_repeat(api: Api, audience: str, sandbox: Grap
 
 def test_replace_validates_the_payload_like_users(api: Api, audience: str):
     """usersreplace applies the payload rules of /users; a rejected batch 1 starts no replace."""
-    response = api.post(f"{audience}/usersreplace", {"payload": {"schema": ["EMAIL", "PHONE"], "data": [["a"]]},
-                                                     "session": {"session_id": 1, "batch_seq": 1}})
+    response = api.post(
+        f"{audience}/usersreplace",
+        {"payload": {"schema": ["EMAIL", "PHONE"], "data": [["a"]]}, "session": {"session_id": 1, "batch_seq": 1}},
+    )
     assert_error(response, 400, 100, message="Data is missing or does not match schema")
     assert api.status(audience)["code"] == 200  # the rejected batch 1 started nothing
 
 
 # ##### RATE LIMITING AND USAGE HEADERS
 
+
 def test_usage_header_on_every_account_response(api: Api, audience: str):
     """X-Business-Use-Case-Usage: {"<account digits>": [{"type": "custom_audience", call_count, total_cputime,
     total_time, estimated_time_to_regain_access, ads_api_access_tier}]}, plus X-App-Usage; errors too."""
-    for response in (api.get(ACCOUNT), api.users(audience, emails("a")),
-                     api.get(audience, params={"fields": "bogus"})):
+    for response in (api.get(ACCOUNT), api.users(audience, emails("a")), api.get(audience, params={"fields": "bogus"})):
         entry = usage(response)
-        assert set(entry) == {"type", "call_count", "total_cputime", "total_time", "estimated_time_to_regain_access",
-                              "ads_api_access_tier"}
+        assert set(entry) == {
+            "type",
+            "call_count",
+            "total_cputime",
+            "total_time",
+            "estimated_time_to_regain_access",
+            "ads_api_access_tier",
+        }
         assert entry["type"] == "custom_audience" and entry["estimated_time_to_regain_access"] == 0
         assert entry["call_count"] == 0  # no budget configured: unlimited
         assert set(json.loads(response.headers["x-app-usage"])) == {"call_count", "total_cputime", "total_time"}
@@ -979,8 +1205,9 @@ def test_call_count_rises_to_100_then_80003_with_time_to_regain(clock: Clock):
         clock.advance(30)
     assert shares == [25, 50, 75, 100]
     throttled = api.get(f"{ACCOUNT}/customaudiences")
-    assert_error(throttled, 400, 80003,
-                 message="There have been too many calls to this ad-account. Wait a bit and try again.")
+    assert_error(
+        throttled, 400, 80003, message="There have been too many calls to this ad-account. Wait a bit and try again."
+    )
     entry = usage(throttled)
     # the oldest call leaves the 600 s window 480 s from now: 8 whole minutes
     assert entry["estimated_time_to_regain_access"] == math.ceil((600 - 4 * 30) / 60) == 8
@@ -1001,6 +1228,7 @@ def test_rejected_calls_count_against_the_budget(clock: Clock):
 
 
 # ##### FAULT INJECTION
+
 
 def test_timeout_before_drops_the_request_unprocessed(clock: Clock):
     """Fault timeout_before: no answer and nothing applied."""
@@ -1040,8 +1268,9 @@ def test_server_errors_are_transient_500s_or_html_edge_pages(clock: Clock):
 def test_throttle_fault_is_80003_without_spending_the_budget(clock: Clock, kind: str, regain: int | None):
     """Fault throttle: an 80003 although budget remains, nothing applied and nothing counted. Its usage header
     reads 100 % with an estimate of a minute, 100 % with an estimate of 0 (Meta promises no more), or is absent."""
-    sandbox = GraphSandbox(config=config(rate_limit_calls=10, faults=Faults(throttle=1.0, throttle_headers=(kind,))),
-                           clock=clock)
+    sandbox = GraphSandbox(
+        config=config(rate_limit_calls=10, faults=Faults(throttle=1.0, throttle_headers=(kind,))), clock=clock
+    )
     api = Api(sandbox)
     response = api.post(f"{ACCOUNT}/customaudiences", {"name": "t", **CREATE})
     assert_error(response, 400, 80003)
@@ -1062,8 +1291,11 @@ def test_reset_fault_closes_the_connection_unprocessed(clock: Clock):
         api.post(f"{ACCOUNT}/customaudiences", {"name": "reset", **CREATE})
     with api.sandbox.serve() as server, httpx.Client(base_url=server.url, timeout=5) as http:
         with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-            http.post(f"/v25.0/{ACCOUNT}/customaudiences", json={"name": "reset", **CREATE},
-                      headers={"Authorization": f"Bearer {TOKEN}"})
+            http.post(
+                f"/v25.0/{ACCOUNT}/customaudiences",
+                json={"name": "reset", **CREATE},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
     assert api.sandbox.audience_id("reset") is None
 
 
@@ -1088,9 +1320,17 @@ def test_open_sessions_fault_keeps_finished_sessions_uploading(api: Api, audienc
 
 def test_a_fault_profile_reads_like_the_environment_variable():
     """META_SANDBOX_FAULTS: rates, header kinds and flags; a bad token names the variable and the grammar."""
-    faults = Faults.parse("throttle:0.15,5xx:0.05,regain0,noheader,reset:0.02,slow:0.05,slow_seconds:0.5,"
-                          "timeout_after:0.01,open_sessions,seed:9")
-    assert (faults.throttle, faults.server_error, faults.reset, faults.slow, faults.slow_seconds) == (0.15, 0.05, 0.02, 0.05, 0.5)
+    faults = Faults.parse(
+        "throttle:0.15,5xx:0.05,regain0,noheader,reset:0.02,slow:0.05,slow_seconds:0.5,"
+        "timeout_after:0.01,open_sessions,seed:9"
+    )
+    assert (faults.throttle, faults.server_error, faults.reset, faults.slow, faults.slow_seconds) == (
+        0.15,
+        0.05,
+        0.02,
+        0.05,
+        0.5,
+    )
     assert faults.throttle_headers == ("regain0", "none") and faults.open_sessions and faults.timeout_after == 0.01
     assert faults.seed == 9 and Faults.parse("") == Faults()
     for bad in ("throttle:2", "throttle", "bogus", "5xx:0.6,throttle:0.6"):
@@ -1100,9 +1340,13 @@ def test_a_fault_profile_reads_like_the_environment_variable():
 
 def test_faults_are_reproducible_from_the_seed(clock: Clock):
     """Faults are drawn from a seeded generator: same seed, same sequence."""
+
     def outcomes(seed: int) -> list[str]:
-        api = Api(GraphSandbox(config=config(faults=Faults(server_error=0.2, timeout_before=0.2, throttle=0.2,
-                                                           seed=seed)), clock=clock))
+        api = Api(
+            GraphSandbox(
+                config=config(faults=Faults(server_error=0.2, timeout_before=0.2, throttle=0.2, seed=seed)), clock=clock
+            )
+        )
         seen = []
         for _ in range(40):
             try:
@@ -1135,14 +1379,16 @@ def test_dropped_connection_over_http_after_delay(clock: Clock):
 
 # ##### ADMIN API (/_sandbox/, not part of Meta's API)
 
+
 def test_admin_api_reports_audiences_members_and_stats(api: Api, audience: str, sandbox: GraphSandbox):
     """/_sandbox/audiences, /members and /stats expose state for tests and demos; unknown paths are 404."""
     api.users(audience, emails("a", "b"))
     api.replace(audience, emails("a"), 5, 1)
     api.replace(audience, emails("a"), 5, 1)
     admin = lambda path, **params: api.call("GET", f"_sandbox/{path}", version=None, token=None, params=params)  # noqa: E731
-    assert admin("audiences").json() == {"data": [{"id": audience, "name": "contract audience", "account": ACCOUNT,
-                                                   "members": 2}]}
+    assert admin("audiences").json() == {
+        "data": [{"id": audience, "name": "contract audience", "account": ACCOUNT, "members": 2}]
+    }
     assert admin("members", audience_id=audience).json() == {"data": sorted(email_keys("a", "b"))}
     stats = admin("stats").json()
     assert stats["replace_restarts"] == 1 and stats["resent_replace_batches"] == sandbox.resent_replace_batches() == 2

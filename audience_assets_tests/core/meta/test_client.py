@@ -30,9 +30,9 @@ import pytest
 
 from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy, encode_body
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
+from audience_assets.core.meta.manager import AudienceManager
 from audience_assets.core.meta.pacer import DeadlineExceeded
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
-from audience_assets.core.meta.manager import AudienceManager
 
 TOKEN = "tok-Client-Secret-7f3a9c"
 ACCOUNT = "act_1000000001"
@@ -41,6 +41,7 @@ CREATE = {"subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY", "de
 
 
 # ##### HELPERS
+
 
 def sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
@@ -62,8 +63,12 @@ class RecordingSandbox(GraphSandbox):
         self.drop_next: str | None = None
 
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> SandboxResponse:
-        record = {"method": method, "raw_path": raw_path, "headers": {k.lower(): v for k, v in headers.items()},
-                  "body": body}
+        record = {
+            "method": method,
+            "raw_path": raw_path,
+            "headers": {k.lower(): v for k, v in headers.items()},
+            "body": body,
+        }
         self.requests.append(record)
         is_create = method == "POST" and urlsplit(raw_path).path.endswith("/customaudiences")
         if is_create and self.drop_next == "before":
@@ -100,27 +105,45 @@ class FakeTime:
 
 
 def sandbox_config(**changes: Any) -> SandboxConfig:
-    base: dict[str, Any] = dict(tokens={TOKEN: ["*"]},
-                                ad_accounts={ACCOUNT: {"name": "client tests", "tos_accepted": True}},
-                                expired_tokens=["tok-Expired-000"])
+    base: dict[str, Any] = dict(
+        tokens={TOKEN: ["*"]},
+        ad_accounts={ACCOUNT: {"name": "client tests", "tos_accepted": True}},
+        expired_tokens=["tok-Expired-000"],
+    )
     base.update(changes)
     return SandboxConfig(**base)
 
 
-def make_client(url: str, *, token: str = TOKEN, waits: list[float] | None = None, app_secret: str | None = None,
-                clock: FakeTime | None = None, **retry: Any) -> GraphClient:
+def make_client(
+    url: str,
+    *,
+    token: str = TOKEN,
+    waits: list[float] | None = None,
+    app_secret: str | None = None,
+    clock: FakeTime | None = None,
+    **retry: Any,
+) -> GraphClient:
     """A client on a fake clock: its waits are recorded (in `waits`, or the clock's) and move the clock."""
-    policy = RetryPolicy(**{"timeout_seconds": 5.0, "transient_attempts": 4, "transient_base_seconds": 2.0,
-                            "throttle_base_seconds": 30.0, **retry})
+    policy = RetryPolicy(
+        **{
+            "timeout_seconds": 5.0,
+            "transient_attempts": 4,
+            "transient_base_seconds": 2.0,
+            "throttle_base_seconds": 30.0,
+            **retry,
+        }
+    )
     clock = clock or FakeTime(waits)
-    return GraphClient(access_token=token, base_url=url, app_secret=app_secret, retry=policy,
-                       sleep=clock.sleep, clock=clock, seed=7)
+    return GraphClient(
+        access_token=token, base_url=url, app_secret=app_secret, retry=policy, sleep=clock.sleep, clock=clock, seed=7
+    )
 
 
 def raw(sandbox: GraphSandbox) -> httpx.Client:
     """A plain in-process client on the same sandbox state, for setting the scene."""
-    return httpx.Client(transport=sandbox.transport(), base_url="http://127.0.0.1/v25.0/",
-                        headers={"Authorization": f"Bearer {TOKEN}"})
+    return httpx.Client(
+        transport=sandbox.transport(), base_url="http://127.0.0.1/v25.0/", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
 
 
 def create(sandbox: GraphSandbox, name: str, **fields: Any) -> str:
@@ -173,6 +196,7 @@ def server(sandbox: RecordingSandbox):
 
 # ##### THE TOKEN AND THE APP SECRET PROOF ON THE WIRE
 
+
 def test_token_travels_only_in_the_authorization_header(sandbox: RecordingSandbox, server):
     """The sandbox would accept `access_token` in a URL (Graph does), so only the wire record can tell:
     every request carries `Authorization: Bearer <token>`, and no URL or body carries the token."""
@@ -205,7 +229,9 @@ def test_appsecret_proof_accompanies_every_call_when_configured():
         client.post(f"{audience_id}/users", users_body(["a", "b"]))
         client.delete(f"{audience_id}/users", users_body(["a"]))
         client.close()
-        get, post, delete = (next(r for r in sandbox.api_requests() if r["method"] == m) for m in ("GET", "POST", "DELETE"))
+        get, post, delete = (
+            next(r for r in sandbox.api_requests() if r["method"] == m) for m in ("GET", "POST", "DELETE")
+        )
         assert parse_qs(urlsplit(get["raw_path"]).query)["appsecret_proof"] == [proof()]
         assert json.loads(post["body"])["appsecret_proof"] == proof()
         assert json.loads(delete["body"])["appsecret_proof"] == proof()
@@ -222,7 +248,9 @@ def test_appsecret_proof_accompanies_every_call_when_configured():
             assert (caught.value.code, caught.value.error_type) == (100, "GraphMethodException")
             assert message in str(caught.value)
             assert waits == [] and other.stats.requests == 1
-            assert_no_secrets(caught.value, TOKEN, APP_SECRET, "wrong-secret-xyz", proof(), proof(secret="wrong-secret-xyz"))
+            assert_no_secrets(
+                caught.value, TOKEN, APP_SECRET, "wrong-secret-xyz", proof(), proof(secret="wrong-secret-xyz")
+            )
 
 
 def test_no_proof_is_sent_without_an_app_secret(sandbox: RecordingSandbox, server):
@@ -235,6 +263,7 @@ def test_no_proof_is_sent_without_an_app_secret(sandbox: RecordingSandbox, serve
 
 
 # ##### TIMEOUTS AND DELETE BODIES
+
 
 def test_every_call_has_a_timeout():
     """A server that never answers costs `timeout_seconds`, not forever (the sandbox stalls 2 s here)."""
@@ -262,8 +291,13 @@ def test_delete_carries_its_payload_in_the_body(sandbox: RecordingSandbox, serve
     session = {"session_id": 4242, "batch_seq": 1, "last_batch_flag": True, "estimated_num_total": 10_000}
     response = client.delete(f"{audience_id}/users", users_body(rows, **session))
     client.close()
-    assert response == {"audience_id": audience_id, "session_id": "4242", "num_received": 10_000,
-                        "num_invalid_entries": 0, "invalid_entry_samples": {}}
+    assert response == {
+        "audience_id": audience_id,
+        "session_id": "4242",
+        "num_received": 10_000,
+        "num_invalid_entries": 0,
+        "invalid_entry_samples": {},
+    }
     [request] = sandbox.api_requests()
     assert request["method"] == "DELETE"
     assert request["raw_path"] == f"/v25.0/{audience_id}/users"  # no query string at all
@@ -277,7 +311,7 @@ def test_rows_encoded_elsewhere_go_into_the_body_as_they_stand(sandbox: Recordin
     """An upload's rows arrive as JSON text (DuckDB encodes them): the client splices that text into the
     body unchanged, and the request is the one the same rows as Python lists would make."""
     audience_id = create(sandbox, "spliced")
-    rows = [[sha("a"), "say \"hi\" \\ Zoë 😀"], [sha("b"), ""]]
+    rows = [[sha("a"), 'say "hi" \\ Zoë 😀'], [sha("b"), ""]]
     session = {"session_id": 77, "batch_seq": 1, "last_batch_flag": True, "estimated_num_total": 2}
     body = {"payload": {"schema": ["EMAIL", "EXTERN_ID"], "data": rows, "is_raw": True}, "session": session}
     spliced = {**body, "payload": {**body["payload"], "data": JsonText(json.dumps(rows))}}
@@ -297,6 +331,7 @@ def test_rows_encoded_elsewhere_go_into_the_body_as_they_stand(sandbox: Recordin
 
 # ##### RETRIES BY ERROR CLASS
 
+
 def test_transient_server_errors_are_retried_until_the_outage_ends():
     """A 5xx is transient: retried after a short back-off (transient_base_seconds with jitter)."""
     sandbox = GraphSandbox(config=sandbox_config(faults=Faults(server_error=1.0, seed=1)))
@@ -307,8 +342,14 @@ def test_transient_server_errors_are_retried_until_the_outage_ends():
 
     clock = FakeTime(waits, during_sleep=outage_ends)
     with serving(sandbox) as server:
-        client = GraphClient(access_token=TOKEN, base_url=server.url, sleep=clock.sleep, clock=clock, seed=7,
-                             retry=RetryPolicy(timeout_seconds=5, transient_base_seconds=2.0))
+        client = GraphClient(
+            access_token=TOKEN,
+            base_url=server.url,
+            sleep=clock.sleep,
+            clock=clock,
+            seed=7,
+            retry=RetryPolicy(timeout_seconds=5, transient_base_seconds=2.0),
+        )
         result = client.post(f"{ACCOUNT}/customaudiences", {"name": "after outage", **CREATE})
         client.close()
     assert result["id"] == sandbox.audience_id("after outage")
@@ -328,7 +369,7 @@ def test_transient_errors_back_off_exponentially_then_raise():
     assert caught.value.code == 2 and caught.value.error_class is ErrorClass.TRANSIENT
     assert len(waits) == 4 and client.stats.requests == 5
     for n, wait in enumerate(waits):
-        assert 0.8 * 2 ** n <= wait <= 1.2 * 2 ** n
+        assert 0.8 * 2**n <= wait <= 1.2 * 2**n
 
 
 def test_an_html_error_page_on_a_non_repeatable_call_is_ambiguous():
@@ -376,20 +417,23 @@ def test_throttles_without_an_estimate_back_off_exponentially_until_the_deadline
     waits: list[float] = []
     with serving(sandbox) as server:
         client = make_client(server.url, waits=waits, throttle_base_seconds=30.0, deadline_seconds=600)
-        with pytest.raises(DeadlineExceeded, match=r"throttled by Meta \(code 80003\).*no estimate from Meta") as caught:
+        with pytest.raises(
+            DeadlineExceeded, match=r"throttled by Meta \(code 80003\).*no estimate from Meta"
+        ) as caught:
             client.get(f"{ACCOUNT}/customaudiences")
         client.close()
     assert "would pass the deadline" in str(caught.value)
     assert client.stats.throttled == 5 and len(waits) == 4
     for n, wait in enumerate(waits):
-        assert 0.8 * 30 * 2 ** n <= wait <= 1.2 * 30 * 2 ** n
+        assert 0.8 * 30 * 2**n <= wait <= 1.2 * 30 * 2**n
 
 
 def test_a_busy_audience_is_waited_out_like_a_throttle(sandbox: RecordingSandbox, server):
     """2650/1870145 (a replace is running) clears by waiting; the retry goes through once it finished."""
     audience_id = create(sandbox, "busy")
     replace = lambda seq, last: raw(sandbox).post(  # noqa: E731
-        f"{audience_id}/usersreplace", json=users_body(["r"], session_id=9, batch_seq=seq, last_batch_flag=last))
+        f"{audience_id}/usersreplace", json=users_body(["r"], session_id=9, batch_seq=seq, last_batch_flag=last)
+    )
     assert replace(1, False).status_code == 200
     waits: list[float] = []
 
@@ -397,23 +441,33 @@ def test_a_busy_audience_is_waited_out_like_a_throttle(sandbox: RecordingSandbox
         assert replace(2, True).status_code == 200
 
     clock = FakeTime(waits, during_sleep=other_upload_finishes)
-    client = GraphClient(access_token=TOKEN, base_url=server.url, sleep=clock.sleep, clock=clock, seed=7,
-                         retry=RetryPolicy(timeout_seconds=5, throttle_base_seconds=30.0))
+    client = GraphClient(
+        access_token=TOKEN,
+        base_url=server.url,
+        sleep=clock.sleep,
+        clock=clock,
+        seed=7,
+        retry=RetryPolicy(timeout_seconds=5, throttle_base_seconds=30.0),
+    )
     response = client.post(f"{audience_id}/users", users_body(["late"]))
     client.close()
     assert response["num_received"] == 1 and len(waits) == 1 and client.stats.throttled == 1
     assert len(sandbox.member_keys(audience_id)) == 2
 
 
-@pytest.mark.parametrize("case, code, subcode", [
-    ("unknown audience", 100, 33),
-    ("expired token", 190, 463),
-    ("flagged audience", 100, 1713230),
-    ("replace without batch 1", 2650, 1870147),
-    ("bad payload", 100, None),
-])
-def test_fatal_errors_are_raised_at_once_with_code_subcode_and_trace(sandbox: RecordingSandbox, server, case: str,
-                                                                     code: int, subcode: int | None):
+@pytest.mark.parametrize(
+    "case, code, subcode",
+    [
+        ("unknown audience", 100, 33),
+        ("expired token", 190, 463),
+        ("flagged audience", 100, 1713230),
+        ("replace without batch 1", 2650, 1870147),
+        ("bad payload", 100, None),
+    ],
+)
+def test_fatal_errors_are_raised_at_once_with_code_subcode_and_trace(
+    sandbox: RecordingSandbox, server, case: str, code: int, subcode: int | None
+):
     """Fatal errors are not retried: one request, no wait, and the error carries code, subcode and fbtrace_id."""
     audience_id = create(sandbox, "fatal")
     token, method, path, body = TOKEN, "POST", f"{audience_id}/users", users_body(["a"])
@@ -434,8 +488,12 @@ def test_fatal_errors_are_raised_at_once_with_code_subcode_and_trace(sandbox: Re
         client.request(method, path, body=body)
     client.close()
     error = caught.value
-    assert (error.code, error.subcode, error.error_class, error.status) == (code, subcode, ErrorClass.FATAL,
-                                                                            403 if code == 200 else 400)
+    assert (error.code, error.subcode, error.error_class, error.status) == (
+        code,
+        subcode,
+        ErrorClass.FATAL,
+        403 if code == 200 else 400,
+    )
     assert error.fbtrace_id and error.fbtrace_id.startswith("A") and error.fbtrace_id in str(error)
     assert f"code {code}" + (f"/{subcode}" if subcode else "") in str(error)
     assert waits == [] and len(sandbox.api_requests()) == 1
@@ -472,6 +530,7 @@ def test_lost_connections_are_retried_when_safe_then_given_up():
 
 # ##### FIND-OR-CREATE
 
+
 def test_ensure_finds_before_it_creates_across_pages(sandbox: RecordingSandbox, server):
     """ensure() is idempotent: the second call finds the audience (here on the second page of 200) instead
     of creating another one with the same name."""
@@ -490,7 +549,10 @@ def test_ensure_finds_before_it_creates_across_pages(sandbox: RecordingSandbox, 
     assert [a["name"] for a in listed].count("target") == 1
     assert any("after=" in r["raw_path"] for r in sandbox.api_requests())  # it did page
     assert (audience["subtype"], audience["customer_file_source"], audience["retention_days"]) == (
-        "CUSTOM", "USER_PROVIDED_ONLY", 0)
+        "CUSTOM",
+        "USER_PROVIDED_ONLY",
+        0,
+    )
 
 
 @pytest.mark.parametrize("lost", ["after", "before"])
@@ -499,7 +561,8 @@ def test_ensure_after_a_lost_create_makes_exactly_one_audience(sandbox: Recordin
     client = make_client(server.url)
     sandbox.drop_next = lost
     audience_id, created = AudienceManager(client, ACCOUNT).ensure(
-        "fragile", description="d", customer_file_source="USER_PROVIDED_ONLY", retention_days=30)
+        "fragile", description="d", customer_file_source="USER_PROVIDED_ONLY", retention_days=30
+    )
     client.close()
     assert created is True and audience_id == sandbox.audience_id("fragile")
     creates = [r for r in sandbox.api_requests() if r["method"] == "POST"]
@@ -510,13 +573,17 @@ def test_ensure_after_a_lost_create_makes_exactly_one_audience(sandbox: Recordin
 
 def test_manager_rejects_a_malformed_ad_account_id():
     """The ad account id must look like act_<digits> (META_AD_ACCOUNT_ID)."""
-    client = GraphClient(access_token=TOKEN, base_url="http://127.0.0.1:9", transport=httpx.MockTransport(
-        lambda request: httpx.Response(500)))
+    client = GraphClient(
+        access_token=TOKEN,
+        base_url="http://127.0.0.1:9",
+        transport=httpx.MockTransport(lambda request: httpx.Response(500)),
+    )
     with pytest.raises(ValueError, match="act_<digits>"):
         AudienceManager(client, "1000000001")
 
 
 # ##### PREFLIGHT
+
 
 def test_preflight_passes_for_a_usable_custom_audience(sandbox: RecordingSandbox, server):
     """A working token, accepted terms and a Normal CUSTOM audience pass; preflight returns the audience."""
@@ -528,8 +595,13 @@ def test_preflight_passes_for_a_usable_custom_audience(sandbox: RecordingSandbox
     assert audience["operation_status"] == {"code": 200, "description": "Normal"}
 
 
-@pytest.mark.parametrize("token, hint", [("tok-Wrong-123456", "create a new system-user token and set META_ACCESS_TOKEN"),
-                                         ("tok-Expired-000", "invalid or expired")])
+@pytest.mark.parametrize(
+    "token, hint",
+    [
+        ("tok-Wrong-123456", "create a new system-user token and set META_ACCESS_TOKEN"),
+        ("tok-Expired-000", "invalid or expired"),
+    ],
+)
 def test_preflight_with_a_bad_token(sandbox: RecordingSandbox, server, token: str, hint: str):
     """An invalid or expired token (190) stops preflight at once with the fix: a new token in META_ACCESS_TOKEN."""
     audience_id = create(sandbox, "ready")
@@ -581,6 +653,7 @@ def test_preflight_with_a_non_custom_audience(sandbox: RecordingSandbox, server)
 
 # ##### SECRETS NEVER REACH EXCEPTION MESSAGES
 
+
 def test_errors_from_the_sandbox_carry_no_token_or_secret():
     """Throttle, bad-token and bad-proof errors name neither the token, the app secret nor the proof."""
     sandbox = GraphSandbox(config=sandbox_config(app_secret=APP_SECRET, faults=Faults(throttle=1.0)))
@@ -599,14 +672,21 @@ def test_errors_from_the_sandbox_carry_no_token_or_secret():
 
 def test_an_error_echoing_the_credentials_is_redacted():
     """Should Graph (or a proxy) echo the token, the proof or the secret, the client's error does not."""
+
     def echo(request: httpx.Request) -> httpx.Response:
         sent = request.headers["authorization"]
         message = f"Bad request from {sent}; access_token={TOKEN}&appsecret_proof={proof()}; secret {APP_SECRET}"
-        return httpx.Response(400, json={"error": {"message": message, "type": "OAuthException", "code": 100,
-                                                   "fbtrace_id": "Aecho"}})
+        return httpx.Response(
+            400, json={"error": {"message": message, "type": "OAuthException", "code": 100, "fbtrace_id": "Aecho"}}
+        )
 
-    client = GraphClient(access_token=TOKEN, app_secret=APP_SECRET, base_url="http://127.0.0.1",
-                         transport=httpx.MockTransport(echo), sleep=lambda s: None)
+    client = GraphClient(
+        access_token=TOKEN,
+        app_secret=APP_SECRET,
+        base_url="http://127.0.0.1",
+        transport=httpx.MockTransport(echo),
+        sleep=lambda s: None,
+    )
     with pytest.raises(MetaApiError) as caught:
         client.get(ACCOUNT)
     assert_no_secrets(caught.value, TOKEN, APP_SECRET, proof())

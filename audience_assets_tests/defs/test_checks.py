@@ -9,19 +9,19 @@ import dagster as dg
 import duckdb
 import pytest
 
+from audience_assets.cli import run_pipeline
+from audience_assets.core import layout
+from audience_assets.core.audience.outbound import outbound_cell_problems
+from audience_assets.core.config import load_config
+from audience_assets.core.demo import generate
+from audience_assets.core.ingestion.read import FileReport, IngestReport
+from audience_assets.core.settings import Settings
+from audience_assets.definitions import build_definitions
 from audience_assets.defs.activation import checks
 from audience_assets.defs.clean_room.checks import MATCH_RATE, match_rate
 from audience_assets.defs.ingest.checks import row_accounting
-from audience_assets.core.audience.outbound import outbound_cell_problems
-from audience_assets.core import layout
-from audience_assets.cli import run_pipeline
-from audience_assets.core.config import load_config
-from audience_assets.definitions import build_definitions
 from audience_assets.defs.resources import build_resources
-from audience_assets.core.demo import generate
-from audience_assets.core.ingestion.read import FileReport, IngestReport
 from audience_assets.standins.graph_sandbox import GraphSandbox
-from audience_assets.core.settings import Settings
 from audience_assets_tests.conftest import copy_config
 
 
@@ -35,11 +35,15 @@ def test_row_accounting():
 
 def test_outbound_cells(tmp_path: Path):
     good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
-    duckdb.execute(f"COPY (SELECT sha256('a@example.com') AS EMAIL, '' AS PHONE, 'C1' AS EXTERN_ID, "
-                   f"'ab7a7c55-1c8f-4f3b-9d2b-0e7b2b1c9a11' AS MADID) TO '{good}' (FORMAT parquet)")
-    duckdb.execute(f"COPY (SELECT 'a@example.com' AS EMAIL, upper(sha256('x')) AS PHONE, 'b@example.com' AS EXTERN_ID, "
-                   f"'AB7A7C55-1C8F-4F3B-9D2B-0E7B2B1C9A11' AS MADID UNION ALL SELECT sha256('y'), '', "
-                   f"'+1 (555) 010-0001', '' ) TO '{bad}' (FORMAT parquet)")
+    duckdb.execute(
+        f"COPY (SELECT sha256('a@example.com') AS EMAIL, '' AS PHONE, 'C1' AS EXTERN_ID, "
+        f"'ab7a7c55-1c8f-4f3b-9d2b-0e7b2b1c9a11' AS MADID) TO '{good}' (FORMAT parquet)"
+    )
+    duckdb.execute(
+        f"COPY (SELECT 'a@example.com' AS EMAIL, upper(sha256('x')) AS PHONE, 'b@example.com' AS EXTERN_ID, "
+        f"'AB7A7C55-1C8F-4F3B-9D2B-0E7B2B1C9A11' AS MADID UNION ALL SELECT sha256('y'), '', "
+        f"'+1 (555) 010-0001', '' ) TO '{bad}' (FORMAT parquet)"
+    )
     con = duckdb.connect()
     keys = ["EMAIL", "PHONE", "EXTERN_ID", "MADID"]
     assert outbound_cell_problems(con, [good], keys) == {}
@@ -52,9 +56,11 @@ def test_outbound_cells_of_repeating_keys_count_every_row(tmp_path: Path):
     in each file, and a NULL is an empty cell (allowed)."""
     files = [tmp_path / "one.parquet", tmp_path / "two.parquet"]
     for path in files:
-        duckdb.execute(f"COPY (SELECT * FROM (VALUES (sha256('mary'), 'Smith', sha256('sf')), (sha256('mary'), 'Smith', ''), "
-                       f"(sha256('jo'), sha256('lee'), NULL), (upper(sha256('jo')), 'Smith', sha256('sf'))) "
-                       f"t(FN, LN, CT)) TO '{path}' (FORMAT parquet)")
+        duckdb.execute(
+            f"COPY (SELECT * FROM (VALUES (sha256('mary'), 'Smith', sha256('sf')), (sha256('mary'), 'Smith', ''), "
+            f"(sha256('jo'), sha256('lee'), NULL), (upper(sha256('jo')), 'Smith', sha256('sf'))) "
+            f"t(FN, LN, CT)) TO '{path}' (FORMAT parquet)"
+        )
     con = duckdb.connect()
     assert outbound_cell_problems(con, files, ["FN", "LN", "CT"]) == {"FN": 2, "LN": 6}
     assert outbound_cell_problems(con, files[:1], ["CT", "LN"]) == {"LN": 3}
@@ -86,13 +92,17 @@ def test_a_plaintext_cell_stops_the_upload_and_a_low_match_rate_only_warns(tmp_p
     data = tmp_path / "data"
     generate(data, customers=20_000, seed=5)
     config_dir = copy_config(tmp_path / "config")
-    (config_dir / "partners.yaml").write_text((config_dir / "partners.yaml").read_text().replace(
-        "    match_keys: [EMAIL, PHONE]\n", "    match_keys: [EMAIL, PHONE]\n    min_match_rate: 0.99\n"))
+    (config_dir / "partners.yaml").write_text(
+        (config_dir / "partners.yaml")
+        .read_text()
+        .replace("    match_keys: [EMAIL, PHONE]\n", "    match_keys: [EMAIL, PHONE]\n    min_match_rate: 0.99\n")
+    )
     settings = Settings(data_dir=data, config_dir=config_dir, demo_data=False)
     with dg.instance_for_test() as instance:
         assert run_pipeline(settings, instance, out=io.StringIO())  # warnings do not fail runs
         evaluations = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey("clean_room_matches"), MATCH_RATE)])
+            [dg.AssetCheckKey(dg.AssetKey("clean_room_matches"), MATCH_RATE)]
+        )
         record = evaluations[dg.AssetCheckKey(dg.AssetKey("clean_room_matches"), MATCH_RATE)]
         assert record.event.dagster_event.event_specific_data.passed is False  # about 40% < 99%: a warning
 
@@ -100,17 +110,25 @@ def test_a_plaintext_cell_stops_the_upload_and_a_low_match_rate_only_warns(tmp_p
         customers = data / layout.FIRST_PARTY_CUSTOMERS
         con = duckdb.connect()
         con.execute(f"CREATE TABLE c AS SELECT * FROM read_parquet('{customers}')")
-        con.execute("UPDATE c SET EMAIL = 'leaked.person@example.com' WHERE customer_id = (SELECT min(customer_id) FROM c "
-                    f"WHERE customer_id IN (SELECT customer_id FROM read_parquet('{data / layout.audience_members('travel_enthusiasts')}')))")
+        members = data / layout.audience_members("travel_enthusiasts")
+        con.execute(
+            "UPDATE c SET EMAIL = 'leaked.person@example.com' WHERE customer_id = (SELECT min(customer_id) FROM c "
+            f"WHERE customer_id IN (SELECT customer_id FROM read_parquet('{members}')))"
+        )
         con.execute(f"COPY c TO '{customers}' (FORMAT parquet)")
         con.close()
         config = load_config(config_dir)
         sandbox = GraphSandbox(data / "meta_sandbox" / "graph.sqlite")
         audience_id = sandbox.audience_id(config.audiences["travel_enthusiasts"].meta_name)
         before = sandbox.member_keys(audience_id)
-        result = dg.materialize(list(build_definitions(settings).assets), selection=["audience_chunks", "meta_custom_audience"],
-                                partition_key="travel_enthusiasts", resources=build_resources(settings),
-                                instance=instance, raise_on_error=False)
+        result = dg.materialize(
+            list(build_definitions(settings).assets),
+            selection=["audience_chunks", "meta_custom_audience"],
+            partition_key="travel_enthusiasts",
+            resources=build_resources(settings),
+            instance=instance,
+            raise_on_error=False,
+        )
         assert not result.success
         failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
         assert [e.check_name for e in failed] == [checks.HASHED_CELLS]

@@ -36,18 +36,41 @@ PROFILE = "throttle:0.15,5xx:0.05,regain0,seed:5"
 def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(tmp_path: Path):
     data, home = tmp_path / "data", make_dagster_home(tmp_path / "home")
     generate(data, customers=8_000, seed=5)
-    config_dir = copy_config(tmp_path / "config", {a: {"chunk_rows": 200} for a in
-                                                   ("new_parents", "travel_enthusiasts", "young_gamers")})
+    config_dir = copy_config(
+        tmp_path / "config", {a: {"chunk_rows": 200} for a in ("new_parents", "travel_enthusiasts", "young_gamers")}
+    )
     state = tmp_path / "graph.sqlite"
-    stand_in = subprocess.Popen([sys.executable, "-m", "audience_assets.standins.graph_sandbox", "--state", str(state),
-                                 "--token", TOKEN, "--account", ACCOUNT, "--faults", PROFILE],
-                                cwd=REPO, stdout=subprocess.PIPE, text=True)
+    stand_in = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "audience_assets.standins.graph_sandbox",
+            "--state",
+            str(state),
+            "--token",
+            TOKEN,
+            "--account",
+            ACCOUNT,
+            "--faults",
+            PROFILE,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = stand_in.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        env = clean_env(AUDIENCE_DATA_DIR=str(data), AUDIENCE_CONFIG_DIR=str(config_dir), DAGSTER_HOME=str(home),
-                        META_ACCESS_TOKEN=TOKEN, META_AD_ACCOUNT_ID=ACCOUNT, META_GRAPH_URL=url,
-                        META_THROTTLE_MAX_SECONDS="2", META_UPLOAD_DEADLINE_SECONDS="600")
+        env = clean_env(
+            AUDIENCE_DATA_DIR=str(data),
+            AUDIENCE_CONFIG_DIR=str(config_dir),
+            DAGSTER_HOME=str(home),
+            META_ACCESS_TOKEN=TOKEN,
+            META_AD_ACCOUNT_ID=ACCOUNT,
+            META_GRAPH_URL=url,
+            META_THROTTLE_MAX_SECONDS="2",
+            META_UPLOAD_DEADLINE_SECONDS="600",
+        )
         command = [sys.executable, "-m", "audience_assets", "run"]
 
         # killed once the uploads are under way
@@ -76,7 +99,8 @@ def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(tmp_pa
             for audience in (a for a, spec in config.audiences.items() if spec.mode != "replace"):
                 [record] = instance.fetch_materializations(
                     dg.AssetRecordsFilter(asset_key=dg.AssetKey("meta_custom_audience"), asset_partitions=[audience]),
-                    limit=1).records
+                    limit=1,
+                ).records
                 assert record.asset_materialization.metadata["rows_sent"].value == 0
         assert_exact(state, config, expected)
     finally:

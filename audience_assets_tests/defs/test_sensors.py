@@ -9,15 +9,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from audience_assets.defs.ingest import sensors
 from audience_assets.core.config import load_config
-from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
-from audience_assets.core.store import LocalStore
-from audience_assets.defs.resources import LocalStorage
 from audience_assets.core.settings import Settings
-
+from audience_assets.core.store import LocalStore
+from audience_assets.defs.ingest import sensors
+from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
+from audience_assets.defs.resources import LocalStorage
 
 # ##### FIXTURES
+
 
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
@@ -38,13 +38,15 @@ def tick(root: Path, cursor: str | None) -> tuple[list[dg.RunRequest], str]:
     defs = build_definitions(Settings(data_dir=root, demo_data=False))
     sensor = defs.resolve_sensor_def("landing_zone_sensor")
     with dg.instance_for_test() as instance:
-        with dg.build_sensor_context(cursor=cursor, instance=instance, definitions=defs,
-                                     resources={"storage": LocalStorage(data_dir=str(root))}) as context:
+        with dg.build_sensor_context(
+            cursor=cursor, instance=instance, definitions=defs, resources={"storage": LocalStorage(data_dir=str(root))}
+        ) as context:
             result = sensor.evaluate_tick(context)
     return list(result.run_requests or []), result.cursor
 
 
 # ##### TESTS
+
 
 def test_each_new_delivery_requests_one_run_for_its_partition(landing: Path):
     drop(landing, "landing/partners/acme_data/a.csv")
@@ -52,8 +54,14 @@ def test_each_new_delivery_requests_one_run_for_its_partition(landing: Path):
     drop(landing, "landing/first_party/crm.csv")
     drop(landing, "landing/suppression/optouts.csv")
     requests, cursor = tick(landing, None)
-    assert sorted((r.job_name, r.partition_key) for r in requests) == sorted([
-        (PARTNER_DATA_JOB, "acme_data"), (PARTNER_DATA_JOB, "beta_insights"), (FIRST_PARTY_JOB, None), (SUPPRESSION_JOB, None)])
+    assert sorted((r.job_name, r.partition_key) for r in requests) == sorted(
+        [
+            (PARTNER_DATA_JOB, "acme_data"),
+            (PARTNER_DATA_JOB, "beta_insights"),
+            (FIRST_PARTY_JOB, None),
+            (SUPPRESSION_JOB, None),
+        ]
+    )
     assert all(r.run_key.startswith("landing/") and "@" in r.run_key for r in requests)
 
     for _ in range(3):  # repeated ticks and rebuilt sensors (restarts) with the stored cursor: nothing again
@@ -62,7 +70,9 @@ def test_each_new_delivery_requests_one_run_for_its_partition(landing: Path):
 
     drop(landing, "landing/partners/acme_data/a2.csv")
     new, cursor = tick(landing, cursor)
-    assert [(r.partition_key, r.run_key.split("@")[0]) for r in new] == [("acme_data", "landing/partners/acme_data/a2.csv")]
+    assert [(r.partition_key, r.run_key.split("@")[0]) for r in new] == [
+        ("acme_data", "landing/partners/acme_data/a2.csv")
+    ]
     assert tick(landing, cursor)[0] == []
 
 

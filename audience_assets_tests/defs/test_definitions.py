@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from audience_assets.core.config import ConfigError, load_config
-from audience_assets.definitions import build_definitions
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.settings import Settings
+from audience_assets.definitions import build_definitions
 from audience_assets_tests.conftest import REPO, copy_config
 
 LINEAGE = {  # asset -> what it is computed from (README's diagram)
@@ -31,7 +31,12 @@ def test_pyproject_workspace_and_dagster_cloud_name_the_same_location():
     tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]
     workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
     cloud = yaml.safe_load((REPO / "dagster_cloud.yaml").read_text())["locations"][0]
-    assert tool["module_name"] == workspace["module_name"] == cloud["code_source"]["module_name"] == "audience_assets.definitions"
+    assert (
+        tool["module_name"]
+        == workspace["module_name"]
+        == cloud["code_source"]["module_name"]
+        == "audience_assets.definitions"
+    )
     assert tool["code_location_name"] == workspace["location_name"] == cloud["location_name"] == "audience_assets"
 
 
@@ -60,18 +65,21 @@ def test_aws_definitions_load_without_credentials(tmp_path: Path, monkeypatch: p
 
 
 def test_aws_mode_matches_in_aws_clean_rooms_once_a_membership_is_configured(tmp_path: Path):
-    from audience_assets.defs.resources import build_resources
-    from audience_assets.defs.resources import AwsCleanRoom, LocalCleanRoom
+    from audience_assets.defs.resources import AwsCleanRoom, LocalCleanRoom, build_resources
 
     without = build_resources(Settings(env="aws", data_dir=tmp_path))["clean_room"]
     assert isinstance(without, LocalCleanRoom)
-    with_membership = build_resources(Settings(env="aws", data_dir=tmp_path, cleanrooms_membership_set=True,
-                                               cleanrooms_template_set=True))["clean_room"]
+    with_membership = build_resources(
+        Settings(env="aws", data_dir=tmp_path, cleanrooms_membership_set=True, cleanrooms_template_set=True)
+    )["clean_room"]
     assert isinstance(with_membership, AwsCleanRoom)
-    assert Settings.from_env({"CLEANROOMS_MEMBERSHIP_ID": "m", "CLEANROOMS_ANALYSIS_TEMPLATE_ARN": "a"}
-                             ).cleanrooms_membership_set
-    assert isinstance(build_resources(Settings(env="local", data_dir=tmp_path, cleanrooms_membership_set=True))[
-        "clean_room"], LocalCleanRoom), "local mode never calls AWS"
+    assert Settings.from_env(
+        {"CLEANROOMS_MEMBERSHIP_ID": "m", "CLEANROOMS_ANALYSIS_TEMPLATE_ARN": "a"}
+    ).cleanrooms_membership_set
+    assert isinstance(
+        build_resources(Settings(env="local", data_dir=tmp_path, cleanrooms_membership_set=True))["clean_room"],
+        LocalCleanRoom,
+    ), "local mode never calls AWS"
 
 
 def test_an_empty_local_landing_zone_is_seeded_once(tmp_path: Path):
@@ -110,13 +118,20 @@ def test_new_partner_data_flows_on_by_itself_and_everything_has_freshness_and_ow
     with dg.instance_for_test() as instance:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # the tick before data lands
         for partner in ("acme_data", "beta_insights"):
-            assert defs.resolve_job_def("partner_data_job").execute_in_process(
-                partition_key=partner, instance=instance).success
+            assert (
+                defs.resolve_job_def("partner_data_job")
+                .execute_in_process(partition_key=partner, instance=instance)
+                .success
+            )
         assert defs.resolve_job_def("first_party_job").execute_in_process(instance=instance).success
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         requested = {key.to_user_string() for key in graph.get_all_asset_keys() if result.get_num_requested(key)}
         assert requested == {"clean_room_first_party_table"}  # the matches wait for it: their deps are not all there
-        assert defs.resolve_implicit_global_asset_job_def().get_subset(
-            asset_selection={dg.AssetKey("clean_room_first_party_table")}).execute_in_process(instance=instance).success
+        assert (
+            defs.resolve_implicit_global_asset_job_def()
+            .get_subset(asset_selection={dg.AssetKey("clean_room_first_party_table")})
+            .execute_in_process(instance=instance)
+            .success
+        )
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
         assert result.get_requested_partitions(dg.AssetKey("clean_room_matches")) == {"acme_data", "beta_insights"}

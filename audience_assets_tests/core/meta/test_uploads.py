@@ -22,11 +22,11 @@ import pytest
 from audience_assets.core import layout
 from audience_assets.core.audience.delivery import deliver
 from audience_assets.core.meta.client import GraphClient, RetryPolicy
-from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
-from audience_assets.core.store import LocalStore
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
+from audience_assets.core.store import LocalStore
+from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
 from audience_assets_tests.conftest import REPO
-from audience_assets_tests.meta.uploads import FakeClock, expected_members, plan, spec
+from audience_assets_tests.core.meta.uploads import FakeClock, expected_members, plan, spec
 
 pytestmark = pytest.mark.slow
 AUDIENCE = "test_audience"
@@ -35,11 +35,18 @@ SEED = 2  # a fault sequence that lets the lookups through and then dead-letters
 
 # ##### HELPERS
 
+
 def client_for(url: str, waits: list[float] | None = None) -> GraphClient:
     """A client on a fake clock: its waits are recorded and move the clock (the test needs no wall time)."""
     clock = FakeClock(waits)
-    return GraphClient(access_token=SANDBOX_TOKEN, base_url=url, sleep=clock.sleep, clock=clock, seed=1,
-                       retry=RetryPolicy(timeout_seconds=5, transient_attempts=12))
+    return GraphClient(
+        access_token=SANDBOX_TOKEN,
+        base_url=url,
+        sleep=clock.sleep,
+        clock=clock,
+        seed=1,
+        retry=RetryPolicy(timeout_seconds=5, transient_attempts=12),
+    )
 
 
 def sync(storage: LocalStore, url: str, mode: str, ids, *, chunk_rows: int = 10_000, waits=None):
@@ -54,16 +61,22 @@ def sync(storage: LocalStore, url: str, mode: str, ids, *, chunk_rows: int = 10_
 
 def batch_resends(state: Path, kind: str) -> int:
     with sqlite3.connect(state) as db:
-        return db.execute("SELECT coalesce(sum(b.times - 1), 0) FROM batches b JOIN sessions s USING (audience, session_id) "
-                          "WHERE s.kind = ?", (kind,)).fetchone()[0]
+        return db.execute(
+            "SELECT coalesce(sum(b.times - 1), 0) FROM batches b JOIN sessions s USING (audience, session_id) "
+            "WHERE s.kind = ?",
+            (kind,),
+        ).fetchone()[0]
 
 
 # ##### TESTS
 
+
 def test_faults_on_a_fifth_of_requests_still_end_with_the_exact_set(tmp_path: Path):
     """200,000 rows in mirror mode, then a replace, with 5xx, timeouts (before and after processing) and
     throttles injected: the audience ends exactly as intended and no replace batch is sent twice."""
-    faults = Faults(server_error=0.08, timeout_before=0.05, timeout_after=0.05, throttle=0.08, delay_seconds=0.01, seed=5)
+    faults = Faults(
+        server_error=0.08, timeout_before=0.05, timeout_after=0.05, throttle=0.08, delay_seconds=0.01, seed=5
+    )
     sandbox = GraphSandbox(tmp_path / "graph.sqlite", SandboxConfig(faults=faults))
     storage = LocalStore(str(tmp_path / "data"))
     with sandbox.serve() as server:
@@ -93,8 +106,19 @@ def test_a_killed_upload_resumes_to_the_exact_set(tmp_path: Path, mode: str):
     upload = plan(storage, AUDIENCE, audience_spec, ids)
     acks = data / "meta" / AUDIENCE / "uploads" / upload.upload_id / "batches"
     with sandbox.serve() as server:
-        worker = subprocess.Popen([sys.executable, "-m", "audience_assets_tests.meta.upload_worker", str(data), AUDIENCE,
-                                   mode, server.url], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "audience_assets_tests.core.meta.upload_worker",
+                str(data),
+                AUDIENCE,
+                mode,
+                server.url,
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         deadline = time.monotonic() + 60
         while not (acks.is_dir() and len(list(acks.glob("*.json"))) >= 20):
             assert worker.poll() is None, "the upload finished before it could be killed"
@@ -153,18 +177,26 @@ def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: 
     flaky = GraphSandbox(state, SandboxConfig(faults=Faults(server_error=0.5, seed=SEED)))
     with flaky.serve() as server:  # one batch at a time, so the seeded faults fall on the same requests every run
         clock = FakeClock()
-        client = GraphClient(access_token=SANDBOX_TOKEN, base_url=server.url, sleep=clock.sleep, clock=clock,
-                             retry=RetryPolicy(transient_attempts=2, timeout_seconds=5))
+        client = GraphClient(
+            access_token=SANDBOX_TOKEN,
+            base_url=server.url,
+            sleep=clock.sleep,
+            clock=clock,
+            retry=RetryPolicy(transient_attempts=2, timeout_seconds=5),
+        )
         with pytest.raises(UploadIncomplete, match="were not acknowledged"):
             deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT, concurrency=1)
         client.close()
     flaky.close()
     ledger = UploadLedger(storage, AUDIENCE, upload.upload_id)
     dead = ledger.dead_letters()
-    assert dead and all(d["error_class"] == "transient" and d["code"] == 2 and d["message"] and d["chunk_key"]
-                        for d in dead.values())
+    assert dead and all(
+        d["error_class"] == "transient" and d["code"] == 2 and d["message"] and d["chunk_key"] for d in dead.values()
+    )
     assert not re.search(r"[0-9a-f]{64}|@example", json.dumps(dead)), "a dead letter names its chunk, never its rows"
-    assert not (tmp_path / "data" / layout.confirmed(AUDIENCE)).exists(), "nothing is confirmed while batches are missing"
+    assert not (tmp_path / "data" / layout.confirmed(AUDIENCE)).exists(), (
+        "nothing is confirmed while batches are missing"
+    )
 
     healthy = GraphSandbox(state)
     with healthy.serve() as server:

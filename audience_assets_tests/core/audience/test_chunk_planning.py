@@ -20,11 +20,22 @@ def test_many_chunks_are_written_in_groups_and_cover_every_row_once(tmp_path: Pa
     assert chunks > 3 * CHUNKS_PER_WRITE  # several write groups, the last one partial
     desired = tmp_path / "desired.parquet"
     with duckdb.connect() as con:
-        con.execute(f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM (SELECT sha256('e' || range) AS EMAIL, "
-                    f"sha256('p' || range) AS PHONE, 'c' || range AS EXTERN_ID FROM range({rows}))) "
-                    f"TO {sql_path(desired)} (FORMAT parquet)")
-        plan = plan_upload(con, audience="test", mode="add", keys=KEYS, desired=desired, confirmed=None, suppression=None,
-                           out_dir=tmp_path / "plan", chunk_rows=chunk_rows)
+        con.execute(
+            f"COPY (SELECT {row_id_sql(KEYS)} AS row_id, * FROM (SELECT sha256('e' || range) AS EMAIL, "
+            f"sha256('p' || range) AS PHONE, 'c' || range AS EXTERN_ID FROM range({rows}))) "
+            f"TO {sql_path(desired)} (FORMAT parquet)"
+        )
+        plan = plan_upload(
+            con,
+            audience="test",
+            mode="add",
+            keys=KEYS,
+            desired=desired,
+            confirmed=None,
+            suppression=None,
+            out_dir=tmp_path / "plan",
+            chunk_rows=chunk_rows,
+        )
         (operation,) = plan.operations
         assert [c.index for c in operation.chunks] == list(range(chunks))
         assert [c.rows for c in operation.chunks] == [chunk_rows] * (chunks - 1) + [rows % chunk_rows]
@@ -34,7 +45,7 @@ def test_many_chunks_are_written_in_groups_and_cover_every_row_once(tmp_path: Pa
         expected = con.execute(f"SELECT row_id FROM read_parquet({sql_path(desired)}) ORDER BY row_id").fetchall()
         for chunk in operation.chunks:  # consecutive runs of the sorted row ids, each in its own file
             ids = con.execute(f"SELECT row_id FROM read_parquet({sql_path(chunk.path)}) ORDER BY row_id").fetchall()
-            assert ids == expected[chunk.index * chunk_rows:(chunk.index + 1) * chunk_rows]
+            assert ids == expected[chunk.index * chunk_rows : (chunk.index + 1) * chunk_rows]
 
 
 def test_payload_rows_are_distinct_even_when_customers_share_every_cell(tmp_path: Path):
@@ -43,17 +54,25 @@ def test_payload_rows_are_distinct_even_when_customers_share_every_cell(tmp_path
     customers, members, out = tmp_path / "customers.parquet", tmp_path / "members.parquet", tmp_path / "rows.parquet"
     keys = ["EMAIL", "PHONE"]
     with duckdb.connect() as con:
-        con.execute(f"COPY (SELECT * FROM (VALUES ('c1', 'e1', 'p1'), ('c2', 'e1', 'p1'), ('c3', 'e1', ''), "
-                    f"('c4', 'e2', 'p2'), ('c5', 'e9', 'p9')) t(customer_id, EMAIL, PHONE)) TO {sql_path(customers)} (FORMAT parquet)")
-        con.execute(f"COPY (SELECT * FROM (VALUES ('c1'), ('c2'), ('c3'), ('c4')) t(customer_id)) "
-                    f"TO {sql_path(members)} (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT * FROM (VALUES ('c1', 'e1', 'p1'), ('c2', 'e1', 'p1'), ('c3', 'e1', ''), "
+            "('c4', 'e2', 'p2'), ('c5', 'e9', 'p9')) t(customer_id, EMAIL, PHONE)) TO "
+            f"{sql_path(customers)} (FORMAT parquet)"
+        )
+        con.execute(
+            f"COPY (SELECT * FROM (VALUES ('c1'), ('c2'), ('c3'), ('c4')) t(customer_id)) "
+            f"TO {sql_path(members)} (FORMAT parquet)"
+        )
         assert build_rows(con, members=members, customers=customers, keys=keys, out=out) == 3
-        rows = con.execute(f"SELECT EMAIL, PHONE, row_id = {row_id_sql(keys)} FROM read_parquet({sql_path(out)}) "
-                           "ORDER BY ALL").fetchall()
+        rows = con.execute(
+            f"SELECT EMAIL, PHONE, row_id = {row_id_sql(keys)} FROM read_parquet({sql_path(out)}) ORDER BY ALL"
+        ).fetchall()
         assert rows == [("e1", "", True), ("e1", "p1", True), ("e2", "p2", True)]
         fewer = tmp_path / "fewer.parquet"  # no shared rows: written in one pass
-        con.execute(f"COPY (SELECT customer_id FROM read_parquet({sql_path(members)}) WHERE customer_id <> 'c2') "
-                    f"TO {sql_path(fewer)} (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT customer_id FROM read_parquet({sql_path(members)}) WHERE customer_id <> 'c2') "
+            f"TO {sql_path(fewer)} (FORMAT parquet)"
+        )
         assert build_rows(con, members=fewer, customers=customers, keys=keys, out=out) == 3
         assert con.execute(f"SELECT count(*) FROM read_parquet({sql_path(out)})").fetchall() == [(3,)]
 
@@ -65,11 +84,15 @@ def test_a_chunk_reads_as_the_json_meta_takes_with_every_character_kept(tmp_path
     awkward = ['say "hi"', "back\\slash", "line\nbreak\ttab\x01", "Zoë 😀", "", "/slash/"]
     with duckdb.connect() as con:
         con.execute("CREATE TABLE cells (row_id VARCHAR, EMAIL VARCHAR, PHONE VARCHAR, EXTERN_ID VARCHAR)")
-        con.executemany("INSERT INTO cells VALUES (?, ?, ?, ?)",
-                        [(f"r{9 - n}", f"e{n}", "" if n % 2 else f"p{n}", text) for n, text in enumerate(awkward)])
+        con.executemany(
+            "INSERT INTO cells VALUES (?, ?, ?, ?)",
+            [(f"r{9 - n}", f"e{n}", "" if n % 2 else f"p{n}", text) for n, text in enumerate(awkward)],
+        )
         con.execute(f"COPY cells TO {sql_path(chunk)} (FORMAT parquet)")
         con.execute(f"COPY (SELECT * FROM cells WHERE FALSE) TO {sql_path(empty)} (FORMAT parquet)")
-        expected = [list(r) for r in con.execute("SELECT PHONE, EXTERN_ID, EMAIL FROM cells ORDER BY row_id").fetchall()]
+        expected = [
+            list(r) for r in con.execute("SELECT PHONE, EXTERN_ID, EMAIL FROM cells ORDER BY row_id").fetchall()
+        ]
         text = read_chunk_json(con, chunk, ["PHONE", "EXTERN_ID", "EMAIL"])
         assert json.loads(text) == expected and expected[0][1] == "/slash/"
         assert json.loads(read_chunk_json(con, empty, KEYS)) == []

@@ -34,11 +34,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audience_assets.core.audience.plan import Chunk, Operation, Plan
 from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy
 from audience_assets.core.meta.ledger import UploadLedger
-from audience_assets.core.audience.plan import Chunk, Operation, Plan
 from audience_assets.core.meta.uploader import AudienceUploader, UploadIncomplete
-from audience_assets_tests.meta.uploads import FakeClock
+from audience_assets_tests.core.meta.uploads import FakeClock
 
 LATENCY = 0.25
 AUDIENCE = "23850000000000001"
@@ -50,15 +50,16 @@ REFUSAL_HEADERS = ("regain0", "estimate", "beyond_window", "absent", "garbage")
 
 # ##### THE MODEL OF META
 
+
 @dataclasses.dataclass
 class Scenario:
-    window: float            # Meta's rolling window (seconds)
-    budget: int              # calls per window
-    cap: float               # throttle_max_seconds
+    window: float  # Meta's rolling window (seconds)
+    budget: int  # calls per window
+    cap: float  # throttle_max_seconds
     batches: int
-    script: list[tuple]      # per request of the client: ("ok", header) | ("throttle", code, header) | ("5xx", html) |
-                             # ("timeout", applied)
-    others_per_window: int   # another caller's calls in every window (a steady share of the budget)
+    script: list[tuple]  # per request of the client: ("ok", header) | ("throttle", code, header) | ("5xx", html) |
+    # ("timeout", applied)
+    others_per_window: int  # another caller's calls in every window (a steady share of the budget)
     open_sessions: bool = False  # sessions still say "uploading" after their last batch
 
     @property
@@ -99,17 +100,34 @@ class MetaModel:
         if kind == "absent":
             return {}
         if kind == "garbage":
-            return {"x-business-use-case-usage": '{"' + ACCOUNT + '": [{"call_count": "lots", "estimated_time_to_r',
-                    "x-app-usage": "[1, 2"}
-        usage = {ACCOUNT: [{"type": "custom_audience", "call_count": percent, "total_cputime": percent // 3,
-                            "total_time": percent // 3, "estimated_time_to_regain_access": regain_minutes}]}
+            return {
+                "x-business-use-case-usage": '{"' + ACCOUNT + '": [{"call_count": "lots", "estimated_time_to_r',
+                "x-app-usage": "[1, 2",
+            }
+        usage = {
+            ACCOUNT: [
+                {
+                    "type": "custom_audience",
+                    "call_count": percent,
+                    "total_cputime": percent // 3,
+                    "total_time": percent // 3,
+                    "estimated_time_to_regain_access": regain_minutes,
+                }
+            ]
+        }
         return {"x-business-use-case-usage": json.dumps(usage)}
 
     def _refusal(self, code: int, header: str, now: float) -> httpx.Response:
         regain = {"regain0": 0, "estimate": 1, "beyond_window": math.ceil(3 * self.scenario.window / 60)}.get(header, 0)
         kind = header if header in ("absent", "garbage") else "valid"
-        body = {"error": {"message": "(#80003) There have been too many calls to this ad-account. Wait a bit and try "
-                                     "again.", "type": "OAuthException", "code": code, "fbtrace_id": "Amodel"}}
+        body = {
+            "error": {
+                "message": "(#80003) There have been too many calls to this ad-account. Wait a bit and try again.",
+                "type": "OAuthException",
+                "code": code,
+                "fbtrace_id": "Amodel",
+            }
+        }
         return httpx.Response(400, json=body, headers=self._header(kind, 100, regain))
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -121,9 +139,13 @@ class MetaModel:
             if event[0] == "throttle":  # refused whatever the budget: nothing counted, nothing applied
                 return self._refusal(event[1], event[2], now)
             if event[0] == "5xx":
-                return (httpx.Response(502, text="<html>502 Bad Gateway</html>", headers={"content-type": "text/html"})
-                        if event[1] else httpx.Response(500, json={"error": {"code": 2, "is_transient": True,
-                                                                             "message": "Service unavailable"}}))
+                return (
+                    httpx.Response(502, text="<html>502 Bad Gateway</html>", headers={"content-type": "text/html"})
+                    if event[1]
+                    else httpx.Response(
+                        500, json={"error": {"code": 2, "is_transient": True, "message": "Service unavailable"}}
+                    )
+                )
             if event[0] == "timeout" and not event[1]:
                 raise httpx.ReadTimeout("model: dropped before it was processed", request=request)
             if self._used(now) >= self.scenario.budget:
@@ -136,8 +158,9 @@ class MetaModel:
             self.accepted.append(now)
             body = self._apply(request)
             percent = 100 * self._used(now) // self.scenario.budget
-            response = httpx.Response(200, json=body, headers=self._header(event[1] if event[0] == "ok" else "valid",
-                                                                           percent, 0))
+            response = httpx.Response(
+                200, json=body, headers=self._header(event[1] if event[0] == "ok" else "valid", percent, 0)
+            )
             if event[0] == "timeout":  # applied, the answer lost
                 raise httpx.ReadTimeout("model: answer lost after it was applied", request=request)
             return response
@@ -149,9 +172,17 @@ class MetaModel:
         if request.method == "GET" and path == "sessions":
             sid = int(request.url.params["session_id"])
             state = self.sessions.get(sid, {"received": 0, "finished": False})
-            return {"data": [{"session_id": str(sid), "num_received": str(state["received"]), "num_invalid_entries": "0",
-                              "stage": "finished" if state["finished"] and not self.scenario.open_sessions else "uploading",
-                              "end_time": "1" if state["finished"] and not self.scenario.open_sessions else "0"}]}
+            return {
+                "data": [
+                    {
+                        "session_id": str(sid),
+                        "num_received": str(state["received"]),
+                        "num_invalid_entries": "0",
+                        "stage": "finished" if state["finished"] and not self.scenario.open_sessions else "uploading",
+                        "end_time": "1" if state["finished"] and not self.scenario.open_sessions else "0",
+                    }
+                ]
+            }
         assert request.method == "POST" and path == "users", (request.method, request.url.path)
         sent = json.loads(request.content)
         session = sent["session"]
@@ -161,8 +192,13 @@ class MetaModel:
         self.members.update(row[0] for row in rows)
         state["received"] += len(rows)
         state["finished"] = bool(session.get("last_batch_flag"))
-        return {"audience_id": AUDIENCE, "session_id": str(session["session_id"]), "num_received": state["received"],
-                "num_invalid_entries": 0, "invalid_entry_samples": {}}
+        return {
+            "audience_id": AUDIENCE,
+            "session_id": str(session["session_id"]),
+            "num_received": state["received"],
+            "num_invalid_entries": 0,
+            "invalid_entry_samples": {},
+        }
 
 
 class MemoryStore:
@@ -193,16 +229,37 @@ class MemoryStore:
 ROWS_PER_BATCH = 3
 
 
-def run_upload(scenario: Scenario, concurrency: int = 1, *, deadline: float = 10 ** 9, settle: float = 600.0,
-               report=lambda line: None, progress_every: float = 30.0, model: MetaModel | None = None,
-               store: MemoryStore | None = None):
+def run_upload(
+    scenario: Scenario,
+    concurrency: int = 1,
+    *,
+    deadline: float = 10**9,
+    settle: float = 600.0,
+    report=lambda line: None,
+    progress_every: float = 30.0,
+    model: MetaModel | None = None,
+    store: MemoryStore | None = None,
+):
     clock = model.clock if model else FakeClock()
     model = model or MetaModel(scenario, clock)
-    retry = RetryPolicy(timeout_seconds=5, transient_attempts=scenario.failures + 2, throttle_base_seconds=scenario.cap / 15,
-                        throttle_max_seconds=scenario.cap, usage_window_seconds=scenario.window,
-                        transient_base_seconds=2.0, deadline_seconds=deadline)
-    client = GraphClient(access_token="token-liveness", base_url="http://model.invalid", retry=retry,
-                         transport=httpx.MockTransport(model.handle), sleep=clock.sleep, clock=clock, seed=3)
+    retry = RetryPolicy(
+        timeout_seconds=5,
+        transient_attempts=scenario.failures + 2,
+        throttle_base_seconds=scenario.cap / 15,
+        throttle_max_seconds=scenario.cap,
+        usage_window_seconds=scenario.window,
+        transient_base_seconds=2.0,
+        deadline_seconds=deadline,
+    )
+    client = GraphClient(
+        access_token="token-liveness",
+        base_url="http://model.invalid",
+        retry=retry,
+        transport=httpx.MockTransport(model.handle),
+        sleep=clock.sleep,
+        clock=clock,
+        seed=3,
+    )
     chunks = tuple(Chunk(i, ROWS_PER_BATCH, f"chunk-{i}") for i in range(scenario.batches))
     plan = Plan("liveness", ("EXTERN_ID",), (Operation("add", chunks),))
 
@@ -210,8 +267,17 @@ def run_upload(scenario: Scenario, concurrency: int = 1, *, deadline: float = 10
         return JsonText(json.dumps([[f"c{chunk.index}-{r}"] for r in range(chunk.rows)]))
 
     ledger = UploadLedger(store if store is not None else MemoryStore(), "liveness", plan.upload_id)
-    uploader = AudienceUploader(client, ledger, read_chunk, concurrency=concurrency, clock=clock, report=report,
-                                settle_first_seconds=1.0, settle_seconds=settle, progress_every=progress_every)
+    uploader = AudienceUploader(
+        client,
+        ledger,
+        read_chunk,
+        concurrency=concurrency,
+        clock=clock,
+        report=report,
+        settle_first_seconds=1.0,
+        settle_seconds=settle,
+        progress_every=progress_every,
+    )
     started = clock()
     try:
         result = uploader.run(AUDIENCE, plan)
@@ -233,25 +299,33 @@ def bound(scenario: Scenario, model: MetaModel) -> float:
 
 # ##### GENERATED SEQUENCES
 
+
 def events() -> st.SearchStrategy[list[tuple]]:
     throttle = st.tuples(st.just("throttle"), st.sampled_from(THROTTLE_CODES), st.sampled_from(REFUSAL_HEADERS))
     single = st.one_of(
         st.tuples(st.just("ok"), st.sampled_from(HEADER_KINDS)),
         throttle,
         st.tuples(st.just("5xx"), st.booleans()),
-        st.tuples(st.just("timeout"), st.booleans()))
+        st.tuples(st.just("timeout"), st.booleans()),
+    )
     burst = st.builds(lambda n, t: [t] * n, st.integers(2, 20), throttle)
     return st.lists(st.one_of(single.map(lambda e: [e]), burst), max_size=25).map(
-        lambda parts: [e for part in parts for e in part])
+        lambda parts: [e for part in parts for e in part]
+    )
 
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     window = draw(st.sampled_from([60.0, 600.0, 3600.0]))
     budget = draw(st.integers(4, 60))
-    return Scenario(window=window, budget=budget, cap=draw(st.sampled_from([window / 4, window, 900.0])),
-                    batches=draw(st.integers(1, 40)), script=draw(events()),
-                    others_per_window=draw(st.integers(0, budget // 2)))
+    return Scenario(
+        window=window,
+        budget=budget,
+        cap=draw(st.sampled_from([window / 4, window, 900.0])),
+        batches=draw(st.integers(1, 40)),
+        script=draw(events()),
+        others_per_window=draw(st.integers(0, budget // 2)),
+    )
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -270,8 +344,16 @@ def test_the_reported_freeze_four_threads_regain_zero_at_full_usage():
     refused with 80003 at call_count 100 and an estimate of 0, an occasional HTTP 500, Meta's real hour and
     a 900 s cap. The upload used to freeze after 3 batches (each thread waiting for a call to leave the hour);
     it ends with every batch acknowledged after a few capped pauses."""
-    script = [("ok", "valid"), ("throttle", 80003, "regain0"), ("ok", "valid"), ("throttle", 80003, "regain0"),
-              ("5xx", False), ("throttle", 80003, "regain0"), ("ok", "valid"), ("throttle", 80003, "regain0")] * 2
+    script = [
+        ("ok", "valid"),
+        ("throttle", 80003, "regain0"),
+        ("ok", "valid"),
+        ("throttle", 80003, "regain0"),
+        ("5xx", False),
+        ("throttle", 80003, "regain0"),
+        ("ok", "valid"),
+        ("throttle", 80003, "regain0"),
+    ] * 2
     scenario = Scenario(window=3600.0, budget=5000, cap=900.0, batches=9, script=script, others_per_window=0)
     result, model, clock, elapsed = run_upload(scenario, concurrency=4)
     assert result.dead_letters == 0 and len(result.operations[0].acknowledged_chunks) == 9
@@ -283,6 +365,7 @@ def test_the_reported_freeze_four_threads_regain_zero_at_full_usage():
 
 
 # ##### NEVER SILENT, NEVER FOREVER
+
 
 class SlowModel(MetaModel):
     """Each answer also takes real time, so the progress heartbeat (a wall-clock timer) has time to speak."""
@@ -304,8 +387,11 @@ def test_progress_is_told_while_the_upload_runs_waits_included():
     assert re.search(r": 0/12 batches acknowledged, 0/36 rows$", lines[0])
     assert re.search(r": 12/12 batches acknowledged, 36/36 rows$", lines[-1])
     throttled = [line for line in lines if "throttled by Meta (code 80003)" in line]
-    assert throttled and re.search(r"3/12 batches acknowledged, 9/36 rows; throttled by Meta \(code 80003\); no estimate "
-                                   r"from Meta, back-off 1: waiting \d+ s$", throttled[0])
+    assert throttled and re.search(
+        r"3/12 batches acknowledged, 9/36 rows; throttled by Meta \(code 80003\); no estimate "
+        r"from Meta, back-off 1: waiting \d+ s$",
+        throttled[0],
+    )
     heartbeats = [line for line in lines[1:-1] if line not in throttled]
     assert len(heartbeats) >= 3  # 25 answers of 20 ms each, a heartbeat every 50 ms
 
@@ -314,8 +400,14 @@ def test_an_upload_past_its_deadline_fails_with_dead_letters_that_say_why():
     """Meta keeps refusing (20 refusals, estimate 0): the pauses grow 60, 120, 240 s ... and the next would pass
     the 10-minute deadline, so the batches become dead letters naming the deadline and the throttle, and the
     upload fails with that reason instead of sleeping on."""
-    scenario = Scenario(window=3600.0, budget=5000, cap=900.0, batches=3,
-                        script=[("throttle", 80003, "regain0")] * 20, others_per_window=0)
+    scenario = Scenario(
+        window=3600.0,
+        budget=5000,
+        cap=900.0,
+        batches=3,
+        script=[("throttle", 80003, "regain0")] * 20,
+        others_per_window=0,
+    )
     with pytest.raises(UploadIncomplete) as caught:
         run_upload(scenario, deadline=600.0)
     message = str(caught.value)
@@ -324,8 +416,14 @@ def test_an_upload_past_its_deadline_fails_with_dead_letters_that_say_why():
 
 
 def test_the_dead_letters_of_a_passed_deadline_are_in_the_ledger():
-    scenario = Scenario(window=3600.0, budget=5000, cap=900.0, batches=2,
-                        script=[("throttle", 80003, "regain0")] * 20, others_per_window=0)
+    scenario = Scenario(
+        window=3600.0,
+        budget=5000,
+        cap=900.0,
+        batches=2,
+        script=[("throttle", 80003, "regain0")] * 20,
+        others_per_window=0,
+    )
     store = MemoryStore()
     with pytest.raises(UploadIncomplete):
         run_upload(scenario, deadline=600.0, store=store)
@@ -336,8 +434,9 @@ def test_the_dead_letters_of_a_passed_deadline_are_in_the_ledger():
 def test_a_session_meta_leaves_open_is_polled_with_back_off_then_recorded():
     """After its last batch the session still reads "uploading": polled at 1, 2, 4 ... s up to the settle
     time, then recorded in the ledger and reported, and the upload completes."""
-    scenario = Scenario(window=3600.0, budget=5000, cap=900.0, batches=2, script=[], others_per_window=0,
-                        open_sessions=True)
+    scenario = Scenario(
+        window=3600.0, budget=5000, cap=900.0, batches=2, script=[], others_per_window=0, open_sessions=True
+    )
     lines: list[str] = []
     store = MemoryStore()
     result, model, clock, elapsed = run_upload(scenario, settle=100.0, report=lines.append, store=store)
