@@ -16,7 +16,11 @@ import dagster as dg
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.settings import Settings
-from audience_assets.defs import activation, clean_room, ingest, operations, reporting
+from audience_assets.defs.activation import definitions as activation
+from audience_assets.defs.clean_room import definitions as clean_room
+from audience_assets.defs.ingest import definitions as ingest
+from audience_assets.defs.operations import definitions as operations
+from audience_assets.defs.reporting import definitions as reporting
 from audience_assets.defs.resources import build_resources
 
 OWNERS = ["team:marketing-data"]

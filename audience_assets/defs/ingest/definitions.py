@@ -1,0 +1,15 @@
+"""The ingest stage's definitions: its assets, the jobs the landing-zone sensor launches, and the sensor."""
+
+import dagster as dg
+
+from audience_assets.core.config import ProjectConfig
+from audience_assets.defs.ingest.assets import build_ingest_assets
+from audience_assets.defs.ingest.jobs import build_ingest_jobs
+from audience_assets.defs.ingest.sensors import build_landing_zone_sensor
+
+
+def build(config: ProjectConfig, storage_kind: str) -> dg.Definitions:
+    jobs = build_ingest_jobs()
+    return dg.Definitions(
+        assets=build_ingest_assets(config, storage_kind), jobs=jobs, sensors=[build_landing_zone_sensor(config, jobs)]
+    )
