@@ -1,5 +1,7 @@
-"""The code location, built when Dagster loads it (never at import): every stage's definitions from the
-configuration, the resources this environment chose, and one shared policy applied to every asset.
+"""The code location, built when Dagster loads it (never at import, and writing nothing): every stage's
+definitions from the configuration, the resources this environment chose, and one shared policy applied to
+every asset. In local mode the demo data reaches an empty landing zone through the landing-zone sensor's first
+tick, the headless run, or `python -m audience_assets demo`.
 
 `AUDIENCE_ASSETS_ENV=local` (the default) keeps everything under `AUDIENCE_DATA_DIR`; `aws` uses S3 with
 SSE-KMS, and AWS Clean Rooms once `CLEANROOMS_MEMBERSHIP_ID` is set (the local engine until then). With no
@@ -14,7 +16,6 @@ import warnings
 import dagster as dg
 
 from audience_assets.core.config import load_config
-from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.settings import Settings
 from audience_assets.defs.activation import definitions as activation
 from audience_assets.defs.clean_room import definitions as clean_room
@@ -36,11 +37,10 @@ def apply_policy(spec: dg.AssetSpec) -> dg.AssetSpec:
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     config = load_config(settings.config_dir)
-    if settings.env == "local" and settings.demo_data:
-        ensure_demo_data(settings.data_dir)
     storage_kind = "s3" if settings.env == "aws" else "parquet"
+    demo_dir = settings.data_dir if settings.env == "local" and settings.demo_data else None  # seeded by the sensor
     stages = dg.Definitions.merge(
-        ingest.build(config, storage_kind),
+        ingest.build(config, storage_kind, demo_dir),
         clean_room.build(config, storage_kind),
         activation.build(config, storage_kind),
     )

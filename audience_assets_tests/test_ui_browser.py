@@ -59,6 +59,11 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
     executable = chromium_path()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with dagster_dev(tmp_path) as url, sync_playwright() as playwright:
+        landing = tmp_path / "data" / "landing"  # seeded by landing_zone_sensor's first tick, as on a fresh clone
+        deadline = time.monotonic() + 120
+        while not (landing.is_dir() and len([p for p in landing.rglob("*") if p.is_file()]) >= 4):
+            assert time.monotonic() < deadline, "the landing zone was not seeded within 2 minutes"
+            time.sleep(1)
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         try:

@@ -31,11 +31,11 @@ def drop(root: Path, key: str, content: str = "email\na@example.com\n") -> Path:
     return path
 
 
-def tick(root: Path, cursor: str | None) -> tuple[list[dg.RunRequest], str]:
+def tick(root: Path, cursor: str | None, demo_data: bool = False) -> tuple[list[dg.RunRequest], str]:
     """One evaluation of a freshly built sensor (as after a daemon restart) with the stored cursor."""
     from audience_assets.definitions import build_definitions
 
-    defs = build_definitions(Settings(data_dir=root, demo_data=False))
+    defs = build_definitions(Settings(data_dir=root, demo_data=demo_data))
     sensor = defs.resolve_sensor_def("landing_zone_sensor")
     with dg.instance_for_test() as instance:
         with dg.build_sensor_context(
@@ -125,3 +125,22 @@ def test_cursor_stays_small_after_many_objects(landing: Path):
     cursor.watermark += sensors.OVERLAP * 2  # time passes: everything falls behind the horizon
     cursor.forget_old()
     assert cursor.recent == {}
+
+
+def test_loading_the_definitions_writes_nothing_and_the_first_tick_seeds_an_empty_landing_zone(tmp_path: Path):
+    """Definitions build without side effects; in local mode with AUDIENCE_DEMO_DATA on, the sensor's first tick
+    seeds the demo data into an empty landing zone and requests its ingestion runs; later ticks seed nothing."""
+    from audience_assets.definitions import build_definitions
+
+    build_definitions(Settings(data_dir=tmp_path, demo_data=True))
+    assert list(tmp_path.iterdir()) == []
+    requests, cursor = tick(tmp_path, None, demo_data=True)
+    landed = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "landing").rglob("*") if p.is_file())
+    assert len(landed) == 4 and len(requests) == 4
+    assert {r.tags["audience_assets/object"] for r in requests} == set(landed)
+    assert tick(tmp_path, cursor, demo_data=True)[0] == []  # seeded once: nothing new
+
+
+def test_without_demo_data_an_empty_landing_zone_stays_empty(tmp_path: Path):
+    requests, _ = tick(tmp_path, None, demo_data=False)
+    assert requests == [] and not (tmp_path / "landing").exists()

@@ -1,5 +1,7 @@
 """The ingest stage's definitions: its assets, the jobs the landing-zone sensor launches, and the sensor."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from audience_assets.core.config import ProjectConfig
@@ -8,8 +10,10 @@ from audience_assets.defs.ingest.jobs import build_ingest_jobs
 from audience_assets.defs.ingest.sensors import build_landing_zone_sensor
 
 
-def build(config: ProjectConfig, storage_kind: str) -> dg.Definitions:
+def build(config: ProjectConfig, storage_kind: str, demo_dir: Path | None = None) -> dg.Definitions:
     jobs = build_ingest_jobs()
     return dg.Definitions(
-        assets=build_ingest_assets(config, storage_kind), jobs=jobs, sensors=[build_landing_zone_sensor(config, jobs)]
+        assets=build_ingest_assets(config, storage_kind),
+        jobs=jobs,
+        sensors=[build_landing_zone_sensor(config, jobs, demo_dir)],
     )

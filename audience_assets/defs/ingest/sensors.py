@@ -20,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from pathlib import Path
 
 import dagster as dg
 
 from audience_assets.core.config import ProjectConfig
+from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.ingestion.deliveries import is_delivery
 from audience_assets.core.store import Store, StoredObject
 from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
@@ -108,7 +110,9 @@ def new_deliveries(
     return chosen
 
 
-def build_landing_zone_sensor(config: ProjectConfig, jobs: list) -> dg.SensorDefinition:
+def build_landing_zone_sensor(config: ProjectConfig, jobs: list, demo_dir: Path | None = None) -> dg.SensorDefinition:
+    """`demo_dir`: local mode with AUDIENCE_DEMO_DATA on, the data folder whose empty landing zone the first tick
+    seeds with the demo data (so `dagster dev` on a fresh clone shows data; loading definitions writes nothing)."""
     targets = landing_targets(config)
 
     @dg.sensor(
@@ -120,6 +124,8 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list) -> dg.SensorDef
         "suppression); run key = object key @ version, so nothing runs twice.",
     )
     def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: Storage) -> dg.SensorResult:
+        if demo_dir is not None and ensure_demo_data(demo_dir):
+            context.log.info(f"the landing zone was empty: demo data seeded under {demo_dir / 'landing'}")
         cursor = LandingCursor.parse(context.cursor)
         chosen = new_deliveries(storage.store(), targets, cursor)
         requests = [
