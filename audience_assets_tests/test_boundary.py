@@ -53,3 +53,19 @@ def test_the_core_holds_most_of_the_code():
     everything = list(PACKAGE.rglob("*.py"))
     core = [p for p in everything if p.relative_to(PACKAGE).parts[0] in DAGSTER_FREE]
     assert lines(core) / lines(everything) >= 0.8, (lines(core), lines(everything))
+
+
+def test_the_public_entry_points_keep_their_import_paths():
+    """Other code relies on these: the identity API at `audience_assets.identity`, the clean room's rule and
+    protected-query API, and the headless command's module."""
+    from audience_assets.core.cleanroom.protected_query import Polling, run
+    from audience_assets.core.cleanroom.rules import rule_from_policy
+    from audience_assets.identity import meta_value, normalize
+
+    assert normalize("EMAIL", "  Mary@Example.COM ") == "mary@example.com"
+    assert meta_value("EMAIL", "mary@example.com") == (
+        "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"
+    )
+    assert rule_from_policy({"list": {"joinColumns": ["a"], "listColumns": ["b"]}}, ["a", "b"]).kind == "LIST"
+    assert callable(run) and Polling(1, 2, 3).deadline == 3
+    assert (REPO / "audience_assets" / "__main__.py").is_file()
