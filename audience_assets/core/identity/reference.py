@@ -19,6 +19,7 @@ from audience_assets.core.identity import rules
 
 _TRIM = re.compile(rules.TRIM)
 _HEX64 = re.compile(rules.HEX64)
+_CONTROL = re.compile(rules.CONTROL)
 _EMAIL = re.compile(rules.EMAIL_VALID)
 _WS = re.compile(rules.WS)
 _EXTENSION = re.compile(rules.PHONE_EXTENSION)
@@ -67,10 +68,14 @@ def _normalize(key: str, value: Any, country: Any) -> tuple[str, str, bool]:
         raise ValueError(f"unknown Meta key {key!r}; expected one of {', '.join(rules.META_KEYS)}")
     if key == "EXTERN_ID":  # the advertiser's own id travels exactly as given
         text = _text(value)
+        if _CONTROL.search(_trim(text)):
+            return "", rules.CONTROL_REASON, False
         return (text if _trim(text) else ""), "", False
     text = _trim(unicodedata.normalize("NFC", _text(value)))
     if not text:
         return "", "", False
+    if _CONTROL.search(text):
+        return "", rules.CONTROL_REASON, False
     if (key in rules.HASHED_KEYS or key == "MADID") and _HEX64.match(text):
         return text.lower(), "", True  # already a SHA-256 digest: never hash twice
     if key in _COUNTRY_AWARE:

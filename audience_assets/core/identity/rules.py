@@ -81,6 +81,11 @@ TRIM_CHARACTERS = re.sub("(.)-(.)", lambda m: "".join(chr(c) for c in range(ord(
 WS = f"[{_WHITESPACE}]"
 TRIM = f"^{WS}+|{WS}+$"
 HEX64 = r"^[0-9a-fA-F]{64}$"
+# Control characters (C0, DEL, C1) left inside a value once its ends are trimmed make it invalid ("control
+# character"): NUL and its kin are no part of an email, a phone, a name or an id, and a value carrying them
+# is a broken export, not a person (Meta's rules ask for trimmed text; nothing allows control characters).
+CONTROL = r"[\x00-\x1f\x7f-\x9f]"
+CONTROL_REASON = "control character"
 
 # EMAIL: one @, no whitespace, a dotted domain with non-empty labels. Trailing dots are stripped first.
 EMAIL_VALID = rf"^[^@{_WHITESPACE}]+@[^@.{_WHITESPACE}]+(\.[^@.{_WHITESPACE}]+)+$"

@@ -54,6 +54,7 @@ def _clean(p: str, v: str) -> list[list[tuple[str, str]]]:
         [
             (f"{p}_l", f"lower({p}_t)"),
             (f"{p}_hex", f"CASE WHEN strlen({p}_t) = 64 THEN regexp_matches({p}_t, {_rx(rules.HEX64)}) ELSE FALSE END"),
+            (f"{p}_ctl", f"regexp_matches({p}_t, {_rx(rules.CONTROL)})"),
         ],
     ]
 
@@ -66,7 +67,7 @@ def _result(
     p: str, cases: Sequence[tuple[str, str, str]], default: tuple[str, str], hex_passes: bool
 ) -> list[tuple[str, str]]:
     """Value and reason columns from (condition, value, reason) cases, after the empty/pre-hashed checks."""
-    head = [(f"{p}_t = ''", "''", "''")]
+    head = [(f"{p}_t = ''", "''", "''"), (f"{p}_ctl", "''", literal(rules.CONTROL_REASON))]
     if hex_passes:
         head.append((f"{p}_hex", f"{p}_l", "''"))
     all_cases = head + list(cases)
@@ -81,10 +82,14 @@ def _checked_result(
     """Like `_result` for row-by-row keys, where speed matters: the value needs one test, `valid_when`
     (true exactly when none of the invalid `cases` (condition, reason) holds), and the reasons are
     worked out only for the rows that turned out invalid."""
-    head = [(f"{p}_t = ''", "''")] + ([(f"{p}_hex", f"{p}_l")] if hex_passes else [])
+    head = [(f"{p}_t = ''", "''"), (f"{p}_ctl", "''")] + ([(f"{p}_hex", f"{p}_l")] if hex_passes else [])
     cell = "CASE " + " ".join(f"WHEN {c} THEN {v}" for c, v in head) + f" WHEN {valid_when} THEN {value} ELSE '' END"
     settled = " OR ".join([f"{p}_t = ''", *([f"{p}_hex"] if hex_passes else []), f"{p}_value <> ''"])
-    reason = f"CASE WHEN {settled} THEN '' " + " ".join(f"WHEN {c} THEN {r}" for c, r in cases) + " ELSE '' END"
+    reason = (
+        f"CASE WHEN {p}_ctl THEN {literal(rules.CONTROL_REASON)} WHEN {settled} THEN '' "
+        + " ".join(f"WHEN {c} THEN {r}" for c, r in cases)
+        + " ELSE '' END"
+    )
     return [[(f"{p}_value", cell)], [(f"{p}_reason", reason)]]
 
 
@@ -149,13 +154,16 @@ def key_stages(key: str, p: str, v: str, c: str | None, calling: Mapping[str, st
     lc, t = f"{p}_l", f"{p}_t"
     country = c or "NULL"
     hashed = key in rules.HASHED_KEYS
-    if key == "EXTERN_ID":
+    if key == "EXTERN_ID":  # sent exactly as given, unless blank or broken (see rules.CONTROL)
+        trimmed, control = f"{p}_tx", f"{p}_ctl"
         steps = [
+            [(trimmed, f"regexp_replace({v}, {_rx(rules.TRIM)}, '', 'g')")],
+            [(control, f"regexp_matches({trimmed}, {_rx(rules.CONTROL)})")],
             [
-                (f"{p}_value", f"CASE WHEN regexp_replace({v}, {_rx(rules.TRIM)}, '', 'g') = '' THEN '' ELSE {v} END"),
-                (f"{p}_reason", "''"),
+                (f"{p}_value", f"CASE WHEN {trimmed} = '' OR {control} THEN '' ELSE {v} END"),
+                (f"{p}_reason", f"CASE WHEN {control} THEN {literal(rules.CONTROL_REASON)} ELSE '' END"),
                 (f"{p}_hex", "FALSE"),
-            ]
+            ],
         ]
         return _Stages(steps, f"{p}_value", f"{p}_reason", f"{p}_hex", f"{p}_value")
     if key == "EMAIL":

@@ -20,6 +20,7 @@ import duckdb
 from audience_assets.core.config import FileContract
 from audience_assets.core.duck import ident, literal, parquet_columns, sql_path
 from audience_assets.core.identity.rules import HEX64, STANDARD_COLUMNS, re2
+from audience_assets.core.ingestion.scan import FileRejected, scan_text
 
 # A quarantined row is referenced by its file and row (or, for an unreadable line, its line number) and
 # never copied: the personal data stays in the landing file, under that file's retention.
@@ -109,25 +110,41 @@ def _json_lines(path: Path, contract: FileContract) -> str:
 def check_columns(
     file: str, header: Sequence[str], contract: FileContract, *, required: Sequence[str], contract_name: str
 ) -> None:
-    """Raise `ContractViolation` naming the file, the missing/unexpected/duplicate columns and the contract."""
+    """Raise `ContractViolation` naming the file, the contract's missing columns and where the file's other
+    columns are wrong. A column name the contract does not know is described by its position, never quoted:
+    in a file delivered without its header row, the "names" are someone's email, phone and name."""
     problems = []
-    duplicates = sorted({c for c in header if header.count(c) > 1})
-    if duplicates:
-        problems.append(f"duplicate columns {duplicates}")
-    if "" in header:
-        problems.append("a column without a name")
-    missing = [c for c in required if c not in header]
+    counts = Counter(header)
+    known = set(required) | set(STANDARD_COLUMNS) | {"customer_id"}
+
+    def positions(names: set[str]) -> str:
+        return ", ".join(str(i + 1) for i, c in enumerate(header) if c in names)
+
+    duplicated = {c for c, n in counts.items() if n > 1}
+    if duplicated:
+        shown = sorted(c for c in duplicated if c in known)
+        problems.append(f"columns repeated at positions {positions(duplicated)}" + (f" ({shown})" if shown else ""))
+    if "" in counts:
+        problems.append(f"a column without a name at position(s) {positions({''})}")
+    missing = [c for c in required if c not in counts]
     if missing:
         problems.append(f"missing columns {missing}")
-    known = set(required) | set(STANDARD_COLUMNS) | {"customer_id"}
-    unexpected = [c for c in header if c and c not in known]
+    unexpected = {c for c in counts if c and c not in known}
     if unexpected and contract.extra_columns == "fail":
-        problems.append(f"unexpected columns {unexpected} (set extra_columns: ignore to accept them)")
+        problems.append(
+            f"{sum(counts[c] for c in unexpected)} column(s) the contract does not know, at position(s) "
+            f"{positions(unexpected)} (set extra_columns: ignore to accept them)"
+        )
     if problems:
+        hint = (
+            " The first row holds no column the contract knows: was the file delivered without its header row?"
+            if header and not any(c in known for c in header)
+            else ""
+        )
         raise ContractViolation(
-            f"{file} does not satisfy the {contract_name} contract: {'; '.join(problems)}. "
-            f"The file has columns {list(header)}; the contract expects {sorted(set(required))} "
-            f"(format {contract.format}, delimiter {contract.delimiter!r}, encoding {contract.encoding})."
+            f"{file} does not satisfy the {contract_name} contract: {'; '.join(problems)}. The contract expects "
+            f"{sorted(set(required))} (format {contract.format}, delimiter {contract.delimiter!r}, encoding "
+            f"{contract.encoding}).{hint}"
         )
 
 
@@ -156,6 +173,18 @@ def load_file(
             f"{file} is empty (0 bytes); the {contract_name} contract expects "
             f"a {contract.format} file with columns {sorted(set(required))}"
         )
+    try:
+        report.rows_read = rows_in(con, path, contract)
+    except FileRejected as error:
+        raise ContractViolation(
+            f"{file} {error}; the {contract_name} contract declares {contract.format} in {contract.encoding} "
+            "(`encoding:` in partners.yaml for another). Nothing of the file is used."
+        ) from None
+    except (duckdb.Error, OSError, EOFError) as error:  # a truncated gzip stream, a file that is not Parquet
+        raise ContractViolation(
+            f"{file} could not be read as {contract.format} ({contract.encoding}) for the {contract_name} contract: "
+            f"{_first_line(error)}"
+        ) from None
     try:
         header = _header(con, path, contract)
     except (duckdb.Error, UnicodeDecodeError, OSError, EOFError, csv.Error) as error:
@@ -220,8 +249,19 @@ def load_file(
             report.quarantine_reasons[reason] += n
     report.rows_accepted = accepted
     report.rows_quarantined = sum(report.quarantine_reasons.values())
-    report.rows_read = report.rows_accepted + report.rows_quarantined
     return report
+
+
+def rows_in(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract) -> int:
+    """The file's data rows counted without its parser (see `scan`): non-empty CSV records after the header,
+    non-empty JSON lines, or the row count in a Parquet file's footer. Also checks the text as a whole."""
+    if contract.format == "parquet":
+        rows = con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_path(path)})").fetchall()
+        return int(rows[0][0] or 0)
+    if contract.format == "jsonl":
+        return scan_text(path, encoding=contract.encoding, quote=None, header=False).records
+    records = scan_text(path, encoding=contract.encoding, header=contract.header).records
+    return max(0, records - 1) if contract.header else records
 
 
 def _jsonl_source(

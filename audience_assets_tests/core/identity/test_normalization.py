@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from audience_assets.core.identity import META_KEYS, meta_value, normalize, rules, sha256
 from audience_assets.core.identity import sql as idsql
+from audience_assets.core.identity.reference import normalize_with_reason
 from audience_assets.core.identity.rules import SOURCE_COLUMN
 
 # (key, raw value, row country, normalized value Meta expects; "" = unusable)
@@ -278,3 +279,45 @@ def test_the_shipped_letter_class_is_the_running_pythons():
         (files("audience_assets.core.identity") / "data" / rules.LETTER_CLASS_FILE).read_text().split("\n")[0]
     )
     assert shipped_version == unicodedata.unidata_version  # else every process pays the full scan
+
+
+CONTROL_CASES = [
+    ("EMAIL", "ann\x00@example.com"),
+    ("EMAIL", "ann@exa\x07mple.com"),
+    ("PHONE", "555\x1b0100"),
+    ("FN", "An\x7fna"),
+    ("CT", "Ber\x85lin"),
+    ("EXTERN_ID", "C-\x0012"),
+]
+
+
+def sql_reasons(rows: list[dict[str, str]], key: str) -> list[tuple[str, str]]:
+    """(cell, reason) per row from the DuckDB path."""
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE t (rid INTEGER, v VARCHAR, country VARCHAR)")
+        con.executemany("INSERT INTO t VALUES (?, ?, ?)", [[i, r["v"], "us"] for i, r in enumerate(rows)])
+        con.execute(f'CREATE VIEW s AS SELECT rid, v AS "{SOURCE_COLUMN.get(key, "external_id")}", country FROM t')
+        idsql.install(con)
+        query = idsql.meta_cells_query(con, "s", keys=[key], default_country="US", keep=["rid"])
+        rows = con.execute(f'SELECT "{key}", "{key}__reason" FROM ({query}) ORDER BY rid').fetchall()
+        return [tuple(r) for r in rows]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(("key", "value"), CONTROL_CASES)
+def test_control_characters_make_an_identifier_invalid_in_python_and_in_sql(key: str, value: str):
+    """NUL and the other C0/C1 control characters (and DEL) inside a value make the identifier invalid with
+    the reason "control character", the same in the reference and in DuckDB, also when the value's ends carry
+    whitespace that trimming removes."""
+    padded = "\t" + value + " \n"
+    assert normalize_with_reason(key, value, country="us") == ("", rules.CONTROL_REASON)
+    assert normalize_with_reason(key, padded, country="us") == ("", rules.CONTROL_REASON)
+    assert sql_reasons([{"v": value}, {"v": padded}], key) == [("", rules.CONTROL_REASON)] * 2
+
+
+def test_whitespace_at_the_ends_is_trimmed_not_a_control_character():
+    assert normalize_with_reason("EMAIL", "\tann@example.com\r\n") == ("ann@example.com", "")
+    assert normalize_with_reason("EXTERN_ID", "C-12\n") == ("C-12\n", "")  # the advertiser's id travels as given
+    assert sql_reasons([{"v": "\tann@example.com\r\n"}], "EMAIL")[0][1] == ""
