@@ -3,8 +3,11 @@
 It does what the sensor and automation would do, in dependency order: first-party and suppression data
 and the clean-room table, then each partner's data and match, then each audience through to Meta. With
 `DAGSTER_HOME` set the runs are recorded in that instance (the UI shows them); otherwise in a throwaway
-one. Exit status 0 means every step succeeded. `python -m audience_assets demo` seeds the demo data;
-`python -m audience_assets templates` prints each partner's analysis templates (to create them on AWS).
+one. Exit status 0 means every step succeeded. `--accept-delivery SOURCE` overrules a source's delivery
+guards for this run, `--approve-removals AUDIENCE` a large removal, `--approve-upload AUDIENCE` an
+`approval: manual` audience's upload. `python -m audience_assets plan [AUDIENCE ...]` builds everything up
+to the upload plans and prints them, sending nothing to Meta. `python -m audience_assets demo` seeds the
+demo data; `python -m audience_assets templates` prints each partner's analysis templates (for AWS).
 """
 
 from __future__ import annotations
@@ -16,18 +19,24 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from audience_assets.core.audience.approval import APPROVE_REMOVALS_TAG, APPROVE_UPLOAD_TAG
+from audience_assets.core.audience.review import describe, learned_rate, stored_plan
 from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.config import ProjectConfig, load_config
 from audience_assets.core.demo import ensure_demo_data
+from audience_assets.core.ingestion.inventory import ignored_objects
 from audience_assets.core.settings import Settings
 from audience_assets.definitions import build_definitions
+from audience_assets.defs.ingest.assets import ACCEPT_DELIVERY_TAG
+from audience_assets.defs.resources import build_resources
 
 STAGES = (  # (asset keys, partitioned by)
-    (["first_party_customers", "suppression_list", "clean_room_first_party_table"], None),
+    (["landing_zone_report", "first_party_customers", "suppression_list", "clean_room_first_party_table"], None),
     (["partner_data", "clean_room_matches"], "partner"),
     (["audience_members", "audience_chunks", "meta_custom_audience"], "audience"),
     (["tenant_costs"], None),
 )
+PLAN_STAGES = (*STAGES[:2], (["audience_members", "audience_chunks"], "audience"))  # everything but Meta
 
 
 def run_pipeline(
@@ -35,18 +44,29 @@ def run_pipeline(
     instance: dg.DagsterInstance,
     out=sys.stdout,
     resources: dict[str, dg.ConfigurableResource] | None = None,
+    tags: dict[str, str] | None = None,
+    stages=STAGES,
+    audiences: Sequence[str] | None = None,
 ) -> bool:
-    """Materialize everything once; `resources` replaces some of the environment's (tests, stand-ins)."""
+    """Materialize everything once; `resources` replaces some of the environment's (tests, stand-ins), `tags`
+    go on every run (accepting a delivery, approving removals)."""
     config = load_config(settings.config_dir)
     if settings.env == "local" and settings.demo_data:
         ensure_demo_data(settings.data_dir)
     defs = build_definitions(settings)
-    assets, resources = list(defs.assets or []), {**(defs.resources or {}), **(resources or {})}
+    assets = [*(defs.assets or []), *(defs.asset_checks or [])]
+    resources = {**(defs.resources or {}), **(resources or {})}
+    store = resources["storage"].process_config_and_initialize().store()  # EnvVar fields resolved, as in a run
+    for item in ignored_objects(store, config):
+        print(f"not read: {item.key} ({item.size:,} bytes): {item.reason}", file=out)
     ok = True
-    for keys, partitioned_by in STAGES:
+    for keys, partitioned_by in stages:
         if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
             batches = [
-                ([f"{tenant}/{k}" if config.multi_tenant else k for k in keys], config.audiences_of(tenant))
+                (
+                    [f"{tenant}/{k}" if config.multi_tenant else k for k in keys],
+                    [a for a in config.audiences_of(tenant) if audiences is None or a in audiences],
+                )
                 for tenant in config.tenant_names
             ]
         else:
@@ -59,7 +79,7 @@ def run_pipeline(
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,
-                tags={"audience_assets/trigger": "headless"},
+                tags={"audience_assets/trigger": "headless", **(tags or {})},
             )
             label = ", ".join(selection) + (f" [{partition}]" if partition else "")
             print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)
@@ -72,6 +92,10 @@ def run_pipeline(
                 )
             if not result.success:
                 for event in result.all_events:
+                    is_check = event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+                    evaluation = event.asset_check_evaluation_data if is_check else None
+                    if evaluation is not None and not evaluation.passed and evaluation.description:
+                        print(f"         check {evaluation.check_name}: {evaluation.description}", file=out)
                     if event.is_step_failure:
                         error = event.step_failure_data.error
                         while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
@@ -95,10 +119,84 @@ def print_templates(config: ProjectConfig, out=None) -> None:
             )
 
 
+def plan_pipeline(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    audiences: Sequence[str] = (),
+    out=sys.stdout,
+    resources: dict[str, dg.ConfigurableResource] | None = None,
+) -> bool:
+    """Build everything up to the upload plans (nothing goes to Meta) and print each audience's plan."""
+    config = load_config(settings.config_dir)
+    unknown = sorted(set(audiences) - set(config.audiences))
+    if unknown:
+        print(f"unknown audience(s) {', '.join(unknown)}; audiences.yaml declares {', '.join(config.audiences)}")
+        return False
+    chosen = list(audiences) or list(config.audiences)
+    ok = run_pipeline(settings, instance, out, resources, stages=PLAN_STAGES, audiences=chosen)
+    store = build_resources(settings, config)["storage"].process_config_and_initialize().store()
+    rate = learned_rate(store)
+    print("\nupload plans (nothing was sent to Meta):", file=out)
+    for name in chosen:
+        problems = latest_check_metadata(instance, config, name, "audience_chunks", "hashed_cells")
+        bad = {k.removeprefix("bad_"): int(v) for k, v in problems.items() if k.startswith("bad_")}
+        for line in describe(name, config.audiences[name], stored_plan(store, name), rate, bad):
+            print(line, file=out)
+    return ok
+
+
+def latest_check_metadata(
+    instance: dg.DagsterInstance, config: ProjectConfig, audience: str, asset: str, check: str
+) -> dict[str, object]:
+    """The metadata of a check's latest evaluation for one audience (empty when it has none)."""
+    prefix = [config.tenant_of_audience(audience)] if config.multi_tenant else []
+    key = dg.AssetCheckKey(dg.AssetKey([*prefix, asset]), check)
+    records = instance.event_log_storage.get_asset_check_execution_history(key, limit=20)
+    for record in records:
+        evaluation = record.event.dagster_event.asset_check_evaluation_data if record.event else None
+        if evaluation is not None and evaluation.partition == audience:
+            return {k: v.value for k, v in evaluation.metadata.items()}
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audience_assets", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["run", "demo", "templates"], nargs="?", default="run")
+    parser.add_argument("command", choices=["run", "plan", "demo", "templates"], nargs="?", default="run")
+    parser.add_argument("audiences", nargs="*", metavar="AUDIENCE", help="plan: the audiences to plan (default all)")
+    parser.add_argument(
+        "--accept-delivery",
+        action="append",
+        default=[],
+        metavar="SOURCE",
+        help="run: publish this source's delivery although its guards would hold it (a partner, "
+        "first_party or suppression)",
+    )
+    parser.add_argument(
+        "--approve-removals",
+        action="append",
+        default=[],
+        metavar="AUDIENCE",
+        help="run: let this audience's sync remove more than its max_removal",
+    )
+    parser.add_argument(
+        "--approve-upload",
+        action="append",
+        default=[],
+        metavar="AUDIENCE",
+        help="run: upload this approval: manual audience",
+    )
     args = parser.parse_args(argv)
+    if args.audiences and args.command != "plan":
+        parser.error("audience names are taken by the plan command only")
+    tags = {
+        tag: ",".join(values)
+        for tag, values in (
+            (ACCEPT_DELIVERY_TAG, args.accept_delivery),
+            (APPROVE_REMOVALS_TAG, args.approve_removals),
+            (APPROVE_UPLOAD_TAG, args.approve_upload),
+        )
+        if values
+    }
     settings = Settings.from_env()
     if args.command == "templates":
         print_templates(load_config(settings.config_dir))
@@ -108,4 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo data {'written to' if seeded else 'already present in'} {settings.data_dir / 'landing'}")
         return 0
     with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance:
-        return 0 if run_pipeline(settings, instance) else 1
+        if args.command == "plan":
+            return 0 if plan_pipeline(settings, instance, args.audiences) else 1
+        return 0 if run_pipeline(settings, instance, tags=tags) else 1

@@ -140,7 +140,7 @@ def test_meta_uploads_share_one_pool_across_runs():
     concurrency set meta_api 1`, see deploy/README.md), so they share the ad account's budget."""
     from audience_assets.core.settings import Settings
     from audience_assets.definitions import build_definitions
-    from audience_assets.defs.activation.assets import META_POOL
+    from audience_assets.defs.activation.meta_audience import META_POOL
 
     graph = build_definitions(Settings(data_dir=Path(tempfile.mkdtemp()), demo_data=False)).resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}

@@ -11,15 +11,13 @@ reports/      per-tenant cost reports (no personal data)
 
 from __future__ import annotations
 
+LANDING_ROOT = "landing/"
+LANDING_PARTNERS = "landing/partners/"
 FIRST_PARTY_CUSTOMERS = "staging/first_party/customers.parquet"
 FIRST_PARTY_QUARANTINE = "staging/quarantine/first_party.parquet"
 SUPPRESSION_LIST = "staging/suppression/suppressed.parquet"
 SUPPRESSION_QUARANTINE = "staging/quarantine/suppression.parquet"
 CLEAN_ROOM_FIRST_PARTY = "clean_room/first_party/data.parquet"
-
-
-def partner_landing(partner: str) -> str:
-    return f"landing/partners/{partner}/"
 
 
 def partner_table(partner: str) -> str:

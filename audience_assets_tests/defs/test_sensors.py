@@ -13,7 +13,7 @@ from audience_assets.core.config import load_config
 from audience_assets.core.settings import Settings
 from audience_assets.core.store import LocalStore
 from audience_assets.defs.ingest import sensors
-from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
+from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, LANDING_REPORT_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.defs.resources import LocalStorage
 
 # ##### FIXTURES
@@ -86,12 +86,24 @@ def test_a_reupload_with_new_content_runs_again_an_unchanged_one_never(landing: 
     assert tick(landing, cursor)[0] == []
 
 
-def test_markers_temporary_and_hidden_names_are_ignored(landing: Path):
+def test_an_empty_file_is_a_delivery_and_unread_objects_are_reported_once(landing: Path):
+    """A 0-byte snapshot runs (and fails as an empty file) instead of leaving the previous one in use;
+    temporary or hidden names and undeclared partner folders request no ingestion, but one run of the
+    landing_zone_report, again only when what is left unread changes."""
     drop(landing, "landing/partners/acme_data/empty.csv", "")
     for name in ("upload.csv.tmp", "x.csv.part", ".hidden.csv", "_SUCCESS_tmp.crdownload", "file.csv~"):
         drop(landing, f"landing/partners/acme_data/{name}")
-    drop(landing, "landing/partners/unknown_partner/x.csv")  # not a declared partner: not watched
-    assert tick(landing, None)[0] == []
+    drop(landing, "landing/partners/unknown_partner/x.csv")
+    requests, cursor = tick(landing, None)
+    assert sorted((r.job_name, r.run_key.split("@")[0]) for r in requests) == [
+        (LANDING_REPORT_JOB, "landing_zone_report"),
+        (PARTNER_DATA_JOB, "landing/partners/acme_data/empty.csv"),
+    ]
+    assert tick(landing, cursor)[0] == []
+    drop(landing, "landing/stray.csv")
+    again, cursor = tick(landing, cursor)
+    assert [r.job_name for r in again] == [LANDING_REPORT_JOB]
+    assert tick(landing, cursor)[0] == []
 
 
 def test_a_file_moved_in_with_an_old_timestamp_is_still_new(landing: Path):

@@ -28,7 +28,7 @@ from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
 from audience_assets.core.store import LocalStore
 from audience_assets.definitions import build_definitions
-from audience_assets.defs.activation.assets import meta_pool
+from audience_assets.defs.activation.meta_audience import meta_pool
 from audience_assets.defs.resources import METRICS_FILE, MetaAudiences, build_resources
 from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
 from audience_assets_tests.conftest import copy_config

@@ -13,7 +13,8 @@ import datetime as dt
 import json
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,15 @@ def deliver(
     run_id: str = "",
     report: Callable[[str], None] | None = None,
     settle_seconds: float = 600.0,
+    approvals: Mapping[str, Any] | None = None,
 ) -> Delivery:
     """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
 
     `report` receives the upload's progress lines (at least every 30 s). Raises `UploadIncomplete` when
     batches were not acknowledged (retries exhausted, or the deadline passed): they are dead-lettered in
-    the ledger and the next run of the same plan re-sends exactly those."""
+    the ledger and the next run of the same plan re-sends exactly those. `approvals` (what a person approved
+    for this upload) goes into the audit record."""
+    started = time.monotonic()
     manager = AudienceManager(client, ad_account_id)
     audience_id, created = manager.ensure(
         spec.meta_name,
@@ -83,7 +87,18 @@ def deliver(
         result = uploader.run(audience_id, plan)
     confirmed_rows, digests = record_confirmed(store, audience, plan)
     delivery = Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))
-    write_audit(store, audience, spec.mode, plan, delivery, digests, confirmed_rows, run_id)
+    write_audit(
+        store,
+        audience,
+        spec.mode,
+        plan,
+        delivery,
+        digests,
+        confirmed_rows,
+        run_id,
+        approvals=approvals or {},
+        upload_seconds=time.monotonic() - started,
+    )
     return delivery
 
 
@@ -112,6 +127,9 @@ def write_audit(
     digests: dict[str, tuple[int, str]],
     confirmed_rows: int,
     run_id: str,
+    *,
+    approvals: Mapping[str, Any] | None = None,
+    upload_seconds: float = 0.0,
 ) -> str:
     """One append-only audit record per upload: what was sent (counts and a SHA-256 of the sorted row
     ids per operation, never a row), Meta's counts, and who ran it when. Returns its key."""
@@ -137,6 +155,10 @@ def write_audit(
             "approximate_count_upper_bound": delivery.state.get("approximate_count_upper_bound"),
         },
         "confirmed_rows_after": confirmed_rows,
+        "approvals": dict(approvals or {}),
+        # what `plan` estimates the next upload's time from: batches sent and the seconds it took
+        "batches_sent": sum(op.batches_sent for op in result.operations),
+        "upload_seconds": round(upload_seconds, 2),
     }
     if store.get_bytes(key) is not None:  # append-only: a record is never rewritten
         raise FileExistsError(f"audit record {key} already exists")

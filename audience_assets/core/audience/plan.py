@@ -53,6 +53,9 @@ class Plan:
     mode: str = ""
     desired_rows: int = 0
     confirmed_rows: int = 0
+    # rows Meta holds that this plan takes away although nobody opted out (mirror and replace only): what
+    # a broken delivery upstream would inflate, so it is reviewed before sending (`core.audience.approval`)
+    removals_to_review: int = 0
 
     def rows(self, kind: str) -> int:
         return sum(op.rows for op in self.operations if op.kind == kind)
@@ -65,6 +68,7 @@ class Plan:
             "schema": list(self.schema),
             "desired_rows": self.desired_rows,
             "confirmed_rows": self.confirmed_rows,
+            "removals_to_review": self.removals_to_review,
             "operations": [
                 {
                     "kind": op.kind,
@@ -89,6 +93,7 @@ class Plan:
             document.get("mode", ""),
             document.get("desired_rows", 0),
             document.get("confirmed_rows", 0),
+            document.get("removals_to_review", 0),
         )
 
 
@@ -227,8 +232,16 @@ def plan_upload(
         )
         for kind, chunks in written
     )
-    counts = con.execute("SELECT (SELECT count(*) FROM aa_desired), (SELECT count(*) FROM aa_confirmed)").fetchall()[0]
-    return Plan(upload_id, tuple(keys), operations, mode, counts[0], counts[1])
+    leaving = (
+        f"(SELECT count(*) FROM aa_confirmed WHERE row_id NOT IN (SELECT row_id FROM aa_desired) "
+        f"AND row_id NOT IN ({suppressed}))"
+        if mode in ("mirror", "replace")
+        else "0"
+    )
+    counts = con.execute(
+        f"SELECT (SELECT count(*) FROM aa_desired), (SELECT count(*) FROM aa_confirmed), {leaving}"
+    ).fetchall()[0]
+    return Plan(upload_id, tuple(keys), operations, mode, counts[0], counts[1], counts[2])
 
 
 def _suppressed_rows_sql(keys: Sequence[str], suppression: Path | None) -> str:

@@ -8,6 +8,7 @@ from audience_assets.core.config.audiences import PRIVACY_FLOOR, Audience, Audie
 from audience_assets.core.config.base import NAME_PATTERN, ConfigError
 from audience_assets.core.config.contracts import (
     CleanRoomTable,
+    DeliveryGuards,
     FileContract,
     FirstPartyContract,
     PartnerCleanRoom,
@@ -28,6 +29,7 @@ __all__ = [
     "AudienceDefaults",
     "CleanRoomTable",
     "ConfigError",
+    "DeliveryGuards",
     "FileContract",
     "FirstPartyContract",
     "PartnerCleanRoom",

@@ -27,6 +27,16 @@ class AudienceDefaults(Strict):
         description="rows per upload request (Meta allows 10,000)",
     )
     max_invalid_rate: float = Field(default=0.05, ge=0, le=1, description="warn above this share of invalid entries")
+    max_removal: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="a mirror/replace sync removing more than this share of what Meta holds (opt-outs aside) "
+        "waits for an approval",
+    )
+    approval: Literal["auto", "manual"] = Field(
+        default="auto", description="manual: the plan waits until someone materializes meta_custom_audience"
+    )
     freshness_hours: float = Field(default=26, gt=0, description="the audience is stale after this many hours")
     refresh_cron: str = Field(default="0 6 * * *", description="daily refresh of the audience (UTC)")
     keys: list[str] = Field(

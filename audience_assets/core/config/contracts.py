@@ -12,6 +12,17 @@ from audience_assets.core.identity import country_code
 from audience_assets.core.identity.rules import STANDARD_COLUMNS
 
 
+class DeliveryGuards(Strict):
+    """When a delivery looks broken rather than changed (see `core.ingestion.guards`): it is then not
+    published and downstream keeps the last accepted delivery."""
+
+    max_shrink: float = Field(
+        default=0.2, ge=0, le=1, description="guard when rows accepted fall by more than this share"
+    )
+    max_quarantine: float = Field(default=0.05, ge=0, le=1, description="guard when more rows are quarantined")
+    allow_empty: bool = Field(default=False, description="a delivery with no accepted row may be published")
+
+
 class FileContract(Strict):
     """How one source's files are written: format, text encoding and the column mapping."""
 
@@ -30,6 +41,9 @@ class FileContract(Strict):
     default_country: str | None = "US"
     delivery: Literal["snapshot", "incremental"] = "snapshot"
     extra_columns: Literal["fail", "ignore"] = "fail"
+    guards: DeliveryGuards | None = Field(
+        default=None, description="this source's delivery guards; unset fields take the file's `guards:`"
+    )
 
     @field_validator("delimiter")
     @classmethod
@@ -139,6 +153,13 @@ class SourcesConfig(Strict):
     partners: dict[str, PartnerContract]
     first_party: FirstPartyContract = FirstPartyContract()
     suppression: FileContract = FileContract(delivery="incremental")
+    guards: DeliveryGuards = DeliveryGuards()
+
+    def guards_for(self, source: str) -> DeliveryGuards:
+        """A source's guards: its own `guards:` fields over the file-wide defaults."""
+        contract = {"first_party": self.first_party, "suppression": self.suppression}.get(source)
+        own = (contract or self.partners[source]).guards
+        return self.guards.model_copy(update=own.model_dump(exclude_unset=True)) if own else self.guards
 
     @field_validator("partners")
     @classmethod
@@ -148,6 +169,8 @@ class SourcesConfig(Strict):
         for name in value:
             if not NAME_PATTERN.match(name):
                 raise ValueError(f"partner name {name!r} must be lower case letters, digits and _ (max 63)")
+            if name in ("first_party", "suppression"):
+                raise ValueError(f"partner name {name!r} is reserved for the source of that name")
         return value
 
     def partner_prefix(self, name: str) -> str:

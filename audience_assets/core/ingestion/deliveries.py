@@ -11,8 +11,18 @@ TEMPORARY_NAME = re.compile(r"(^|/)[._][^/]*$|(\.tmp|\.part|\.crdownload|\.parti
 
 
 def is_delivery(obj: StoredObject) -> bool:
-    """A real delivered file: not a zero-byte folder marker, not a temporary or hidden name."""
-    return obj.size > 0 and not obj.key.endswith("/") and not TEMPORARY_NAME.search(obj.key)
+    """A delivered file: not a folder marker, not a temporary or hidden name. An empty file counts (a newest
+    snapshot of 0 bytes is a broken export, reported as such, not a reason to keep reading the one before)."""
+    return skipped_reason(obj) is None
+
+
+def skipped_reason(obj: StoredObject) -> str | None:
+    """Why a landing object is not a delivery, or None for a delivery."""
+    if obj.key.endswith("/") or obj.key.endswith("_$folder$"):
+        return "folder marker"
+    if TEMPORARY_NAME.search(obj.key):
+        return "temporary, hidden or partial upload name"
+    return None
 
 
 def select_files(objects: Iterable[StoredObject], delivery: str) -> list[StoredObject]:

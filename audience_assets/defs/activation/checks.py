@@ -1,11 +1,12 @@
 """Activation's checks. Blocking (ERROR): the format of every outbound cell (no plan is published
-otherwise) and the privacy floor. Warnings: Meta rejecting too many entries, Meta's count moving against
-the sync. Plain functions over counts, so tests can feed them crafted numbers directly."""
+otherwise), the privacy floor and the removal guard. Warnings: Meta rejecting too many entries, Meta's
+count moving against the sync. Plain functions over counts, so tests can feed them crafted numbers directly."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from audience_assets.core.audience.approval import RemovalReview
 from audience_assets.core.audience.floor import below_floor
 from audience_assets.core.config import Audience
 
@@ -13,6 +14,19 @@ HASHED_CELLS = "hashed_cells"
 PRIVACY_FLOOR = "privacy_floor"
 INVALID_ENTRY_RATE = "invalid_entry_rate"
 COUNT_DIRECTION = "count_direction"
+REMOVAL_GUARD = "removal_guard"
+
+
+def removal_guard(review: RemovalReview) -> dg.AssetCheckResult:
+    """Fails when the plan removes more than max_removal of what Meta holds and no run approved it (the
+    upload step then refuses the plan too, whoever launches it)."""
+    return dg.AssetCheckResult(
+        check_name=REMOVAL_GUARD,
+        passed=not review.blocked,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=review.metadata(),
+        description=review.message() if review.over_limit else None,
+    )
 
 
 def hashed_cells(problems: dict[str, int], cells: int) -> dg.AssetCheckResult:

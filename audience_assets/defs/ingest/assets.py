@@ -14,14 +14,45 @@ from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
 from audience_assets.core.ingestion.deliveries import select_files
 from audience_assets.core.ingestion.first_party import ingest_first_party
+from audience_assets.core.ingestion.guards import judge, previous_delivery, remember
+from audience_assets.core.ingestion.inventory import ignored_objects
 from audience_assets.core.ingestion.partner import ingest_partner
+from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.ingestion.suppression import ingest_suppression
+from audience_assets.core.store import Store
 from audience_assets.defs.ingest import checks
 from audience_assets.defs.metadata import attribute, check_spec, ingest_metadata, publish, work_dir
 from audience_assets.defs.partitions import partner_partitions
 from audience_assets.defs.resources import Storage
 
 GROUP = "ingest"
+ACCEPT_DELIVERY_TAG = "audience_assets/accept_delivery"  # comma-separated sources whose guards this run overrules
+
+
+def publish_if_guards_pass(
+    context: dg.AssetExecutionContext,
+    con,
+    store: Store,
+    source: str,
+    guards,
+    report: IngestReport,
+    table,
+    key: str,
+) -> tuple[dict, list[dg.AssetCheckResult]]:
+    """Judge the delivery; publish it (and remember it as the last accepted one) only if its guards pass or
+    the run accepts it. Returns the materialization's metadata and the ingest checks' results."""
+    accepted = source in {s.strip() for s in context.run.tags.get(ACCEPT_DELIVERY_TAG, "").split(",")}
+    verdict = judge(source, report, previous_delivery(store, source), guards, accepted=accepted)
+    if verdict.blocked:
+        context.log.warning(verdict.message())
+        metadata: dict = {"published": False, "dagster/row_count": 0}
+    else:
+        if verdict.accepted:
+            context.log.warning(verdict.message())
+        metadata = {**publish(con, store, table, key), "published": True}
+        remember(store, source, report, verdict, context.run.run_id)
+    results = [checks.row_accounting(report), checks.delivery_guard(verdict)]
+    return {**metadata, **verdict.metadata(), **ingest_metadata(report)}, results
 
 
 def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.AssetsDefinition]:
@@ -36,10 +67,18 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 checks.ROW_ACCOUNTING,
                 asset,
                 "Every delivered row is accepted or quarantined with a "
-                "reason: rows read = accepted + quarantined, per file.",
+                "reason: rows read (counted over the raw bytes) = accepted + quarantined, per file.",
                 blocking=True,
                 partitions_def=partitions_def,
-            )
+            ),
+            check_spec(
+                checks.DELIVERY_GUARD,
+                asset,
+                "The delivery is not empty, did not shrink by more than max_shrink against the previous accepted "
+                "one and quarantined at most max_quarantine of its rows; else it is not published.",
+                blocking=True,
+                partitions_def=partitions_def,
+            ),
         ]
 
     # code version 2: the table carries partner_identity (tables of version 1 show as changed code in the UI)
@@ -73,21 +112,29 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 out_quarantine=quarantine,
                 work_dir=tmp,
             )
-            metadata = publish(con, store, table, layout.partner_table(partner))
+            context.log.info(
+                f"{partner}: {report.rows_read} rows read from {len(files)} file(s), "
+                f"{report.rows_accepted} accepted, {report.rows_quarantined} quarantined"
+            )
+            metadata, results = publish_if_guards_pass(
+                context,
+                con,
+                store,
+                partner,
+                source_config.guards_for(partner),
+                report,
+                table,
+                layout.partner_table(partner),
+            )
             store.upload(quarantine, layout.partner_quarantine(partner))
-        context.log.info(
-            f"{partner}: {report.rows_read} rows read from {len(files)} file(s), "
-            f"{report.rows_accepted} accepted, {report.rows_quarantined} quarantined"
-        )
         return meter.result(
             metadata={
                 **metadata,
-                **ingest_metadata(report),
                 "partner_identities": identities,
                 "quarantine_uri": store.uri(layout.partner_quarantine(partner)),
             },
             rows=report.rows_read,
-            check_results=[checks.row_accounting(report)],
+            check_results=results,
         )
 
     @dg.asset(group_name=GROUP, kinds=kinds, check_specs=accounting("first_party_customers"))
@@ -111,20 +158,25 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 out_quarantine=quarantine,
                 work_dir=tmp,
             )
-            metadata = publish(con, store, customers, layout.FIRST_PARTY_CUSTOMERS)
+            context.log.info(
+                f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "
+                f"{report.rows_quarantined} quarantined"
+            )
+            metadata, results = publish_if_guards_pass(
+                context,
+                con,
+                store,
+                "first_party",
+                source_config.guards_for("first_party"),
+                report,
+                customers,
+                layout.FIRST_PARTY_CUSTOMERS,
+            )
             store.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
-        context.log.info(
-            f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "
-            f"{report.rows_quarantined} quarantined"
-        )
         return meter.result(
-            metadata={
-                **metadata,
-                **ingest_metadata(report),
-                "quarantine_uri": store.uri(layout.FIRST_PARTY_QUARANTINE),
-            },
+            metadata={**metadata, "quarantine_uri": store.uri(layout.FIRST_PARTY_QUARANTINE)},
             rows=report.rows_read,
-            check_results=[checks.row_accounting(report)],
+            check_results=results,
         )
 
     @dg.asset(group_name=GROUP, kinds=kinds, check_specs=accounting("suppression_list"))
@@ -139,13 +191,34 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
             report = ingest_suppression(
                 con, store, files, contract=contract, out_table=table, out_quarantine=quarantine, work_dir=tmp
             )
-            metadata = publish(con, store, table, layout.SUPPRESSION_LIST)
+            context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
+            metadata, results = publish_if_guards_pass(
+                context,
+                con,
+                store,
+                "suppression",
+                source_config.guards_for("suppression"),
+                report,
+                table,
+                layout.SUPPRESSION_LIST,
+            )
             store.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
-        context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
-        return meter.result(
-            metadata={**metadata, **ingest_metadata(report)},
-            rows=report.rows_read,
-            check_results=[checks.row_accounting(report)],
+        return meter.result(metadata=metadata, rows=report.rows_read, check_results=results)
+
+    @dg.asset(group_name=GROUP, kinds={storage_kind})  # it reads the store's listing
+    def landing_zone_report(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+        """What the landing zone holds that no source reads, with the reason: files in undeclared partner
+        folders, outside every source's prefix, or named as unfinished uploads. Refreshed by the sensor."""
+        ignored = list(ignored_objects(storage.store(), config))
+        for item in ignored:
+            context.log.warning(f"not read: {item.key} ({item.size:,} bytes): {item.reason}")
+        lines = ["| object | bytes | why it is not read |", "|---|---:|---|"]
+        lines += [f"| `{i.key}` | {i.size:,} | {i.reason} |" for i in ignored]
+        return dg.MaterializeResult(
+            metadata={
+                "ignored_objects": len(ignored),
+                "report": dg.MetadataValue.md("\n".join(lines) if ignored else "_every object is read by a source_"),
+            }
         )
 
-    return [partner_data, first_party_customers, suppression_list]
+    return [partner_data, first_party_customers, suppression_list, landing_zone_report]

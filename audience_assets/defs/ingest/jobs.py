@@ -5,6 +5,7 @@ import dagster as dg
 PARTNER_DATA_JOB = "partner_data_job"
 FIRST_PARTY_JOB = "first_party_job"
 SUPPRESSION_JOB = "suppression_job"
+LANDING_REPORT_JOB = "landing_zone_report_job"
 
 
 def build_ingest_jobs() -> list:  # of unresolved asset jobs
@@ -23,5 +24,10 @@ def build_ingest_jobs() -> list:  # of unresolved asset jobs
             SUPPRESSION_JOB,
             selection=["suppression_list"],
             description="Ingest opt-out files (launched by landing_zone_sensor).",
+        ),
+        dg.define_asset_job(
+            LANDING_REPORT_JOB,
+            selection=["landing_zone_report"],
+            description="Report what the landing zone holds that no source reads (launched by landing_zone_sensor).",
         ),
     ]

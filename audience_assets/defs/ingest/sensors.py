@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
@@ -27,8 +28,9 @@ import dagster as dg
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.ingestion.deliveries import is_delivery
+from audience_assets.core.ingestion.inventory import ignored_objects
 from audience_assets.core.store import Store, StoredObject
-from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
+from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, LANDING_REPORT_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.defs.resources import Storage
 
 OVERLAP = dt.timedelta(hours=1)
@@ -56,6 +58,7 @@ def landing_targets(config: ProjectConfig) -> list[Target]:
 class LandingCursor:
     watermark: dt.datetime | None = None
     recent: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)  # key -> (version, last_modified)
+    ignored: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> version, already reported
 
     @classmethod
     def parse(cls, raw: str | None) -> LandingCursor:
@@ -63,13 +66,14 @@ class LandingCursor:
             return cls()
         data = json.loads(raw)
         mark = dt.datetime.fromisoformat(data["watermark"]) if data.get("watermark") else None
-        return cls(mark, {k: (v, t) for k, (v, t) in data.get("recent", {}).items()})
+        return cls(mark, {k: (v, t) for k, (v, t) in data.get("recent", {}).items()}, data.get("ignored", {}))
 
     def dump(self) -> str:
         return json.dumps(
             {
                 "watermark": self.watermark.isoformat() if self.watermark else None,
                 "recent": {k: list(v) for k, v in sorted(self.recent.items())},
+                "ignored": dict(sorted(self.ignored.items())),
             },
             separators=(",", ":"),
         )
@@ -127,7 +131,14 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list, demo_dir: Path 
         if demo_dir is not None and ensure_demo_data(demo_dir):
             context.log.info(f"the landing zone was empty: demo data seeded under {demo_dir / 'landing'}")
         cursor = LandingCursor.parse(context.cursor)
-        chosen = new_deliveries(storage.store(), targets, cursor)
+        store = storage.store()
+        chosen = new_deliveries(store, targets, cursor)
+        ignored = {i.key: i for i in ignored_objects(store, config)}
+        news = [i for key, i in sorted(ignored.items()) if cursor.ignored.get(key) != i.version]
+        for item in news:
+            context.log.warning(f"not read: {item.key} ({item.size:,} bytes): {item.reason}")
+        report_changed = set(ignored) != set(cursor.ignored) or bool(news)
+        cursor.ignored = {key: i.version for key, i in ignored.items()}
         requests = [
             dg.RunRequest(
                 run_key=f"{obj.key}@{obj.version}",
@@ -137,6 +148,9 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list, demo_dir: Path 
             )
             for obj, target in chosen
         ]
+        if report_changed:  # the UI's landing_zone_report shows what is not read, and why
+            state = hashlib.sha256(json.dumps(cursor.ignored, sort_keys=True).encode()).hexdigest()[:16]
+            requests.append(dg.RunRequest(run_key=f"landing_zone_report@{state}", job_name=LANDING_REPORT_JOB))
         if chosen:
             context.log.info(f"{len(chosen)} new deliveries; watermark {cursor.watermark.isoformat()}")
         return dg.SensorResult(

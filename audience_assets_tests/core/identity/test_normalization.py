@@ -22,6 +22,8 @@ TABLE = [
     ("EMAIL", "mary@example.com", None, "mary@example.com"),
     ("EMAIL", "mary@example.com.", None, "mary@example.com"),
     ("EMAIL", "ÉLODIE@exemple.fr", None, "élodie@exemple.fr"),
+    ("EMAIL", "Jörg@Bücher.DE", None, "jörg@bücher.de"),  # IDN: lower-cased as written, never converted
+    ("EMAIL", "jorg@XN--BCHER-KVA.de", None, "jorg@xn--bcher-kva.de"),  # punycode stays punycode
     ("EMAIL", "a@b", None, ""),
     ("EMAIL", "x y@z.com", None, ""),
     ("EMAIL", "a@@b.com", None, ""),

@@ -1,0 +1,97 @@
+"""What needs a person's yes before it reaches Meta: large removals, and audiences declared `approval: manual`.
+
+A mirror or replace sync removes whatever is no longer wanted, which is right for real churn and disastrous
+when the data upstream was broken (a truncated export looks exactly like thousands of people leaving). So a
+plan that takes away more than the audience's `max_removal` share of what Meta holds, opt-outs aside (they
+always go), is held until a run approves removals for that audience by name. An audience with
+`approval: manual` never uploads on its own: automation and headless runs leave its plan waiting until
+someone materializes `meta_custom_audience` for it (or a run approves its upload by name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from audience_assets.core.audience.plan import Plan
+
+APPROVE_REMOVALS_TAG = "audience_assets/approve_removals"
+APPROVE_UPLOAD_TAG = "audience_assets/approve_upload"
+TRIGGER_TAG = "audience_assets/trigger"
+# Dagster marks runs its automation launches with these tags (dagster/_core/storage/tags.py).
+AUTOMATION_TAGS = ("dagster/from_automation_condition", "dagster/auto_materialize")
+
+
+def named_in(tags: Mapping[str, str], tag: str, audience: str) -> bool:
+    """Whether the run's `tag` (a comma-separated list of audience names) names this audience."""
+    return audience in {name.strip() for name in tags.get(tag, "").split(",")}
+
+
+def unattended(tags: Mapping[str, str]) -> bool:
+    """A run nobody launched by hand for this audience: automation, a sensor, a schedule, the headless run."""
+    return (
+        any(tags.get(t) == "true" for t in AUTOMATION_TAGS)
+        or "dagster/sensor_name" in tags
+        or "dagster/schedule_name" in tags
+        or tags.get(TRIGGER_TAG) == "headless"
+    )
+
+
+@dataclass(frozen=True)
+class RemovalReview:
+    audience: str
+    removing: int  # rows leaving Meta for no opt-out
+    held: int  # rows Meta holds now (as last confirmed)
+    max_removal: float
+    approved: bool
+
+    @property
+    def share(self) -> float:
+        return self.removing / self.held if self.held else 0.0
+
+    @property
+    def over_limit(self) -> bool:
+        return self.share > self.max_removal
+
+    @property
+    def blocked(self) -> bool:
+        return self.over_limit and not self.approved
+
+    def message(self) -> str:
+        numbers = (
+            f"{self.audience}: the sync would remove {self.removing:,} of the {self.held:,} rows Meta holds "
+            f"({self.share:.1%}; max_removal is {self.max_removal:.0%}), opt-outs aside"
+        )
+        if not self.over_limit:
+            return numbers + "."
+        if self.approved:
+            return numbers + "; approved for this run."
+        return (
+            numbers + ". Nothing was sent. If the upstream data is right, approve it for one run: "
+            f"`python -m audience_assets run --approve-removals {self.audience}`, or materialize "
+            f"meta_custom_audience for {self.audience} with the run tag {APPROVE_REMOVALS_TAG}={self.audience}."
+        )
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "removal/rows": self.removing,
+            "removal/held": self.held,
+            "removal/share": round(self.share, 4),
+            "removal/max_removal": self.max_removal,
+            "removal/approved": self.approved and self.over_limit,
+        }
+
+
+def review_removals(audience: str, plan: Plan, max_removal: float, tags: Mapping[str, str]) -> RemovalReview:
+    return RemovalReview(
+        audience,
+        plan.removals_to_review,
+        plan.confirmed_rows,
+        max_removal,
+        named_in(tags, APPROVE_REMOVALS_TAG, audience),
+    )
+
+
+def awaiting_approval(audience: str, manual: bool, tags: Mapping[str, str]) -> bool:
+    """An `approval: manual` audience in a run nobody started by hand for it (and that does not name it)."""
+    return manual and unattended(tags) and not named_in(tags, APPROVE_UPLOAD_TAG, audience)

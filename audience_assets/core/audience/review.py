@@ -1,0 +1,81 @@
+"""What `python -m audience_assets plan` prints per audience: the stored upload plan read as a person reviews
+it (adds, removes, unchanged, requests, time at the rate past uploads achieved, what would hold it back).
+
+Everything comes from the store (the plan document and the audit records of earlier uploads); nothing here
+talks to Meta.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from audience_assets.core.audience.approval import review_removals
+from audience_assets.core.audience.plan import Plan, load_plan
+from audience_assets.core.config import Audience
+from audience_assets.core.store import Store
+
+
+@dataclass(frozen=True)
+class UploadRate:
+    """Seconds per request, learned from the audit records of past uploads."""
+
+    seconds: float
+    batches: int
+
+    @property
+    def per_request(self) -> float | None:
+        return self.seconds / self.batches if self.batches else None
+
+
+def learned_rate(store: Store, limit: int = 200) -> UploadRate:
+    """Sum of upload seconds and batches over the most recent audit records (any audience)."""
+    records = sorted((o for o in store.list("audit/") if o.key.endswith(".json")), key=lambda o: o.key)[-limit:]
+    seconds, batches = 0.0, 0
+    for obj in records:
+        raw = store.get_bytes(obj.key)
+        record = json.loads(raw) if raw else {}
+        if record.get("batches_sent") and record.get("upload_seconds") is not None:
+            seconds += float(record["upload_seconds"])
+            batches += int(record["batches_sent"])
+    return UploadRate(seconds, batches)
+
+
+def describe(
+    name: str, audience: Audience, plan: Plan | None, rate: UploadRate, cell_problems: Mapping[str, int]
+) -> list[str]:
+    """The lines printed for one audience."""
+    if plan is None:
+        return [f"{name}: no upload plan (audience_chunks did not publish one; see its checks)"]
+    adds, removes, replaces = plan.rows("add"), plan.rows("remove"), plan.rows("replace")
+    requests = sum(len(op.chunks) for op in plan.operations)
+    unchanged = plan.desired_rows - adds if audience.mode in ("mirror", "add") else None
+    review = review_removals(name, plan, audience.max_removal, {})
+    per_request = rate.per_request
+    estimate = (
+        f"about {requests * per_request:,.0f} s at {per_request:.2f} s per request (learned from {rate.batches:,})"
+        if per_request is not None
+        else "unknown until a first upload (no audit record yet)"
+    )
+    lines = [
+        f"{name} ({audience.mode}, {audience.meta_name}):",
+        f"  Meta holds {plan.confirmed_rows:,} rows (as last confirmed); wanted {plan.desired_rows:,}",
+        f"  add {adds:,}, remove {removes:,}"
+        + (f", replace with {replaces:,}" if replaces else "")
+        + (f", unchanged {unchanged:,}" if unchanged is not None else ""),
+        "  rows Meta would reject by local validation: "
+        + (", ".join(f"{k} {n:,}" for k, n in cell_problems.items()) if cell_problems else "0"),
+        f"  requests {requests:,}; time {estimate}",
+    ]
+    if review.blocked:
+        lines.append(f"  BLOCKED by the removal guard: {review.message()}")
+    elif audience.approval == "manual":
+        lines.append("  waits for approval (approval: manual): materialize meta_custom_audience for it to send")
+    else:
+        lines.append("  guards: none would block")
+    return lines
+
+
+def stored_plan(store: Store, name: str) -> Plan | None:
+    return load_plan(store, name)

@@ -1,0 +1,60 @@
+"""What the landing zone holds that no source will read, and why: nothing delivered is ignored silently.
+
+An object is left unread when it sits in a partner folder nobody declared (a new partner, a typo), outside
+every source's prefix, or under a name that marks an unfinished or hidden upload (`.part`, `.tmp`, `~`,
+a leading dot or underscore). The landing-zone sensor logs each such object once and refreshes the
+`landing_zone_report` asset; the headless run prints them. Reasons name the rule, never the contents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.ingestion.deliveries import skipped_reason
+from audience_assets.core.layout import LANDING_PARTNERS, LANDING_ROOT
+from audience_assets.core.store import Store, StoredObject
+
+
+@dataclass(frozen=True)
+class Ignored:
+    key: str
+    version: str
+    size: int
+    reason: str
+
+
+def source_prefixes(config: ProjectConfig) -> dict[str, str]:
+    """Prefix -> source name, for every declared source."""
+    sources = config.sources
+    return {
+        **{sources.partner_prefix(p): p for p in config.partners},
+        sources.first_party_prefix: "first_party",
+        sources.suppression_prefix: "suppression",
+    }
+
+
+def ignored_objects(store: Store, config: ProjectConfig) -> Iterator[Ignored]:
+    """Every object under the landing zone (and the sources' own prefixes) that no source reads."""
+    prefixes = source_prefixes(config)
+    roots = [LANDING_ROOT, *(p for p in prefixes if not p.startswith(LANDING_ROOT))]
+    for root in roots:
+        for obj in store.list(root):
+            reason = why_ignored(obj, prefixes, config)
+            if reason:
+                yield Ignored(obj.key, obj.version, obj.size, reason)
+
+
+def why_ignored(obj: StoredObject, prefixes: dict[str, str], config: ProjectConfig) -> str | None:
+    if obj.key.endswith("/") or obj.key.endswith("_$folder$"):
+        return None  # a folder marker holds nothing
+    source = next((name for prefix, name in prefixes.items() if obj.key.startswith(prefix)), None)
+    if source is not None:
+        skipped = skipped_reason(obj)
+        return f"{skipped}: not read by {source} until renamed" if skipped else None
+    if obj.key.startswith(LANDING_PARTNERS):
+        folder = obj.key[len(LANDING_PARTNERS) :].split("/", 1)[0]
+        declared = ", ".join(sorted(config.partners))
+        return f"partner folder {folder!r} is not declared in partners.yaml (declared: {declared})"
+    return "outside every source's prefix (landing/partners/<partner>/, landing/first_party/, landing/suppression/)"

@@ -1,0 +1,269 @@
+"""`meta_custom_audience`: the Meta custom audience itself, and the checks on what Meta says after a sync.
+
+It creates the audience if missing and uploads the stored plan's chunks through upload sessions, resuming from
+the ledger after a crash. Before anything is sent it holds a plan that would remove too much (unless a run
+approves it) and an `approval: manual` audience's plan in an unattended run (`core.audience.approval`). The
+checks are separate from the asset so that a held upload is simply not materialized: the plan waits, and the
+checks do not run on numbers that do not exist.
+"""
+
+import datetime as dt
+import warnings
+from typing import Any
+
+import dagster as dg
+
+from audience_assets.core.audience.approval import awaiting_approval, review_removals
+from audience_assets.core.audience.delivery import Delivery, deliver
+from audience_assets.core.audience.plan import load_plan
+from audience_assets.core.config import Audience, ProjectConfig
+from audience_assets.core.meta.client import GraphClient
+from audience_assets.core.meta.ledger import UploadLedger
+from audience_assets.core.meta.uploader import UploadIncomplete
+from audience_assets.core.store import Store
+from audience_assets.defs.activation import checks
+from audience_assets.defs.activation.assets import Shape
+from audience_assets.defs.metadata import attribute, history_table
+from audience_assets.defs.resources import MetaAudiences, Metrics, Storage
+
+META_POOL = "meta_api"
+
+
+def freshness_lag(store: Store, landing_prefixes: list[str]) -> float:
+    """Seconds from the newest partner delivery the audience draws on to now (the end of its upload)."""
+    newest = max((o.last_modified for prefix in landing_prefixes for o in store.list(prefix)), default=None)
+    return (dt.datetime.now(dt.UTC) - newest).total_seconds() if newest else 0.0
+
+
+def meta_pool(config: ProjectConfig, tenant: str) -> str:
+    """The concurrency pool of a tenant's uploads: one per ad account, so one account's throttling or
+    failure never holds another's slots. The implicit tenant keeps the plain `meta_api` pool."""
+    declared = config.tenant(tenant)
+    return f"{META_POOL}:{declared.meta_ad_account_id}" if declared else META_POOL
+
+
+def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    config, tenant = shape.config, shape.tenant
+    stale_after = dt.timedelta(hours=min(config.audiences[a].freshness_hours for a in config.audiences_of(tenant)))
+    key = shape.key("meta_custom_audience")
+
+    @dg.asset(
+        **shape.options({"meta"}),
+        deps=[shape.key("audience_chunks")],
+        pool=meta_pool(config, tenant),
+        automation_condition=dg.AutomationCondition.eager(),
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=stale_after),
+        output_required=False,  # a held upload (manual approval) materializes nothing
+    )
+    def meta_custom_audience(
+        context: dg.AssetExecutionContext, storage: Storage, meta: MetaAudiences, metrics: Metrics
+    ):
+        """The Meta custom audience: created if missing, preflighted, then updated with the chunks through
+        upload sessions; a crashed upload resumes from the ledger without sending anything twice."""
+        name = context.partition_key
+        audience = config.audiences[name]
+        meter = attribute(context, storage, tenant=tenant, audience=name)
+        store = meter.store
+        plan = load_plan(store, name)
+        if plan is None:
+            raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
+        tags = context.run.tags
+        if awaiting_approval(name, audience.approval == "manual", tags):
+            context.log.info(
+                f"{name}: approval is manual; the plan ({plan_summary(plan)}) waits until someone materializes "
+                "meta_custom_audience for it. Nothing was sent."
+            )
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=key,
+                    partition=name,
+                    metadata={"awaiting_approval": True, "upload_id": plan.upload_id, "plan": plan_summary(plan)},
+                )
+            )
+            return
+        review = review_removals(name, plan, audience.max_removal, tags)
+        if review.blocked:
+            raise dg.Failure(review.message(), metadata=review.metadata())
+        if review.approved and review.over_limit:
+            context.log.warning(review.message())
+        client = meta.client(config.tenant(tenant))
+        try:
+            delivery = deliver(
+                store,
+                name,
+                audience,
+                plan,
+                client,
+                ad_account_id=meta.ad_account(config.tenant(tenant)),
+                concurrency=meta.upload_concurrency,
+                run_id=context.run.run_id,
+                approvals=approvals(review, audience, tags),
+                extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
+                report=context.log.info,
+                settle_seconds=meta.settle_seconds,
+            )
+        except Exception as error:  # every failed upload counts (the failed-upload alarm watches it), whatever failed
+            try:
+                metrics.publish(
+                    {"upload_failures": 1, "throttled_requests": client.stats.throttled}, tenant=tenant, audience=name
+                )
+            except Exception as unpublished:  # never hide the upload's own error behind the metric's
+                context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
+            if not isinstance(error, UploadIncomplete):
+                raise
+            dead = len(UploadLedger(store, name, plan.upload_id).dead_letters())
+            raise dg.Failure(
+                str(error), metadata={"upload_id": plan.upload_id, "dead_letters": dead, **client_figures(client)}
+            ) from None
+        finally:
+            client.close()
+        metadata = delivery_metadata(delivery, audience, plan.upload_id, client)
+        before = previous_count(context, name)
+        received, invalid = metadata["num_received"], metadata["num_invalid_entries"]
+        metadata["audience_size_history"] = history_table(
+            context, metadata, ("approximate_count_lower_bound", "rows_sent", "num_invalid_entries")
+        )
+        context.log.info(
+            f"{name}: audience {delivery.audience_id} {'created and ' if delivery.created else ''}updated; "
+            f"Meta received {received} rows, {invalid} invalid"
+        )
+        metrics.publish(
+            {
+                "rows_uploaded": metadata["rows_sent"],
+                "invalid_entries": invalid,
+                "upload_failures": 0,
+                "throttled_requests": client.stats.throttled,
+                "upload_latency": round(client.stats.latency_seconds / client.stats.requests, 4)
+                if client.stats.requests
+                else 0.0,
+                "freshness_lag": round(
+                    freshness_lag(store, [config.sources.partner_prefix(p) for p in audience.select]), 1
+                ),
+            },
+            tenant=tenant,
+            audience=name,
+        )
+        metadata["count_before"] = before if before is not None else -1
+        metadata.update(review.metadata())
+        yield meter.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests)
+
+    # partitioned checks are a preview feature in 1.13 (they work; the warning would repeat on every load)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+
+        @dg.asset_check(
+            asset=key,
+            name=checks.INVALID_ENTRY_RATE,
+            partitions_def=shape.partitions,
+            description="Meta rejected at most the audience's max_invalid_rate of the entries sent.",
+        )
+        def invalid_entry_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            figures = latest_figures(context, key)
+            audience = config.audiences[context.op_execution_context.partition_key]
+            return checks.invalid_entry_rate(
+                int(figures["num_invalid_entries"]), int(figures["num_received"]), audience.max_invalid_rate
+            )
+
+        @dg.asset_check(
+            asset=key,
+            name=checks.COUNT_DIRECTION,
+            partitions_def=shape.partitions,
+            description="Meta's approximate count moved the way the sync did (up after adds, down after removals).",
+        )
+        def count_direction(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            figures = latest_figures(context, key)
+            before = int(figures["count_before"])
+            net = int(figures.get("add_rows", 0)) - int(figures.get("remove_rows", 0))
+            return checks.count_direction(
+                None if before < 0 else before, int(figures["approximate_count_lower_bound"]), net
+            )
+
+    return [meta_custom_audience, invalid_entry_rate, count_direction]
+
+
+def latest_figures(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
+    """The numbers of the audience's latest materialization (the one this run just made)."""
+    partition = context.op_execution_context.partition_key
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    if materialization is None:
+        raise dg.Failure(f"no materialization of {key.to_user_string()} [{partition}] to check")
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def plan_summary(plan) -> str:
+    return ", ".join(f"{op.kind} {op.rows:,} rows" for op in plan.operations) or "nothing to send"
+
+
+def approvals(review, audience: Audience, tags) -> dict[str, Any]:
+    """What a person approved for this upload, for its audit record."""
+    granted: dict[str, Any] = {}
+    if review.approved and review.over_limit:
+        granted["removals"] = {"rows": review.removing, "held": review.held, "share": round(review.share, 4)}
+    if audience.approval == "manual":
+        granted["upload"] = "manual"
+    if granted:
+        granted["run_tags"] = {k: v for k, v in tags.items() if k.startswith("audience_assets/")}
+    return granted
+
+
+def client_figures(client: GraphClient) -> dict[str, Any]:
+    """What the upload cost in calls and waiting (for metadata; no payloads)."""
+    return {
+        "api_requests": client.stats.requests,
+        "api_retries": client.stats.retries,
+        "throttled_responses": client.stats.throttled,
+        "seconds_waiting": round(client.pacer.waited, 1),
+        "longest_wait_seconds": round(client.pacer.longest_wait, 1),
+    }
+
+
+def delivery_metadata(delivery: Delivery, audience: Audience, upload_id: str, client: GraphClient) -> dict[str, Any]:
+    """An upload's figures as Meta reported them, counts only (never rows or samples)."""
+    result, state = delivery.result, delivery.state
+    operations = result.operations
+    received = sum(op.num_received for op in operations)
+    invalid = sum(op.num_invalid_entries for op in operations)
+    metadata: dict[str, Any] = {
+        "audience_id": delivery.audience_id,
+        "created": delivery.created,
+        "upload_id": upload_id,
+        "mode": audience.mode,
+        "rows_sent": sum(op.rows for op in operations),
+        **{f"{op.kind}_rows": op.rows for op in operations},
+        "num_received": received,
+        "num_invalid_entries": invalid,
+        "invalid_entry_samples": sum(op.invalid_entry_samples for op in operations),  # a count only
+        "session_ids": ", ".join(str(s) for op in operations for s in op.session_ids),
+        "batches_planned": result.batches_planned,
+        "batches_sent": sum(op.batches_sent for op in operations),
+        "batches_resumed": sum(op.batches_resumed for op in operations),
+        "sessions": len({s for op in operations for s in op.session_ids}),
+        "sessions_left_open": len(result.open_sessions),
+        "approximate_count_lower_bound": state.get("approximate_count_lower_bound", -1),
+        "approximate_count_upper_bound": state.get("approximate_count_upper_bound", -1),
+        "operation_status": (state.get("operation_status") or {}).get("description", ""),
+        **client_figures(client),
+    }
+    if "sandbox_member_count" in state:
+        metadata["sandbox_member_count"] = metadata["dagster/row_count"] = state["sandbox_member_count"]
+    sent = ", ".join(f"{op.kind} {op.rows:,} rows" for op in operations) or "nothing to send"
+    metadata["summary"] = dg.MetadataValue.md(
+        f"**{audience.meta_name}** ({audience.mode}): Meta audience `{delivery.audience_id}`"
+        f"{' (created now)' if delivery.created else ''}; {sent}; Meta received {received:,}, rejected {invalid:,}; "
+        f"approximate size {metadata['approximate_count_lower_bound']:,}–{metadata['approximate_count_upper_bound']:,}."
+    )
+    return metadata
+
+
+def previous_count(context: dg.AssetExecutionContext, partition: str) -> int | None:
+    """Meta's approximate count at this audience's previous materialization (None before the first)."""
+    previous = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    if not previous or not previous[0].asset_materialization:
+        return None
+    entry = previous[0].asset_materialization.metadata.get("approximate_count_lower_bound")
+    return int(entry.value) if entry is not None else None
