@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+
+from audience_assets.core.scratch import scratch
 
 # 1.5 GB: a 10M-row partner's join and per-identity aggregate fit without spilling (at 1 GB they spill and
 # the 10M-row benchmark takes about 40 s longer), and the pipeline process still peaks under 2 GB (1.72 GB).
@@ -39,7 +40,7 @@ def connect(
     default 1.5GB) that spills to `work_dir`, with automatic extension loading switched off."""
     limit = memory_limit or os.environ.get("AUDIENCE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
     with contextlib.ExitStack() as stack:
-        spill = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-duckdb-")))
+        spill = work_dir or stack.enter_context(scratch("duckdb"))
         config = {
             "memory_limit": limit,
             "temp_directory": str(spill),

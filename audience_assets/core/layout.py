@@ -16,6 +16,7 @@ LANDING_PARTNERS = "landing/partners/"
 FIRST_PARTY_CUSTOMERS = "staging/first_party/customers.parquet"
 FIRST_PARTY_QUARANTINE = "staging/quarantine/first_party.parquet"
 SUPPRESSION_LIST = "staging/suppression/suppressed.parquet"
+SUPPRESSION_RETIRED = "staging/suppression/retired.parquet"  # opt-outs whose plaintext files retention deleted
 SUPPRESSION_QUARANTINE = "staging/quarantine/suppression.parquet"
 CLEAN_ROOM_FIRST_PARTY = "clean_room/first_party/data.parquet"
 

@@ -1,13 +1,16 @@
 """The deployment's settings, read from the environment once when definitions are built.
 
 Only choices that shape the definitions are read here (local or aws, which stand-ins to use);
-secret values are never read: resources receive them as `dg.EnvVar`, resolved at run time.
+secret values are never read: resources receive them as `dg.EnvVar`, resolved at run time. Every value is
+validated here, at load: a bad one fails with the variable's name, what is wrong and what is accepted, so
+nothing (least of all retention, which deletes) runs on a value nobody meant.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +18,11 @@ from audience_assets.core.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_
 
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_AD_ACCOUNT = "act_1000000001"
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the project cannot use; the message names it and the range."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,22 +52,25 @@ class Settings:
         env = os.environ if environ is None else environ
         mode = env.get("AUDIENCE_ASSETS_ENV", "local").strip().lower() or "local"
         if mode not in ("local", "aws"):
-            raise ValueError(f"AUDIENCE_ASSETS_ENV must be 'local' or 'aws', not {mode!r}")
+            raise SettingsError(f"AUDIENCE_ASSETS_ENV={mode!r} is not a mode; expected 'local' or 'aws'")
+        _check_optional(env)
         return cls(
             env=mode,
             data_dir=Path(env.get("AUDIENCE_DATA_DIR") or ".audience_data").expanduser().absolute(),
             config_dir=Path(env["AUDIENCE_CONFIG_DIR"]).expanduser() if env.get("AUDIENCE_CONFIG_DIR") else None,
             meta_token_set=bool(env.get("META_ACCESS_TOKEN")),
             meta_token_secret_set=bool(env.get("META_ACCESS_TOKEN_SECRET_ID")),
-            retention_days=int(env.get("AUDIENCE_RETENTION_DAYS") or 30),
+            retention_days=int(_number(env, "AUDIENCE_RETENTION_DAYS", 30, low=0, high=3650, unit="days", whole=True)),
             app_secret_set=bool(env.get("META_APP_SECRET")),
-            meta_graph_url=env.get("META_GRAPH_URL") or DEFAULT_GRAPH_URL,
-            meta_api_version=env.get("META_API_VERSION") or DEFAULT_API_VERSION,
-            meta_ad_account_id=env.get("META_AD_ACCOUNT_ID") or None,
+            meta_graph_url=_matching(env, "META_GRAPH_URL", r"https?://[^\s/?#]+[^\s?#]*", "an http(s) URL")
+            or DEFAULT_GRAPH_URL,
+            meta_api_version=_matching(env, "META_API_VERSION", r"v\d{1,3}\.0", "a Graph API version such as v25.0")
+            or DEFAULT_API_VERSION,
+            meta_ad_account_id=_matching(env, "META_AD_ACCOUNT_ID", r"act_\d{1,20}", "act_ followed by digits") or None,
             cleanrooms_membership_set=bool(env.get("CLEANROOMS_MEMBERSHIP_ID")),
             cleanrooms_template_set=bool(env.get("CLEANROOMS_ANALYSIS_TEMPLATE_ARN")),
             metrics_namespace=env.get("AUDIENCE_METRICS_NAMESPACE") or "AudienceAssets",
-            demo_data=(env.get("AUDIENCE_DEMO_DATA", "1").strip().lower() not in ("0", "false", "no")),
+            demo_data=_flag(env, "AUDIENCE_DEMO_DATA", True),
             meta_upload_deadline_seconds=_number(env, "META_UPLOAD_DEADLINE_SECONDS", 3600.0, low=60.0, high=86400.0),
             meta_throttle_max_seconds=_number(env, "META_THROTTLE_MAX_SECONDS", 900.0, low=1.0, high=3600.0),
             meta_sandbox_faults=env.get("META_SANDBOX_FAULTS", "").strip(),
@@ -71,15 +82,49 @@ class Settings:
         return not (self.meta_token_set or self.meta_token_secret_set)
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
-    """A number of seconds from `name`, or `default`; anything else fails naming the variable and the range."""
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    low: float,
+    high: float,
+    unit: str = "seconds",
+    whole: bool = False,
+) -> float:
+    """A number from `name`, or `default` when unset; anything else fails naming the variable and the range."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
+    accepted = f"expected {'whole ' if whole else ''}{unit} from {low:g} to {high:g}"
     try:
-        value = float(raw)
+        value = int(raw) if whole else float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; expected seconds from {low:g} to {high:g}") from None
+        raise SettingsError(f"{name}={raw!r} is not a {'whole ' if whole else ''}number; {accepted}") from None
     if not low <= value <= high:
-        raise ValueError(f"{name}={raw!r} is out of range; expected seconds from {low:g} to {high:g}")
+        raise SettingsError(f"{name}={raw!r} is out of range; {accepted}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in _FLAGS:
+        raise SettingsError(f"{name}={raw!r} is not a switch; expected 1/0, true/false, yes/no or on/off")
+    return _FLAGS[raw]
+
+
+def _matching(env: Mapping[str, str], name: str, pattern: str, accepted: str) -> str:
+    raw = env.get(name, "").strip()
+    if raw and not re.fullmatch(pattern, raw):
+        shown = f"{raw[:40]!r}" if "URL" not in name else "the value"
+        raise SettingsError(f"{name}: {shown} is not {accepted}")
+    return raw
+
+
+def _check_optional(env: Mapping[str, str]) -> None:
+    """Variables read elsewhere (DuckDB, the alert sensor): validated here so a bad one fails at load."""
+    _matching(env, "AUDIENCE_DUCKDB_MEMORY_LIMIT", r"\d+(\.\d+)?\s*([KMGT]i?B)", "a size such as 1.5GB or 800MiB")
+    _number(env, "AUDIENCE_DUCKDB_THREADS", 0, low=1, high=256, unit="threads", whole=True)
+    _matching(env, "ALERT_WEBHOOK_URL", r"https?://\S+", "an http(s) URL")

@@ -24,6 +24,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from audience_assets.core.scratch import scratch
+
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 
 
@@ -195,8 +197,8 @@ class S3Store:
 
     @contextlib.contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="aa-s3-") as folder:
-            path = Path(folder) / Path(key).name
+        with scratch("s3") as folder:
+            path = folder / Path(key).name
             try:
                 self.client().download_file(self.bucket, self._key(key), str(path))
             except ClientError as error:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -21,6 +20,7 @@ import duckdb
 
 from audience_assets.core.duck import sql_path
 from audience_assets.core.ingestion.read import IngestReport
+from audience_assets.core.scratch import Sweep, scratch, sweep
 from audience_assets.core.store import Store
 from audience_assets.defs.resources import Storage
 
@@ -52,6 +52,7 @@ class Attribution:
     tags: dict[str, str]
     store: Store  # writes every object with the tenant's tag
     started: float
+    swept: Sweep | None = None  # the scratch root at the step's start (dead processes' leftovers removed)
 
     def result(
         self,
@@ -68,7 +69,10 @@ class Attribution:
             "cost/meta_requests": int(meta_requests),
             "cost/clean_room_query_seconds": dg.MetadataValue.float(round(clean_room_seconds, 3)),
         }
-        return dg.MaterializeResult(metadata={**metadata, **cost}, check_results=check_results or [], tags=self.tags)
+        scratch_figures = self.swept.metadata() if self.swept else {}
+        return dg.MaterializeResult(
+            metadata={**metadata, **cost, **scratch_figures}, check_results=check_results or [], tags=self.tags
+        )
 
 
 def attribute(
@@ -86,14 +90,20 @@ def attribute(
         **({"audience": audience} if audience else {}),
     }
     context.instance.add_run_tags(context.run.run_id, tags)
-    return Attribution(tags, storage.store().tagged(tenant=tenant), time.monotonic())
+    swept = sweep()
+    if swept.removed:
+        context.log.warning(
+            f"scratch: removed {swept.removed} folder(s), {swept.removed_bytes:,} bytes, left by processes that "
+            "no longer run (a killed step's staged files)"
+        )
+    return Attribution(tags, storage.store().tagged(tenant=tenant), time.monotonic(), swept)
 
 
 @contextlib.contextmanager
 def work_dir() -> Iterator[Path]:
     """A private scratch folder for one step's files (DuckDB spill, Parquet before upload)."""
-    with tempfile.TemporaryDirectory(prefix="aa-step-") as folder:
-        yield Path(folder)
+    with scratch("step") as folder:
+        yield folder
 
 
 def column_schema(con: duckdb.DuckDBPyConnection, path: Path) -> dg.TableSchema:

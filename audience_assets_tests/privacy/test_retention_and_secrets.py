@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import time
@@ -10,8 +11,13 @@ from pathlib import Path
 
 import boto3
 import dagster as dg
+import pyarrow.parquet as pq
+import pytest
 
-from audience_assets.core.settings import Settings
+from audience_assets.cli import STAGES, run_pipeline
+from audience_assets.core import layout
+from audience_assets.core.demo import generate
+from audience_assets.core.settings import Settings, SettingsError
 from audience_assets.core.store import LocalStore, StoredObject
 from audience_assets.definitions import build_definitions
 from audience_assets.defs.resources import LocalStorage, MetaAudiences
@@ -68,3 +74,76 @@ def test_the_meta_token_can_come_from_secrets_manager(aws, monkeypatch):
         Settings(data_dir=Path("/nonexistent"), demo_data=False, meta_token_secret_set=True)
     ).resources["meta"]
     assert meta.access_token is None and meta.sandbox_state is None
+
+
+def age(path: Path, days: float) -> None:
+    stamp = time.time() - days * 86400
+    os.utime(path, (stamp, stamp))
+
+
+def test_retention_covers_every_plaintext_file_and_loses_nothing(tmp_path: Path):
+    """Retention 0: every ingested plaintext file goes right away (opt-outs first reduced to hashes), files
+    not yet ingested stay, and the next ingestion still has every opt-out and keeps the published data."""
+    data = tmp_path / "data"
+    generate(data, customers=2_000, seed=9)
+    settings = Settings(data_dir=data, demo_data=False, retention_days=0)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_pipeline(settings, instance, out=io.StringIO(), stages=STAGES[:2])
+    opted_out = pq.read_table(data / layout.SUPPRESSION_LIST).num_rows
+    landing = data / "landing"
+    acme = next((landing / "partners" / "acme_data").glob("*.csv"))
+    replaced = acme.with_name("acme_2020-01-01.csv")  # an old snapshot the current one replaced
+    replaced.write_text(acme.read_text())
+    (landing / "partners" / "acme_data" / "next.csv.part").write_text("Email Address\nx@example.com\n")
+    (landing / "partners" / "gamma").mkdir()
+    (landing / "partners" / "gamma" / "a.csv").write_text("email\nb@example.com\n")
+    for path in landing.rglob("*"):
+        if path.is_file():
+            age(path, 400 if path == replaced else 1)
+    fresh = landing / "suppression" / "optouts_later.csv"  # landed after the last ingestion: never deleted
+    fresh.write_text("email\nlate@example.com\n")
+
+    result = (
+        build_definitions(settings)
+        .resolve_job_def("retention_job")
+        .execute_in_process(resources={"storage": MtimeStorage(data_dir=str(data))})
+    )
+    assert result.success
+    left = sorted(p.relative_to(data).as_posix() for p in landing.rglob("*") if p.is_file())
+    assert left == ["landing/suppression/optouts_later.csv"]
+    observed = result.asset_observations_for_node("delete_expired_plaintext")[0].metadata
+    assert observed["retention/deleted"].value == 7 and observed["retention/kept_past_retention"].value == 1
+    assert observed["retention/opt_outs_archived"].value == opted_out
+    assert "landing/partners/gamma/a.csv" in observed["retention/deleted_keys"].value
+
+    out = io.StringIO()
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_pipeline(settings, instance, out=out, stages=STAGES[:2]), out.getvalue()
+    assert pq.read_table(data / layout.SUPPRESSION_LIST).num_rows == opted_out + 1  # every opt-out, and the new one
+    assert pq.read_table(data / layout.FIRST_PARTY_CUSTOMERS).num_rows > 0  # the published data stands
+    assert pq.read_table(data / layout.partner_table("acme_data")).num_rows > 0
+
+
+def test_settings_fail_at_load_naming_the_variable_and_the_range():
+    for value, problem in (("-1", "out of range"), ("thirty", "not a whole number"), ("1.5", "not a whole number")):
+        with pytest.raises(
+            SettingsError,
+            match=rf"AUDIENCE_RETENTION_DAYS='{value}' is {problem}; expected whole "
+            r"days from 0 to 3650",
+        ):
+            Settings.from_env({"AUDIENCE_RETENTION_DAYS": value})
+    assert Settings.from_env({"AUDIENCE_RETENTION_DAYS": "0"}).retention_days == 0
+    bad = {
+        "AUDIENCE_DEMO_DATA": "maybe",
+        "META_API_VERSION": "25",
+        "META_AD_ACCOUNT_ID": "1234",
+        "META_GRAPH_URL": "graph.facebook.com",
+        "AUDIENCE_DUCKDB_MEMORY_LIMIT": "lots",
+        "AUDIENCE_DUCKDB_THREADS": "0",
+        "ALERT_WEBHOOK_URL": "hooks.example.com/T0/secret",
+        "META_THROTTLE_MAX_SECONDS": "0",
+    }
+    for name, value in bad.items():
+        with pytest.raises(SettingsError, match=name) as caught:
+            Settings.from_env({name: value})
+        assert "secret" not in str(caught.value)

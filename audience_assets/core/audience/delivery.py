@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from audience_assets.core.meta.client import GraphClient, JsonText
 from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.manager import AudienceManager
 from audience_assets.core.meta.uploader import AudienceUploader, UploadResult
+from audience_assets.core.scratch import scratch
 from audience_assets.core.store import Store, optional_copy
 
 
@@ -170,8 +170,8 @@ def record_confirmed(store: Store, audience: str, plan: Plan) -> tuple[int, dict
     """Fold the plan's chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds. Returns its
     row count and, per operation, the rows sent and a SHA-256 of their sorted row ids."""
     with (
-        tempfile.TemporaryDirectory(prefix="aa-confirmed-") as tmp,
-        connect(Path(tmp)) as con,
+        scratch("confirmed") as tmp,
+        connect(tmp) as con,
         contextlib.ExitStack() as stack,
     ):
         confirmed = stack.enter_context(optional_copy(store, layout.confirmed(audience)))

@@ -44,6 +44,9 @@ class FileContract(Strict):
     guards: DeliveryGuards | None = Field(
         default=None, description="this source's delivery guards; unset fields take the file's `guards:`"
     )
+    retention_days: int | None = Field(
+        default=None, ge=0, description="days its plaintext files are kept (default AUDIENCE_RETENTION_DAYS)"
+    )
 
     @field_validator("delimiter")
     @classmethod

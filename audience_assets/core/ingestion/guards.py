@@ -34,6 +34,19 @@ class AcceptedDelivery:
     accepted_at: str
     run_id: str = ""
     accepted_by_tag: bool = False
+    file_rows: dict[str, int] = field(default_factory=dict)  # rows accepted per file
+    retired_files: list[str] = field(default_factory=list)  # deleted by retention after this delivery
+
+    @property
+    def retired(self) -> bool:
+        """Every file of this delivery is gone (retention): its published data stands until the next one."""
+        return bool(self.files) and set(self.files) <= set(self.retired_files)
+
+    def basis(self, incremental: bool) -> int:
+        """What the next delivery is compared with: for an incremental source, what its remaining files held."""
+        if not incremental:
+            return self.rows_accepted
+        return self.rows_accepted - sum(self.file_rows.get(f, 0) for f in self.retired_files)
 
 
 @dataclass
@@ -97,24 +110,19 @@ def judge(
     guards: DeliveryGuards,
     *,
     accepted: bool = False,
+    incremental: bool = False,
 ) -> Verdict:
     """Apply the guards. A source that has never delivered anything (no files, nothing accepted before) is not
-    judged empty: there is nothing downstream to protect yet."""
+    judged empty: there is nothing downstream to protect yet. An incremental source is compared with what its
+    remaining files held (retention may have retired some; their rows live on in hashed form)."""
     read, ok, bad = report.rows_read, report.rows_accepted, report.rows_quarantined
     share = bad / read if read else 0.0
-    shrink = (1 - ok / previous.rows_accepted) if previous and previous.rows_accepted else None
+    basis = previous.basis(incremental) if previous else 0
+    shrink = (1 - ok / basis) if basis else None
     verdict = Verdict(
-        source,
-        [f.file for f in report.files],
-        read,
-        ok,
-        bad,
-        share,
-        previous.rows_accepted if previous else None,
-        shrink,
-        guards,
+        source, [f.file for f in report.files], read, ok, bad, share, basis if previous else None, shrink, guards
     )
-    if ok == 0 and (report.files or previous is not None):
+    if ok == 0 and (report.files or basis > 0):  # a source whose every file retention retired is not empty
         if not guards.allow_empty:
             what = "no files" if not report.files else f"{read:,} rows read, none accepted"
             verdict.problems.append(f"empty delivery ({what})")
@@ -141,5 +149,16 @@ def remember(store: Store, source: str, report: IngestReport, verdict: Verdict, 
         accepted_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         run_id=run_id,
         accepted_by_tag=verdict.accepted,
+        file_rows={f.file: f.rows_accepted for f in report.files},
     )
     store.put_bytes(record_key(source), json.dumps(asdict(record), indent=1).encode())
+
+
+def retire(store: Store, source: str, keys: list[str]) -> None:
+    """Note that retention deleted these files of the source's last accepted delivery."""
+    record = previous_delivery(store, source)
+    if record is None:
+        return
+    retired = sorted(set(record.retired_files) | (set(keys) & set(record.files)))
+    updated = AcceptedDelivery(**{**asdict(record), "retired_files": retired})
+    store.put_bytes(record_key(source), json.dumps(asdict(updated), indent=1).encode())

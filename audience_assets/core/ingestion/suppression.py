@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 
+from audience_assets.core import layout
 from audience_assets.core.config import FileContract
-from audience_assets.core.duck import DIGEST_PARQUET, sql_path
+from audience_assets.core.duck import DIGEST_PARQUET, connect, sql_path
 from audience_assets.core.identity import sql as idsql
 from audience_assets.core.ingestion.passes import (
     hashed_match_columns,
@@ -21,7 +23,8 @@ from audience_assets.core.ingestion.passes import (
     write_quarantine,
 )
 from audience_assets.core.ingestion.read import IngestReport, create_quarantine, staged_rows_view
-from audience_assets.core.store import Store, StoredObject
+from audience_assets.core.scratch import scratch
+from audience_assets.core.store import Store, StoredObject, optional_copy
 
 
 def ingest_suppression(
@@ -33,9 +36,11 @@ def ingest_suppression(
     out_table: Path,
     out_quarantine: Path,
     work_dir: Path,
+    retired: Path | None = None,
 ) -> IngestReport:
-    """Everyone who opted out, as hashed keys (and customer ids when the file has them). No files means
-    nobody opted out yet, which is a valid state."""
+    """Everyone who opted out, as hashed keys (and customer ids when the file has them), plus `retired`: the
+    hashed opt-outs whose plaintext files retention deleted. No files means nobody opted out yet, which is a
+    valid state."""
     keys = ["EMAIL", "PHONE", "MADID"]
     if files:
         report = load_all(
@@ -57,9 +62,27 @@ def ingest_suppression(
     usable, why = no_identifier(keys)
     judge(con, report, rows, keys, f"CASE WHEN NOT ({usable} OR customer_id <> '') THEN {why} END", work_dir)
     quarantine_verdicts(con, report)
-    con.execute(
-        f"COPY (SELECT DISTINCT nullif(customer_id, '') AS customer_id, {hashed_match_columns(keys)} "
-        f"FROM {usable_rows(rows)}) TO {sql_path(out_table)} ({DIGEST_PARQUET})"
-    )
+    current = f"SELECT nullif(customer_id, '') AS customer_id, {hashed_match_columns(keys)} FROM {usable_rows(rows)}"
+    if retired is not None:
+        current += f" UNION ALL SELECT * FROM read_parquet({sql_path(retired)})"
+    con.execute(f"COPY (SELECT DISTINCT * FROM ({current})) TO {sql_path(out_table)} ({DIGEST_PARQUET})")
     write_quarantine(con, out_quarantine)
     return report
+
+
+def archive_published_opt_outs(store: Store) -> int:
+    """Fold the published suppression list (hashes only) into the retired archive; returns the archive's rows.
+    Retention calls this before deleting ingested opt-out files, so their opt-outs outlive their plaintext."""
+    with scratch("retention") as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
+        published = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
+        if published is None:
+            return 0
+        retired = stack.enter_context(optional_copy(store, layout.SUPPRESSION_RETIRED))
+        parts = [f"SELECT * FROM read_parquet({sql_path(p)})" for p in (published, retired) if p is not None]
+        out = tmp / "retired.parquet"
+        con.execute(
+            f"COPY (SELECT DISTINCT * FROM ({' UNION ALL '.join(parts)})) TO {sql_path(out)} ({DIGEST_PARQUET})"
+        )
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(out)})").fetchall()[0][0]
+        store.upload(out, layout.SUPPRESSION_RETIRED)
+        return rows

@@ -14,12 +14,12 @@ from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
 from audience_assets.core.ingestion.deliveries import select_files
 from audience_assets.core.ingestion.first_party import ingest_first_party
-from audience_assets.core.ingestion.guards import judge, previous_delivery, remember
+from audience_assets.core.ingestion.guards import AcceptedDelivery, judge, previous_delivery, remember
 from audience_assets.core.ingestion.inventory import ignored_objects
 from audience_assets.core.ingestion.partner import ingest_partner
 from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.ingestion.suppression import ingest_suppression
-from audience_assets.core.store import Store
+from audience_assets.core.store import Store, optional_copy
 from audience_assets.defs.ingest import checks
 from audience_assets.defs.metadata import attribute, check_spec, ingest_metadata, publish, work_dir
 from audience_assets.defs.partitions import partner_partitions
@@ -38,11 +38,13 @@ def publish_if_guards_pass(
     report: IngestReport,
     table,
     key: str,
+    incremental: bool = False,
 ) -> tuple[dict, list[dg.AssetCheckResult]]:
     """Judge the delivery; publish it (and remember it as the last accepted one) only if its guards pass or
     the run accepts it. Returns the materialization's metadata and the ingest checks' results."""
     accepted = source in {s.strip() for s in context.run.tags.get(ACCEPT_DELIVERY_TAG, "").split(",")}
-    verdict = judge(source, report, previous_delivery(store, source), guards, accepted=accepted)
+    previous = previous_delivery(store, source)
+    verdict = judge(source, report, previous, guards, accepted=accepted, incremental=incremental)
     if verdict.blocked:
         context.log.warning(verdict.message())
         metadata: dict = {"published": False, "dagster/row_count": 0}
@@ -53,6 +55,27 @@ def publish_if_guards_pass(
         remember(store, source, report, verdict, context.run.run_id)
     results = [checks.row_accounting(report), checks.delivery_guard(verdict)]
     return {**metadata, **verdict.metadata(), **ingest_metadata(report)}, results
+
+
+def standing(store: Store, source: str, files: list) -> AcceptedDelivery | None:
+    """With no file delivered, the last accepted delivery whose files retention deleted: its data stands."""
+    previous = previous_delivery(store, source)
+    return previous if not files and previous is not None and previous.retired else None
+
+
+def standing_result(context: dg.AssetExecutionContext, meter, source: str, record: AcceptedDelivery, guards):
+    """Nothing new to ingest: the published data of `record` stays; both checks pass on an empty report."""
+    context.log.info(
+        f"{source}: no file in the landing zone; the delivery accepted at {record.accepted_at} stands (its "
+        "plaintext files were deleted by retention)"
+    )
+    empty = IngestReport()
+    verdict = judge(source, empty, None, guards)
+    return meter.result(
+        metadata={"published": False, "stands_since": record.accepted_at, "dagster/row_count": record.rows_accepted},
+        rows=0,
+        check_results=[checks.row_accounting(empty), checks.delivery_guard(verdict)],
+    )
 
 
 def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.AssetsDefinition]:
@@ -100,6 +123,8 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         store = meter.store
         contract = source_config.partners[partner]
         files = select_files(store.list(source_config.partner_prefix(partner)), contract.delivery)
+        if record := standing(store, partner, files):
+            return standing_result(context, meter, partner, record, source_config.guards_for(partner))
         with work_dir() as tmp, connect(tmp) as con:
             table, quarantine = tmp / "partner.parquet", tmp / "quarantine.parquet"
             report, identities = ingest_partner(
@@ -125,6 +150,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 report,
                 table,
                 layout.partner_table(partner),
+                incremental=contract.delivery == "incremental",
             )
             store.upload(quarantine, layout.partner_quarantine(partner))
         return meter.result(
@@ -145,6 +171,8 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         store = meter.store
         contract = source_config.first_party
         files = select_files(store.list(source_config.first_party_prefix), contract.delivery)
+        if record := standing(store, "first_party", files):
+            return standing_result(context, meter, "first_party", record, source_config.guards_for("first_party"))
         keys = config.payload_keys
         with work_dir() as tmp, connect(tmp) as con:
             customers, quarantine = tmp / "customers.parquet", tmp / "quarantine.parquet"
@@ -171,6 +199,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 report,
                 customers,
                 layout.FIRST_PARTY_CUSTOMERS,
+                incremental=contract.delivery == "incremental",
             )
             store.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
         return meter.result(
@@ -186,10 +215,17 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         store = meter.store
         contract = source_config.suppression
         files = select_files(store.list(source_config.suppression_prefix), contract.delivery)
-        with work_dir() as tmp, connect(tmp) as con:
+        with work_dir() as tmp, connect(tmp) as con, optional_copy(store, layout.SUPPRESSION_RETIRED) as retired:
             table, quarantine = tmp / "suppressed.parquet", tmp / "quarantine.parquet"
             report = ingest_suppression(
-                con, store, files, contract=contract, out_table=table, out_quarantine=quarantine, work_dir=tmp
+                con,
+                store,
+                files,
+                contract=contract,
+                out_table=table,
+                out_quarantine=quarantine,
+                work_dir=tmp,
+                retired=retired,
             )
             context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
             metadata, results = publish_if_guards_pass(
@@ -201,6 +237,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 report,
                 table,
                 layout.SUPPRESSION_LIST,
+                incremental=True,
             )
             store.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
         return meter.result(metadata=metadata, rows=report.rows_read, check_results=results)

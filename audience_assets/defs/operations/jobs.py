@@ -8,28 +8,42 @@ import dagster as dg
 
 from audience_assets.core import layout
 from audience_assets.core.config import ProjectConfig
-from audience_assets.core.ingestion.retention import delete_expired_exports
+from audience_assets.core.ingestion.retention import apply_retention
 from audience_assets.defs.resources import Storage
 
 
 def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
-    """A daily job deleting CRM exports older than `keep_days` (AUDIENCE_RETENTION_DAYS)."""
-    prefix = config.sources.first_party_prefix
+    """A daily job deleting the landing zone's plaintext past retention (`core.ingestion.retention`)."""
 
-    @dg.op(description=f"Delete first-party exports under {prefix} older than {keep_days} days.")
-    def delete_expired_first_party_exports(context: dg.OpExecutionContext, storage: Storage) -> None:
-        deleted = delete_expired_exports(storage.store(), prefix, keep_days=keep_days)
-        context.log.info(f"retention: {len(deleted)} export(s) older than {keep_days} days deleted")
+    @dg.op(description=f"Delete plaintext landing files past their retention (default {keep_days} days).")
+    def delete_expired_plaintext(context: dg.OpExecutionContext, storage: Storage) -> None:
+        report = apply_retention(storage.store(), config, default_days=keep_days)
+        for key in report.deleted:
+            context.log.info(f"retention: deleted {key}")
+        for key, why in sorted(report.kept.items()):
+            context.log.info(f"retention: kept {key} past its retention: {why}")
+        context.log.info(
+            f"retention: {len(report.deleted)} file(s) deleted, {len(report.kept)} kept past retention, "
+            f"{report.opt_outs_hashed} hashed opt-outs archived"
+        )
         context.log_event(
             dg.AssetObservation(
-                asset_key="first_party_customers",
-                metadata={"exports_deleted": len(deleted), "retention_days": keep_days},
+                asset_key="landing_zone_report",
+                metadata={
+                    "retention/deleted": len(report.deleted),
+                    "retention/kept_past_retention": len(report.kept),
+                    "retention/opt_outs_archived": report.opt_outs_hashed,
+                    "retention/default_days": keep_days,
+                    "retention/deleted_keys": dg.MetadataValue.md(
+                        "\n".join(f"- `{k}`" for k in report.deleted) or "_nothing past retention_"
+                    ),
+                },
             )
         )
 
-    @dg.job(name="retention_job", description="Deletes the advertiser's plaintext CRM exports past their retention.")
+    @dg.job(name="retention_job", description="Deletes the landing zone's plaintext files past their retention.")
     def retention_job() -> None:
-        delete_expired_first_party_exports()
+        delete_expired_plaintext()
 
     schedule = dg.ScheduleDefinition(
         name="retention_schedule",

@@ -4,7 +4,6 @@ the local engine (`standins.local_clean_room`) or a membership of a real AWS Cle
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from pathlib import Path
 
 import boto3
@@ -14,6 +13,7 @@ from botocore.config import Config
 from audience_assets.core.cleanroom.match import MatchResult, MatchSession, aws_session, run_match
 from audience_assets.core.cleanroom.protected_query import Polling
 from audience_assets.core.config import ProjectConfig
+from audience_assets.core.scratch import scratch
 from audience_assets.core.store import Store
 from audience_assets.standins.local_clean_room import local_session
 
@@ -35,7 +35,7 @@ class CleanRoom(dg.ConfigurableResource):
     def match(self, store: Store, config: ProjectConfig, partner: str, run_id: str) -> MatchResult:
         polling = Polling(self.poll_first_seconds, self.poll_longest_seconds, self.query_deadline_seconds)
         with contextlib.ExitStack() as stack:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aa-cleanroom-")))
+            work = stack.enter_context(scratch("cleanroom"))
             return run_match(store, partner, run_id, self.session(stack, store, config, partner, work), polling, work)
 
 
