@@ -28,6 +28,7 @@ from audience_assets.core.ingestion.inventory import ignored_objects
 from audience_assets.core.settings import Settings
 from audience_assets.definitions import build_definitions
 from audience_assets.defs.ingest.assets import ACCEPT_DELIVERY_TAG
+from audience_assets.defs.operations.dead_runs import fail_dead_runs, runner_tag
 from audience_assets.defs.resources import build_resources
 
 STAGES = (  # (asset keys, partitioned by)
@@ -59,6 +60,8 @@ def run_pipeline(
     store = resources["storage"].process_config_and_initialize().store()  # EnvVar fields resolved, as in a run
     for item in ignored_objects(store, config):
         print(f"not read: {item.key} ({item.size:,} bytes): {item.reason}", file=out)
+    for run_id in fail_dead_runs(instance):
+        print(f"FAILED run {run_id}: left STARTED by a process that no longer runs (now marked failed)", file=out)
     ok = True
     for keys, partitioned_by in stages:
         if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
@@ -79,7 +82,7 @@ def run_pipeline(
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,
-                tags={"audience_assets/trigger": "headless", **(tags or {})},
+                tags={"audience_assets/trigger": "headless", **runner_tag(), **(tags or {})},
             )
             label = ", ".join(selection) + (f" [{partition}]" if partition else "")
             print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)

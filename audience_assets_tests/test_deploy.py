@@ -73,6 +73,18 @@ def test_the_production_instance_config_satisfies_dagsters_schema(tmp_path):
         assert result.success, [e.message for e in result.errors]
     assert config["compute_logs"]["config"]["upload_extra_args"]["ServerSideEncryption"] == "aws:kms"
     assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
+    assert config["run_monitoring"]["enabled"] is True  # a dead run task is failed, not left STARTED
+
+
+def test_the_local_instance_of_dagster_dev_monitors_runs(tmp_path):
+    """`.dagster_home/dagster.yaml` (the README's DAGSTER_HOME) is valid and turns run monitoring on, with a
+    maximum runtime: the local launcher cannot see a killed worker, so that bound is what fails such a run."""
+    import dagster as dg
+
+    (tmp_path / "dagster.yaml").write_text((REPO / ".dagster_home" / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["max_runtime_seconds"] == 6 * 3600
 
 
 def test_an_invalid_instance_config_is_refused(tmp_path):

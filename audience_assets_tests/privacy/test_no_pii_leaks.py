@@ -70,12 +70,13 @@ def test_planted_pii_appears_nowhere_it_must_not(tmp_path: Path):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\npython_logs:\n  python_log_level: DEBUG\n")
     generate(data, customers=20_000, seed=9)
     plant(data)
+    scratch = tmp_path / "scratch"
     done = subprocess.run(
         [sys.executable, "-m", "audience_assets", "run"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=clean_env(AUDIENCE_DATA_DIR=str(data), DAGSTER_HOME=str(home)),
+        env=clean_env(AUDIENCE_DATA_DIR=str(data), DAGSTER_HOME=str(home), AUDIENCE_SCRATCH_DIR=str(scratch)),
         timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
@@ -87,8 +88,35 @@ def test_planted_pii_appears_nowhere_it_must_not(tmp_path: Path):
     ).fetchall()[0][0]
     assert members == 1
 
+    assert_no_leaks(done, home, data, scratch)
+
+    # Then the failing paths: a partner snapshot delivered without its header row (its first row, the planted
+    # person, would be the "column names") and an opt-out file that is not valid UTF-8.
+    acme = next((data / "landing" / "partners" / "acme_data").glob("*.csv"))
+    planted_row = f"{PLANTED['email']};{PLANTED['phone']};Zebulon;Canarywright;94110;travel;25-34\n"
+    data_rows = acme.read_text(encoding="utf-8").splitlines(keepends=True)[1:50]
+    (acme.with_name("z_headerless.csv")).write_text(planted_row + "".join(data_rows), encoding="utf-8")
+    (data / "landing" / "suppression" / "optouts_bad.csv").write_bytes(
+        f"email\n{PLANTED['email']}\n{PLANTED['first_name']}\xe9@example.com\n".encode("latin-1")
+    )
+    failed = subprocess.run(
+        [sys.executable, "-m", "audience_assets", "run"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=clean_env(AUDIENCE_DATA_DIR=str(data), DAGSTER_HOME=str(home), AUDIENCE_SCRATCH_DIR=str(scratch)),
+        timeout=600,
+    )
+    assert failed.returncode == 1
+    assert (
+        "z_headerless.csv does not satisfy" in failed.stdout and "optouts_bad.csv is not valid UTF-8" in failed.stdout
+    )
+    assert_no_leaks(failed, home, data, scratch)
+
+
+def assert_no_leaks(done: subprocess.CompletedProcess, home: Path, data: Path, scratch: Path) -> None:
     scanned = {"console": done.stdout + done.stderr}
-    for root, skip in ((home, ()), (data, ("landing", "staging/first_party"))):
+    for root, skip in ((home, ()), (data, ("landing", "staging/first_party")), (scratch, ())):
         for path in root.rglob("*"):
             relative = path.relative_to(root).as_posix()
             if path.is_file() and not relative.startswith(skip):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,28 @@ QUARANTINE_COLUMNS = "aa_file VARCHAR, aa_row BIGINT, reason VARCHAR"
 
 class ContractViolation(ValueError):
     """A whole file does not satisfy its contract; nothing of it is used."""
+
+
+def violation(file: str, problem: str, contract: FileContract, contract_name: str) -> ContractViolation:
+    """The one place a contract violation is worded: the file, the problem (by position, type and count, never
+    a value), what the contract declares, and that nothing of the file is used."""
+    declared = contract.format if contract.format == "parquet" else f"{contract.format} in {contract.encoding}"
+    return ContractViolation(
+        f"{file} {problem}; the {contract_name} contract declares {declared} (see partners.yaml). "
+        "Nothing of the file is used."
+    )
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_IDENTIFYING = re.compile(r"\S*@\S*|\+?\d[\d ().-]{5,}\d")
+
+
+def error_detail(error: BaseException) -> str:
+    """A reader's error (DuckDB, gzip, csv) reduced to what it says about the file, never what the file says:
+    its first line, with anything quoted and anything that looks like an email or a phone number replaced.
+    DuckDB quotes the offending value or line in many of its messages."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return _IDENTIFYING.sub("<value>", _QUOTED.sub("<value>", first))[:300]
 
 
 @dataclass
@@ -141,10 +164,12 @@ def check_columns(
             if header and not any(c in known for c in header)
             else ""
         )
-        raise ContractViolation(
-            f"{file} does not satisfy the {contract_name} contract: {'; '.join(problems)}. The contract expects "
-            f"{sorted(set(required))} (format {contract.format}, delimiter {contract.delimiter!r}, encoding "
-            f"{contract.encoding}).{hint}"
+        raise violation(
+            file,
+            f"does not satisfy the {contract_name} contract: {'; '.join(problems)}. The contract expects "
+            f"{sorted(set(required))} (delimiter {contract.delimiter!r}).{hint}",
+            contract,
+            contract_name,
         )
 
 
@@ -169,29 +194,19 @@ def load_file(
     columns it needs, and memory does not grow with the file."""
     report = FileReport(file)
     if path.stat().st_size == 0:
-        raise ContractViolation(
-            f"{file} is empty (0 bytes); the {contract_name} contract expects "
-            f"a {contract.format} file with columns {sorted(set(required))}"
+        raise violation(
+            file, f"is empty (0 bytes), not a file with columns {sorted(set(required))}", contract, contract_name
         )
     try:
         report.rows_read = rows_in(con, path, contract)
     except FileRejected as error:
-        raise ContractViolation(
-            f"{file} {error}; the {contract_name} contract declares {contract.format} in {contract.encoding} "
-            "(`encoding:` in partners.yaml for another). Nothing of the file is used."
-        ) from None
+        raise violation(file, str(error), contract, contract_name) from None
     except (duckdb.Error, OSError, EOFError) as error:  # a truncated gzip stream, a file that is not Parquet
-        raise ContractViolation(
-            f"{file} could not be read as {contract.format} ({contract.encoding}) for the {contract_name} contract: "
-            f"{_first_line(error)}"
-        ) from None
+        raise violation(file, f"could not be read: {error_detail(error)}", contract, contract_name) from None
     try:
         header = _header(con, path, contract)
     except (duckdb.Error, UnicodeDecodeError, OSError, EOFError, csv.Error) as error:
-        raise ContractViolation(
-            f"{file} could not be read as {contract.format} "
-            f"({contract.encoding}) for the {contract_name} contract: {_first_line(error)}"
-        ) from None
+        raise violation(file, f"could not be read: {error_detail(error)}", contract, contract_name) from None
     check_columns(file, header, contract, required=required, contract_name=contract_name)
     present = [c for c in wanted if c in header]
     select = ", ".join(
@@ -224,10 +239,7 @@ def load_file(
         finally:
             con.execute(f"SET preserve_insertion_order = {str(bool(preserved)).lower()}")
     except duckdb.Error as error:
-        raise ContractViolation(
-            f"{file} could not be read as {contract.format} ({contract.encoding}) for the "
-            f"{contract_name} contract: {_first_line(error)}"
-        ) from None
+        raise violation(file, f"could not be read: {error_detail(error)}", contract, contract_name) from None
     accepted = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(staged)})").fetchall()[0][0]
     if contract.format == "csv":
         rejected = con.execute(
@@ -290,10 +302,6 @@ def _jsonl_source(
 
 def _json_path(column: str) -> str:
     return '"' + column.replace('"', '\\"') + '"'
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0][:300]
 
 
 def create_quarantine(con: duckdb.DuckDBPyConnection, quarantine: str) -> None:

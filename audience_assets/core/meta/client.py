@@ -203,7 +203,9 @@ class GraphClient:
             self.stats.add(**changes)
 
     def _redact(self, text: str) -> str:
-        return redact(text, tuple(s for s in (self._token, self._secret) if s))
+        """`text` with the token, the app secret and the proof scrubbed (and anything shaped like them)."""
+        proof = self._proof().get("appsecret_proof", "")
+        return redact(text, tuple(s for s in (self._token, self._secret, proof) if s))
 
     def request(
         self,
@@ -316,13 +318,25 @@ class GraphClient:
         }
 
     def _error(self, error: Mapping[str, Any], status: int) -> MetaApiError:
-        code, subcode = error.get("code"), error.get("error_subcode")
+        """The error as the client keeps it: every string Meta (or a proxy in front of it) sent is scrubbed of
+        the token, the app secret and the proof before it reaches an exception, a log line or a ledger file;
+        codes that are not numbers are dropped."""
+
+        def text(key: str) -> str | None:
+            value = error.get(key)
+            return self._redact(str(value))[:300] if value is not None else None
+
+        def number(key: str) -> int | None:
+            value = error.get(key)
+            return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else None
+
+        code, subcode = number("code"), number("error_subcode")
         return MetaApiError(
-            self._redact(str(error.get("message", "unknown error"))),
+            text("message") or "unknown error",
             code=code,
             subcode=subcode,
-            error_type=error.get("type"),
-            fbtrace_id=error.get("fbtrace_id"),
+            error_type=text("type"),
+            fbtrace_id=text("fbtrace_id"),
             status=status,
             is_transient=bool(error.get("is_transient")),
             hint=hint_for(code, subcode),

@@ -691,3 +691,35 @@ def test_an_error_echoing_the_credentials_is_redacted():
         client.get(ACCOUNT)
     assert_no_secrets(caught.value, TOKEN, APP_SECRET, proof())
     assert "***" in str(caught.value)
+
+
+def test_credentials_echoed_in_any_field_are_scrubbed_everywhere_the_error_goes():
+    """A proxy echoing the token, the secret or the proof in fbtrace_id, type or a non-numeric code: the
+    exception's text and every attribute (what the ledger's dead letters and the logs copy) are clean."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        leak = f"{TOKEN}|{APP_SECRET}|{proof()}"
+        body = {
+            "message": "denied",
+            "type": f"Proxy {leak}",
+            "code": f"x{TOKEN}",
+            "error_subcode": "33",
+            "fbtrace_id": f"A{leak}",
+            "error_user_msg": leak,
+        }
+        return httpx.Response(403, json={"error": body})
+
+    client = GraphClient(
+        access_token=TOKEN,
+        app_secret=APP_SECRET,
+        base_url="http://127.0.0.1",
+        transport=httpx.MockTransport(echo),
+        sleep=lambda s: None,
+    )
+    with pytest.raises(MetaApiError) as caught:
+        client.get(ACCOUNT)
+    error = caught.value
+    assert (error.code, error.subcode) == (None, 33)
+    assert_no_secrets(error, TOKEN, APP_SECRET, proof())
+    for value in vars(error).values():
+        assert not any(secret in str(value) for secret in (TOKEN, APP_SECRET, proof()))
