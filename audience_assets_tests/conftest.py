@@ -99,3 +99,20 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
     boto3.client("s3").create_bucket(Bucket=bucket)
     key_id = boto3.client("kms").create_key(Description="audience_assets test key")["KeyMetadata"]["Arn"]
     return {**env, "AUDIENCE_BUCKET": bucket, "AUDIENCE_KMS_KEY_ID": key_id}
+
+
+# ##### A WORLD: demo data run once into the Meta sandbox, copied per test (see world.py)
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from audience_assets_tests.world import make_baseline
+
+    return make_baseline(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def world(baseline: Path, tmp_path: Path) -> dict:
+    from audience_assets_tests.world import copy_world
+
+    return copy_world(baseline, tmp_path)

@@ -2,8 +2,8 @@
 after an explicit approval), a message naming the file and the rule, and rows read = accepted + quarantined;
 healthy day-to-day churn is never held.
 
-One small demo landing zone is run once through the headless pipeline into the built-in Meta sandbox; each
-test copies that state, breaks one delivery the way it broke in the field, and runs again.
+Each test copies the `world` (a small demo landing zone run once into the built-in Meta sandbox), breaks one
+delivery the way it broke in the field, and runs again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -20,81 +19,12 @@ import dagster as dg
 import pytest
 import yaml
 
-from audience_assets.cli import STAGES, plan_pipeline, run_pipeline
-from audience_assets.core.config import load_config
-from audience_assets.core.demo import generate
+from audience_assets.cli import STAGES, plan_pipeline
 from audience_assets.core.settings import Settings
-from audience_assets.standins.graph_sandbox import GraphSandbox
-from audience_assets_tests.conftest import copy_config
+from audience_assets_tests.world import crm_file, latest_metadata, meta, newer, partner_file, run
 
 pytestmark = pytest.mark.slow
 PARTNER_STAGE = (STAGES[1],)
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("safe_syncs")
-    generate(root / "data", customers=10_000, seed=3)
-    config_dir = copy_config(root / "config")
-    out = io.StringIO()
-    assert run(root / "data", config_dir, out=out), out.getvalue()
-    return root
-
-
-@pytest.fixture
-def world(baseline: Path, tmp_path: Path) -> dict:
-    """A copy of the baseline's landing zone, outputs and Meta sandbox, and what Meta held in it."""
-    shutil.copytree(baseline / "data", tmp_path / "data")
-    shutil.copytree(baseline / "config", tmp_path / "config")
-    config = load_config(tmp_path / "config")
-    return {"data": tmp_path / "data", "config_dir": tmp_path / "config", "config": config, "held": meta(tmp_path)}
-
-
-def run(data: Path, config_dir: Path, out: io.StringIO, instance=None, **options) -> bool:
-    settings = Settings(data_dir=data, config_dir=config_dir, demo_data=False)
-    if instance is not None:
-        return run_pipeline(settings, instance, out=out, **options)
-    with dg.DagsterInstance.ephemeral() as ephemeral:
-        return run_pipeline(settings, ephemeral, out=out, **options)
-
-
-def meta(root: Path) -> dict[str, frozenset[str]]:
-    """Every audience's members as the Meta sandbox holds them (None: the audience does not exist there)."""
-    config = load_config(root / "config")
-    sandbox = GraphSandbox(root / "data" / "meta_sandbox" / "graph.sqlite")
-    try:
-        held = {}
-        for name, spec in config.audiences.items():
-            audience_id = sandbox.audience_id(spec.meta_name)
-            held[name] = frozenset(sandbox.member_keys(audience_id)) if audience_id else None
-        return held
-    finally:
-        sandbox.close()
-
-
-def crm_file(data: Path) -> Path:
-    return next((data / "landing" / "first_party").glob("*.csv"))
-
-
-def partner_file(data: Path, partner: str = "acme_data") -> Path:
-    return next((data / "landing" / "partners" / partner).glob("*.csv"))
-
-
-def newer(path: Path, text: bytes) -> Path:
-    """Deliver `text` as the partner's newest snapshot (a later name and a later modification time)."""
-    later = path.with_name("z_" + path.name)
-    later.write_bytes(text)
-    stamp = path.stat().st_mtime + 60
-    os.utime(later, (stamp, stamp))
-    return later
-
-
-def ingest_figures(instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> dict:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
-        limit=1,
-    ).records
-    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
 
 def test_a_truncated_crm_export_is_held_then_removals_wait_for_their_own_approval(world: dict):
@@ -106,7 +36,7 @@ def test_a_truncated_crm_export_is_held_then_removals_wait_for_their_own_approva
     out = io.StringIO()
     with dg.DagsterInstance.ephemeral() as instance:
         assert not run(data, config_dir, out, instance)
-        figures = ingest_figures(instance, "first_party_customers")
+        figures = latest_metadata(instance, "first_party_customers")
     text = out.getvalue()
     assert (
         f"first_party (landing/first_party/{crm.name}): rows accepted fell from" in text and "max_shrink is 20%" in text
@@ -178,7 +108,7 @@ def test_a_partner_snapshot_with_a_header_only_or_no_valid_row_is_held(world: di
     out = io.StringIO()
     with dg.DagsterInstance.ephemeral() as instance:
         assert not run(data, config_dir, out, instance)
-        figures = ingest_figures(instance, "partner_data", "acme_data")
+        figures = latest_metadata(instance, "partner_data", "acme_data")
     assert "empty delivery (500 rows read, none accepted)" in out.getvalue()
     assert "500 of 500 rows quarantined (100.0%; max_quarantine is 5%)" in out.getvalue()
     assert figures["rows_read"] == 500 == figures["rows_accepted"] + figures["rows_quarantined"]
@@ -219,7 +149,7 @@ def test_undeclared_folders_and_partial_uploads_are_reported_not_ignored(world: 
     out = io.StringIO()
     with dg.DagsterInstance.ephemeral() as instance:
         assert run(data, config_dir, out, instance, stages=(STAGES[0],))
-        report = ingest_figures(instance, "landing_zone_report")
+        report = latest_metadata(instance, "landing_zone_report")
     text = out.getvalue()
     assert "not read: landing/partners/gamma/segments.csv (20 bytes): partner folder 'gamma' is not declared" in text
     assert "not read: landing/partners/acme_data/next.csv.part (6 bytes): temporary, hidden or partial" in text
@@ -250,7 +180,7 @@ def test_healthy_churn_flows_on_and_control_characters_never_reach_meta(world: d
     out = io.StringIO()
     with dg.DagsterInstance.ephemeral() as instance:
         assert run(data, config_dir, out, instance), out.getvalue()
-        figures = ingest_figures(instance, "first_party_customers")
+        figures = latest_metadata(instance, "first_party_customers")
     planted = sum(1 for row in kept[:200] if row["email"])
     assert f"{planted} control character" in figures["invalid_values"]["EMAIL"]
     after = meta(data.parent)

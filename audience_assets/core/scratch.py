@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from audience_assets.core.processes import alive
+
 ROOT_VARIABLE = "AUDIENCE_SCRATCH_DIR"
 
 
@@ -68,7 +70,7 @@ def sweep(now: float | None = None) -> Sweep:
     for entry in root().iterdir():
         pid = _owner(entry.name)
         size = _size(entry)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not alive(pid):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed, removed_bytes = removed + 1, removed_bytes + size
             continue
@@ -81,18 +83,6 @@ def sweep(now: float | None = None) -> Sweep:
 def _owner(name: str) -> int | None:
     parts = name.split("-")
     return int(parts[1]) if len(parts) > 2 and parts[0] == "aa" and parts[1].isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process with that id: not ours to judge
-        return True
-    return True
 
 
 def _size(path: Path) -> int:

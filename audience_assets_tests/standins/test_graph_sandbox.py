@@ -11,6 +11,7 @@ between); one test uses the real loopback HTTP server for the dropped-connection
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -58,6 +59,9 @@ class Clock:
         self.now += seconds
 
 
+TODAY = dt.date(2026, 12, 3)
+
+
 def config(**changes: Any) -> SandboxConfig:
     base = dict(
         tokens={TOKEN: ["*"], NARROW_TOKEN: [OTHER_ACCOUNT], EXPIRED_TOKEN: ["*"]},
@@ -66,6 +70,7 @@ def config(**changes: Any) -> SandboxConfig:
             OTHER_ACCOUNT: {"name": "other", "tos_accepted": True},
         },
         expired_tokens=[EXPIRED_TOKEN],
+        today=TODAY,  # the versions answered are those live on this date (v25.0 to v27.0)
     )
     base.update(changes)
     return SandboxConfig(**base)
@@ -298,28 +303,37 @@ def test_delete_with_a_json_body_removes_members(api: Api, sandbox: GraphSandbox
 @pytest.mark.parametrize(
     "path, message",
     [
-        ("v23.0/me", "deprecated version of the Ads API: v23.0"),  # below min_version 24
-        ("v27.0/me", "Unknown API version v27.0"),  # above max_version 26
+        ("v24.0/me", "deprecated version of the Ads API: v24.0"),  # expired 2026-11-10
+        ("v28.0/me", "Unknown API version v28.0"),  # not released
         ("me", "deprecated version"),  # no version segment at all
         ("v25/me", "deprecated version"),  # versions are vNN.0
     ],
 )
 def test_unsupported_versions_answer_2635(api: Api, path: str, message: str):
-    """Calls outside the configured version window fail with 2635 (deprecated API version)."""
+    """Calls outside the live versions (Meta's table, on the sandbox's date) fail with 2635."""
     assert_error(api.call("GET", path, version=None), 400, 2635, message=message)
 
 
-def test_version_window_boundaries_are_accepted_and_checked_before_the_token(api: Api):
-    """min_version and max_version themselves work; the version is validated before authentication."""
-    assert api.get("me", version="v24.0").status_code == 200
-    assert api.get("me", version="v26.0").status_code == 200
+def test_the_live_versions_are_accepted_and_checked_before_the_token(api: Api):
+    """Every live version works; the version is validated before authentication."""
+    for version in ("v25.0", "v26.0", "v27.0"):
+        assert api.get("me", version=version).status_code == 200
     assert_error(api.get("me", version="v20.0", token=None), 400, 2635)
 
 
-def test_too_old_message_names_the_current_version(api: Api):
-    """The 2635 message tells the caller which version to move to."""
-    error = assert_error(api.get("me", version="v22.0"), 400, 2635)
-    assert "v26.0" in error["message"]
+def test_a_version_retires_on_its_expiration_date(clock: Clock):
+    """v25.0 expires on 2027-02-23: answered the day before, refused with 2635 from that day, naming the
+    latest version; with Meta's auto-upgrade it is answered as the oldest live one, with the warning header."""
+    before = Api(GraphSandbox(config=config(today=dt.date(2027, 2, 22)), clock=clock))
+    assert before.get("me", version="v25.0").status_code == 200
+    after = Api(GraphSandbox(config=config(today=dt.date(2027, 2, 23)), clock=clock))
+    error = assert_error(after.get("me", version="v25.0"), 400, 2635)
+    assert "update to the latest version: v27.0" in error["message"]
+    upgraded = Api(GraphSandbox(config=config(today=dt.date(2027, 2, 23), upgrade_retired=True), clock=clock))
+    response = upgraded.get("me", version="v25.0")
+    assert response.status_code == 200
+    warning = response.headers["x-ad-api-version-warning"]
+    assert warning == "The call has been auto-upgraded to v26.0 as v25.0 has been deprecated"
 
 
 # ##### AUTHENTICATION
@@ -1393,3 +1407,31 @@ def test_admin_api_reports_audiences_members_and_stats(api: Api, audience: str, 
     stats = admin("stats").json()
     assert stats["replace_restarts"] == 1 and stats["resent_replace_batches"] == sandbox.resent_replace_batches() == 2
     assert admin("nothing").status_code == 404
+
+
+# ##### LIMITED DATA USE
+
+
+@pytest.mark.parametrize(
+    ("cells", "problem"),
+    [
+        ([["LDU"], 1, 1000], None),
+        ([[], 0, 0], None),
+        ([["LDU"], 0, 0], None),
+        (["LDU", 1, 1000], "must be an array"),
+        ([["LDU", "OTHER"], 1, 1000], "must be an array"),
+        ([["LDU"], "1", "1000"], "must be integers"),
+        ([["LDU"], 1, 999], "Invalid data processing location: country 1, state 999"),
+        ([["LDU"], 2, 0], "Invalid data processing location"),
+    ],
+)
+def test_limited_data_use_fields_are_validated_per_row(api: Api, cells: list, problem: str | None):
+    """The three LDU fields as Meta documents them: an options array ([] or ["LDU"]), country and state
+    integers (0/0 geolocate, 1 with 1000-1013); they are not identifiers (the row's identity is its email)."""
+    audience_id = api.create()
+    schema = ("EMAIL", "DATA_PROCESSING_OPTIONS", "DATA_PROCESSING_OPTIONS_COUNTRY", "DATA_PROCESSING_OPTIONS_STATE")
+    response = api.users(audience_id, [[sha("ldu@example.com"), *cells]], schema=schema)
+    if problem is None:
+        assert_upload(response, audience_id, received=1)
+    else:
+        assert_error(response, 400, 100, message=problem)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from audience_assets.core.audience.plan import Plan
 
@@ -95,3 +96,19 @@ def review_removals(audience: str, plan: Plan, max_removal: float, tags: Mapping
 def awaiting_approval(audience: str, manual: bool, tags: Mapping[str, str]) -> bool:
     """An `approval: manual` audience in a run nobody started by hand for it (and that does not name it)."""
     return manual and unattended(tags) and not named_in(tags, APPROVE_UPLOAD_TAG, audience)
+
+
+def plan_summary(plan: Plan) -> str:
+    return ", ".join(f"{op.kind} {op.rows:,} rows" for op in plan.operations) or "nothing to send"
+
+
+def approvals(review: RemovalReview, manual: bool, tags: Mapping[str, str]) -> dict[str, Any]:
+    """What a person approved for this upload, for its audit record."""
+    granted: dict[str, Any] = {}
+    if review.approved and review.over_limit:
+        granted["removals"] = {"rows": review.removing, "held": review.held, "share": round(review.share, 4)}
+    if manual:
+        granted["upload"] = "manual"
+    if granted:
+        granted["run_tags"] = {k: tags[k] for k in (APPROVE_REMOVALS_TAG, APPROVE_UPLOAD_TAG, TRIGGER_TAG) if k in tags}
+    return granted

@@ -86,7 +86,8 @@ def deliver(
         )
         result = uploader.run(audience_id, plan)
     confirmed_rows, digests = record_confirmed(store, audience, plan)
-    delivery = Delivery(audience_id, created, result, manager.read(audience_id, extra_fields))
+    state = manager.read_settled(audience_id, extra_fields, max_seconds=settle_seconds)
+    delivery = Delivery(audience_id, created, result, state)
     write_audit(
         store,
         audience,
@@ -156,6 +157,7 @@ def write_audit(
         },
         "confirmed_rows_after": confirmed_rows,
         "approvals": dict(approvals or {}),
+        "ldu_rows": plan.ldu_rows,  # rows marked Limited Data Use among the audience's desired rows
         # what `plan` estimates the next upload's time from: batches sent and the seconds it took
         "batches_sent": sum(op.batches_sent for op in result.operations),
         "upload_seconds": round(upload_seconds, 2),

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
+from audience_assets.core.audience.ldu import bad_cell_sql
 from audience_assets.core.duck import literal, sql_path
 from audience_assets.core.identity import HASHED_KEYS, rules
 from audience_assets.core.identity.sql import ROW_BY_ROW_KEYS
@@ -31,6 +33,8 @@ def outbound_cell_problems(
     source = f"read_parquet([{', '.join(sql_path(p) for p in paths)}])"
 
     def bad(key: str, cell: str) -> str:
+        if key in LDU_FIELDS:  # Limited Data Use: only the values Meta's documentation allows
+            return bad_cell_sql(key, cell)
         if key in HASHED_KEYS:
             return f"NOT regexp_full_match({cell}, '([0-9a-f]{{64}})?')"
         if key == "MADID":  # a lower-case device id as normalization writes it, or a digest a source gave

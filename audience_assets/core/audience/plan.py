@@ -19,7 +19,9 @@ from typing import Any, Literal
 import duckdb
 
 from audience_assets.core import layout
-from audience_assets.core.duck import DIGEST_PARQUET, sql_path
+from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
+from audience_assets.core.audience.ldu import LDU
+from audience_assets.core.duck import DIGEST_PARQUET, literal, parquet_columns, sql_path
 from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
 from audience_assets.core.store import Store
 
@@ -56,6 +58,7 @@ class Plan:
     # rows Meta holds that this plan takes away although nobody opted out (mirror and replace only): what
     # a broken delivery upstream would inflate, so it is reviewed before sending (`core.audience.approval`)
     removals_to_review: int = 0
+    ldu_rows: int = 0  # desired rows marked Limited Data Use (audiences with data_processing)
 
     def rows(self, kind: str) -> int:
         return sum(op.rows for op in self.operations if op.kind == kind)
@@ -69,6 +72,7 @@ class Plan:
             "desired_rows": self.desired_rows,
             "confirmed_rows": self.confirmed_rows,
             "removals_to_review": self.removals_to_review,
+            "ldu_rows": self.ldu_rows,
             "operations": [
                 {
                     "kind": op.kind,
@@ -94,6 +98,7 @@ class Plan:
             document.get("desired_rows", 0),
             document.get("confirmed_rows", 0),
             document.get("removals_to_review", 0),
+            document.get("ldu_rows", 0),
         )
 
 
@@ -127,17 +132,26 @@ def row_id_sql(keys: Sequence[str]) -> str:
 
 
 def build_rows(
-    con: duckdb.DuckDBPyConnection, *, members: Path, customers: Path, keys: Sequence[str], out: Path
+    con: duckdb.DuckDBPyConnection,
+    *,
+    members: Path,
+    customers: Path,
+    keys: Sequence[str],
+    out: Path,
+    extra: Sequence[str] = (),
 ) -> int:
     """Write the members' distinct Meta payload rows (`row_id` + one column per key) to `out`.
 
     Two customers give the same row only when they share every cell, which is rare (and impossible when
     EXTERN_ID is the customer id), so rows are written as they come and deduplicated only when their
-    row ids (digests of the cells) show a repeat: counting row ids costs far less than hashing whole rows."""
-    cells = ", ".join(f'"{k}"' for k in keys)
+    row ids (digests of the cells) show a repeat: counting row ids costs far less than hashing whole rows.
+    `extra` are further `<expression> AS "<FIELD>"` columns (Limited Data Use, `core.audience.ldu`): part of
+    the row but not of its id (the id is the person's identifiers), so a change of LDU status alone is sent
+    again as an add (see `_operations_sql`), never as a removal."""
+    cells = ", ".join([*(f'"{k}"' for k in keys), *extra])
     rows = (
-        f"SELECT {row_id_sql(keys)} AS row_id, {cells} FROM {_parquet(customers)} "
-        f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)})"
+        f"SELECT {row_id_sql(keys)} AS row_id, * FROM (SELECT {cells} FROM {_parquet(customers)} "
+        f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)}))"
     )
     con.execute(f"COPY ({rows}) TO {sql_path(out)} ({DIGEST_PARQUET})")
     total, distinct = con.execute(f"SELECT count(*), count(DISTINCT row_id) FROM {_parquet(out)}").fetchall()[0]
@@ -146,16 +160,24 @@ def build_rows(
     return distinct
 
 
-def _operations_sql(mode: str, desired: str, confirmed: str, suppressed: str) -> dict[str, str]:
-    """The rows of each operation, by sync mode (see audiences.yaml)."""
+def _operations_sql(
+    mode: str, desired: str, confirmed: str, suppressed: str, keys: Sequence[str] = ()
+) -> dict[str, str]:
+    """The rows of each operation, by sync mode (see audiences.yaml). With Limited Data Use fields among
+    `keys`, a row Meta holds whose LDU values changed is added again (Meta updates the record)."""
     gone = f"SELECT * FROM {confirmed} WHERE row_id IN ({suppressed})"  # opted out after an earlier upload
+    new = f"row_id NOT IN (SELECT row_id FROM {confirmed})"
+    ldu = [k for k in LDU_FIELDS if k in keys]
+    if ldu:
+        differs = " OR ".join(f'd."{k}" IS DISTINCT FROM c."{k}"' for k in ldu)
+        new += f" OR row_id IN (SELECT d.row_id FROM {desired} d JOIN {confirmed} c USING (row_id) WHERE {differs})"
     if mode == "mirror":
         return {
-            "add": f"SELECT * FROM {desired} WHERE row_id NOT IN (SELECT row_id FROM {confirmed})",
+            "add": f"SELECT * FROM {desired} WHERE {new}",
             "remove": f"SELECT * FROM {confirmed} WHERE row_id NOT IN (SELECT row_id FROM {desired})",
         }
-    if mode == "add":  # members Meta already holds are not sent again
-        return {"add": f"SELECT * FROM {desired} WHERE row_id NOT IN (SELECT row_id FROM {confirmed})", "remove": gone}
+    if mode == "add":  # members Meta already holds are not sent again (unless their LDU values changed)
+        return {"add": f"SELECT * FROM {desired} WHERE {new}", "remove": gone}
     if mode == "remove":
         return {"remove": f"SELECT * FROM {desired} UNION {gone}"}
     if mode == "replace":
@@ -187,14 +209,18 @@ def plan_upload(
         raise ValueError(f"chunk_rows must be 1..{MAX_ROWS_PER_REQUEST} (Meta's limit per request)")
     cells = ", ".join(f'"{k}"' for k in keys)
     con.execute(f"CREATE OR REPLACE TEMP VIEW aa_desired AS SELECT row_id, {cells} FROM {_parquet(desired)}")
-    if confirmed is not None:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT row_id, {cells} FROM {_parquet(confirmed)}")
+    if confirmed is not None:  # a field Meta's confirmed rows predate (LDU switched on later) reads as NULL
+        held = set(parquet_columns(con, confirmed))
+        held_cells = ", ".join(f'"{k}"' if k in held else f'CAST(NULL AS VARCHAR) AS "{k}"' for k in keys)
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
+        )
     else:
         con.execute("CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT * FROM aa_desired WHERE FALSE")
     suppressed = _suppressed_rows_sql(keys, suppression)
     digest = hashlib.sha256(f"{mode}|{','.join(keys)}".encode())
     written: list[tuple[str, list[tuple[int, int, Path, str]]]] = []
-    for kind, sql in _operations_sql(mode, "aa_desired", "aa_confirmed", suppressed).items():
+    for kind, sql in _operations_sql(mode, "aa_desired", "aa_confirmed", suppressed, keys).items():
         folder = out_dir / kind
         # Chunks are consecutive runs of row ids. Only the ids are sorted; the wide rows are then streamed
         # once into their chunk's file (in no particular order: a chunk is read sorted, 10,000 rows at most).
@@ -238,10 +264,13 @@ def plan_upload(
         if mode in ("mirror", "replace")
         else "0"
     )
+    ldu = (
+        f'(SELECT count(*) FROM aa_desired WHERE "{LDU_FIELDS[0]}" = {literal(LDU)})' if LDU_FIELDS[0] in keys else "0"
+    )
     counts = con.execute(
-        f"SELECT (SELECT count(*) FROM aa_desired), (SELECT count(*) FROM aa_confirmed), {leaving}"
+        f"SELECT (SELECT count(*) FROM aa_desired), (SELECT count(*) FROM aa_confirmed), {leaving}, {ldu}"
     ).fetchall()[0]
-    return Plan(upload_id, tuple(keys), operations, mode, counts[0], counts[1], counts[2])
+    return Plan(upload_id, tuple(keys), operations, mode, counts[0], counts[1], counts[2], counts[3])
 
 
 def _suppressed_rows_sql(keys: Sequence[str], suppression: Path | None) -> str:
@@ -261,8 +290,9 @@ def _suppressed_rows_sql(keys: Sequence[str], suppression: Path | None) -> str:
 
 def read_chunk_json(con: duckdb.DuckDBPyConnection, path: Path, keys: Sequence[str]) -> str:
     """One chunk's payload rows as the JSON array Meta's `data` takes, cells in `keys` order, rows in
-    row-id order. DuckDB encodes it: the 140,000 cells of a full chunk never become Python objects."""
-    cells = ", ".join(f'"{k}"' for k in keys)
+    row-id order. DuckDB encodes it: the 140,000 cells of a full chunk never become Python objects. Limited Data
+    Use fields leave as JSON values (an array, numbers), every other cell as a string."""
+    cells = ", ".join(f'CAST("{k}" AS JSON)' if k in LDU_FIELDS else f'to_json("{k}")' for k in keys)
     rows = con.execute(
         f"SELECT to_json(coalesce(list([{cells}] ORDER BY row_id), [])) FROM {_parquet(path)}"
     ).fetchall()
@@ -286,8 +316,10 @@ def update_confirmed(
             or f"SELECT row_id, {cells} FROM aa_confirmed WHERE FALSE"
         )
 
+    held = set(parquet_columns(con, confirmed)) if confirmed else set()
+    held_cells = ", ".join(f'"{k}"' if k in held else f'CAST(NULL AS VARCHAR) AS "{k}"' for k in keys)
     base = (
-        f"SELECT row_id, {cells} FROM {_parquet(confirmed)}"
+        f"SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
         if confirmed
         else "SELECT "
         + ", ".join(["CAST(NULL AS VARCHAR) AS row_id", *(f'CAST(NULL AS VARCHAR) AS "{k}"' for k in keys)])

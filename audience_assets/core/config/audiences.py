@@ -4,13 +4,36 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from audience_assets.core.config.base import Strict
 from audience_assets.core.identity import META_KEYS
 from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
 
 PRIVACY_FLOOR = 100  # Meta refuses smaller customer lists; we never send one
+
+
+class DataProcessing(Strict):
+    """Limited Data Use (Meta's `DATA_PROCESSING_OPTIONS`, with `_COUNTRY` and `_STATE`), for the whole audience
+    (`options: [LDU]`) or per row (`column`: a first-party column; a row is LDU when its value, trimmed and
+    case-insensitive, is one of `values`). Country and state: 0 and 0 let Meta geolocate each person; 1 and a
+    state code (1000 California ... 1013) name them. Rows that are not LDU carry an empty option list."""
+
+    options: list[Literal["LDU"]] = Field(default_factory=list)
+    country: Literal[0, 1] = 0
+    state: int = 0
+    column: str | None = None
+    values: list[str] = Field(default_factory=lambda: ["1", "true", "yes", "y", "ldu"])
+
+    @model_validator(mode="after")
+    def _meta_codes(self) -> DataProcessing:
+        if not self.options and not self.column:
+            raise ValueError("set options: [LDU] (every row) or column: (per row)")
+        if self.options and self.column:
+            raise ValueError("set either options (every row) or column (per row), not both")
+        if (self.country, self.state) != (0, 0) and not (self.country == 1 and 1000 <= self.state <= 1013):
+            raise ValueError("country/state must be 0/0 (Meta geolocates) or 1 with a US state code 1000-1013")
+        return self
 
 
 class AudienceDefaults(Strict):
@@ -33,6 +56,9 @@ class AudienceDefaults(Strict):
         le=1,
         description="a mirror/replace sync removing more than this share of what Meta holds (opt-outs aside) "
         "waits for an approval",
+    )
+    data_processing: DataProcessing | None = Field(
+        default=None, description="Limited Data Use for this audience's rows (see DataProcessing)"
     )
     approval: Literal["auto", "manual"] = Field(
         default="auto", description="manual: the plan waits until someone materializes meta_custom_audience"

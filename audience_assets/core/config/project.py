@@ -160,6 +160,17 @@ class ProjectConfig:
         return [k for k in META_KEYS if k in wanted]
 
     @cached_property
+    def consent_columns(self) -> list[str]:
+        """First-party columns that decide Limited Data Use per row (audiences' `data_processing.column`)."""
+        return sorted(
+            {
+                a.data_processing.column
+                for a in self.audiences.values()
+                if a.data_processing and a.data_processing.column
+            }
+        )
+
+    @cached_property
     def match_keys(self) -> list[str]:
         """Keys the clean room joins on: every partner's match keys."""
         wanted = {k for p in self.partners.values() for k in p.match_keys}

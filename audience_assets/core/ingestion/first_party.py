@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 
+from audience_assets.core.audience.ldu import consent_alias
 from audience_assets.core.config import FileContract
 from audience_assets.core.duck import DIGEST_PARQUET, sql_path
 from audience_assets.core.identity import sql as idsql
@@ -35,6 +36,7 @@ def ingest_first_party(
     out_customers: Path,
     out_quarantine: Path,
     work_dir: Path,
+    consent_columns: Sequence[str] = (),
 ) -> IngestReport:
     """One row per customer: `customer_id` and one Meta payload cell per key. Rows without a customer id,
     without an email, phone or device id, or repeating an earlier customer id are quarantined."""
@@ -47,10 +49,11 @@ def ingest_first_party(
         files,
         contract,
         "first_party",
-        required=list(dict.fromkeys([*contract.required_columns(), id_column])),
+        required=list(dict.fromkeys([*contract.required_columns(), id_column, *consent_columns])),
         work_dir=work_dir,
     )
-    view = standard_view(contract)
+    aliases = {consent_alias(i): column for i, column in enumerate(consent_columns)}
+    view = standard_view(contract, aliases=aliases)
     has_external = con.execute(f"SELECT count(*) FROM {view} WHERE coalesce(external_id, '') <> ''").fetchall()[0][0]
     # EXTERN_ID is the advertiser's own id: external_id when the export has one, else customer_id.
     key_sources = {"EXTERN_ID": "external_id" if has_external else "customer_id"}
@@ -61,7 +64,7 @@ def ingest_first_party(
         keys=list(keys),
         key_sources=key_sources,
         default_country=contract.default_country,
-        keep=["aa_file", "aa_row", "customer_id"],
+        keep=["aa_file", "aa_row", "customer_id", *aliases],
     )
     rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
     usable, why = no_identifier([k for k in ("EMAIL", "PHONE", "MADID") if k in keys])
@@ -87,7 +90,7 @@ def ingest_first_party(
         WHERE aa_rank > 1""",
     )
     # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
-    cells = ", ".join(f'"{k}"' for k in keys)
+    cells = ", ".join([*(f'"{k}"' for k in keys), *aliases])  # consent columns: Limited Data Use per row
     con.execute(
         f"COPY (SELECT customer_id, {cells} FROM {usable_rows(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})"
     )

@@ -53,8 +53,9 @@ def load_all(
     return report
 
 
-def standard_view(contract: FileContract, extra: Sequence[str] = ()) -> str:
-    """The loaded rows with source columns renamed to standard names, plus `extra` source columns."""
+def standard_view(contract: FileContract, extra: Sequence[str] = (), aliases: dict[str, str] | None = None) -> str:
+    """The loaded rows with source columns renamed to standard names, plus `extra` source columns and the
+    source columns of `aliases` (alias -> source column) under their alias."""
     renamed = {}
     for column in contract.readable_columns():
         standard = contract.standard_name(column)
@@ -65,6 +66,7 @@ def standard_view(contract: FileContract, extra: Sequence[str] = ()) -> str:
         "aa_row",
         *(f"{ident(src)} AS {std}" for std, src in renamed.items()),
         *(ident(c) for c in extra),
+        *(f"{ident(src)} AS {ident(alias)}" for alias, src in (aliases or {}).items()),
     ]
     cols += [f"CAST(NULL AS VARCHAR) AS {c}" for c in (*STANDARD_COLUMNS, "customer_id") if c not in renamed]
     return f"(SELECT {', '.join(cols)} FROM aa_rows)"

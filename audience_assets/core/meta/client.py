@@ -33,13 +33,14 @@ import httpx
 
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaTransportError, hint_for, redact
 from audience_assets.core.meta.pacer import Pacer
+from audience_assets.core.meta.versions import default_version
 
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO; a GET's query carries appsecret_proof, which stays out of logs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 MAX_ROWS_PER_REQUEST = 10_000  # Meta's limit of rows in one /users or /usersreplace request
-DEFAULT_API_VERSION = "v25.0"
+DEFAULT_API_VERSION = default_version()  # see meta.versions
 
 
 class JsonText(str):
@@ -94,6 +95,7 @@ class CallStats:
     transient_failures: int = 0
     retries: int = 0
     latency_seconds: float = 0.0  # the time spent waiting lives in the pacer (`waited`, `longest_wait`)
+    version_warning: str = ""  # Meta's X-Ad-Api-Version-Warning: the version called was upgraded (retired)
 
     def add(self, **changes: float) -> None:
         for name, value in changes.items():
@@ -253,6 +255,10 @@ class GraphClient:
                 self._back_off(transient, f"{method} {path} did not complete ({type(error).__name__})", deadline)
                 continue
             self._count(requests=1, latency_seconds=time.monotonic() - started)
+            warning = response.headers.get("x-ad-api-version-warning")
+            if warning and not self.stats.version_warning:
+                self.stats.version_warning = self._redact(warning)[:300]
+                log.warning("Meta: %s (X-Ad-Api-Version-Warning); set META_API_VERSION", self.stats.version_warning)
             usage = usage_from_headers(response.headers)
             payload = self._decode(response)
             if "error" not in payload:

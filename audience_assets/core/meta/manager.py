@@ -4,11 +4,28 @@ not flagged)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from audience_assets.core.meta.client import GraphClient
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
+
+# Meta's ad account `account_status` values (Ad Account reference); only 1 (active) can take uploads.
+ACCOUNT_STATUS = {
+    1: "active",
+    2: "disabled",
+    3: "unsettled (a payment is due)",
+    7: "pending risk review",
+    8: "pending settlement",
+    9: "in a grace period",
+    100: "pending closure",
+    101: "closed",
+    201: "active only for internal use",
+    202: "closed for internal use",
+}
+
+POPULATING = 441  # operation_status while Meta is still matching an upload
 
 AUDIENCE_FIELDS = (
     "id,name,subtype,customer_file_source,retention_days,description,operation_status,delivery_status,"
@@ -68,17 +85,53 @@ class AudienceManager:
     def read(self, audience_id: str, extra_fields: Sequence[str] = ()) -> dict[str, Any]:
         return self.client.get(audience_id, fields=",".join([AUDIENCE_FIELDS, *extra_fields]))
 
+    def read_settled(
+        self,
+        audience_id: str,
+        extra_fields: Sequence[str] = (),
+        *,
+        max_seconds: float = 600.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict[str, Any]:
+        """The audience after an upload, read again with growing pauses (a fortieth of `max_seconds`, doubling)
+        while Meta reports it still populating (operation_status 441), for at most `max_seconds`. The last
+        read is returned either way, with `populating_polls` saying how often it was read again."""
+        started, pause, polls = time.monotonic(), max(0.05, max_seconds / 40), 0
+        state = self.read(audience_id, extra_fields)
+        while (state.get("operation_status") or {}).get("code") == POPULATING:
+            left = max_seconds - (time.monotonic() - started)
+            if left <= 0:
+                break
+            sleep(min(pause, left))
+            pause, polls = pause * 2, polls + 1
+            state = self.read(audience_id, extra_fields)
+        return {**state, "populating_polls": polls}
+
     def preflight(self, audience_id: str) -> dict[str, Any]:
         """Check, before any row is sent, that the token, the account and the audience can take uploads."""
         try:
             self.client.get("me", fields="id")
-            account = self.client.get(self.ad_account_id, fields="tos_accepted")
+            permissions = self.client.get("me/permissions")
+            account = self.client.get(self.ad_account_id, fields="tos_accepted,account_status")
         except MetaApiError as error:
             if error.code in AUTH_ERROR_CODES:
                 raise MetaPreflightError(f"the Meta access token does not work: {error}") from None
             if error.error_class is ErrorClass.FATAL:  # no rights on the account, or no such account
                 raise MetaPreflightError(f"{self.ad_account_id} cannot take uploads with this token: {error}") from None
             raise  # an outage or a throttle, not a configuration problem
+        granted = {p.get("permission") for p in permissions.get("data", []) if p.get("status") == "granted"}
+        if "ads_management" not in granted:
+            raise MetaPreflightError(
+                "the Meta access token lacks the ads_management permission (needed to change custom audiences): "
+                "generate a system-user token with ads_management for this app and set it as the token"
+            )
+        status = account.get("account_status")
+        if status is not None and status != 1:
+            meaning = ACCOUNT_STATUS.get(status, f"status {status}")
+            raise MetaPreflightError(
+                f"ad account {self.ad_account_id} is {meaning} (account_status {status}) and cannot take uploads: "
+                "resolve it in Meta Business Settings (billing, review or reactivation), then rerun"
+            )
         if not (account.get("tos_accepted") or {}).get("custom_audience_tos"):
             raise MetaPreflightError(
                 f"the Custom Audience terms are not accepted for {self.ad_account_id}: accept them at "

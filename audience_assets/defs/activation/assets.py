@@ -15,16 +15,19 @@ import dagster as dg
 from audience_assets.core import layout
 from audience_assets.core.audience.approval import review_removals
 from audience_assets.core.audience.floor import below_floor, members_after
+from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
+from audience_assets.core.audience.ldu import field_sql
 from audience_assets.core.audience.outbound import outbound_cell_problems
 from audience_assets.core.audience.plan import build_rows, plan_upload, store_plan
 from audience_assets.core.audience.selection import select_members
 from audience_assets.core.config import Audience, ProjectConfig
 from audience_assets.core.duck import connect
+from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import optional_copy
 from audience_assets.defs.activation import checks
 from audience_assets.defs.metadata import attribute, check_spec, parquet_count, publish, work_dir
 from audience_assets.defs.partitions import partner_to_audiences
-from audience_assets.defs.resources import Storage
+from audience_assets.defs.resources import MetaAudiences, Storage
 
 GROUP = "activation"
 
@@ -131,6 +134,14 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
                 partitions_def=shape.partitions,
             ),
             check_spec(
+                checks.API_VERSION,
+                shape.key("audience_chunks"),
+                "The Marketing API version the upload will speak (META_API_VERSION) is not within 90 days of its "
+                "expiration (a warning) and has not expired (then nothing is uploaded).",
+                blocking=True,
+                partitions_def=shape.partitions,
+            ),
+            check_spec(
                 checks.REMOVAL_GUARD,
                 shape.key("audience_chunks"),
                 "A mirror/replace plan removes at most the audience's max_removal share of what Meta holds "
@@ -140,7 +151,9 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
             ),
         ],
     )
-    def audience_chunks(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+    def audience_chunks(
+        context: dg.AssetExecutionContext, storage: Storage, meta: MetaAudiences
+    ) -> dg.MaterializeResult:
         """The audience as Meta multi-key rows (each attribute normalized and SHA-256 hashed per Meta's
         rules), as the operations its sync mode needs against what Meta last confirmed, in chunks of at
         most 10,000 rows."""
@@ -157,7 +170,9 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
             suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
             confirmed = stack.enter_context(optional_copy(store, layout.confirmed(name)))
             rows = tmp / "rows.parquet"
-            desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows)
+            ldu = field_sql(audience.data_processing, config.consent_columns) if audience.data_processing else []
+            desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows, extra=ldu)
+            keys = [*keys, *LDU_FIELDS] if ldu else keys  # the payload schema carries the three LDU fields
             plan = plan_upload(
                 con,
                 audience=name,
@@ -175,10 +190,13 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
             cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
             review = review_removals(name, plan, audience.max_removal, context.run.tags)
             removal_check = checks.removal_guard(review)
+            version_check = checks.api_version(lifecycle(meta.api_version, today()))
             if problems:  # nothing may be uploaded from this plan, now or by a later run
                 store.delete(layout.upload_plan(name))
                 return meter.result(
-                    metadata={"dagster/row_count": 0}, rows=desired, check_results=[cell_check, removal_check]
+                    metadata={"dagster/row_count": 0},
+                    rows=desired,
+                    check_results=[cell_check, removal_check, version_check],
                 )
             plan = store_plan(store, name, plan)
         if review.blocked:
@@ -202,8 +220,9 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
                 **{f"{op.kind}_rows": op.rows for op in plan.operations},
                 "schema": ", ".join(keys),
                 **review.metadata(),
+                "ldu_rows": plan.ldu_rows,
             },
-            check_results=[cell_check, removal_check],
+            check_results=[cell_check, removal_check, version_check],
         )
 
     return audience_chunks

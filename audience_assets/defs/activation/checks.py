@@ -9,12 +9,61 @@ import dagster as dg
 from audience_assets.core.audience.approval import RemovalReview
 from audience_assets.core.audience.floor import below_floor
 from audience_assets.core.config import Audience
+from audience_assets.core.meta.health import Judgement
+from audience_assets.core.meta.versions import Lifecycle
 
 HASHED_CELLS = "hashed_cells"
 PRIVACY_FLOOR = "privacy_floor"
 INVALID_ENTRY_RATE = "invalid_entry_rate"
 COUNT_DIRECTION = "count_direction"
 REMOVAL_GUARD = "removal_guard"
+API_VERSION = "api_version"
+API_VERSION_ANSWER = "api_version_answer"
+DELIVERY_STATUS = "delivery_status"
+OPERATION_STATUS = "operation_status"
+
+
+def api_version(life: Lifecycle) -> dg.AssetCheckResult:
+    """Warns within 90 days of the configured version's expiration (or for a version the table does not know);
+    fails with ERROR once it has expired (blocking: nothing is uploaded)."""
+    severity = dg.AssetCheckSeverity.ERROR if life.blocked else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        check_name=API_VERSION,
+        passed=life.state == "current",
+        severity=severity,
+        metadata={
+            "api_version": life.version,
+            "state": life.state,
+            "expires": f"{life.expires:%Y-%m-%d}" if life.expires else "not announced",
+            "days_left": life.days_left if life.days_left is not None else -1,
+        },
+        description=life.message(),
+    )
+
+
+def version_warning(version: str, warning: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=API_VERSION_ANSWER,
+        passed=not warning,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"api_version": version, "x_ad_api_version_warning": warning or "none"},
+        description=(
+            f"Meta upgraded the calls made with {version}: {warning}. Set META_API_VERSION to a live version."
+            if warning
+            else None
+        ),
+    )
+
+
+def health(name: str, judged: Judgement) -> dg.AssetCheckResult:
+    """A delivery_status or operation_status judgement (`core.meta.health`) as a check result."""
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=judged.healthy,
+        severity=dg.AssetCheckSeverity.ERROR if judged.severity == "error" else dg.AssetCheckSeverity.WARN,
+        metadata={"code": judged.code if judged.code is not None else -1, "meta_says": judged.meta_says or "-"},
+        description=None if judged.healthy else judged.message(),
+    )
 
 
 def removal_guard(review: RemovalReview) -> dg.AssetCheckResult:

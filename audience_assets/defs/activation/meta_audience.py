@@ -13,13 +13,15 @@ from typing import Any
 
 import dagster as dg
 
-from audience_assets.core.audience.approval import awaiting_approval, review_removals
+from audience_assets.core.audience.approval import approvals, awaiting_approval, plan_summary, review_removals
 from audience_assets.core.audience.delivery import Delivery, deliver
 from audience_assets.core.audience.plan import load_plan
 from audience_assets.core.config import Audience, ProjectConfig
 from audience_assets.core.meta.client import GraphClient
+from audience_assets.core.meta.health import delivery_health, operation_health
 from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.uploader import UploadIncomplete
+from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import Store
 from audience_assets.defs.activation import checks
 from audience_assets.defs.activation.assets import Shape
@@ -67,6 +69,9 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
         plan = load_plan(store, name)
         if plan is None:
             raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
+        version = lifecycle(meta.api_version, today())
+        if version.blocked:  # before any call: Meta would refuse it (2635) or silently upgrade it
+            raise dg.Failure(version.message(), metadata={"api_version": meta.api_version})
         tags = context.run.tags
         if awaiting_approval(name, audience.approval == "manual", tags):
             context.log.info(
@@ -97,7 +102,7 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
                 ad_account_id=meta.ad_account(config.tenant(tenant)),
                 concurrency=meta.upload_concurrency,
                 run_id=context.run.run_id,
-                approvals=approvals(review, audience, tags),
+                approvals=approvals(review, audience.approval == "manual", tags),
                 extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
                 report=context.log.info,
                 settle_seconds=meta.settle_seconds,
@@ -144,6 +149,9 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
             audience=name,
         )
         metadata["count_before"] = before if before is not None else -1
+        metadata["api_version"] = meta.api_version
+        metadata["ldu_rows"] = plan.ldu_rows
+        metadata["api_version_warning"] = client.stats.version_warning
         metadata.update(review.metadata())
         yield meter.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests)
 
@@ -178,7 +186,57 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
                 None if before < 0 else before, int(figures["approximate_count_lower_bound"]), net
             )
 
-    return [meta_custom_audience, invalid_entry_rate, count_direction]
+        @dg.asset_check(
+            asset=key,
+            name=checks.DELIVERY_STATUS,
+            partitions_def=shape.partitions,
+            description="Meta can deliver ads to the audience (delivery_status 200); too small or unusable is "
+            "explained with the audience's own numbers.",
+        )
+        def delivery_status(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            figures = latest_figures(context, key)
+            judged = delivery_health(
+                {"code": figures.get("delivery_status_code"), "description": figures.get("delivery_status")},
+                rows_held=int(figures.get("dagster/row_count", figures.get("rows_sent", 0))),
+                approximate_count=int(figures.get("approximate_count_lower_bound", -1)),
+            )
+            return checks.health(checks.DELIVERY_STATUS, judged)
+
+        @dg.asset_check(
+            asset=key,
+            name=checks.OPERATION_STATUS,
+            partitions_def=shape.partitions,
+            description="Meta reports the audience normal (operation_status 200): not low-match, invalid-heavy, "
+            "populating, stale, expiring, of an inactive account or flagged.",
+        )
+        def operation_status(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            figures = latest_figures(context, key)
+            judged = operation_health(
+                {"code": figures.get("operation_status_code"), "description": figures.get("operation_status")}
+            )
+            return checks.health(checks.OPERATION_STATUS, judged)
+
+        @dg.asset_check(
+            asset=key,
+            name=checks.API_VERSION_ANSWER,
+            partitions_def=shape.partitions,
+            description="Meta answered the configured Marketing API version itself (no X-Ad-Api-Version-Warning "
+            "saying it upgraded a retired version).",
+        )
+        def api_version_answer(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+            figures = latest_figures(context, key)
+            return checks.version_warning(
+                str(figures.get("api_version", "")), str(figures.get("api_version_warning", ""))
+            )
+
+    return [
+        meta_custom_audience,
+        invalid_entry_rate,
+        count_direction,
+        delivery_status,
+        operation_status,
+        api_version_answer,
+    ]
 
 
 def latest_figures(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
@@ -191,22 +249,6 @@ def latest_figures(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> 
     if materialization is None:
         raise dg.Failure(f"no materialization of {key.to_user_string()} [{partition}] to check")
     return {k: v.value for k, v in materialization.metadata.items()}
-
-
-def plan_summary(plan) -> str:
-    return ", ".join(f"{op.kind} {op.rows:,} rows" for op in plan.operations) or "nothing to send"
-
-
-def approvals(review, audience: Audience, tags) -> dict[str, Any]:
-    """What a person approved for this upload, for its audit record."""
-    granted: dict[str, Any] = {}
-    if review.approved and review.over_limit:
-        granted["removals"] = {"rows": review.removing, "held": review.held, "share": round(review.share, 4)}
-    if audience.approval == "manual":
-        granted["upload"] = "manual"
-    if granted:
-        granted["run_tags"] = {k: v for k, v in tags.items() if k.startswith("audience_assets/")}
-    return granted
 
 
 def client_figures(client: GraphClient) -> dict[str, Any]:
@@ -245,6 +287,10 @@ def delivery_metadata(delivery: Delivery, audience: Audience, upload_id: str, cl
         "approximate_count_lower_bound": state.get("approximate_count_lower_bound", -1),
         "approximate_count_upper_bound": state.get("approximate_count_upper_bound", -1),
         "operation_status": (state.get("operation_status") or {}).get("description", ""),
+        "operation_status_code": (state.get("operation_status") or {}).get("code", -1),
+        "delivery_status": (state.get("delivery_status") or {}).get("description", ""),
+        "delivery_status_code": (state.get("delivery_status") or {}).get("code", -1),
+        "populating_polls": state.get("populating_polls", 0),
         **client_figures(client),
     }
     if "sandbox_member_count" in state:

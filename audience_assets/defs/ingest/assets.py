@@ -185,6 +185,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 out_customers=customers,
                 out_quarantine=quarantine,
                 work_dir=tmp,
+                consent_columns=config.consent_columns,
             )
             context.log.info(
                 f"first party: {report.rows_read} rows read, {report.rows_accepted} customers, "

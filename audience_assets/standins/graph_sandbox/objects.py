@@ -11,7 +11,7 @@ def account_fields(account: str, info: dict[str, Any]) -> dict[str, Any]:
         "id": account,
         "account_id": account.removeprefix("act_"),
         "name": info.get("name", account),
-        "account_status": 1,
+        "account_status": info.get("account_status", 1),
         "tos_accepted": {"custom_audience_tos": 1} if info.get("tos_accepted", True) else {},
     }
 
@@ -30,8 +30,15 @@ def audience_fields(audience: dict[str, Any], size: int) -> dict[str, Any]:
         "account_id": audience["account"].removeprefix("act_"),
         "approximate_count_lower_bound": lower,
         "approximate_count_upper_bound": upper,
-        "operation_status": {"code": audience["status_code"], "description": audience["status_text"]},
-        "delivery_status": {"code": 200, "description": "This audience is ready for use."},
+        "operation_status": (
+            {"code": 441, "description": "We're finding people who match your audience's criteria."}
+            if audience.get("populating_reads")
+            else {"code": audience["status_code"], "description": audience["status_text"]}
+        ),
+        "delivery_status": {
+            "code": audience.get("delivery_code", 200),
+            "description": audience.get("delivery_text", "This audience is ready for use."),
+        },
         "time_updated": int(audience["updated"]),
         "time_content_updated": int(audience["updated"]),
         "sandbox_member_count": size,  # not a Meta field: the exact size, for tests and local demos

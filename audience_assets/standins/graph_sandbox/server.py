@@ -5,6 +5,7 @@ lookup, the account's rate budget with `X-Business-Use-Case-Usage`, faults from 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from audience_assets.core.meta.versions import live_versions
 from audience_assets.standins.graph_sandbox import uploads, validation
 from audience_assets.standins.graph_sandbox.budget import RateBudget
 from audience_assets.standins.graph_sandbox.faults import Faults
@@ -43,12 +45,25 @@ class SandboxConfig:
         default_factory=lambda: {"act_1000000001": {"name": "Sandbox ad account", "tos_accepted": True}}
     )
     app_secret: str | None = None  # when set, every call must carry a valid appsecret_proof
-    min_version: int = 24
-    max_version: int = 26
+    # The versions it answers: by default those live on `today` (or the real date) in Meta's version table
+    # (core.meta.versions); a retired one gets 2635, as Meta answers it. min/max_version pin a window instead.
+    min_version: int | None = None
+    max_version: int | None = None
+    today: dt.date | None = None
+    upgrade_retired: bool = False  # answer a retired version as the oldest live one, with the warning header
+    permissions: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # token -> granted (default: all)
     rate_limit_calls: int | None = None  # per ad account per rolling window; None = unlimited
     rate_limit_window_seconds: float = 3600.0
     faults: Faults = dataclasses.field(default_factory=Faults)
     expired_tokens: list[str] = dataclasses.field(default_factory=list)
+
+    def version_window(self) -> tuple[int, int]:
+        """(oldest, newest) version number answered."""
+        live = [v.number for v in live_versions(self.today or dt.datetime.now(dt.UTC).date())]
+        return (
+            self.min_version if self.min_version is not None else min(live),
+            self.max_version if self.max_version is not None else max(live),
+        )
 
 
 @dataclasses.dataclass
@@ -109,12 +124,17 @@ class GraphSandbox:
                     verb = method.upper()
                     if verb == "POST" and str(params.get("method", "")).upper() in ("DELETE", "GET"):
                         verb = str(params.pop("method")).upper()
-                    _, parts = check_version(split.path, self.config.min_version, self.config.max_version)
+                    _, parts, context["version_warning"] = check_version(
+                        split.path, *self.config.version_window(), upgrade_retired=self.config.upgrade_retired
+                    )
                     token = self._authenticate(params, headers)
                     account, result = self._route(verb, parts, params, token, fault == "throttle", context)
             finally:
                 self._prepared.rows = None
-            response = self._json(200, result, self.budget.usage_headers(account))
+            headers = self.budget.usage_headers(account)
+            if context.get("version_warning"):
+                headers = {**headers, "X-Ad-Api-Version-Warning": context["version_warning"]}
+            response = self._json(200, result, headers)
         except GraphError as error:
             with self._lock:
                 if context["expired"]:
@@ -215,6 +235,9 @@ class GraphSandbox:
     ) -> tuple[str | None, Any]:
         if parts == ["me"] and verb == "GET":
             return None, {"id": "10" + hashlib.sha256(token.encode()).hexdigest()[:12], "name": "Sandbox system user"}
+        if parts == ["me", "permissions"] and verb == "GET":
+            granted = self.config.permissions.get(token, ["ads_management", "ads_read", "business_management"])
+            return None, {"data": [{"permission": p, "status": "granted"} for p in granted]}
         if not parts:
             raise unknown(verb, "")
         head = parts[0]
@@ -235,9 +258,9 @@ class GraphSandbox:
         account = context["account"] = audience["account"]
         self.budget.charge(account, forced_throttle)
         if len(parts) == 1 and verb == "GET":
-            return account, select_fields(
-                audience_fields(audience, self.state.member_count(audience["id"])), params, default=("id",)
-            )
+            fields = audience_fields(audience, self.state.member_count(audience["id"]))
+            self.state.read_once(audience["id"])
+            return account, select_fields(fields, params, default=("id",))
         if len(parts) == 1 and verb == "DELETE":
             self.state.delete_audience(head)
             return account, {"success": True}
@@ -354,6 +377,23 @@ class GraphSandbox:
     def resent_replace_batches(self) -> int:
         """How many replace batches arrived more than once (a correct client keeps this at 0)."""
         return self.state.resent_replace_batches()
+
+    def set_health(
+        self,
+        audience_id: str,
+        *,
+        delivery: tuple[int, str] | None = None,
+        operation: tuple[int, str] | None = None,
+        populating_reads: int = 0,
+    ) -> None:
+        """Make Meta report this audience's delivery_status / operation_status (what a real audience goes
+        through: too small, populating for a while, low match rate...); for tests and demos."""
+        with self._lock:
+            if delivery:
+                self.state.set_delivery(audience_id, *delivery)
+            if operation:
+                self.state.set_status(audience_id, *operation)
+            self.state.set_populating(audience_id, populating_reads)
 
     def flag(self, audience_id: str, flagged: bool = True) -> None:
         """Mark an audience as flagged for integrity (operation_status 471)."""

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS audiences (
   customer_file_source TEXT, retention_days INTEGER, is_value_based INTEGER NOT NULL DEFAULT 0,
   status_code INTEGER NOT NULL DEFAULT 200, status_text TEXT NOT NULL DEFAULT 'Normal',
   flagged INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
-  updated REAL NOT NULL, data_source TEXT);
+  updated REAL NOT NULL, data_source TEXT, delivery_code INTEGER NOT NULL DEFAULT 200,
+  delivery_text TEXT NOT NULL DEFAULT 'This audience is ready for use.', populating_reads INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS members (audience TEXT NOT NULL, row_key TEXT NOT NULL, PRIMARY KEY (audience, row_key))
 WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -34,6 +35,13 @@ CREATE TABLE IF NOT EXISTS replace_rows (audience TEXT NOT NULL, session_id TEXT
   PRIMARY KEY (audience, session_id, row_key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+HEALTH_COLUMNS = {
+    "delivery_code": "INTEGER NOT NULL DEFAULT 200",
+    "delivery_text": "TEXT NOT NULL DEFAULT 'This audience is ready for use.'",
+    "populating_reads": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class SandboxState:
@@ -50,6 +58,10 @@ class SandboxState:
         self.db.execute("PRAGMA synchronous=OFF")
         self.db.execute("PRAGMA cache_size=-262144")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(audiences)")}
+        for column, kind in HEALTH_COLUMNS.items():  # a state file from before audience health was modelled
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE audiences ADD COLUMN {column} {kind}")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -125,6 +137,21 @@ class SandboxState:
 
     def set_status(self, audience_id: str, code: int, text: str) -> None:
         self.db.execute("UPDATE audiences SET status_code = ?, status_text = ? WHERE id = ?", (code, text, audience_id))
+
+    def set_delivery(self, audience_id: str, code: int, text: str) -> None:
+        self.db.execute(
+            "UPDATE audiences SET delivery_code = ?, delivery_text = ? WHERE id = ?", (code, text, audience_id)
+        )
+
+    def set_populating(self, audience_id: str, reads: int) -> None:
+        """The next `reads` reads of the audience report operation_status 441 (still populating)."""
+        self.db.execute("UPDATE audiences SET populating_reads = ? WHERE id = ?", (reads, audience_id))
+
+    def read_once(self, audience_id: str) -> None:
+        self.db.execute(
+            "UPDATE audiences SET populating_reads = populating_reads - 1 WHERE id = ? AND populating_reads > 0",
+            (audience_id,),
+        )
 
     def flag(self, audience_id: str, flagged: bool) -> None:
         code, text = (471, "Flagged") if flagged else (200, "Normal")

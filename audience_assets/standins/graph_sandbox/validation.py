@@ -17,6 +17,9 @@ ALLOWED_SCHEMA_KEYS = (
     "EXTERN_ID,EMAIL,PHONE,GEN,DOBY,DOBM,DOBD,LN,FN,FI,CT,ST,ZIP,MADID,COUNTRY,PARTIALPHONE,PHONEID,STREETNAME,"
     "STREETNUM,STREETTYPE,STREET2ROW,STREETADDRESS,APPUID,PAGEUID,F5FIRST,F5LAST,EMAIL_MD5,PHONE_MD5"
 ).split(",")
+# Limited Data Use (Meta's "Data Processing Options for US Users"): per record, an options array ([] or
+# ["LDU"]) and, with it, a country (0 geolocate, 1 USA) and a state (0 geolocate, 1000-1013). Not identifiers.
+LDU_FIELDS = ("DATA_PROCESSING_OPTIONS", "DATA_PROCESSING_OPTIONS_COUNTRY", "DATA_PROCESSING_OPTIONS_STATE")
 SINGLE_KEY_SCHEMAS = ("EMAIL_SHA256", "PHONE_SHA256", "MOBILE_ADVERTISER_ID", "EXTERN_ID", "UID")
 HASHED_CELL_KEYS = {
     "EMAIL",
@@ -157,7 +160,7 @@ def row_keys(schema: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[list
     valid), and the rows without any valid cell. LOOKALIKE_VALUE is a value, never part of an identity."""
     # Two `KEY=cell` strings differ first within their `KEY=` labels (a key name holds no "=", so no label
     # is another's prefix): sorting the labels once orders every row's cells, which are then joined as they come.
-    order = sorted((f"{k}=", k, i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE")
+    order = sorted((f"{k}=", k, i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE" and k not in LDU_FIELDS)
     columns = list(zip(*data)) if data else [() for _ in schema]
     cells = [_valid_cells(key, columns[i]) for _, key, i in order]
     keys: list[str | None] = []
@@ -194,7 +197,12 @@ def parse_params(query: str, headers: dict[str, str], body: bytes) -> dict[str, 
     return params
 
 
-def check_version(path: str, min_version: int, max_version: int) -> tuple[int, list[str]]:
+def check_version(
+    path: str, min_version: int, max_version: int, *, upgrade_retired: bool = False
+) -> tuple[int, list[str], str | None]:
+    """(version, path parts after it, X-Ad-Api-Version-Warning or None). A retired version gets 2635, or, with
+    `upgrade_retired` (Meta's Marketing API auto-upgrade), is answered as the oldest live version with the
+    warning header."""
     parts = [p for p in path.split("/") if p]
     match = VERSION_PATTERN.match(parts[0]) if parts else None
     if not match:
@@ -204,6 +212,9 @@ def check_version(path: str, min_version: int, max_version: int) -> tuple[int, l
             "(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version.",
         )
     version = int(match.group(1))
+    if version < min_version and upgrade_retired:
+        warning = f"The call has been auto-upgraded to v{min_version}.0 as v{version}.0 has been deprecated"
+        return min_version, parts[1:], warning
     if version < min_version:
         raise GraphError(
             400,
@@ -213,7 +224,7 @@ def check_version(path: str, min_version: int, max_version: int) -> tuple[int, l
         )
     if version > max_version:
         raise GraphError(400, 2635, f"(#2635) Unknown API version v{version}.0.")
-    return version, parts[1:]
+    return version, parts[1:], None
 
 
 def select_fields(obj: dict[str, Any], params: dict[str, Any], default: tuple[str, ...]) -> dict[str, Any]:
@@ -248,7 +259,7 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
         data = [[d] if not isinstance(d, list) else d for d in (data or [])] if isinstance(data, list) else data
     elif isinstance(schema, list) and schema:
         schema_list = [str(s) for s in schema]
-        unknown = [s for s in schema_list if s not in ALLOWED_SCHEMA_KEYS + ["LOOKALIKE_VALUE"]]
+        unknown = [s for s in schema_list if s not in [*ALLOWED_SCHEMA_KEYS, "LOOKALIKE_VALUE", *LDU_FIELDS]]
         if unknown:
             raise GraphError(
                 400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(ALLOWED_SCHEMA_KEYS)}"
@@ -268,6 +279,7 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
             raise GraphError(
                 400, 100, f"(#100) Data is missing or does not match schema: every row needs {len(schema_list)} values"
             )
+    check_data_processing(schema_list, data)
     if ("UID" in schema_list or "APPUID" in schema_list) and not raw.get("app_ids"):
         raise GraphError(400, 100, "(#100) app_ids is required for UID and APPUID")
     if "PAGEUID" in schema_list and not raw.get("page_ids"):
@@ -335,3 +347,24 @@ def parse_session(params: dict[str, Any], required: bool) -> dict[str, Any] | No
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
         raise GraphError(400, 100, "(#100) Param session[estimated_num_total] must be a non-negative integer")
     return {"session_id": str(session_id), "batch_seq": seq, "last": bool(last)}
+
+
+def check_data_processing(schema: list[str], data: list[list[Any]]) -> None:
+    """The LDU fields' shape and values, row by row: the options an array of at most "LDU"; country and state
+    integers, 0/0 (geolocate) or 1 with a state code 1000-1013, and only alongside the options."""
+    present = [f for f in LDU_FIELDS if f in schema]
+    if not present:
+        return
+    if LDU_FIELDS[0] not in present:
+        raise GraphError(400, 100, "(#100) DATA_PROCESSING_OPTIONS_COUNTRY/_STATE need DATA_PROCESSING_OPTIONS")
+    at = {f: schema.index(f) for f in present}
+    for row in data:
+        options = row[at[LDU_FIELDS[0]]]
+        if not isinstance(options, list) or any(o != "LDU" for o in options):
+            raise GraphError(400, 100, '(#100) DATA_PROCESSING_OPTIONS must be an array: [] or ["LDU"]')
+        country = row[at[LDU_FIELDS[1]]] if LDU_FIELDS[1] in at else 0
+        state = row[at[LDU_FIELDS[2]]] if LDU_FIELDS[2] in at else 0
+        if not (isinstance(country, int) and isinstance(state, int)) or isinstance(country, bool):
+            raise GraphError(400, 100, "(#100) DATA_PROCESSING_OPTIONS_COUNTRY and _STATE must be integers")
+        if (country, state) != (0, 0) and not (country == 1 and 1000 <= state <= 1013):
+            raise GraphError(400, 100, f"(#100) Invalid data processing location: country {country}, state {state}")

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
-from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy, encode_body
+from audience_assets.core.meta.client import DEFAULT_API_VERSION, GraphClient, JsonText, RetryPolicy, encode_body
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 from audience_assets.core.meta.manager import AudienceManager
 from audience_assets.core.meta.pacer import DeadlineExceeded
@@ -142,7 +142,9 @@ def make_client(
 def raw(sandbox: GraphSandbox) -> httpx.Client:
     """A plain in-process client on the same sandbox state, for setting the scene."""
     return httpx.Client(
-        transport=sandbox.transport(), base_url="http://127.0.0.1/v25.0/", headers={"Authorization": f"Bearer {TOKEN}"}
+        transport=sandbox.transport(),
+        base_url=f"http://127.0.0.1/{DEFAULT_API_VERSION}/",
+        headers={"Authorization": f"Bearer {TOKEN}"},
     )
 
 
@@ -300,7 +302,7 @@ def test_delete_carries_its_payload_in_the_body(sandbox: RecordingSandbox, serve
     }
     [request] = sandbox.api_requests()
     assert request["method"] == "DELETE"
-    assert request["raw_path"] == f"/v25.0/{audience_id}/users"  # no query string at all
+    assert request["raw_path"] == f"/{DEFAULT_API_VERSION}/{audience_id}/users"  # no query string at all
     assert request["headers"]["content-type"] == "application/json"
     body = json.loads(request["body"])
     assert len(body["payload"]["data"]) == 10_000 and body["session"] == session

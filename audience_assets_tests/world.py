@@ -1,0 +1,97 @@
+"""A small world for end-to-end tests of what reaches Meta: a demo landing zone run once through the headless
+pipeline into the built-in Meta sandbox (the session fixture `baseline` in conftest), copied per test
+(`world`), and helpers to change a delivery, run again and read what Meta holds."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from audience_assets.cli import run_pipeline
+from audience_assets.core.config import load_config
+from audience_assets.core.demo import generate
+from audience_assets.core.settings import Settings
+from audience_assets.standins.graph_sandbox import GraphSandbox
+from audience_assets_tests.conftest import copy_config
+
+
+def make_baseline(root: Path) -> Path:
+    generate(root / "data", customers=10_000, seed=3)
+    config_dir = copy_config(root / "config")
+    out = io.StringIO()
+    assert run(root / "data", config_dir, out=out), out.getvalue()
+    return root
+
+
+def copy_world(baseline: Path, target: Path) -> dict:
+    """A copy of the baseline's landing zone, outputs and Meta sandbox, and what Meta held in it."""
+    shutil.copytree(baseline / "data", target / "data")
+    shutil.copytree(baseline / "config", target / "config")
+    config = load_config(target / "config")
+    return {"data": target / "data", "config_dir": target / "config", "config": config, "held": meta(target)}
+
+
+def run(data: Path, config_dir: Path, out: io.StringIO, instance=None, settings: dict | None = None, **options) -> bool:
+    resolved = Settings(data_dir=data, config_dir=config_dir, demo_data=False, **(settings or {}))
+    if instance is not None:
+        return run_pipeline(resolved, instance, out=out, **options)
+    with dg.DagsterInstance.ephemeral() as ephemeral:
+        return run_pipeline(resolved, ephemeral, out=out, **options)
+
+
+def sandbox(root: Path) -> GraphSandbox:
+    return GraphSandbox(root / "data" / "meta_sandbox" / "graph.sqlite")
+
+
+def meta(root: Path) -> dict[str, frozenset[str] | None]:
+    """Every audience's members as the Meta sandbox holds them (None: the audience does not exist there)."""
+    config = load_config(root / "config")
+    held_by = sandbox(root)
+    try:
+        held = {}
+        for name, spec in config.audiences.items():
+            audience_id = held_by.audience_id(spec.meta_name)
+            held[name] = frozenset(held_by.member_keys(audience_id)) if audience_id else None
+        return held
+    finally:
+        held_by.close()
+
+
+def crm_file(data: Path) -> Path:
+    return next((data / "landing" / "first_party").glob("*.csv"))
+
+
+def partner_file(data: Path, partner: str = "acme_data") -> Path:
+    return next((data / "landing" / "partners" / partner).glob("*.csv"))
+
+
+def newer(path: Path, text: bytes) -> Path:
+    """Deliver `text` as the partner's newest snapshot (a later name and a later modification time)."""
+    later = path.with_name("z_" + path.name)
+    later.write_bytes(text)
+    stamp = path.stat().st_mtime + 60
+    os.utime(later, (stamp, stamp))
+    return later
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def check_results(instance: dg.DagsterInstance, asset: str, check: str) -> dict[str, object]:
+    """partition -> the latest evaluation of `check` on `asset` (passed, severity, description, metadata)."""
+    key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+    found: dict[str, object] = {}
+    for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=50):
+        evaluation = record.event.dagster_event.asset_check_evaluation_data if record.event else None
+        if evaluation is not None and evaluation.partition not in found:
+            found[evaluation.partition] = evaluation
+    return found
