@@ -154,10 +154,13 @@ def latest_check_metadata(
     """The metadata of a check's latest evaluation for one audience (empty when it has none)."""
     prefix = [config.tenant_of_audience(audience)] if config.multi_tenant else []
     key = dg.AssetCheckKey(dg.AssetKey([*prefix, asset]), check)
-    records = instance.event_log_storage.get_asset_check_execution_history(key, limit=20)
-    for record in records:
-        evaluation = record.event.dagster_event.asset_check_evaluation_data if record.event else None
-        if evaluation is not None and evaluation.partition == audience:
+    records = instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+    for record in records:  # planned (or skipped) executions have no evaluation
+        event = record.event.dagster_event if record.event else None
+        if event is None or event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.partition == audience:
             return {k: v.value for k, v in evaluation.metadata.items()}
     return {}
 

@@ -4,17 +4,19 @@ injected through the sandbox, surfaces as its check."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
 import dagster as dg
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from audience_assets.core.audience.plan import load_plan, read_chunk_json
 from audience_assets.core.store import LocalStore
-from audience_assets_tests.world import check_results, meta, run, sandbox
+from audience_assets_tests.world import check_results, crm_file, meta, run, sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +80,11 @@ def test_limited_data_use_per_audience_and_per_row_reaches_meta_as_its_schema_al
     audiences["audiences"]["new_parents"]["data_processing"] = {"column": "state", "values": ["CA", "California"]}
     path.write_text(yaml.safe_dump(audiences, allow_unicode=True))
     young_before = sorted((data / "audit" / "young_gamers").glob("*.json"))
+    # ... and one travel member opts out: the removal leaves with the LDU fields of what Meta holds ([], 0, 0)
+    member = pq.read_table(data / "audiences" / "travel_enthusiasts" / "members.parquet").column("customer_id")
+    crm = {row["customer_id"]: row["email"] for row in csv.DictReader(crm_file(data).open(encoding="utf-8"))}
+    leaving = next(crm[c] for c in member.to_pylist() if crm.get(c))
+    (data / "landing" / "suppression" / "optouts_ldu.csv").write_text(f"email\n{leaving}\n", encoding="utf-8")
 
     out = io.StringIO()
     with dg.DagsterInstance.ephemeral() as instance:
@@ -86,9 +93,11 @@ def test_limited_data_use_per_audience_and_per_row_reaches_meta_as_its_schema_al
             r.asset_materialization.partition: {k: v.value for k, v in r.asset_materialization.metadata.items()}
             for r in instance.fetch_materializations(dg.AssetKey("audience_chunks"), limit=10).records
         }
-    assert meta(data.parent) == world["held"], "the same people, now with their LDU status"
+    after = meta(data.parent)
+    assert after["new_parents"] == world["held"]["new_parents"], "the same people, now with their LDU status"
+    assert len(world["held"]["travel_enthusiasts"] - after["travel_enthusiasts"]) == 1  # only the opt-out left
     travel = chunks["travel_enthusiasts"]
-    assert travel["ldu_rows"] == travel["desired_rows"] == travel["add_rows"] and "remove_rows" not in travel
+    assert travel["ldu_rows"] == travel["desired_rows"] == travel["add_rows"] and travel["remove_rows"] == 1
     assert 0 < chunks["new_parents"]["ldu_rows"] < chunks["new_parents"]["desired_rows"]
     assert chunks["young_gamers"]["ldu_rows"] == 0 and "DATA_PROCESSING" not in chunks["young_gamers"]["schema"]
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -206,3 +207,40 @@ def test_a_manual_approval_audience_waits_for_a_person(world: dict, tmp_path: Pa
     out = io.StringIO()
     assert run(data, config_dir, out, tags={"audience_assets/approve_upload": "young_gamers"})
     assert meta(data.parent)["young_gamers"] == world["held"]["young_gamers"]
+
+
+def test_opt_outs_only_grow_whatever_happens_to_their_files(world: dict):
+    """An empty opt-out file, one whose every row is unusable, and one deleted from the landing zone: the run
+    goes on, new opt-outs would still be published, and no earlier opt-out is forgotten."""
+    data, config_dir = world["data"], world["config_dir"]
+    before = pq.read_table(data / "staging" / "suppression" / "suppressed.parquet").num_rows
+    suppression = data / "landing" / "suppression"
+    (suppression / "optouts_empty.csv").write_bytes(b"")
+    (suppression / "optouts_broken.csv").write_text("email\nnot-an-email\nalso not\n", encoding="utf-8")
+    for path in suppression.glob("optouts_2*.csv"):
+        path.unlink()  # the original opt-out files are gone (deleted by hand, or lost)
+    out = io.StringIO()
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(data, config_dir, out, instance), out.getvalue()
+        figures = latest_metadata(instance, "suppression_list")
+    assert pq.read_table(data / "staging" / "suppression" / "suppressed.parquet").num_rows == before
+    assert figures["published"] is True and figures["rows_quarantined"] == 2
+    assert meta(data.parent) == world["held"]
+
+
+def test_a_replace_into_an_audience_this_deployment_has_no_record_of_waits_for_approval(world: dict):
+    """Travel as a replace audience whose record of what was sent is lost: Meta holds ~1,700 people this
+    deployment cannot account for, so the replace sends nothing until removals are approved."""
+    data, config_dir = world["data"], world["config_dir"]
+    path = config_dir / "audiences.yaml"
+    audiences = yaml.safe_load(path.read_text())
+    audiences["audiences"]["travel_enthusiasts"]["mode"] = "replace"
+    path.write_text(yaml.safe_dump(audiences, allow_unicode=True))
+    shutil.rmtree(data / "meta" / "travel_enthusiasts")
+    out = io.StringIO()
+    assert not run(data, config_dir, out)
+    assert "but nothing this deployment sent to it is on record" in out.getvalue()
+    assert meta(data.parent) == world["held"]
+    out = io.StringIO()
+    assert run(data, config_dir, out, tags={"audience_assets/approve_removals": "travel_enthusiasts"}), out.getvalue()
+    assert meta(data.parent) == world["held"]  # the same people: nobody was lost on the way

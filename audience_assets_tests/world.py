@@ -90,8 +90,11 @@ def check_results(instance: dg.DagsterInstance, asset: str, check: str) -> dict[
     """partition -> the latest evaluation of `check` on `asset` (passed, severity, description, metadata)."""
     key = dg.AssetCheckKey(dg.AssetKey(asset), check)
     found: dict[str, object] = {}
-    for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=50):
-        evaluation = record.event.dagster_event.asset_check_evaluation_data if record.event else None
-        if evaluation is not None and evaluation.partition not in found:
+    for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=100):
+        event = record.event.dagster_event if record.event else None
+        if event is None or event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            continue
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.partition not in found:
             found[evaluation.partition] = evaluation
     return found

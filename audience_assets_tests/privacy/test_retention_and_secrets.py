@@ -83,23 +83,30 @@ def age(path: Path, days: float) -> None:
 
 def test_retention_covers_every_plaintext_file_and_loses_nothing(tmp_path: Path):
     """Retention 0: every ingested plaintext file goes right away (opt-outs first reduced to hashes), files
-    not yet ingested stay, and the next ingestion still has every opt-out and keeps the published data."""
+    not yet ingested (new, or re-delivered under the same name) stay, and the next ingestion still has every
+    opt-out and keeps the published data."""
     data = tmp_path / "data"
     generate(data, customers=2_000, seed=9)
+    landing = data / "landing"
+    for path in landing.rglob("*"):  # delivered yesterday (ingested as they are: same versions)
+        if path.is_file():
+            age(path, 1)
     settings = Settings(data_dir=data, demo_data=False, retention_days=0)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_pipeline(settings, instance, out=io.StringIO(), stages=STAGES[:2])
     opted_out = pq.read_table(data / layout.SUPPRESSION_LIST).num_rows
-    landing = data / "landing"
     acme = next((landing / "partners" / "acme_data").glob("*.csv"))
     replaced = acme.with_name("acme_2020-01-01.csv")  # an old snapshot the current one replaced
     replaced.write_text(acme.read_text())
-    (landing / "partners" / "acme_data" / "next.csv.part").write_text("Email Address\nx@example.com\n")
-    (landing / "partners" / "gamma").mkdir()
-    (landing / "partners" / "gamma" / "a.csv").write_text("email\nb@example.com\n")
-    for path in landing.rglob("*"):
-        if path.is_file():
-            age(path, 400 if path == replaced else 1)
+    age(replaced, 400)
+    unread = [landing / "partners" / "acme_data" / "next.csv.part", landing / "partners" / "gamma" / "a.csv"]
+    unread[1].parent.mkdir()
+    for path in unread:
+        path.write_text("email\nb@example.com\n")
+        age(path, 1)
+    overwritten = next((landing / "first_party").glob("*.csv"))  # re-delivered under the same name
+    overwritten.write_text(overwritten.read_text() + "C9999999,new@example.com,,,,,,,,,\n")
+    age(overwritten, 1)
     fresh = landing / "suppression" / "optouts_later.csv"  # landed after the last ingestion: never deleted
     fresh.write_text("email\nlate@example.com\n")
 
@@ -110,9 +117,9 @@ def test_retention_covers_every_plaintext_file_and_loses_nothing(tmp_path: Path)
     )
     assert result.success
     left = sorted(p.relative_to(data).as_posix() for p in landing.rglob("*") if p.is_file())
-    assert left == ["landing/suppression/optouts_later.csv"]
+    assert left == [overwritten.relative_to(data).as_posix(), "landing/suppression/optouts_later.csv"]
     observed = result.asset_observations_for_node("delete_expired_plaintext")[0].metadata
-    assert observed["retention/deleted"].value == 7 and observed["retention/kept_past_retention"].value == 1
+    assert observed["retention/deleted"].value == 6 and observed["retention/kept_past_retention"].value == 2
     assert observed["retention/opt_outs_archived"].value == opted_out
     assert "landing/partners/gamma/a.csv" in observed["retention/deleted_keys"].value
 
@@ -120,7 +127,7 @@ def test_retention_covers_every_plaintext_file_and_loses_nothing(tmp_path: Path)
     with dg.DagsterInstance.ephemeral() as instance:
         assert run_pipeline(settings, instance, out=out, stages=STAGES[:2]), out.getvalue()
     assert pq.read_table(data / layout.SUPPRESSION_LIST).num_rows == opted_out + 1  # every opt-out, and the new one
-    assert pq.read_table(data / layout.FIRST_PARTY_CUSTOMERS).num_rows > 0  # the published data stands
+    assert pq.read_table(data / layout.FIRST_PARTY_CUSTOMERS).num_rows > 0  # re-ingested from the kept export
     assert pq.read_table(data / layout.partner_table("acme_data")).num_rows > 0
 
 

@@ -23,9 +23,14 @@ TRIGGER_TAG = "audience_assets/trigger"
 AUTOMATION_TAGS = ("dagster/from_automation_condition", "dagster/auto_materialize")
 
 
-def named_in(tags: Mapping[str, str], tag: str, audience: str) -> bool:
-    """Whether the run's `tag` (a comma-separated list of audience names) names this audience."""
-    return audience in {name.strip() for name in tags.get(tag, "").split(",")}
+def named_in(tags: Mapping[str, str], tag: str, audience: str, upload_id: str = "") -> bool:
+    """Whether the run's `tag` (comma-separated audience names, each optionally pinned to one plan as
+    `audience@<upload id prefix>`) names this audience, and, when pinned, this plan."""
+    for entry in (e.strip() for e in tags.get(tag, "").split(",")):
+        name, _, pinned = entry.partition("@")
+        if name == audience and (not pinned or (upload_id and upload_id.startswith(pinned))):
+            return True
+    return False
 
 
 def unattended(tags: Mapping[str, str]) -> bool:
@@ -45,6 +50,7 @@ class RemovalReview:
     held: int  # rows Meta holds now (as last confirmed)
     max_removal: float
     approved: bool
+    upload_id: str = ""
 
     @property
     def share(self) -> float:
@@ -67,10 +73,12 @@ class RemovalReview:
             return numbers + "."
         if self.approved:
             return numbers + "; approved for this run."
+        pinned = f"{self.audience}@{self.upload_id[:12]}" if self.upload_id else self.audience
         return (
-            numbers + ". Nothing was sent. If the upstream data is right, approve it for one run: "
-            f"`python -m audience_assets run --approve-removals {self.audience}`, or materialize "
-            f"meta_custom_audience for {self.audience} with the run tag {APPROVE_REMOVALS_TAG}={self.audience}."
+            numbers + ". Nothing was sent. If the upstream data is right, approve this plan for one run: "
+            f"`python -m audience_assets run --approve-removals {pinned}`, or materialize meta_custom_audience "
+            f"for {self.audience} with the run tag {APPROVE_REMOVALS_TAG}={pinned} (pinned to this plan: a "
+            "different plan, say from a later broken delivery, is not approved by it)."
         )
 
     def metadata(self) -> dict[str, object]:
@@ -89,7 +97,8 @@ def review_removals(audience: str, plan: Plan, max_removal: float, tags: Mapping
         plan.removals_to_review,
         plan.confirmed_rows,
         max_removal,
-        named_in(tags, APPROVE_REMOVALS_TAG, audience),
+        named_in(tags, APPROVE_REMOVALS_TAG, audience, plan.upload_id),
+        plan.upload_id,
     )
 
 

@@ -31,6 +31,10 @@ from audience_assets.core.scratch import scratch
 from audience_assets.core.store import Store, optional_copy
 
 
+class UnrecordedAudience(RuntimeError):
+    """A replace into an existing Meta audience of which this deployment has no record: held for approval."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Delivery:
     audience_id: str
@@ -53,6 +57,7 @@ def deliver(
     report: Callable[[str], None] | None = None,
     settle_seconds: float = 600.0,
     approvals: Mapping[str, Any] | None = None,
+    approved_removals: bool = False,
 ) -> Delivery:
     """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
 
@@ -68,7 +73,16 @@ def deliver(
         customer_file_source=spec.customer_file_source,
         retention_days=spec.retention_days,
     )
-    manager.preflight(audience_id)
+    state = manager.preflight(audience_id)
+    held = int(state.get("approximate_count_lower_bound") or -1)
+    resuming = UploadLedger(store, audience, plan.upload_id).session("replace") is not None  # this plan's own rows
+    unrecorded = plan.mode == "replace" and not created and plan.confirmed_rows == 0 and not resuming
+    if unrecorded and held > 0 and not approved_removals:
+        raise UnrecordedAudience(
+            f"{audience}: Meta's audience {audience_id} already holds about {held:,} people, but nothing this "
+            "deployment sent to it is on record (no confirmed rows): a replace would drop everyone not in the "
+            f"plan. Nothing was sent. If that is meant, approve removals for this run: --approve-removals {audience}"
+        )
 
     with _connection_per_thread() as connection:
 

@@ -9,7 +9,7 @@ row, LDU or not; one without sends exactly what it did before. The values travel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
 
 from audience_assets.core.config.audiences import DataProcessing
 from audience_assets.core.duck import literal
@@ -20,17 +20,23 @@ LDU, NONE = '["LDU"]', "[]"
 STATES = tuple(str(code) for code in range(1000, 1014))
 
 
-def consent_alias(index: int) -> str:
-    """The customers table's column for the `index`-th consent column (ProjectConfig.consent_columns)."""
-    return f"aa_consent_{index}"
+def consent_alias(column: str) -> str:
+    """The customers table's column for a first-party consent column: named by a digest of the column's name
+    (stable whatever other columns are added), holding SHA-256 of the lower-cased, trimmed value, so the
+    staged table keeps no plaintext and LDU is decided by comparing digests."""
+    return "aa_consent_" + hashlib.sha256(column.encode()).hexdigest()[:12]
 
 
-def field_sql(processing: DataProcessing, consent_columns: Sequence[str]) -> list[str]:
+def consent_value_sql(cell: str) -> str:
+    """How a consent cell is stored: the digest `field_sql` compares with."""
+    return f"sha256(lower(trim(coalesce({cell}, ''))))"
+
+
+def field_sql(processing: DataProcessing) -> list[str]:
     """SELECT expressions (over the customers table) giving the three fields as text, named as Meta names them."""
     if processing.column:
-        column = consent_alias(list(consent_columns).index(processing.column))
-        values = ", ".join(literal(v.strip().lower()) for v in processing.values)
-        is_ldu = f"lower(trim(coalesce({column}, ''))) IN ({values})"
+        digests = ", ".join(literal(hashlib.sha256(v.strip().lower().encode()).hexdigest()) for v in processing.values)
+        is_ldu = f"{consent_alias(processing.column)} IN ({digests})"
     else:
         is_ldu = "TRUE"
     return [

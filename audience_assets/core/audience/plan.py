@@ -20,7 +20,7 @@ import duckdb
 
 from audience_assets.core import layout
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
-from audience_assets.core.audience.ldu import LDU
+from audience_assets.core.audience.ldu import LDU, NONE
 from audience_assets.core.duck import DIGEST_PARQUET, literal, parquet_columns, sql_path
 from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
 from audience_assets.core.store import Store
@@ -97,9 +97,20 @@ class Plan:
             document.get("mode", ""),
             document.get("desired_rows", 0),
             document.get("confirmed_rows", 0),
-            document.get("removals_to_review", 0),
+            _removals_to_review(document),
             document.get("ldu_rows", 0),
         )
+
+
+def _removals_to_review(document: Mapping[str, Any]) -> int:
+    """A plan stored before removals were reviewed counts every row it takes away (opt-outs included):
+    an old plan is held rather than waved through."""
+    if "removals_to_review" in document:
+        return int(document["removals_to_review"])
+    rows = {op["kind"]: op["rows"] for op in document["operations"]}
+    if document.get("mode") == "replace":
+        return max(0, int(document.get("confirmed_rows", 0)) - int(rows.get("replace", 0)))
+    return int(rows.get("remove", 0)) if document.get("mode") == "mirror" else 0
 
 
 def store_plan(store: Store, audience: str, plan: Plan) -> Plan:
@@ -155,9 +166,29 @@ def build_rows(
     )
     con.execute(f"COPY ({rows}) TO {sql_path(out)} ({DIGEST_PARQUET})")
     total, distinct = con.execute(f"SELECT count(*), count(DISTINCT row_id) FROM {_parquet(out)}").fetchall()[0]
-    if total != distinct:
-        con.execute(f"COPY (SELECT DISTINCT * FROM ({rows})) TO {sql_path(out)} ({DIGEST_PARQUET})")
+    if total != distinct:  # one row per id; where the same identifiers differ in LDU status, LDU wins
+        prefer = f'("{LDU_FIELDS[0]}" = {literal(LDU)}) DESC' if extra else "1"
+        con.execute(
+            f"COPY (SELECT * FROM ({rows}) QUALIFY row_number() OVER (PARTITION BY row_id ORDER BY {prefer}) = 1) "
+            f"TO {sql_path(out)} ({DIGEST_PARQUET})"
+        )
     return distinct
+
+
+def confirmed_cells(con: duckdb.DuckDBPyConnection, confirmed: Path, keys: Sequence[str]) -> str:
+    """The confirmed rows' columns for `keys`. Rows confirmed before Limited Data Use was switched on lack its
+    fields: they read as no LDU (`[]`, 0, 0), which is what Meta holds for them. Any other missing key means
+    the audience's keys changed: its rows cannot be compared with what Meta holds, so the plan stops."""
+    held = set(parquet_columns(con, confirmed))
+    missing = [k for k in keys if k not in held and k not in LDU_FIELDS]
+    if missing:
+        raise ValueError(
+            f"the audience's keys now include {missing}, which the rows Meta holds were not sent with: the same "
+            "people would be removed and added again. Keep the keys, or give the audience a new meta_name "
+            "(a new Meta audience) to change them"
+        )
+    unset = {LDU_FIELDS[0]: NONE, LDU_FIELDS[1]: "0", LDU_FIELDS[2]: "0"}
+    return ", ".join(f'"{k}"' if k in held else f'{literal(unset[k])} AS "{k}"' for k in keys)
 
 
 def _operations_sql(
@@ -209,9 +240,8 @@ def plan_upload(
         raise ValueError(f"chunk_rows must be 1..{MAX_ROWS_PER_REQUEST} (Meta's limit per request)")
     cells = ", ".join(f'"{k}"' for k in keys)
     con.execute(f"CREATE OR REPLACE TEMP VIEW aa_desired AS SELECT row_id, {cells} FROM {_parquet(desired)}")
-    if confirmed is not None:  # a field Meta's confirmed rows predate (LDU switched on later) reads as NULL
-        held = set(parquet_columns(con, confirmed))
-        held_cells = ", ".join(f'"{k}"' if k in held else f'CAST(NULL AS VARCHAR) AS "{k}"' for k in keys)
+    if confirmed is not None:
+        held_cells = confirmed_cells(con, confirmed, keys)
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
         )
@@ -316,8 +346,7 @@ def update_confirmed(
             or f"SELECT row_id, {cells} FROM aa_confirmed WHERE FALSE"
         )
 
-    held = set(parquet_columns(con, confirmed)) if confirmed else set()
-    held_cells = ", ".join(f'"{k}"' if k in held else f'CAST(NULL AS VARCHAR) AS "{k}"' for k in keys)
+    held_cells = confirmed_cells(con, confirmed, keys) if confirmed else ""
     base = (
         f"SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
         if confirmed

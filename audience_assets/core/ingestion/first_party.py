@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from audience_assets.core.audience.ldu import consent_alias
+from audience_assets.core.audience.ldu import consent_alias, consent_value_sql
 from audience_assets.core.config import FileContract
 from audience_assets.core.duck import DIGEST_PARQUET, sql_path
 from audience_assets.core.identity import sql as idsql
@@ -52,7 +52,7 @@ def ingest_first_party(
         required=list(dict.fromkeys([*contract.required_columns(), id_column, *consent_columns])),
         work_dir=work_dir,
     )
-    aliases = {consent_alias(i): column for i, column in enumerate(consent_columns)}
+    aliases = {consent_alias(column): column for column in consent_columns}
     view = standard_view(contract, aliases=aliases)
     has_external = con.execute(f"SELECT count(*) FROM {view} WHERE coalesce(external_id, '') <> ''").fetchall()[0][0]
     # EXTERN_ID is the advertiser's own id: external_id when the export has one, else customer_id.
@@ -90,7 +90,8 @@ def ingest_first_party(
         WHERE aa_rank > 1""",
     )
     # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
-    cells = ", ".join([*(f'"{k}"' for k in keys), *aliases])  # consent columns: Limited Data Use per row
+    consent = [f"{consent_value_sql(a)} AS {a}" for a in aliases]  # Limited Data Use per row, as digests
+    cells = ", ".join([*(f'"{k}"' for k in keys), *consent])
     con.execute(
         f"COPY (SELECT customer_id, {cells} FROM {usable_rows(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})"
     )

@@ -35,7 +35,12 @@ class AcceptedDelivery:
     run_id: str = ""
     accepted_by_tag: bool = False
     file_rows: dict[str, int] = field(default_factory=dict)  # rows accepted per file
+    file_versions: dict[str, str] = field(default_factory=dict)  # the version (ETag, size+mtime) ingested
     retired_files: list[str] = field(default_factory=list)  # deleted by retention after this delivery
+
+    def ingested(self, key: str, version: str) -> bool:
+        """Whether this delivery published the file `key` at exactly `version` (a file overwritten since is new)."""
+        return self.file_versions.get(key) == version
 
     @property
     def retired(self) -> bool:
@@ -139,8 +144,16 @@ def judge(
     return verdict
 
 
-def remember(store: Store, source: str, report: IngestReport, verdict: Verdict, run_id: str) -> None:
-    """Record a published delivery as the source's last accepted one (what the next delivery is judged by)."""
+def remember(
+    store: Store,
+    source: str,
+    report: IngestReport,
+    verdict: Verdict,
+    run_id: str,
+    versions: dict[str, str] | None = None,
+) -> None:
+    """Record a published delivery as the source's last accepted one (what the next delivery is judged by, and
+    what retention may delete: each file at the version that was ingested, `versions`)."""
     record = AcceptedDelivery(
         rows_read=report.rows_read,
         rows_accepted=report.rows_accepted,
@@ -150,6 +163,7 @@ def remember(store: Store, source: str, report: IngestReport, verdict: Verdict, 
         run_id=run_id,
         accepted_by_tag=verdict.accepted,
         file_rows={f.file: f.rows_accepted for f in report.files},
+        file_versions=dict(versions or {}),
     )
     store.put_bytes(record_key(source), json.dumps(asdict(record), indent=1).encode())
 

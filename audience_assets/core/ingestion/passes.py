@@ -15,7 +15,7 @@ from audience_assets.core.cleanroom.tables import MATCH_COLUMNS
 from audience_assets.core.config import FileContract
 from audience_assets.core.duck import ident, literal, sql_path
 from audience_assets.core.identity.rules import STANDARD_COLUMNS
-from audience_assets.core.ingestion.read import IngestReport, create_quarantine, load_file, staged_rows_view
+from audience_assets.core.ingestion.read import FileReport, IngestReport, create_quarantine, load_file, staged_rows_view
 from audience_assets.core.store import Store, StoredObject
 
 
@@ -28,12 +28,17 @@ def load_all(
     required: Sequence[str],
     work_dir: Path,
 ) -> IngestReport:
-    """Stage every file's rows under `work_dir` as the view `aa_rows`; unreadable lines go to `aa_quarantine`."""
+    """Stage every file's rows under `work_dir` as the view `aa_rows`; unreadable lines go to `aa_quarantine`.
+    An empty (0-byte) file of an incremental source adds nothing (an empty "nothing new today" delivery must not
+    stop the others); of a snapshot source it fails as the broken export it is (`load_file`)."""
     report = IngestReport()
     wanted = list(dict.fromkeys([*required, *contract.readable_columns()]))
     create_quarantine(con, "aa_quarantine")
     staged = []
     for number, obj in enumerate(files):
+        if obj.size == 0 and contract.delivery == "incremental":
+            report.files.append(FileReport(obj.key))
+            continue
         staged.append(work_dir / f"staged-{number:05d}.parquet")
         with store.local_copy(obj.key) as path:
             report.files.append(

@@ -42,16 +42,16 @@ def violation(file: str, problem: str, contract: FileContract, contract_name: st
     )
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _IDENTIFYING = re.compile(r"\S*@\S*|\+?\d[\d ().-]{5,}\d")
 
 
 def error_detail(error: BaseException) -> str:
     """A reader's error (DuckDB, gzip, csv) reduced to what it says about the file, never what the file says:
-    its first line, with anything quoted and anything that looks like an email or a phone number replaced.
-    DuckDB quotes the offending value or line in many of its messages."""
+    its first line, cut where a quotation starts (DuckDB quotes the offending value or line, and a value may
+    itself hold quotes: "O'Brien"), with anything that looks like an email or a phone number replaced."""
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return _IDENTIFYING.sub("<value>", _QUOTED.sub("<value>", first))[:300]
+    cut = min((i for i in (first.find("'"), first.find('"')) if i >= 0), default=len(first))
+    return _IDENTIFYING.sub("<value>", first[:cut].rstrip(" :"))[:300]
 
 
 @dataclass

@@ -66,19 +66,18 @@ def apply_retention(
             _delete(store, expired, report)
             continue
         record = previous_delivery(store, source)
-        ingested = set(record.files) if record else set()
         current = {o.key for o in select_files(objects, contract.delivery)}
         doomed = []
         for obj in expired:
             if skipped_reason(obj) or obj.key not in current:  # unfinished names; replaced snapshots
                 doomed.append(obj)
-            elif obj.key not in ingested:
-                report.kept[obj.key] = "not yet ingested and published"
+            elif record is None or not record.ingested(obj.key, obj.version):
+                report.kept[obj.key] = "not yet ingested and published (at this version)"
             elif contract.delivery == "snapshot" or source == "suppression":
                 doomed.append(obj)
             else:
                 report.kept[obj.key] = "an incremental source's rows live only in its files"
-        if source == "suppression" and any(o.key in ingested for o in doomed):
+        if source == "suppression" and record and any(record.ingested(o.key, o.version) for o in doomed):
             report.opt_outs_hashed = archive_published_opt_outs(store)  # before the plaintext goes
         _delete(store, doomed, report)
         retire(store, source, [o.key for o in doomed])

@@ -146,6 +146,11 @@ def scan_text(path: Path, *, encoding: str, quote: str | None = '"', header: boo
                     f"at most {MAX_LINE_BYTES:,}"
                 )
             longest = max(longest, widest)
-            records += len(lines) - lines.count(nl[:0])
+            if q is None:  # JSON lines: a line of whitespace is blank, as the reader sees it
+                records += sum(1 for line in lines if line.strip())
+            else:
+                records += len(lines) - lines.count(nl[:0])
+                if in_quotes and lines[-1]:  # the block ends inside a quoted field: the record goes on in the next
+                    records -= 1
             lines_before += physical
     return Scan(records, longest)

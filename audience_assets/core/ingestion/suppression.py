@@ -36,11 +36,12 @@ def ingest_suppression(
     out_table: Path,
     out_quarantine: Path,
     work_dir: Path,
-    retired: Path | None = None,
+    retired: Sequence[Path] = (),
 ) -> IngestReport:
-    """Everyone who opted out, as hashed keys (and customer ids when the file has them), plus `retired`: the
-    hashed opt-outs whose plaintext files retention deleted. No files means nobody opted out yet, which is a
-    valid state."""
+    """Everyone who opted out, as hashed keys (and customer ids when the file has them), plus `retired`: hashed
+    opt-out lists kept from before (the previous published list, and the opt-outs whose plaintext files
+    retention deleted), so the list only grows: an opt-out is never forgotten, whatever happens to a file.
+    No files means nobody opted out yet, which is a valid state."""
     keys = ["EMAIL", "PHONE", "MADID"]
     if files:
         report = load_all(
@@ -63,8 +64,8 @@ def ingest_suppression(
     judge(con, report, rows, keys, f"CASE WHEN NOT ({usable} OR customer_id <> '') THEN {why} END", work_dir)
     quarantine_verdicts(con, report)
     current = f"SELECT nullif(customer_id, '') AS customer_id, {hashed_match_columns(keys)} FROM {usable_rows(rows)}"
-    if retired is not None:
-        current += f" UNION ALL SELECT * FROM read_parquet({sql_path(retired)})"
+    for kept in retired:
+        current += f" UNION ALL SELECT * FROM read_parquet({sql_path(kept)})"
     con.execute(f"COPY (SELECT DISTINCT * FROM ({current})) TO {sql_path(out_table)} ({DIGEST_PARQUET})")
     write_quarantine(con, out_quarantine)
     return report

@@ -16,12 +16,12 @@ from audience_assets.core import layout
 from audience_assets.core.audience.approval import review_removals
 from audience_assets.core.audience.floor import below_floor, members_after
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
-from audience_assets.core.audience.ldu import field_sql
+from audience_assets.core.audience.ldu import consent_alias, field_sql
 from audience_assets.core.audience.outbound import outbound_cell_problems
 from audience_assets.core.audience.plan import build_rows, plan_upload, store_plan
 from audience_assets.core.audience.selection import select_members
 from audience_assets.core.config import Audience, ProjectConfig
-from audience_assets.core.duck import connect
+from audience_assets.core.duck import connect, parquet_columns
 from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import optional_copy
 from audience_assets.defs.activation import checks
@@ -170,7 +170,17 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
             suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
             confirmed = stack.enter_context(optional_copy(store, layout.confirmed(name)))
             rows = tmp / "rows.parquet"
-            ldu = field_sql(audience.data_processing, config.consent_columns) if audience.data_processing else []
+            processing = audience.data_processing
+            if (
+                processing
+                and processing.column
+                and consent_alias(processing.column) not in parquet_columns(con, customers)
+            ):
+                raise dg.Failure(
+                    f"{name}: data_processing.column {processing.column!r} is not in the ingested CRM table (it "
+                    "predates the setting): materialize first_party_customers again"
+                )
+            ldu = field_sql(processing) if processing else []
             desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows, extra=ldu)
             keys = [*keys, *LDU_FIELDS] if ldu else keys  # the payload schema carries the three LDU fields
             plan = plan_upload(

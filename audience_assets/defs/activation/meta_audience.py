@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from audience_assets.core.audience.approval import approvals, awaiting_approval, plan_summary, review_removals
-from audience_assets.core.audience.delivery import Delivery, deliver
+from audience_assets.core.audience.delivery import Delivery, UnrecordedAudience, deliver
 from audience_assets.core.audience.plan import load_plan
 from audience_assets.core.config import Audience, ProjectConfig
 from audience_assets.core.meta.client import GraphClient
@@ -103,6 +103,7 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
                 concurrency=meta.upload_concurrency,
                 run_id=context.run.run_id,
                 approvals=approvals(review, audience.approval == "manual", tags),
+                approved_removals=review.approved,
                 extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
                 report=context.log.info,
                 settle_seconds=meta.settle_seconds,
@@ -114,6 +115,8 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
                 )
             except Exception as unpublished:  # never hide the upload's own error behind the metric's
                 context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
+            if isinstance(error, UnrecordedAudience):
+                raise dg.Failure(str(error)) from None
             if not isinstance(error, UploadIncomplete):
                 raise
             dead = len(UploadLedger(store, name, plan.upload_id).dead_letters())

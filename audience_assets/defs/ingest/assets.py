@@ -39,11 +39,16 @@ def publish_if_guards_pass(
     table,
     key: str,
     incremental: bool = False,
+    files: list | None = None,
+    only_grows: bool = False,
 ) -> tuple[dict, list[dg.AssetCheckResult]]:
     """Judge the delivery; publish it (and remember it as the last accepted one) only if its guards pass or
-    the run accepts it. Returns the materialization's metadata and the ingest checks' results."""
-    accepted = source in {s.strip() for s in context.run.tags.get(ACCEPT_DELIVERY_TAG, "").split(",")}
-    previous = previous_delivery(store, source)
+    the run accepts it. Returns the materialization's metadata and the ingest checks' results. A table that
+    `only_grows` (the opt-out list: the previous list is always part of the new one) is always published: its
+    guards report, since holding it back would only withhold new opt-outs."""
+    tagged = {s.strip() for s in context.run.tags.get(ACCEPT_DELIVERY_TAG, "").split(",")}
+    accepted = only_grows or source in tagged
+    previous = previous_delivery(store, source) or last_materialized(context)
     verdict = judge(source, report, previous, guards, accepted=accepted, incremental=incremental)
     if verdict.blocked:
         context.log.warning(verdict.message())
@@ -52,9 +57,24 @@ def publish_if_guards_pass(
         if verdict.accepted:
             context.log.warning(verdict.message())
         metadata = {**publish(con, store, table, key), "published": True}
-        remember(store, source, report, verdict, context.run.run_id)
+        remember(store, source, report, verdict, context.run.run_id, {f.key: f.version for f in files or []})
     results = [checks.row_accounting(report), checks.delivery_guard(verdict)]
     return {**metadata, **verdict.metadata(), **ingest_metadata(report)}, results
+
+
+def last_materialized(context: dg.AssetExecutionContext) -> AcceptedDelivery | None:
+    """Before a source has a delivery record (a deployment upgraded to this version), its last published
+    materialization's counts stand in: the first delivery after an upgrade is judged too."""
+    partitions = [context.partition_key] if context.has_partition_key else None
+    for record in context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=partitions), limit=5
+    ).records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        published = metadata.get("published")
+        if "rows_accepted" in metadata and (published is None or published.value):
+            accepted = int(metadata["rows_accepted"].value)
+            return AcceptedDelivery(accepted, accepted, 0, [], "", record.run_id)
+    return None
 
 
 def standing(store: Store, source: str, files: list) -> AcceptedDelivery | None:
@@ -151,6 +171,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 table,
                 layout.partner_table(partner),
                 incremental=contract.delivery == "incremental",
+                files=files,
             )
             store.upload(quarantine, layout.partner_quarantine(partner))
         return meter.result(
@@ -201,6 +222,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 customers,
                 layout.FIRST_PARTY_CUSTOMERS,
                 incremental=contract.delivery == "incremental",
+                files=files,
             )
             store.upload(quarantine, layout.FIRST_PARTY_QUARANTINE)
         return meter.result(
@@ -216,7 +238,12 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         store = meter.store
         contract = source_config.suppression
         files = select_files(store.list(source_config.suppression_prefix), contract.delivery)
-        with work_dir() as tmp, connect(tmp) as con, optional_copy(store, layout.SUPPRESSION_RETIRED) as retired:
+        with (
+            work_dir() as tmp,
+            connect(tmp) as con,
+            optional_copy(store, layout.SUPPRESSION_RETIRED) as retired,
+            optional_copy(store, layout.SUPPRESSION_LIST) as published,
+        ):
             table, quarantine = tmp / "suppressed.parquet", tmp / "quarantine.parquet"
             report = ingest_suppression(
                 con,
@@ -226,7 +253,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 out_table=table,
                 out_quarantine=quarantine,
                 work_dir=tmp,
-                retired=retired,
+                retired=[p for p in (retired, published) if p is not None],
             )
             context.log.info(f"suppression: {report.rows_read} rows read from {len(files)} file(s)")
             metadata, results = publish_if_guards_pass(
@@ -239,6 +266,8 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
                 table,
                 layout.SUPPRESSION_LIST,
                 incremental=True,
+                files=files,
+                only_grows=True,
             )
             store.upload(quarantine, layout.SUPPRESSION_QUARANTINE)
         return meter.result(metadata=metadata, rows=report.rows_read, check_results=results)

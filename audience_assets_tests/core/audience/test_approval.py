@@ -55,7 +55,11 @@ def test_a_large_removal_is_held_unless_this_run_names_the_audience(tmp_path: Pa
     assert not review_removals("a", plan, 0.2, {}).blocked  # 15 % under a 20 % limit
     held = review_removals("a", plan, 0.1, {})
     assert held.blocked and "remove 150 of the 1,000 rows Meta holds (15.0%; max_removal is 10%)" in held.message()
-    assert "--approve-removals a" in held.message()
+    assert f"--approve-removals a@{plan.upload_id[:12]}" in held.message()
+    pinned = {"audience_assets/approve_removals": f"a@{plan.upload_id[:12]}"}
+    assert not review_removals("a", plan, 0.1, pinned).blocked
+    other = {"audience_assets/approve_removals": "a@0123456789ab"}  # approved a different plan
+    assert review_removals("a", plan, 0.1, other).blocked
     assert review_removals("a", plan, 0.1, {"audience_assets/approve_removals": "b"}).blocked
     approved = review_removals("a", plan, 0.1, {"audience_assets/approve_removals": "b, a"})
     assert not approved.blocked and approved.metadata()["removal/approved"] is True
@@ -69,3 +73,20 @@ def test_manual_audiences_wait_in_unattended_runs_only():
     assert not awaiting_approval("a", True, {})  # someone materialized it by hand
     assert not awaiting_approval("a", True, {**automation, "audience_assets/approve_upload": "a"})
     assert not awaiting_approval("a", False, automation)
+
+
+def test_a_plan_stored_before_removals_were_reviewed_is_reviewed_conservatively():
+    """Plan documents from an earlier version carry no `removals_to_review`: every row they remove counts."""
+    from audience_assets.core.audience.plan import Plan
+
+    mirror = {
+        "upload_id": "u",
+        "schema": ["EMAIL"],
+        "mode": "mirror",
+        "confirmed_rows": 1000,
+        "operations": [{"kind": "remove", "rows": 600, "chunks": []}],
+    }
+    replace = {**mirror, "mode": "replace", "operations": [{"kind": "replace", "rows": 300, "chunks": []}]}
+    assert Plan.from_document(mirror).removals_to_review == 600
+    assert Plan.from_document(replace).removals_to_review == 700
+    assert review_removals("a", Plan.from_document(mirror), 0.1, {}).blocked

@@ -19,7 +19,7 @@ import pytest
 from audience_assets.core.cleanroom.tables import partner_identities
 from audience_assets.core.config import PartnerContract
 from audience_assets.core.ingestion.partner import ingest_partner
-from audience_assets.core.ingestion.read import ContractViolation
+from audience_assets.core.ingestion.read import ContractViolation, error_detail
 from audience_assets.core.store import LocalStore
 
 HEADER = "email,phone,segment"
@@ -294,3 +294,11 @@ def test_no_failing_input_quotes_an_identifier_in_its_error(tmp_path: Path, name
     identifiers = {m.strip() for m in IDENTIFYING.findall(text)} | {"zebulon", "415 555 0199"}
     message = str(caught.value)
     assert not [i for i in identifiers if i and i in message], message
+
+
+def test_reader_errors_are_cut_where_a_quotation_starts():
+    """DuckDB quotes the offending value; a value may hold a quote itself (O'Brien): nothing after the first
+    quote survives, and anything shaped like an email or phone number is replaced."""
+    error = ValueError("Conversion Error: Could not convert string 'Sean O'Brien, 12 Main St' to INT32\nLine 2")
+    assert error_detail(error) == "Conversion Error: Could not convert string"
+    assert "<value>" in error_detail(ValueError("bad row ann@example.com +1 555 010 0001"))

@@ -85,3 +85,19 @@ def test_a_huge_header_or_line_is_refused_quickly(tmp_path: Path, monkeypatch: p
     too_long = r"line (of 2,000,000 bytes \(line 12\)|longer than 1,048,576 bytes \(line 12,)"
     with pytest.raises(FileRejected, match=too_long):
         scan_text(giant_row, encoding="utf-8")
+
+
+def test_a_quoted_line_break_at_a_block_boundary_is_one_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Blocks end at line breaks; when the last one of a block sits inside a quoted field, the record goes on
+    in the next block and is counted once."""
+    import audience_assets.core.ingestion.scan as scan
+
+    data = b'email,note\na@x.com,"one\ntwo"\nb@x.com,plain\nc@x.com,"three\nfour\nfive"\n'
+    for size in range(4, len(data) + 1):
+        monkeypatch.setattr(scan, "BLOCK_BYTES", size)
+        assert scan_text(write(tmp_path, data), encoding="utf-8").records == 4, size
+
+
+def test_whitespace_only_json_lines_are_blank(tmp_path: Path):
+    data = b'{"email": "a@x.com"}\n   \n\t\n{"email": "b@x.com"}\n'
+    assert scan_text(write(tmp_path, data, "a.jsonl"), encoding="utf-8", quote=None, header=False).records == 2
