@@ -206,3 +206,57 @@ def record_confirmed(store: Store, audience: str, plan: Plan) -> tuple[int, dict
             ).fetchall()[0]
             digests[kind] = (int(count), digest)
         return rows, digests
+
+
+def client_figures(client: GraphClient) -> dict[str, Any]:
+    """What the upload cost in calls and waiting (for metadata; no payloads)."""
+    return {
+        "api_requests": client.stats.requests,
+        "api_retries": client.stats.retries,
+        "throttled_responses": client.stats.throttled,
+        "seconds_waiting": round(client.pacer.waited, 1),
+        "longest_wait_seconds": round(client.pacer.longest_wait, 1),
+    }
+
+
+def delivery_figures(delivery: Delivery, audience: Audience, upload_id: str, client: GraphClient) -> dict[str, Any]:
+    """An upload's figures as Meta reported them, counts only (never rows or samples), with a one-line summary
+    (Markdown) of the audience after the sync."""
+    result, state = delivery.result, delivery.state
+    operations = result.operations
+    received = sum(op.num_received for op in operations)
+    invalid = sum(op.num_invalid_entries for op in operations)
+    metadata: dict[str, Any] = {
+        "audience_id": delivery.audience_id,
+        "created": delivery.created,
+        "upload_id": upload_id,
+        "mode": audience.mode,
+        "rows_sent": sum(op.rows for op in operations),
+        **{f"{op.kind}_rows": op.rows for op in operations},
+        "num_received": received,
+        "num_invalid_entries": invalid,
+        "invalid_entry_samples": sum(op.invalid_entry_samples for op in operations),  # a count only
+        "session_ids": ", ".join(str(s) for op in operations for s in op.session_ids),
+        "batches_planned": result.batches_planned,
+        "batches_sent": sum(op.batches_sent for op in operations),
+        "batches_resumed": sum(op.batches_resumed for op in operations),
+        "sessions": len({s for op in operations for s in op.session_ids}),
+        "sessions_left_open": len(result.open_sessions),
+        "approximate_count_lower_bound": state.get("approximate_count_lower_bound", -1),
+        "approximate_count_upper_bound": state.get("approximate_count_upper_bound", -1),
+        "operation_status": (state.get("operation_status") or {}).get("description", ""),
+        "operation_status_code": (state.get("operation_status") or {}).get("code", -1),
+        "delivery_status": (state.get("delivery_status") or {}).get("description", ""),
+        "delivery_status_code": (state.get("delivery_status") or {}).get("code", -1),
+        "populating_polls": state.get("populating_polls", 0),
+        **client_figures(client),
+    }
+    if "sandbox_member_count" in state:
+        metadata["sandbox_member_count"] = metadata["dagster/row_count"] = state["sandbox_member_count"]
+    sent = ", ".join(f"{op.kind} {op.rows:,} rows" for op in operations) or "nothing to send"
+    metadata["summary"] = (
+        f"**{audience.meta_name}** ({audience.mode}): Meta audience `{delivery.audience_id}`"
+        f"{' (created now)' if delivery.created else ''}; {sent}; Meta received {received:,}, rejected {invalid:,}; "
+        f"approximate size {metadata['approximate_count_lower_bound']:,}–{metadata['approximate_count_upper_bound']:,}."
+    )
+    return metadata

@@ -8,9 +8,10 @@ is exceeded, and fault injection (`faults`). `server` routes and answers, `valid
 `state` holds what "Meta" holds (SQLite). `python -m audience_assets.standins.graph_sandbox` serves it.
 """
 
+from audience_assets.standins.graph_sandbox.config import SandboxConfig, SandboxResponse
 from audience_assets.standins.graph_sandbox.faults import Faults
 from audience_assets.standins.graph_sandbox.http import SandboxServer, main
-from audience_assets.standins.graph_sandbox.server import GraphSandbox, SandboxConfig, SandboxResponse
+from audience_assets.standins.graph_sandbox.server import GraphSandbox
 from audience_assets.standins.graph_sandbox.validation import GraphError
 
 __all__ = ["Faults", "GraphError", "GraphSandbox", "SandboxConfig", "SandboxResponse", "SandboxServer", "main"]

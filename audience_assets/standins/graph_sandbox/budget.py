@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from audience_assets.standins.graph_sandbox.validation import GraphError
 
 if TYPE_CHECKING:
-    from audience_assets.standins.graph_sandbox.server import SandboxConfig
+    from audience_assets.standins.graph_sandbox.config import SandboxConfig
 
 
 class RateBudget:

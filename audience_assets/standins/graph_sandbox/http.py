@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate-limit", type=int, default=None, help="calls per window per ad account")
     parser.add_argument("--window", type=float, default=3600.0, help="seconds of the rate window")
     args = parser.parse_args(argv)
-    from audience_assets.standins.graph_sandbox.server import GraphSandbox, SandboxConfig
+    from audience_assets.standins.graph_sandbox.config import SandboxConfig
+    from audience_assets.standins.graph_sandbox.server import GraphSandbox
 
     config = SandboxConfig(
         tokens={args.token: ["*"]},

@@ -12,7 +12,7 @@ from audience_assets.standins.graph_sandbox.state import SandboxState
 from audience_assets.standins.graph_sandbox.validation import GraphError, parse_payload, parse_session, split_rows
 
 if TYPE_CHECKING:
-    from audience_assets.standins.graph_sandbox.server import SandboxConfig
+    from audience_assets.standins.graph_sandbox.config import SandboxConfig
 
 
 def check_takes_users(config: SandboxConfig, audience: dict[str, Any]) -> None:
