@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import dagster as dg
 
 from audience_assets.core.audience.approval import APPROVE_REMOVALS_TAG, APPROVE_UPLOAD_TAG
-from audience_assets.core.audience.review import describe, learned_rate, stored_plan
+from audience_assets.core.audience.plan import load_plan
+from audience_assets.core.audience.review import describe, learned_rate
 from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.config import ProjectConfig, load_config
 from audience_assets.core.demo import ensure_demo_data
@@ -143,7 +144,7 @@ def plan_pipeline(
     for name in chosen:
         problems = latest_check_metadata(instance, config, name, "audience_chunks", "hashed_cells")
         bad = {k.removeprefix("bad_"): int(v) for k, v in problems.items() if k.startswith("bad_")}
-        for line in describe(name, config.audiences[name], stored_plan(store, name), rate, bad):
+        for line in describe(name, config.audiences[name], load_plan(store, name), rate, bad):
             print(line, file=out)
     return ok
 

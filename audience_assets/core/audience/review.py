@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from audience_assets.core.audience.approval import review_removals
-from audience_assets.core.audience.plan import Plan, load_plan
+from audience_assets.core.audience.plan import Plan
 from audience_assets.core.config import Audience
 from audience_assets.core.store import Store
 
@@ -75,7 +75,3 @@ def describe(
     else:
         lines.append("  guards: none would block")
     return lines
-
-
-def stored_plan(store: Store, name: str) -> Plan | None:
-    return load_plan(store, name)

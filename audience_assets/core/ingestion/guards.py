@@ -77,7 +77,9 @@ class Verdict:
     def message(self) -> str:
         if not self.problems:
             return f"{self.source}: delivery within its guards"
-        head = "accepted for this run despite" if self.accepted else "not published, downstream keeps the last"
+        head = (
+            "published anyway (accepted for this run)" if self.accepted else "not published, downstream keeps the last"
+        )
         tail = (
             ""
             if self.accepted

@@ -8,7 +8,6 @@ checks do not run on numbers that do not exist.
 """
 
 import datetime as dt
-import warnings
 from typing import Any
 
 import dagster as dg
@@ -31,7 +30,7 @@ from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import Store
 from audience_assets.defs.activation import checks
 from audience_assets.defs.activation.assets import Shape
-from audience_assets.defs.metadata import attribute, history_table
+from audience_assets.defs.metadata import attribute, check_spec, history_table
 from audience_assets.defs.resources import MetaAudiences, Metrics, Storage
 
 META_POOL = "meta_api"
@@ -164,88 +163,50 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
         metadata.update(review.metadata())
         yield meter.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests)
 
-    # partitioned checks are a preview feature in 1.13 (they work; the warning would repeat on every load)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
+    descriptions = {
+        checks.INVALID_ENTRY_RATE: "Meta rejected at most the audience's max_invalid_rate of the entries sent.",
+        checks.COUNT_DIRECTION: "Meta's approximate count moved the way the sync did (up after adds, down after "
+        "removals).",
+        checks.DELIVERY_STATUS: "Meta can deliver ads to the audience (delivery_status 200); too small or unusable "
+        "is explained with the audience's own numbers.",
+        checks.OPERATION_STATUS: "Meta reports the audience normal (operation_status 200): not low-match, "
+        "invalid-heavy, populating, stale, expiring, of an inactive account or flagged.",
+        checks.API_VERSION_ANSWER: "Meta answered the configured Marketing API version itself (no "
+        "X-Ad-Api-Version-Warning saying it upgraded a retired version).",
+    }
 
-        @dg.asset_check(
-            asset=key,
-            name=checks.INVALID_ENTRY_RATE,
-            partitions_def=shape.partitions,
-            description="Meta rejected at most the audience's max_invalid_rate of the entries sent.",
+    # One step judges every number the sync produced (a step per check would cost a process each in a
+    # multiprocess run). A held upload materializes nothing, so these are skipped with it.
+    @dg.multi_asset_check(
+        specs=[check_spec(name, key, text, partitions_def=shape.partitions) for name, text in descriptions.items()],
+        name="meta_audience_checks",
+    )
+    def meta_audience_checks(context: dg.AssetCheckExecutionContext):
+        figures = latest_figures(context, key)
+        audience = config.audiences[context.op_execution_context.partition_key]
+        before = int(figures["count_before"])
+        net = int(figures.get("add_rows", 0)) - int(figures.get("remove_rows", 0))
+        yield checks.invalid_entry_rate(
+            int(figures["num_invalid_entries"]), int(figures["num_received"]), audience.max_invalid_rate
         )
-        def invalid_entry_rate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            figures = latest_figures(context, key)
-            audience = config.audiences[context.op_execution_context.partition_key]
-            return checks.invalid_entry_rate(
-                int(figures["num_invalid_entries"]), int(figures["num_received"]), audience.max_invalid_rate
-            )
-
-        @dg.asset_check(
-            asset=key,
-            name=checks.COUNT_DIRECTION,
-            partitions_def=shape.partitions,
-            description="Meta's approximate count moved the way the sync did (up after adds, down after removals).",
-        )
-        def count_direction(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            figures = latest_figures(context, key)
-            before = int(figures["count_before"])
-            net = int(figures.get("add_rows", 0)) - int(figures.get("remove_rows", 0))
-            return checks.count_direction(
-                None if before < 0 else before, int(figures["approximate_count_lower_bound"]), net
-            )
-
-        @dg.asset_check(
-            asset=key,
-            name=checks.DELIVERY_STATUS,
-            partitions_def=shape.partitions,
-            description="Meta can deliver ads to the audience (delivery_status 200); too small or unusable is "
-            "explained with the audience's own numbers.",
-        )
-        def delivery_status(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            figures = latest_figures(context, key)
-            judged = delivery_health(
+        yield checks.count_direction(None if before < 0 else before, int(figures["approximate_count_lower_bound"]), net)
+        yield checks.health(
+            checks.DELIVERY_STATUS,
+            delivery_health(
                 {"code": figures.get("delivery_status_code"), "description": figures.get("delivery_status")},
                 rows_held=int(figures.get("dagster/row_count", figures.get("rows_sent", 0))),
                 approximate_count=int(figures.get("approximate_count_lower_bound", -1)),
-            )
-            return checks.health(checks.DELIVERY_STATUS, judged)
-
-        @dg.asset_check(
-            asset=key,
-            name=checks.OPERATION_STATUS,
-            partitions_def=shape.partitions,
-            description="Meta reports the audience normal (operation_status 200): not low-match, invalid-heavy, "
-            "populating, stale, expiring, of an inactive account or flagged.",
+            ),
         )
-        def operation_status(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            figures = latest_figures(context, key)
-            judged = operation_health(
+        yield checks.health(
+            checks.OPERATION_STATUS,
+            operation_health(
                 {"code": figures.get("operation_status_code"), "description": figures.get("operation_status")}
-            )
-            return checks.health(checks.OPERATION_STATUS, judged)
-
-        @dg.asset_check(
-            asset=key,
-            name=checks.API_VERSION_ANSWER,
-            partitions_def=shape.partitions,
-            description="Meta answered the configured Marketing API version itself (no X-Ad-Api-Version-Warning "
-            "saying it upgraded a retired version).",
+            ),
         )
-        def api_version_answer(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-            figures = latest_figures(context, key)
-            return checks.version_warning(
-                str(figures.get("api_version", "")), str(figures.get("api_version_warning", ""))
-            )
+        yield checks.version_warning(str(figures.get("api_version", "")), str(figures.get("api_version_warning", "")))
 
-    return [
-        meta_custom_audience,
-        invalid_entry_rate,
-        count_direction,
-        delivery_status,
-        operation_status,
-        api_version_answer,
-    ]
+    return [meta_custom_audience, meta_audience_checks]
 
 
 def latest_figures(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, Any]:

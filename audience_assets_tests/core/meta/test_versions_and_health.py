@@ -122,3 +122,37 @@ def test_an_upgraded_retired_version_is_recorded_from_metas_header():
     result = checks.version_warning("v24.0", client.stats.version_warning)
     assert not result.passed and "Set META_API_VERSION" in result.description
     assert checks.version_warning("v26.0", "").passed
+
+
+@pytest.mark.parametrize(
+    ("delivery", "operation", "check", "severity", "words"),
+    [
+        ((300, "This audience is too small."), None, checks.DELIVERY_STATUS, "WARN", "too small or inactive"),
+        ((400, "This audience can't be used."), None, checks.DELIVERY_STATUS, "ERROR", "unusable for delivery"),
+        (None, (100, "Expiring"), checks.OPERATION_STATUS, "WARN", "expiring"),
+        (None, (411, "Low match rate"), checks.OPERATION_STATUS, "WARN", "low match rate"),
+        (None, (412, "Many invalid entries"), checks.OPERATION_STATUS, "WARN", "many invalid entries"),
+        (None, (441, "Populating"), checks.OPERATION_STATUS, "WARN", "still populating"),
+        (None, (450, "Stale"), checks.OPERATION_STATUS, "WARN", "stale"),
+        (None, (470, "Account inactive"), checks.OPERATION_STATUS, "ERROR", "account that created it is inactive"),
+        (None, (471, "Flagged"), checks.OPERATION_STATUS, "ERROR", "flagged"),
+    ],
+)
+def test_each_status_injected_through_the_sandbox_becomes_its_check(delivery, operation, check, severity, words):
+    """What the sandbox reports for an audience (as Meta's Graph API shapes it), read by the client and judged:
+    the intended check result, with Meta's words and what to do."""
+    client, sandbox = client_and_sandbox()
+    manager = AudienceManager(client, ACCOUNT)
+    audience_id, _ = manager.ensure(
+        "Health", description="", customer_file_source="USER_PROVIDED_ONLY", retention_days=180
+    )
+    sandbox.set_health(audience_id, delivery=delivery, operation=operation)
+    state = manager.read(audience_id)
+    if check == checks.DELIVERY_STATUS:
+        judged = delivery_health(state["delivery_status"], rows_held=0, approximate_count=-1)
+    else:
+        judged = operation_health(state["operation_status"])
+    result = checks.health(check, judged)
+    said = (delivery or operation)[1]
+    assert not result.passed and result.severity.value == severity
+    assert words in result.description and f'(Meta: "{said}")' in result.description
