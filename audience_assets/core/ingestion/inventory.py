@@ -35,15 +35,31 @@ def source_prefixes(config: ProjectConfig) -> dict[str, str]:
     }
 
 
-def ignored_objects(store: Store, config: ProjectConfig) -> Iterator[Ignored]:
+class LandingListing:
+    """The landing zone (and the sources' own prefixes) listed once: `list(prefix)` answers from that listing,
+    so a sensor tick that looks for deliveries and for unread objects lists the bucket once, not twice."""
+
+    def __init__(self, store: Store, config: ProjectConfig):
+        prefixes = source_prefixes(config)
+        self.roots = [LANDING_ROOT, *(p for p in prefixes if not p.startswith(LANDING_ROOT))]
+        self.objects = [obj for root in self.roots for obj in store.list(root)]
+        self.store = store
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        if not any(prefix.startswith(root) for root in self.roots):
+            yield from self.store.list(prefix)
+            return
+        yield from (obj for obj in self.objects if obj.key.startswith(prefix))
+
+
+def ignored_objects(store: Store | LandingListing, config: ProjectConfig) -> Iterator[Ignored]:
     """Every object under the landing zone (and the sources' own prefixes) that no source reads."""
+    listing = store if isinstance(store, LandingListing) else LandingListing(store, config)
     prefixes = source_prefixes(config)
-    roots = [LANDING_ROOT, *(p for p in prefixes if not p.startswith(LANDING_ROOT))]
-    for root in roots:
-        for obj in store.list(root):
-            reason = why_ignored(obj, prefixes, config)
-            if reason:
-                yield Ignored(obj.key, obj.version, obj.size, reason)
+    for obj in listing.objects:
+        reason = why_ignored(obj, prefixes, config)
+        if reason:
+            yield Ignored(obj.key, obj.version, obj.size, reason)
 
 
 def why_ignored(obj: StoredObject, prefixes: dict[str, str], config: ProjectConfig) -> str | None:

@@ -4,8 +4,8 @@
 Everything downstream of ingestion holds only hashes, so the landing zone is the only place plaintext lives.
 Once a file is past its retention:
 
-- a snapshot that a newer snapshot has replaced, a file under an unfinished-upload name, or a file nobody
-  declared is deleted;
+- a snapshot that a newer, accepted snapshot has replaced, a file under an unfinished-upload name, or a file
+  nobody declared is deleted (the last accepted delivery is kept while a newer one waits for acceptance);
 - the current snapshot is deleted once it has been ingested and published (the delivery record says so);
   its published data stands until the next delivery, and that delivery is still judged against it;
 - an opt-out file, once ingested, is first reduced to its hashed form (`staging/suppression/retired.parquet`,
@@ -66,10 +66,16 @@ def apply_retention(
             _delete(store, expired, report)
             continue
         record = previous_delivery(store, source)
-        current = {o.key for o in select_files(objects, contract.delivery)}
+        newest = select_files(objects, contract.delivery)
+        current = {o.key for o in newest}
+        # while a newer snapshot waits (held by its guards, or not ingested yet), the accepted one is kept
+        accepted_newest = record is not None and all(record.ingested(o.key, o.version) for o in newest)
+        waiting = contract.delivery == "snapshot" and not accepted_newest
         doomed = []
         for obj in expired:
-            if skipped_reason(obj) or obj.key not in current:  # unfinished names; replaced snapshots
+            if waiting and record is not None and record.ingested(obj.key, obj.version):
+                report.kept[obj.key] = "the last accepted delivery, while a newer one is not accepted yet"
+            elif skipped_reason(obj) or obj.key not in current:  # unfinished names; replaced snapshots
                 doomed.append(obj)
             elif record is None or not record.ingested(obj.key, obj.version):
                 report.kept[obj.key] = "not yet ingested and published (at this version)"

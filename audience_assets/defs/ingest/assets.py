@@ -50,15 +50,16 @@ def publish_if_guards_pass(
     accepted = only_grows or source in tagged
     previous = previous_delivery(store, source) or last_materialized(context)
     verdict = judge(source, report, previous, guards, accepted=accepted, incremental=incremental)
-    if verdict.blocked:
-        context.log.warning(verdict.message())
+    accounting = checks.row_accounting(report)
+    if verdict.blocked or not accounting.passed:  # rows that do not add up are not published either
+        context.log.warning(verdict.message() if verdict.blocked else f"{source}: {accounting.description}")
         metadata: dict = {"published": False, "dagster/row_count": 0}
     else:
         if verdict.accepted:
             context.log.warning(verdict.message())
         metadata = {**publish(con, store, table, key), "published": True}
         remember(store, source, report, verdict, context.run.run_id, {f.key: f.version for f in files or []})
-    results = [checks.row_accounting(report), checks.delivery_guard(verdict)]
+    results = [accounting, checks.delivery_guard(verdict)]
     return {**metadata, **verdict.metadata(), **ingest_metadata(report)}, results
 
 

@@ -28,7 +28,7 @@ import dagster as dg
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.ingestion.deliveries import is_delivery
-from audience_assets.core.ingestion.inventory import ignored_objects
+from audience_assets.core.ingestion.inventory import LandingListing, ignored_objects
 from audience_assets.core.store import Store, StoredObject
 from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, LANDING_REPORT_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.defs.resources import Storage
@@ -97,7 +97,7 @@ class LandingCursor:
 
 
 def new_deliveries(
-    store: Store, targets: list[Target], cursor: LandingCursor, limit: int | None = None
+    store: Store | LandingListing, targets: list[Target], cursor: LandingCursor, limit: int | None = None
 ) -> list[tuple[StoredObject, Target]]:
     """The oldest `limit` deliveries not handed out yet, marked as handed out in `cursor`."""
     found = [
@@ -131,9 +131,9 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list, demo_dir: Path 
         if demo_dir is not None and ensure_demo_data(demo_dir):
             context.log.info(f"the landing zone was empty: demo data seeded under {demo_dir / 'landing'}")
         cursor = LandingCursor.parse(context.cursor)
-        store = storage.store()
-        chosen = new_deliveries(store, targets, cursor)
-        ignored = {i.key: i for i in ignored_objects(store, config)}
+        listing = LandingListing(storage.store(), config)  # one listing serves both questions below
+        chosen = new_deliveries(listing, targets, cursor)
+        ignored = {i.key: i for i in ignored_objects(listing, config)}
         news = [i for key, i in sorted(ignored.items()) if cursor.ignored.get(key) != i.version]
         for item in news:
             context.log.warning(f"not read: {item.key} ({item.size:,} bytes): {item.reason}")
