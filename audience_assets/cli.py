@@ -134,7 +134,9 @@ def plan_pipeline(
     config = load_config(settings.config_dir)
     unknown = sorted(set(audiences) - set(config.audiences))
     if unknown:
-        print(f"unknown audience(s) {', '.join(unknown)}; audiences.yaml declares {', '.join(config.audiences)}")
+        print(
+            f"unknown audience(s) {', '.join(unknown)}; audiences.yaml declares {', '.join(config.audiences)}", file=out
+        )
         return False
     chosen = list(audiences) or list(config.audiences)
     ok = run_pipeline(settings, instance, out, resources, stages=PLAN_STAGES, audiences=chosen)
