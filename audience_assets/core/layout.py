@@ -53,6 +53,11 @@ def confirmed(audience: str) -> str:
     return f"meta/{audience}/confirmed.parquet"
 
 
+def delivery_record(source: str) -> str:
+    """A source's last accepted delivery: counts, files and versions (`core.ingestion.guards`), no data."""
+    return f"staging/deliveries/{source}.json"
+
+
 def audit(audience: str, stamp: str, upload_id: str) -> str:
     return f"audit/{audience}/{stamp}-{upload_id}.json"
 

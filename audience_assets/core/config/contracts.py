@@ -158,10 +158,14 @@ class SourcesConfig(Strict):
     suppression: FileContract = FileContract(delivery="incremental")
     guards: DeliveryGuards = DeliveryGuards()
 
+    def contract(self, source: str) -> FileContract:
+        """The contract of a source: `first_party`, `suppression` or a partner's name."""
+        named = {"first_party": self.first_party, "suppression": self.suppression}.get(source)
+        return named or self.partners[source]
+
     def guards_for(self, source: str) -> DeliveryGuards:
         """A source's guards: its own `guards:` fields over the file-wide defaults."""
-        contract = {"first_party": self.first_party, "suppression": self.suppression}.get(source)
-        own = (contract or self.partners[source]).guards
+        own = self.contract(source).guards
         return self.guards.model_copy(update=own.model_dump(exclude_unset=True)) if own else self.guards
 
     @field_validator("partners")

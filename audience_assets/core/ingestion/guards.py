@@ -5,7 +5,7 @@ or holds nothing at all is far more often a broken export than a real change; ac
 people from live audiences. So such a delivery is judged *guarded*: its numbers are reported, but it is not
 published, and everything downstream keeps using the last accepted delivery until someone accepts the new one
 for a run (`accepted=True`) or a healthy delivery arrives. The previous accepted delivery is remembered per
-source in the store (`staging/deliveries/<source>.json`: counts and file names only, never data).
+source in the store (`layout.delivery_record`: counts, file names and versions, never data).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 
+from audience_assets.core import layout
 from audience_assets.core.config.contracts import DeliveryGuards
 from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.store import Store
-
-
-def record_key(source: str) -> str:
-    return f"staging/deliveries/{source}.json"
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ class Verdict:
 
 
 def previous_delivery(store: Store, source: str) -> AcceptedDelivery | None:
-    raw = store.get_bytes(record_key(source))
+    raw = store.get_bytes(layout.delivery_record(source))
     return AcceptedDelivery(**json.loads(raw)) if raw else None
 
 
@@ -167,7 +164,7 @@ def remember(
         file_rows={f.file: f.rows_accepted for f in report.files},
         file_versions=dict(versions or {}),
     )
-    store.put_bytes(record_key(source), json.dumps(asdict(record), indent=1).encode())
+    store.put_bytes(layout.delivery_record(source), json.dumps(asdict(record), indent=1).encode())
 
 
 def retire(store: Store, source: str, keys: list[str]) -> None:
@@ -177,4 +174,4 @@ def retire(store: Store, source: str, keys: list[str]) -> None:
         return
     retired = sorted(set(record.retired_files) | (set(keys) & set(record.files)))
     updated = AcceptedDelivery(**{**asdict(record), "retired_files": retired})
-    store.put_bytes(record_key(source), json.dumps(asdict(updated), indent=1).encode())
+    store.put_bytes(layout.delivery_record(source), json.dumps(asdict(updated), indent=1).encode())

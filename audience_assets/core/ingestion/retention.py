@@ -57,7 +57,7 @@ def apply_retention(
             source = next((name for prefix, name in prefixes.items() if obj.key.startswith(prefix)), None)
             by_source.setdefault(source, []).append(obj)
     for source, objects in by_source.items():
-        contract = _contract(config, source)
+        contract = config.sources.contract(source) if source else None
         days = contract.retention_days if contract and contract.retention_days is not None else default_days
         expired = [o for o in objects if o.last_modified < now - dt.timedelta(days=days)]
         if not expired:
@@ -88,15 +88,6 @@ def apply_retention(
         _delete(store, doomed, report)
         retire(store, source, [o.key for o in doomed])
     return report
-
-
-def _contract(config: ProjectConfig, source: str | None):
-    if source is None:
-        return None
-    sources = config.sources
-    return {"first_party": sources.first_party, "suppression": sources.suppression}.get(source) or sources.partners[
-        source
-    ]
 
 
 def _delete(store: Store, objects: list[StoredObject], report: RetentionReport) -> None:

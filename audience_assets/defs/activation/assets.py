@@ -124,31 +124,15 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
         automation_condition=dg.AutomationCondition.eager(),
         deps=[shape.key("audience_members"), "first_party_customers", "suppression_list"],
         check_specs=[
-            check_spec(
-                checks.HASHED_CELLS,
-                shape.key("audience_chunks"),
-                "Every outbound cell is 64 "
-                "lowercase hex or empty where Meta wants a hash, and no raw column holds an email "
-                "address or a phone number; otherwise no upload plan is published.",
-                blocking=True,
-                partitions_def=shape.partitions,
-            ),
-            check_spec(
-                checks.API_VERSION,
-                shape.key("audience_chunks"),
-                "The Marketing API version the upload will speak (META_API_VERSION) is not within 90 days of its "
-                "expiration (a warning) and has not expired (then nothing is uploaded).",
-                blocking=True,
-                partitions_def=shape.partitions,
-            ),
-            check_spec(
-                checks.REMOVAL_GUARD,
-                shape.key("audience_chunks"),
-                "A mirror/replace plan removes at most the audience's max_removal share of what Meta holds "
-                "(opt-outs aside), unless a run approves it; meta_custom_audience holds such a plan.",
-                blocking=True,
-                partitions_def=shape.partitions,
-            ),
+            check_spec(name, shape.key("audience_chunks"), text, blocking=True, partitions_def=shape.partitions)
+            for name, text in {
+                checks.HASHED_CELLS: "Every outbound cell is 64 lowercase hex or empty where Meta wants a hash, "
+                "and no raw column holds an email address or a phone number; otherwise no upload plan is published.",
+                checks.API_VERSION: "The Marketing API version the upload will speak (META_API_VERSION) is not "
+                "within 90 days of its expiration (a warning) and has not expired (then nothing is uploaded).",
+                checks.REMOVAL_GUARD: "A mirror/replace plan removes at most the audience's max_removal share of "
+                "what Meta holds (opt-outs aside), unless a run approves it; meta_custom_audience holds such a plan.",
+            }.items()
         ],
     )
     def audience_chunks(

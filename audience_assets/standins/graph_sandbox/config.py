@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from audience_assets.core.meta.versions import live_versions
+from audience_assets.core.meta.versions import live_versions, today
 from audience_assets.standins.graph_sandbox.faults import Faults
 
 
@@ -31,7 +31,7 @@ class SandboxConfig:
 
     def version_window(self) -> tuple[int, int]:
         """(oldest, newest) version number answered."""
-        live = [v.number for v in live_versions(self.today or dt.datetime.now(dt.UTC).date())]
+        live = [v.number for v in live_versions(self.today or today())]
         return (
             self.min_version if self.min_version is not None else min(live),
             self.max_version if self.max_version is not None else max(live),

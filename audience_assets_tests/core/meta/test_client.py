@@ -21,7 +21,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -672,6 +672,17 @@ def test_errors_from_the_sandbox_carry_no_token_or_secret():
         assert_no_secrets(error, TOKEN, APP_SECRET, "tok-Unknown-999999", "appsecret-Wrong-777", proof())
 
 
+def echoing_client(answer: Callable[[httpx.Request], httpx.Response]) -> GraphClient:
+    """A client with a token and an app secret whose every call is answered by `answer` (a stand-in proxy)."""
+    return GraphClient(
+        access_token=TOKEN,
+        app_secret=APP_SECRET,
+        base_url="http://127.0.0.1",
+        transport=httpx.MockTransport(answer),
+        sleep=lambda s: None,
+    )
+
+
 def test_an_error_echoing_the_credentials_is_redacted():
     """Should Graph (or a proxy) echo the token, the proof or the secret, the client's error does not."""
 
@@ -682,13 +693,7 @@ def test_an_error_echoing_the_credentials_is_redacted():
             400, json={"error": {"message": message, "type": "OAuthException", "code": 100, "fbtrace_id": "Aecho"}}
         )
 
-    client = GraphClient(
-        access_token=TOKEN,
-        app_secret=APP_SECRET,
-        base_url="http://127.0.0.1",
-        transport=httpx.MockTransport(echo),
-        sleep=lambda s: None,
-    )
+    client = echoing_client(echo)
     with pytest.raises(MetaApiError) as caught:
         client.get(ACCOUNT)
     assert_no_secrets(caught.value, TOKEN, APP_SECRET, proof())
@@ -711,13 +716,7 @@ def test_credentials_echoed_in_any_field_are_scrubbed_everywhere_the_error_goes(
         }
         return httpx.Response(403, json={"error": body})
 
-    client = GraphClient(
-        access_token=TOKEN,
-        app_secret=APP_SECRET,
-        base_url="http://127.0.0.1",
-        transport=httpx.MockTransport(echo),
-        sleep=lambda s: None,
-    )
+    client = echoing_client(echo)
     with pytest.raises(MetaApiError) as caught:
         client.get(ACCOUNT)
     error = caught.value
