@@ -4,8 +4,9 @@ landing/      what sources deliver (partners/<partner>/, first_party/, suppressi
 staging/      normalized first-party data, suppression list, quarantines (retention applies)
 clean_room/   the configured tables (first_party/, partners/<partner>/) and query results
 audiences/    members, payload rows and upload chunks per audience
-meta/         what Meta confirmed per audience, the upload ledger and dead letters
-audit/        one append-only record per upload (no personal data)
+meta/         per audience: the Meta audience it is bound to (binding.json) and, under that audience's id, what
+              Meta confirmed, the upload ledger and dead letters
+audit/        one append-only record per upload and per change of binding (no personal data)
 reports/      per-tenant cost reports (no personal data)
 """
 
@@ -49,8 +50,30 @@ def chunk(audience: str, upload_id: str, kind: str, index: int) -> str:
     return f"audiences/{audience}/chunks/{upload_id}/{kind}/chunk-{index:05d}.parquet"
 
 
-def confirmed(audience: str) -> str:
+def wanted_rows(audience: str) -> str:
+    """Every payload row the audience wants (digests only): what a plan is rebuilt from when the Meta audience
+    it was planned against is gone (`core.audience.plan.rebase`)."""
+    return f"audiences/{audience}/wanted.parquet"
+
+
+def binding(audience: str) -> str:
+    """Which Meta audience (id, ad account, name) this audience is bound to (`core.meta.binding`)."""
+    return f"meta/{audience}/binding.json"
+
+
+def confirmed(audience: str, audience_id: str) -> str:
+    """What Meta confirmed holding for the Meta audience `audience_id`: the record is kept per Meta id, so it
+    can never claim rows for an audience that did not receive them."""
+    return f"meta/{audience}/{audience_id}/confirmed.parquet"
+
+
+def legacy_confirmed(audience: str) -> str:
+    """Where confirmed rows lived before records were kept per Meta id (read once, to migrate)."""
     return f"meta/{audience}/confirmed.parquet"
+
+
+def upload_ledger(audience: str, audience_id: str, upload_id: str) -> str:
+    return f"meta/{audience}/{audience_id}/uploads/{upload_id}/"
 
 
 def delivery_record(source: str) -> str:
@@ -58,8 +81,9 @@ def delivery_record(source: str) -> str:
     return f"staging/deliveries/{source}.json"
 
 
-def audit(audience: str, stamp: str, upload_id: str) -> str:
-    return f"audit/{audience}/{stamp}-{upload_id}.json"
+def audit(audience: str, stamp: str, audience_id: str, what: str) -> str:
+    """An audit record: `what` is an upload id, or `binding` for a change of the Meta audience bound."""
+    return f"audit/{audience}/{stamp}-{audience_id}-{what}.json"
 
 
 DEAD_LETTER_RUNS = "dead_letters/runs/"

@@ -1,8 +1,10 @@
-"""Delivering an audience's stored upload plan: the audience found or created and preflighted, rows
-uploaded, and what Meta now holds recorded. The assets call this; so do the crash and fault tests.
+"""Delivering an audience's stored upload plan: the Meta audience bound and verified (`meta.binding`) and
+preflighted, rows uploaded, and what Meta now holds recorded. The assets call this; so do the crash and fault
+tests.
 
-`deliver` resumes whatever an earlier run of the same plan acknowledged (see `meta.ledger`), and only
-after every chunk is acknowledged folds them into `meta/<audience>/confirmed.parquet`, with an audit record.
+`deliver` resumes whatever an earlier run of the same plan acknowledged (see `meta.ledger`), and only after
+every chunk is acknowledged folds them into the record of the Meta audience they went to
+(`meta/<audience>/<Meta audience id>/confirmed.parquet`), with an audit record.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,9 +23,12 @@ from typing import Any
 import duckdb
 
 from audience_assets.core import layout
+from audience_assets.core.audience.approval import review_removals
 from audience_assets.core.audience.plan import Chunk, Plan, read_chunk_json, update_confirmed
+from audience_assets.core.audience.planning import needs_rebase, rebase
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path
+from audience_assets.core.meta.binding import Binding, bind
 from audience_assets.core.meta.client import GraphClient, JsonText
 from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.manager import AudienceManager
@@ -30,9 +36,15 @@ from audience_assets.core.meta.uploader import AudienceUploader, UploadResult
 from audience_assets.core.scratch import scratch
 from audience_assets.core.store import Store, optional_copy
 
+log = logging.getLogger(__name__)
+
 
 class UnrecordedAudience(RuntimeError):
     """A replace into an existing Meta audience of which this deployment has no record: held for approval."""
+
+
+class RemovalsHeld(RuntimeError):
+    """A plan made again at upload time removes more than the audience's max_removal: held for approval."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +53,8 @@ class Delivery:
     created: bool
     result: UploadResult
     state: dict[str, Any]  # the audience as Meta describes it after the upload
+    binding: Binding | None = None  # which Meta audience was written to, and how it was bound in this sync
+    plan: Plan | None = None  # the plan sent (made again when the bound audience changed)
 
 
 def deliver(
@@ -59,24 +73,33 @@ def deliver(
     approvals: Mapping[str, Any] | None = None,
     approved_removals: bool = False,
 ) -> Delivery:
-    """Find or create the Meta audience, preflight it, upload the plan (resuming), record what Meta holds.
+    """Bind the Meta audience (verified against Meta: found, created, recreated, renamed or adopted, see
+    `core.meta.binding`), preflight it, upload the plan (resuming), record what Meta holds.
 
-    `report` receives the upload's progress lines (at least every 30 s). Raises `UploadIncomplete` when
-    batches were not acknowledged (retries exhausted, or the deadline passed): they are dead-lettered in
-    the ledger and the next run of the same plan re-sends exactly those. `approvals` (what a person approved
-    for this upload) goes into the audit record."""
+    A plan made against another Meta audience's record than the one bound now (the bound audience was deleted,
+    or another adopted) is made again against the right record before anything is sent. `report` receives the
+    upload's progress lines (at least every 30 s). Raises `UploadIncomplete` when batches were not
+    acknowledged (retries exhausted, the deadline passed, the token failed): they are dead-lettered in the
+    ledger and the next run of the same plan re-sends exactly those. `approvals` (what a person approved for
+    this upload) goes into the audit record."""
     started = time.monotonic()
     manager = AudienceManager(client, ad_account_id)
-    audience_id, created = manager.ensure(
-        spec.meta_name,
-        description=spec.description,
-        customer_file_source=spec.customer_file_source,
-        retention_days=spec.retention_days,
-    )
-    state = manager.preflight(audience_id)
+    manager.preflight_account()
+    binding = bind(store, manager, audience, spec)
+    audience_id = binding.meta_audience_id
+    if binding.note:
+        write_binding_audit(store, binding, run_id)
+        log.warning(binding.note)
+    state = manager.preflight_audience(audience_id)
+    if needs_rebase(store, audience, plan, audience_id):
+        plan = rebase(store, audience, spec, audience_id)
+        review = review_removals(audience, plan, spec.max_removal, {})
+        if review.blocked and not approved_removals:
+            raise RemovalsHeld(review.message())
     held = int(state.get("approximate_count_lower_bound") or -1)
-    resuming = UploadLedger(store, audience, plan.upload_id).session("replace") is not None  # this plan's own rows
-    unrecorded = plan.mode == "replace" and not created and plan.confirmed_rows == 0 and not resuming
+    ledger = UploadLedger(store, audience, audience_id, plan.upload_id)
+    resuming = ledger.session("replace") is not None  # this plan's own rows
+    unrecorded = plan.mode == "replace" and not binding.created and plan.confirmed_rows == 0 and not resuming
     if unrecorded and held > 0 and not approved_removals:
         raise UnrecordedAudience(
             f"{audience}: Meta's audience {audience_id} already holds about {held:,} people, but nothing this "
@@ -91,17 +114,12 @@ def deliver(
                 return JsonText(read_chunk_json(connection(), path, plan.schema))
 
         uploader = AudienceUploader(
-            client,
-            UploadLedger(store, audience, plan.upload_id),
-            read_chunk,
-            concurrency=concurrency,
-            report=report,
-            settle_seconds=settle_seconds,
+            client, ledger, read_chunk, concurrency=concurrency, report=report, settle_seconds=settle_seconds
         )
         result = uploader.run(audience_id, plan)
-    confirmed_rows, digests = record_confirmed(store, audience, plan)
+    confirmed_rows, digests = record_confirmed(store, audience, audience_id, plan)
     state = manager.read_settled(audience_id, extra_fields, max_seconds=settle_seconds)
-    delivery = Delivery(audience_id, created, result, state)
+    delivery = Delivery(audience_id, binding.created, result, state, binding, plan)
     write_audit(
         store,
         audience,
@@ -149,11 +167,12 @@ def write_audit(
     """One append-only audit record per upload: what was sent (counts and a SHA-256 of the sorted row
     ids per operation, never a row), Meta's counts, and who ran it when. Returns its key."""
     now = dt.datetime.now(dt.UTC)
-    key = layout.audit(audience, now.strftime("%Y%m%dT%H%M%S%fZ"), plan.upload_id)
+    key = layout.audit(audience, now.strftime("%Y%m%dT%H%M%S%fZ"), delivery.audience_id, plan.upload_id)
     result = delivery.result
     record = {
         "audience": audience,
         "meta_audience_id": delivery.audience_id,
+        "ad_account_id": delivery.binding.ad_account_id if delivery.binding else "",
         "mode": mode,
         "upload_id": plan.upload_id,
         "run_id": run_id,
@@ -176,27 +195,41 @@ def write_audit(
         "batches_sent": sum(op.batches_sent for op in result.operations),
         "upload_seconds": round(upload_seconds, 2),
     }
-    if store.get_bytes(key) is not None:  # append-only: a record is never rewritten
-        raise FileExistsError(f"audit record {key} already exists")
-    store.put_bytes(key, json.dumps(record, indent=1, sort_keys=True).encode())
+    _append(store, key, record)
     return key
 
 
-def record_confirmed(store: Store, audience: str, plan: Plan) -> tuple[int, dict[str, tuple[int, str]]]:
-    """Fold the plan's chunks into `meta/<audience>/confirmed.parquet`: what Meta now holds. Returns its
-    row count and, per operation, the rows sent and a SHA-256 of their sorted row ids."""
+def write_binding_audit(store: Store, binding: Binding, run_id: str) -> str:
+    """An audit record of a change of the Meta audience bound (created, recreated, renamed, adopted...)."""
+    now = dt.datetime.now(dt.UTC)
+    key = layout.audit(binding.audience, now.strftime("%Y%m%dT%H%M%S%fZ"), binding.meta_audience_id, "binding")
+    _append(store, key, {**binding.document(), "run_id": run_id, "recorded_at": now.isoformat()})
+    return key
+
+
+def _append(store: Store, key: str, record: Mapping[str, Any]) -> None:
+    if store.get_bytes(key) is not None:  # append-only: a record is never rewritten
+        raise FileExistsError(f"audit record {key} already exists")
+    store.put_bytes(key, json.dumps(record, indent=1, sort_keys=True).encode())
+
+
+def record_confirmed(
+    store: Store, audience: str, audience_id: str, plan: Plan
+) -> tuple[int, dict[str, tuple[int, str]]]:
+    """Fold the plan's chunks into the record of the Meta audience `audience_id` (`layout.confirmed`): what it
+    now holds. Returns its row count and, per operation, the rows sent and a SHA-256 of their sorted row ids."""
     with (
         scratch("confirmed") as tmp,
         connect(tmp) as con,
         contextlib.ExitStack() as stack,
     ):
-        confirmed = stack.enter_context(optional_copy(store, layout.confirmed(audience)))
+        confirmed = stack.enter_context(optional_copy(store, layout.confirmed(audience, audience_id)))
         acknowledged = {
             op.kind: [stack.enter_context(store.local_copy(c.key)) for c in op.chunks] for op in plan.operations
         }
         out = Path(tmp) / "confirmed.parquet"
         rows = update_confirmed(con, keys=plan.schema, confirmed=confirmed, acknowledged=acknowledged, out=out)
-        store.upload(out, layout.confirmed(audience))
+        store.upload(out, layout.confirmed(audience, audience_id))
         digests = {}
         for kind, paths in acknowledged.items():
             files = ", ".join(sql_path(p) for p in paths)
@@ -226,9 +259,13 @@ def delivery_figures(delivery: Delivery, audience: Audience, upload_id: str, cli
     operations = result.operations
     received = sum(op.num_received for op in operations)
     invalid = sum(op.num_invalid_entries for op in operations)
+    binding = delivery.binding
     metadata: dict[str, Any] = {
         "audience_id": delivery.audience_id,
         "created": delivery.created,
+        "binding_event": binding.event if binding else "",
+        "binding_note": binding.note if binding else "",
+        "previous_audience_id": (binding.previous_id if binding else "") or "none",
         "upload_id": upload_id,
         "mode": audience.mode,
         "rows_sent": sum(op.rows for op in operations),

@@ -59,6 +59,9 @@ class Plan:
     # a broken delivery upstream would inflate, so it is reviewed before sending (`core.audience.approval`)
     removals_to_review: int = 0
     ldu_rows: int = 0  # desired rows marked Limited Data Use (audiences with data_processing)
+    # the Meta audience whose confirmed rows the plan was made against ("": nothing on record); a plan is
+    # only sent to that audience (`core.audience.planning.needs_rebase`)
+    basis_audience_id: str = ""
 
     def rows(self, kind: str) -> int:
         return sum(op.rows for op in self.operations if op.kind == kind)
@@ -73,6 +76,7 @@ class Plan:
             "confirmed_rows": self.confirmed_rows,
             "removals_to_review": self.removals_to_review,
             "ldu_rows": self.ldu_rows,
+            "basis_audience_id": self.basis_audience_id,
             "operations": [
                 {
                     "kind": op.kind,
@@ -99,6 +103,9 @@ class Plan:
             document.get("confirmed_rows", 0),
             _removals_to_review(document),
             document.get("ldu_rows", 0),
+            # a plan stored before plans named their basis was made against the record kept under the
+            # audience's name: it is made again against the bound audience's record before it is sent
+            document.get("basis_audience_id", "legacy"),
         )
 
 

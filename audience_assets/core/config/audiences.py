@@ -106,7 +106,12 @@ class AudienceDefaults(Strict):
 class Audience(AudienceDefaults):
     """One Meta custom audience: who is in it (segments per partner) and how it is synced."""
 
-    meta_name: str
+    meta_name: str = Field(min_length=1, description="the audience's name on Meta (renamed there when changed here)")
+    meta_audience_id: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,25}$",
+        description="adopt this existing Meta audience (its id) instead of creating or finding one by name",
+    )
     tenant: str | None = Field(
         default=None, description="the advertiser it belongs to (tenants.yaml); required once tenants are declared"
     )
@@ -115,6 +120,12 @@ class Audience(AudienceDefaults):
         description="partner -> {segment column: accepted values}; a person qualifies through any partner "
         "whose every listed segment matches one of its values"
     )
+
+    @field_validator("meta_audience_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        """An id written without quotes in YAML arrives as a number: taken as the digits it is."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("select")
     @classmethod

@@ -4,7 +4,8 @@ Each acknowledgement is written (one small JSON object) before the next step, in
 as the data (a local folder or S3 with SSE-KMS), so a run that dies at any point resumes exactly where
 Meta's acknowledgements end: no acknowledged batch is sent again, no row is skipped.
 
-Layout under `meta/<audience>/uploads/<upload_id>/`:
+Layout under `meta/<audience>/<Meta audience id>/uploads/<upload_id>/` (an upload belongs to the Meta audience it
+was sent to: a recreated audience starts a ledger of its own):
   sessions/<kind>.json                 the session in use for add / remove / replace
   batches/<kind>[-<session>]-<n>.json  one per acknowledged chunk (replace acks are per session)
   dead_letters/<kind>-<n>.json         chunks that exhausted their retries, with the error (no rows)
@@ -16,13 +17,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from audience_assets.core import layout
 from audience_assets.core.store import Store
 
 
 class UploadLedger:
-    def __init__(self, store: Store, audience: str, upload_id: str):
+    def __init__(self, store: Store, audience: str, audience_id: str, upload_id: str):
         self.store, self.audience, self.upload_id = store, audience, upload_id
-        self.prefix = f"meta/{audience}/uploads/{upload_id}/"
+        self.audience_id = audience_id
+        self.prefix = layout.upload_ledger(audience, audience_id, upload_id)
 
     def _put(self, key: str, value: dict[str, Any]) -> None:
         self.store.put_bytes(self.prefix + key, json.dumps(value, sort_keys=True).encode())
@@ -70,7 +73,14 @@ class UploadLedger:
     def dead_letter(self, kind: str, index: int, error: dict[str, Any]) -> None:
         self._put(
             f"dead_letters/{kind}-{index:06d}.json",
-            {"audience": self.audience, "upload_id": self.upload_id, "kind": kind, "chunk": index, **error},
+            {
+                "audience": self.audience,
+                "meta_audience_id": self.audience_id,
+                "upload_id": self.upload_id,
+                "kind": kind,
+                "chunk": index,
+                **error,
+            },
         )
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:

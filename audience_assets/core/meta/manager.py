@@ -32,6 +32,11 @@ AUDIENCE_FIELDS = (
     "approximate_count_lower_bound,approximate_count_upper_bound,is_value_based,time_updated"
 )
 AUTH_ERROR_CODES = frozenset({102, 104, 190})  # the token itself is missing, invalid or expired
+GONE = (100, 33)  # "Object with ID ... does not exist": how Meta answers for an audience that was deleted
+
+
+class AmbiguousAudience(MetaPreflightError):
+    """Several audiences of the ad account carry the name looked for."""
 
 
 class AudienceManager:
@@ -42,30 +47,50 @@ class AudienceManager:
             raise ValueError(f"META_AD_ACCOUNT_ID must look like act_<digits>, got {ad_account_id!r}")
         self.client, self.ad_account_id = client, ad_account_id
 
-    def find(self, name: str) -> dict[str, Any] | None:
-        after = None
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """Every audience of the ad account called `name` (Meta allows several), read page by page."""
+        found, after = [], None
         while True:
             params: dict[str, Any] = {"fields": "id,name,subtype", "limit": 200}
             if after:
                 params["after"] = after
             page = self.client.get(f"{self.ad_account_id}/customaudiences", **params)
-            for audience in page.get("data", []):
-                if audience.get("name") == name:
-                    return audience
+            found += [audience for audience in page.get("data", []) if audience.get("name") == name]
             paging = page.get("paging", {})
             after = paging.get("cursors", {}).get("after")
             if not paging.get("next") or not after:
+                return found
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        """The audience called `name`; `AmbiguousAudience` when the account holds several of that name."""
+        found = self.named(name)
+        if len(found) > 1:
+            ids = ", ".join(str(a["id"]) for a in found)
+            raise AmbiguousAudience(
+                f"ad account {self.ad_account_id} holds {len(found)} audiences called {name!r} ({ids}): the pipeline "
+                "cannot tell which one is this audience. Nothing was sent. Set meta_audience_id in audiences.yaml "
+                "to the one to keep (and delete or rename the other in Ads Manager)"
+            )
+        return found[0] if found else None
+
+    def lookup(self, audience_id: str) -> dict[str, Any] | None:
+        """The audience with this id as Meta describes it, or None when Meta says it does not exist (deleted in
+        Ads Manager, or by Meta). Any other error (no access, an outage) is raised, never taken as "gone"."""
+        try:
+            return self.client.get(audience_id, fields="id,name,description,subtype,account_id")
+        except MetaApiError as error:
+            if (error.code, error.subcode) == GONE:
                 return None
+            raise
 
-    def ensure(
-        self, name: str, *, description: str, customer_file_source: str, retention_days: int
-    ) -> tuple[str, bool]:
-        """The id of the audience called `name`, created if missing; and whether it was created.
+    def update(self, audience_id: str, **fields: str) -> None:
+        """Change an audience's name or description in place (`POST /{id}`): the same audience, members kept."""
+        self.client.post(audience_id, dict(fields))
 
-        Creation is not idempotent, so a timeout is followed by a lookup, never by a second create."""
-        found = self.find(name)
-        if found:
-            return str(found["id"]), False
+    def create(self, name: str, *, description: str, customer_file_source: str, retention_days: int) -> dict[str, Any]:
+        """A new customer-list audience called `name` (`{"id", "name"}`).
+
+        Creation is not idempotent, so a timeout is followed by a lookup by name, never by a blind second create."""
         body = {
             "name": name,
             "subtype": "CUSTOM",
@@ -78,9 +103,9 @@ class AudienceManager:
         except MetaTransportError:
             found = self.find(name)
             if found:
-                return str(found["id"]), True
+                return found
             created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
-        return str(created["id"]), True
+        return {"id": str(created["id"]), "name": name}
 
     def read(self, audience_id: str, extra_fields: Sequence[str] = ()) -> dict[str, Any]:
         return self.client.get(audience_id, fields=",".join([AUDIENCE_FIELDS, *extra_fields]))
@@ -109,6 +134,11 @@ class AudienceManager:
 
     def preflight(self, audience_id: str) -> dict[str, Any]:
         """Check, before any row is sent, that the token, the account and the audience can take uploads."""
+        self.preflight_account()
+        return self.preflight_audience(audience_id)
+
+    def preflight_account(self) -> None:
+        """The token works, holds ads_management, and the ad account is active with the terms accepted."""
         try:
             self.client.get("me", fields="id")
             permissions = self.client.get("me/permissions")
@@ -137,6 +167,9 @@ class AudienceManager:
                 f"the Custom Audience terms are not accepted for {self.ad_account_id}: accept them at "
                 f"https://business.facebook.com/ads/manage/customaudiences/tos/?act={self.ad_account_id[4:]} and rerun"
             )
+
+    def preflight_audience(self, audience_id: str) -> dict[str, Any]:
+        """The audience is a customer list Meta has not flagged; returns it as Meta describes it."""
         try:
             audience = self.read(audience_id)
         except MetaApiError as error:

@@ -48,3 +48,7 @@ class UploadResult:
 
 class UploadIncomplete(RuntimeError):
     """Some batches were not acknowledged; they are in the dead-letter record and the ledger resumes."""
+
+    def __init__(self, message: str, *, upload_id: str = "", dead: int = 0):
+        super().__init__(message)
+        self.upload_id, self.dead = upload_id, dead

@@ -107,7 +107,9 @@ class AudienceUploader:
             raise UploadIncomplete(
                 f"{result.dead_letters} of {result.batches_planned} batch(es) of upload {plan.upload_id} "
                 f"were not acknowledged ({'; '.join(result.reasons)}); they are recorded as dead "
-                "letters and the next run re-sends them"
+                "letters and the next run re-sends them",
+                upload_id=plan.upload_id,
+                dead=result.dead_letters,
             )
         self.ledger.complete(
             {"audience_id": audience_id, "operations": [dataclasses.asdict(op) for op in result.operations]}

@@ -14,18 +14,16 @@ import dagster as dg
 
 from audience_assets.core import layout
 from audience_assets.core.audience.approval import review_removals
-from audience_assets.core.audience.floor import below_floor, members_after
-from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
-from audience_assets.core.audience.ldu import consent_alias, field_sql
-from audience_assets.core.audience.outbound import outbound_cell_problems
-from audience_assets.core.audience.plan import build_rows, plan_upload, store_plan
+from audience_assets.core.audience.plan import store_plan
+from audience_assets.core.audience.planning import PlanRefused, make_plan
 from audience_assets.core.audience.selection import select_members
-from audience_assets.core.config import Audience, ProjectConfig
-from audience_assets.core.duck import connect, parquet_columns
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.duck import connect
+from audience_assets.core.meta.binding import planned_audience_id
 from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import optional_copy
 from audience_assets.defs.activation import checks
-from audience_assets.defs.metadata import attribute, check_spec, parquet_count, publish, work_dir
+from audience_assets.defs.metadata import attribute, check_spec, publish, work_dir
 from audience_assets.defs.partitions import partner_to_audiences
 from audience_assets.defs.resources import MetaAudiences, Storage
 
@@ -145,42 +143,13 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
         audience = config.audiences[name]
         meter = attribute(context, storage, tenant=tenant, audience=name)
         store = meter.store
-        keys = audience.keys
-        with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
-            members = stack.enter_context(store.local_copy(layout.audience_members(name)))
-            if audience.mode != "remove":
-                refuse(below_floor(name, audience.min_size, members=parquet_count(con, members)), audience)
-            customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
-            suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
-            confirmed = stack.enter_context(optional_copy(store, layout.confirmed(name)))
-            rows = tmp / "rows.parquet"
-            processing = audience.data_processing
-            if (
-                processing
-                and processing.column
-                and consent_alias(processing.column) not in parquet_columns(con, customers)
-            ):
-                raise dg.Failure(
-                    f"{name}: data_processing.column {processing.column!r} is not in the ingested CRM table (it "
-                    "predates the setting): materialize first_party_customers again"
-                )
-            ldu = field_sql(processing) if processing else []
-            desired = build_rows(con, members=members, customers=customers, keys=keys, out=rows, extra=ldu)
-            keys = [*keys, *LDU_FIELDS] if ldu else keys  # the payload schema carries the three LDU fields
-            plan = plan_upload(
-                con,
-                audience=name,
-                mode=audience.mode,
-                keys=keys,
-                desired=rows,
-                confirmed=confirmed,
-                suppression=suppression,
-                out_dir=tmp / "chunks",
-                chunk_rows=audience.chunk_rows,
-            )
-            refuse(below_floor(name, audience.min_size, after=members_after(plan)), audience)
-            chunk_files = [c.path for op in plan.operations for c in op.chunks]
-            problems = outbound_cell_problems(con, chunk_files, keys)
+        basis = planned_audience_id(store, name, audience, meta.ad_account(config.tenant(tenant)))
+        with work_dir() as tmp:
+            try:
+                planned = make_plan(store, name, audience, basis, tmp)
+            except PlanRefused as refused:
+                raise dg.Failure(str(refused), metadata={"min_size": audience.min_size}) from None
+            plan, desired, keys, problems = planned.plan, planned.desired, planned.keys, planned.cell_problems
             cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
             review = review_removals(name, plan, audience.max_removal, context.run.tags)
             removal_check = checks.removal_guard(review)
@@ -215,14 +184,9 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
                 "schema": ", ".join(keys),
                 **review.metadata(),
                 "ldu_rows": plan.ldu_rows,
+                "basis_audience_id": plan.basis_audience_id or "none",
             },
             check_results=[cell_check, removal_check, version_check],
         )
 
     return audience_chunks
-
-
-def refuse(problem: str | None, audience: Audience) -> None:
-    """Stop the step when the privacy floor says no (nothing is uploaded)."""
-    if problem:
-        raise dg.Failure(problem, metadata={"min_size": audience.min_size})

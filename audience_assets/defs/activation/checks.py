@@ -21,6 +21,7 @@ API_VERSION = "api_version"
 API_VERSION_ANSWER = "api_version_answer"
 DELIVERY_STATUS = "delivery_status"
 OPERATION_STATUS = "operation_status"
+AUDIENCE_BINDING = "audience_binding"
 
 
 def api_version(life: Lifecycle) -> dg.AssetCheckResult:
@@ -52,6 +53,18 @@ def version_warning(version: str, warning: str) -> dg.AssetCheckResult:
             if warning
             else None
         ),
+    )
+
+
+def audience_binding(event: str, note: str, audience_id: str) -> dg.AssetCheckResult:
+    """Warns when the sync did not write to the audience it wrote to before (`core.meta.binding`): the one
+    bound was gone and recreated, renamed, adopted by id, found by name or moved to another account."""
+    return dg.AssetCheckResult(
+        check_name=AUDIENCE_BINDING,
+        passed=event in ("held", "created", ""),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"event": event or "held", "audience_id": audience_id},
+        description=note or None,
     )
 
 

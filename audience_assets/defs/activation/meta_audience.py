@@ -15,16 +15,18 @@ import dagster as dg
 from audience_assets.core.audience.approval import approvals, awaiting_approval, plan_summary, review_removals
 from audience_assets.core.audience.delivery import (
     Delivery,
+    RemovalsHeld,
     UnrecordedAudience,
     client_figures,
     deliver,
     delivery_figures,
 )
 from audience_assets.core.audience.plan import load_plan
+from audience_assets.core.audience.planning import PlanRefused
 from audience_assets.core.config import Audience, ProjectConfig
 from audience_assets.core.meta.client import GraphClient
+from audience_assets.core.meta.errors import MetaPreflightError
 from audience_assets.core.meta.health import delivery_health, operation_health
-from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.uploader import UploadIncomplete
 from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import Store
@@ -120,18 +122,21 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
                 )
             except Exception as unpublished:  # never hide the upload's own error behind the metric's
                 context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
-            if isinstance(error, UnrecordedAudience):
-                raise dg.Failure(str(error)) from None
+            if isinstance(error, (UnrecordedAudience, RemovalsHeld, PlanRefused, MetaPreflightError)):
+                raise dg.Failure(str(error)) from None  # held, with what to do: not a crash
             if not isinstance(error, UploadIncomplete):
                 raise
-            dead = len(UploadLedger(store, name, plan.upload_id).dead_letters())
             raise dg.Failure(
-                str(error), metadata={"upload_id": plan.upload_id, "dead_letters": dead, **client_figures(client)}
+                str(error),
+                metadata={"upload_id": error.upload_id, "dead_letters": error.dead, **client_figures(client)},
             ) from None
         finally:
             client.close()
+        plan = delivery.plan or plan
         metadata = delivery_metadata(delivery, audience, plan.upload_id, client)
-        before = previous_count(context, name)
+        if delivery.binding and delivery.binding.note:
+            context.log.warning(delivery.binding.note)
+        before = previous_count(context, name, delivery.audience_id)
         received, invalid = metadata["num_received"], metadata["num_invalid_entries"]
         metadata["audience_size_history"] = history_table(
             context, metadata, ("approximate_count_lower_bound", "rows_sent", "num_invalid_entries")
@@ -173,6 +178,8 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
         "invalid-heavy, populating, stale, expiring, of an inactive account or flagged.",
         checks.API_VERSION_ANSWER: "Meta answered the configured Marketing API version itself (no "
         "X-Ad-Api-Version-Warning saying it upgraded a retired version).",
+        checks.AUDIENCE_BINDING: "The sync wrote to the Meta audience this deployment filled before (or created it); "
+        "warns when that audience was gone and recreated, renamed, adopted or found by name.",
     }
 
     # One step judges every number the sync produced (a step per check would cost a process each in a
@@ -205,6 +212,9 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
             ),
         )
         yield checks.version_warning(str(figures.get("api_version", "")), str(figures.get("api_version_warning", "")))
+        yield checks.audience_binding(
+            str(figures.get("binding_event", "")), str(figures.get("binding_note", "")), str(figures["audience_id"])
+        )
 
     return [meta_custom_audience, meta_audience_checks]
 
@@ -228,12 +238,16 @@ def delivery_metadata(delivery: Delivery, audience: Audience, upload_id: str, cl
     return figures
 
 
-def previous_count(context: dg.AssetExecutionContext, partition: str) -> int | None:
-    """Meta's approximate count at this audience's previous materialization (None before the first)."""
+def previous_count(context: dg.AssetExecutionContext, partition: str, audience_id: str) -> int | None:
+    """Meta's approximate count at this audience's previous materialization, when it was of the same Meta
+    audience (None before the first, and after the audience was recreated or another bound)."""
     previous = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]), limit=1
     ).records
     if not previous or not previous[0].asset_materialization:
         return None
-    entry = previous[0].asset_materialization.metadata.get("approximate_count_lower_bound")
-    return int(entry.value) if entry is not None else None
+    metadata = previous[0].asset_materialization.metadata
+    entry, bound = metadata.get("approximate_count_lower_bound"), metadata.get("audience_id")
+    if entry is None or (bound is not None and str(bound.value) != audience_id):
+        return None
+    return int(entry.value)

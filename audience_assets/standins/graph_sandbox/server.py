@@ -224,6 +224,8 @@ class GraphSandbox:
         if len(parts) == 1 and verb == "DELETE":
             self.state.delete_audience(head)
             return account, {"success": True}
+        if len(parts) == 1 and verb == "POST":
+            return account, self._update(audience, params)
         if parts[1:] == ["users"] and verb in ("POST", "DELETE"):
             return account, uploads.users(
                 self.state, self.config, audience, params, self._prepared_rows(), remove=verb == "DELETE"
@@ -309,6 +311,17 @@ class GraphSandbox:
             value_based,
         )
         return {"id": audience_id}
+
+    def _update(self, audience: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """`POST /{audience_id}`: a new name or description for the same audience (its members stay)."""
+        changes = {k: str(params[k]) for k in ("name", "description") if k in params}
+        unknown_fields = sorted(set(params) - {"name", "description", "retention_days", "method"})
+        if unknown_fields:
+            raise GraphError(400, 100, f"(#100) Param {unknown_fields[0]} is not a valid field for this audience")
+        if "name" in changes and not changes["name"].strip():
+            raise GraphError(400, 100, "(#100) The parameter name must be a non-empty string")
+        self.state.update_audience(audience["id"], **changes)
+        return {"success": True}
 
     def _audience(self, verb: str, audience_id: str, token: str, context: dict[str, Any]) -> dict[str, Any]:
         audience = self.state.audience(audience_id)

@@ -129,6 +129,14 @@ class SandboxState:
         )
         return audience_id
 
+    def update_audience(self, audience_id: str, **fields: str) -> None:
+        for column in ("name", "description"):
+            if column in fields:
+                self.db.execute(
+                    f"UPDATE audiences SET {column} = ?, updated = ? WHERE id = ?",
+                    (fields[column], self.clock(), audience_id),
+                )
+
     def delete_audience(self, audience_id: str) -> None:
         self.db.execute("UPDATE audiences SET deleted = 1 WHERE id = ?", (audience_id,))
 

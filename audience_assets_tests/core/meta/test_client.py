@@ -28,15 +28,20 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
+from audience_assets.core import layout
+from audience_assets.core.config import Audience
+from audience_assets.core.meta.binding import bind
 from audience_assets.core.meta.client import DEFAULT_API_VERSION, GraphClient, JsonText, RetryPolicy, encode_body
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 from audience_assets.core.meta.manager import AudienceManager
 from audience_assets.core.meta.pacer import DeadlineExceeded
+from audience_assets.core.store import LocalStore
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
 
 TOKEN = "tok-Client-Secret-7f3a9c"
 ACCOUNT = "act_1000000001"
 APP_SECRET = "appsecret-Client-51d2e8"
+TARGET = Audience(meta_name="target", select={"partner": {}})
 CREATE = {"subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY", "description": "client test"}
 
 
@@ -533,40 +538,49 @@ def test_lost_connections_are_retried_when_safe_then_given_up():
 # ##### FIND-OR-CREATE
 
 
-def test_ensure_finds_before_it_creates_across_pages(sandbox: RecordingSandbox, server):
-    """ensure() is idempotent: the second call finds the audience (here on the second page of 200) instead
-    of creating another one with the same name."""
+def test_an_unbound_audience_is_found_by_name_across_pages_before_one_is_created(
+    sandbox: RecordingSandbox, server, tmp_path
+):
+    """With nothing bound yet, the audience is looked up by name (here on the second page of 200) instead of
+    created a second time; once bound, later syncs hold the binding without listing the account again."""
     for i in range(205):
         create(sandbox, f"filler {i:03d}")
     client = make_client(server.url)
     manager = AudienceManager(client, ACCOUNT)
-    first = manager.ensure("target", description="d", customer_file_source="USER_PROVIDED_ONLY", retention_days=0)
-    second = manager.ensure("target", description="d", customer_file_source="USER_PROVIDED_ONLY", retention_days=0)
+    store = LocalStore(tmp_path)
+    created = bind(store, manager, "target", TARGET)
+    assert (created.event, created.created) == ("created", True)
+    store.delete(layout.binding("target"))  # the store lost its record of the binding...
+    found = bind(store, manager, "target", TARGET)  # ...it is found by name, not made again
+    requests = len(sandbox.api_requests())
+    held = bind(store, manager, "target", TARGET)
+    by_id = [r["raw_path"].split("?")[0] for r in sandbox.api_requests()[requests:]]
     assert manager.find("filler 003")["id"] == sandbox.audience_id("filler 003")
-    audience = manager.read(first[0])
+    audience = manager.read(found.meta_audience_id)
     client.close()
-    assert first == (sandbox.audience_id("target"), True)
-    assert second == (first[0], False)
+    assert found.meta_audience_id == created.meta_audience_id == sandbox.audience_id("target")
+    assert (found.event, held.event) == ("found by name", "held")
     listed = raw(sandbox).get(f"{ACCOUNT}/customaudiences", params={"limit": 500, "fields": "name"}).json()["data"]
     assert [a["name"] for a in listed].count("target") == 1
     assert any("after=" in r["raw_path"] for r in sandbox.api_requests())  # it did page
+    assert by_id == [f"/v26.0/{held.meta_audience_id}"], "a held binding reads its audience, it lists nothing"
     assert (audience["subtype"], audience["customer_file_source"], audience["retention_days"]) == (
         "CUSTOM",
         "USER_PROVIDED_ONLY",
-        0,
+        180,
     )
 
 
 @pytest.mark.parametrize("lost", ["after", "before"])
-def test_ensure_after_a_lost_create_makes_exactly_one_audience(sandbox: RecordingSandbox, server, lost: str):
-    """Creating is not idempotent: after a lost answer ensure() looks the name up before creating again."""
+def test_a_lost_create_makes_exactly_one_audience(sandbox: RecordingSandbox, server, lost: str):
+    """Creating is not idempotent: after a lost answer the name is looked up before creating again."""
     client = make_client(server.url)
     sandbox.drop_next = lost
-    audience_id, created = AudienceManager(client, ACCOUNT).ensure(
+    created = AudienceManager(client, ACCOUNT).create(
         "fragile", description="d", customer_file_source="USER_PROVIDED_ONLY", retention_days=30
     )
     client.close()
-    assert created is True and audience_id == sandbox.audience_id("fragile")
+    assert created["id"] == sandbox.audience_id("fragile")
     creates = [r for r in sandbox.api_requests() if r["method"] == "POST"]
     assert [r["status"] for r in creates] == (["dropped"] if lost == "after" else ["dropped", 200])
     listed = raw(sandbox).get(f"{ACCOUNT}/customaudiences", params={"fields": "name"}).json()["data"]

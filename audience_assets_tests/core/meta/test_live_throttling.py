@@ -76,7 +76,7 @@ def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(tmp_pa
         # killed once the uploads are under way
         first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300
-        while len(list((data / "meta").glob("*/uploads/*/batches/*.json"))) < 10:
+        while len(list((data / "meta").glob("*/*/uploads/*/batches/*.json"))) < 10:
             assert first.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no batch acknowledged in 5 minutes"
             time.sleep(0.01)

@@ -266,7 +266,7 @@ def run_upload(
     def read_chunk(chunk: Chunk) -> JsonText:
         return JsonText(json.dumps([[f"c{chunk.index}-{r}"] for r in range(chunk.rows)]))
 
-    ledger = UploadLedger(store if store is not None else MemoryStore(), "liveness", plan.upload_id)
+    ledger = UploadLedger(store if store is not None else MemoryStore(), "liveness", AUDIENCE, plan.upload_id)
     uploader = AudienceUploader(
         client,
         ledger,

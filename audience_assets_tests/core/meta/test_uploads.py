@@ -21,6 +21,7 @@ import pytest
 
 from audience_assets.core import layout
 from audience_assets.core.audience.delivery import deliver
+from audience_assets.core.meta.binding import load_binding
 from audience_assets.core.meta.client import GraphClient, RetryPolicy
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets.core.store import LocalStore
@@ -104,7 +105,10 @@ def test_a_killed_upload_resumes_to_the_exact_set(tmp_path: Path, mode: str):
     ids = range(100_000)
     audience_spec = spec(mode, chunk_rows=1_000)
     upload = plan(storage, AUDIENCE, audience_spec, ids)
-    acks = data / "meta" / AUDIENCE / "uploads" / upload.upload_id / "batches"
+
+    def acks() -> list[Path]:  # under the Meta audience's id, which the worker binds
+        return list((data / "meta" / AUDIENCE).glob(f"*/uploads/{upload.upload_id}/batches/*.json"))
+
     with sandbox.serve() as server:
         worker = subprocess.Popen(
             [
@@ -120,13 +124,13 @@ def test_a_killed_upload_resumes_to_the_exact_set(tmp_path: Path, mode: str):
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         deadline = time.monotonic() + 60
-        while not (acks.is_dir() and len(list(acks.glob("*.json"))) >= 20):
+        while len(acks()) < 20:
             assert worker.poll() is None, "the upload finished before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.002)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        done_before = len(list(acks.glob("*.json")))
+        done_before = len(acks())
         assert 20 <= done_before < 100
         audience_id = sandbox.audience_id(audience_spec.meta_name)
         assert len(sandbox.member_keys(audience_id)) < len(ids)
@@ -157,7 +161,7 @@ def test_a_one_percent_change_sends_about_one_percent(tmp_path: Path):
         assert sent == 1_000 and sent <= 0.011 * full_rows
         assert {op.kind for op in delta.result.operations} == {"add", "remove"}
         assert sandbox.member_keys(delta.audience_id) == expected_members(after)
-        assert (tmp_path / "data" / layout.confirmed(AUDIENCE)).is_file()
+        assert (tmp_path / "data" / layout.confirmed(AUDIENCE, delta.audience_id)).is_file()
         again, _ = sync(storage, server.url, "mirror", after)  # nothing changed: nothing is sent
         assert again.result.operations == []
     sandbox.close()
@@ -188,13 +192,14 @@ def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: 
             deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT, concurrency=1)
         client.close()
     flaky.close()
-    ledger = UploadLedger(storage, AUDIENCE, upload.upload_id)
+    audience_id = load_binding(storage, AUDIENCE).meta_audience_id
+    ledger = UploadLedger(storage, AUDIENCE, audience_id, upload.upload_id)
     dead = ledger.dead_letters()
     assert dead and all(
         d["error_class"] == "transient" and d["code"] == 2 and d["message"] and d["chunk_key"] for d in dead.values()
     )
     assert not re.search(r"[0-9a-f]{64}|@example", json.dumps(dead)), "a dead letter names its chunk, never its rows"
-    assert not (tmp_path / "data" / layout.confirmed(AUDIENCE)).exists(), (
+    assert not (tmp_path / "data" / layout.confirmed(AUDIENCE, audience_id)).exists(), (
         "nothing is confirmed while batches are missing"
     )
 

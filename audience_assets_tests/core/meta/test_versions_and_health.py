@@ -88,9 +88,9 @@ def client_and_sandbox(**config) -> tuple[GraphClient, GraphSandbox]:
 def test_the_preflight_stops_before_any_row_with_the_fix(setup, expected):
     client, sandbox = client_and_sandbox(**setup)
     manager = AudienceManager(client, ACCOUNT)
-    audience_id, _ = manager.ensure(
+    audience_id = manager.create(
         "Preflight", description="", customer_file_source="USER_PROVIDED_ONLY", retention_days=180
-    )
+    )["id"]
     with pytest.raises(MetaPreflightError, match=re.escape(expected)):
         manager.preflight(audience_id)
     assert sandbox.member_keys(audience_id) == set()
@@ -99,9 +99,9 @@ def test_the_preflight_stops_before_any_row_with_the_fix(setup, expected):
 def test_a_populating_audience_is_read_again_with_growing_pauses_until_settled():
     client, sandbox = client_and_sandbox()
     manager = AudienceManager(client, ACCOUNT)
-    audience_id, _ = manager.ensure(
+    audience_id = manager.create(
         "Populating", description="", customer_file_source="USER_PROVIDED_ONLY", retention_days=180
-    )
+    )["id"]
     sandbox.set_health(audience_id, populating_reads=3)
     pauses: list[float] = []
     state = manager.read_settled(audience_id, max_seconds=40, sleep=pauses.append)
@@ -143,9 +143,9 @@ def test_each_status_injected_through_the_sandbox_becomes_its_check(delivery, op
     the intended check result, with Meta's words and what to do."""
     client, sandbox = client_and_sandbox()
     manager = AudienceManager(client, ACCOUNT)
-    audience_id, _ = manager.ensure(
+    audience_id = manager.create(
         "Health", description="", customer_file_source="USER_PROVIDED_ONLY", retention_days=180
-    )
+    )["id"]
     sandbox.set_health(audience_id, delivery=delivery, operation=operation)
     state = manager.read(audience_id)
     if check == checks.DELIVERY_STATUS:

@@ -3,6 +3,7 @@ exactly as the assets do it (plan.plan_upload -> plan.store_plan -> delivery.del
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import threading
 from collections.abc import Iterable
@@ -12,6 +13,8 @@ from audience_assets.core import layout
 from audience_assets.core.audience.plan import Plan, load_plan, plan_upload, row_id_sql, store_plan
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path
+from audience_assets.core.meta.binding import planned_audience_id
+from audience_assets.core.settings import SANDBOX_AD_ACCOUNT
 from audience_assets.core.store import Store, optional_copy
 from audience_assets_tests.oracle import canonical_row_key
 
@@ -51,11 +54,13 @@ def cells_sql(ids_table: str) -> str:
 
 
 def plan(storage: Store, audience: str, audience_spec: Audience, ids: Iterable[int]) -> Plan:
-    """Plan the upload that makes the audience hold exactly `ids`, store it, and return it."""
+    """Plan the upload that makes the audience hold exactly `ids` (against the record of the Meta audience it is
+    bound to in the sandbox's ad account, as `audience_chunks` does), store it, and return it."""
+    basis = planned_audience_id(storage, audience, audience_spec, SANDBOX_AD_ACCOUNT)
     with (
         tempfile.TemporaryDirectory() as tmp,
         connect(Path(tmp)) as con,
-        optional_copy(storage, layout.confirmed(audience)) as confirmed,
+        optional_copy(storage, layout.confirmed(audience, basis)) as confirmed,
     ):
         con.execute("CREATE TABLE ids (i BIGINT)")
         con.execute("INSERT INTO ids SELECT unnest(?)", [list(ids)])
@@ -70,12 +75,12 @@ def plan(storage: Store, audience: str, audience_spec: Audience, ids: Iterable[i
             mode=audience_spec.mode,
             keys=KEYS,
             desired=desired,
-            confirmed=confirmed,
+            confirmed=confirmed if basis else None,
             suppression=None,
             out_dir=Path(tmp) / "chunks",
             chunk_rows=audience_spec.chunk_rows,
         )
-        store_plan(storage, audience, planned)
+        store_plan(storage, audience, dataclasses.replace(planned, basis_audience_id=basis))
     loaded = load_plan(storage, audience)
     assert loaded is not None
     return loaded

@@ -1,0 +1,109 @@
+"""An audience's upload plan, made in one call: its wanted payload rows (members' hashed identifiers, Limited
+Data Use fields), compared with what the Meta audience it will be sent to holds on record, under the privacy
+floor, with every outbound cell checked.
+
+`audience_chunks` makes the plan against the record of the Meta audience the audience is bound to; when the
+upload finds that audience gone (or another bound, see `core.meta.binding`), `rebase` makes it again, from the
+same inputs, against the record of the audience it will really go to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import duckdb
+
+from audience_assets.core import layout
+from audience_assets.core.audience.floor import below_floor, members_after
+from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
+from audience_assets.core.audience.ldu import consent_alias, field_sql
+from audience_assets.core.audience.outbound import outbound_cell_problems
+from audience_assets.core.audience.plan import Plan, build_rows, plan_upload, store_plan
+from audience_assets.core.config import Audience
+from audience_assets.core.duck import connect, parquet_columns, sql_path
+from audience_assets.core.scratch import scratch
+from audience_assets.core.store import Store, optional_copy
+
+
+class PlanRefused(ValueError):
+    """No plan may be made (the privacy floor, an input that predates the configuration); nothing is sent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    plan: Plan  # its chunks still local files (`store_plan` uploads them)
+    desired: int  # distinct payload rows wanted
+    keys: tuple[str, ...]  # the payload schema
+    cell_problems: dict[str, int]  # outbound cells Meta must not receive, per key (empty: none)
+
+
+def make_plan(store: Store, audience: str, spec: Audience, basis_audience_id: str, work_dir: Path) -> Planned:
+    """The plan that makes the Meta audience `basis_audience_id` ("" for one with nothing on record) hold the
+    audience's members, its chunk files under `work_dir`. Raises `PlanRefused` below the privacy floor."""
+    with connect(work_dir) as con, contextlib.ExitStack() as stack:
+        members = stack.enter_context(store.local_copy(layout.audience_members(audience)))
+        if spec.mode != "remove":
+            _refuse(below_floor(audience, spec.min_size, members=_count(con, members)))
+        customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
+        suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
+        confirmed = (
+            stack.enter_context(optional_copy(store, layout.confirmed(audience, basis_audience_id)))
+            if basis_audience_id
+            else None
+        )
+        processing = spec.data_processing
+        if processing and processing.column and consent_alias(processing.column) not in parquet_columns(con, customers):
+            raise PlanRefused(
+                f"{audience}: data_processing.column {processing.column!r} is not in the ingested CRM table (it "
+                "predates the setting): materialize first_party_customers again"
+            )
+        ldu = field_sql(processing) if processing else []
+        rows = work_dir / "rows.parquet"
+        desired = build_rows(con, members=members, customers=customers, keys=spec.keys, out=rows, extra=ldu)
+        keys = (*spec.keys, *LDU_FIELDS) if ldu else tuple(spec.keys)  # the payload carries the three LDU fields
+        plan = plan_upload(
+            con,
+            audience=audience,
+            mode=spec.mode,
+            keys=keys,
+            desired=rows,
+            confirmed=confirmed,
+            suppression=suppression,
+            out_dir=work_dir / "chunks",
+            chunk_rows=spec.chunk_rows,
+        )
+        _refuse(below_floor(audience, spec.min_size, after=members_after(plan)))
+        chunks = [c.path for op in plan.operations for c in op.chunks if c.path is not None]
+        problems = outbound_cell_problems(con, chunks, keys)
+    plan = dataclasses.replace(plan, basis_audience_id=basis_audience_id)
+    return Planned(plan, desired, keys, problems)
+
+
+def needs_rebase(store: Store, audience: str, plan: Plan, audience_id: str) -> bool:
+    """Whether `plan` was made against another record than the one of `audience_id`, the Meta audience it is
+    about to be sent to (a plan made with nothing on record still fits an audience with nothing on record)."""
+    if plan.basis_audience_id == audience_id:
+        return False
+    return bool(plan.basis_audience_id) or store.get_bytes(layout.confirmed(audience, audience_id)) is not None
+
+
+def rebase(store: Store, audience: str, spec: Audience, audience_id: str) -> Plan:
+    """The audience's plan made again against the record of `audience_id` and stored in place of the old one.
+    Refused like the original (privacy floor, outbound cells); the removal guard is the caller's to apply."""
+    with scratch("rebase") as tmp:
+        planned = make_plan(store, audience, spec, audience_id, tmp)
+        if planned.cell_problems:
+            shown = ", ".join(f"{k} {n:,}" for k, n in planned.cell_problems.items())
+            raise PlanRefused(f"{audience}: outbound cells Meta must not receive ({shown}); nothing was sent")
+        return store_plan(store, audience, planned.plan)
+
+
+def _refuse(problem: str | None) -> None:
+    if problem:
+        raise PlanRefused(problem)
+
+
+def _count(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    return con.execute(f"SELECT count(*) FROM read_parquet({sql_path(path)})").fetchall()[0][0]
