@@ -59,8 +59,6 @@ def run_pipeline(
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     resources = {**(defs.resources or {}), **(resources or {})}
     store = resources["storage"].process_config_and_initialize().store()  # EnvVar fields resolved, as in a run
-    for item in ignored_objects(store, config):
-        print(f"not read: {item.key} ({item.size:,} bytes): {item.reason}", file=out)
     for run_id in fail_dead_runs(instance):
         print(f"FAILED run {run_id}: left STARTED by a process that no longer runs (now marked failed)", file=out)
     ok = True
@@ -107,7 +105,26 @@ def run_pipeline(
                         message = " ".join(line.strip() for line in error.message.splitlines() if line.strip())
                         print(f"         {event.step_key}: {error.cls_name}: {message[:500]}", file=out)
             ok &= result.success
+        if "partner_data" in keys:  # every source ingested: what the landing zone holds that none reads, and why
+            for item in ignored_objects(store, config):
+                print(f"not read: {item.key} ({item.size:,} bytes): {item.reason}", file=out)
     return ok
+
+
+def unknown_names(config: ProjectConfig, **named: Sequence[str]) -> str | None:
+    """What a command line names that the configuration does not declare (a typo would otherwise approve or
+    accept nothing, silently): `audiences` (each may be pinned to a plan, `name@<upload id>`) or `sources`."""
+    declared = {
+        "audiences": sorted(config.audiences),
+        "sources": sorted([*config.partners, "first_party", "suppression"]),
+    }
+    for kind, names in named.items():
+        unknown = sorted({n.partition("@")[0] for n in names} - set(declared[kind]))
+        if unknown:
+            return (
+                f"unknown {kind[:-1]}(s) {', '.join(unknown)}; the configuration declares {', '.join(declared[kind])}"
+            )
+    return None
 
 
 def print_templates(config: ProjectConfig, out=None) -> None:
@@ -132,11 +149,9 @@ def plan_pipeline(
 ) -> bool:
     """Build everything up to the upload plans (nothing goes to Meta) and print each audience's plan."""
     config = load_config(settings.config_dir)
-    unknown = sorted(set(audiences) - set(config.audiences))
-    if unknown:
-        print(
-            f"unknown audience(s) {', '.join(unknown)}; audiences.yaml declares {', '.join(config.audiences)}", file=out
-        )
+    problem = unknown_names(config, audiences=audiences)
+    if problem:
+        print(problem, file=out)
         return False
     chosen = list(audiences) or list(config.audiences)
     ok = run_pipeline(settings, instance, out, resources, stages=PLAN_STAGES, audiences=chosen)
@@ -207,6 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if values
     }
     settings = Settings.from_env()
+    problem = unknown_names(
+        load_config(settings.config_dir),
+        sources=args.accept_delivery,
+        audiences=[*args.approve_removals, *args.approve_upload],
+    )
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if args.command == "templates":
         print_templates(load_config(settings.config_dir))
         return 0

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -18,7 +22,7 @@ from audience_assets.cli import STAGES
 from audience_assets.core import layout
 from audience_assets.core.meta.binding import load_binding
 from audience_assets.core.store import LocalStore
-from audience_assets_tests.world import check_results, meta, run, sandbox
+from audience_assets_tests.world import check_results, crm_file, latest_metadata, meta, run, sandbox
 
 pytestmark = pytest.mark.slow
 ACTIVATION = (STAGES[2],)
@@ -113,3 +117,42 @@ def test_an_adopted_audience_is_filled_and_two_audiences_of_one_name_stop_the_ru
     adopted = binding["new_parents"]
     assert not adopted.passed and f"adopted Meta audience {made_by_hand}" in adopted.description
     assert f"meta_name {parents.meta_name!r} is carried by {old}" in adopted.description
+
+
+def test_an_older_export_never_becomes_current_again_whatever_happens_to_its_file(world: dict):
+    """A newer CRM export without 5 % of the customers is delivered and synced. Then the older export is
+    touched the ways housekeeping and transfers touch files: `chmod`, a modification time in the future (a
+    sender's clock, `rsync -t`), moved into `processed/`, copied back under another name. None of it brings
+    the people who left back into an audience."""
+    data, config_dir = world["data"], world["config_dir"]
+    older = crm_file(data)
+    header, *rows = older.read_text(encoding="utf-8").splitlines(keepends=True)
+    newer = older.with_name("crm_next.csv")
+    newer.write_text(header + "".join(row for i, row in enumerate(rows) if i % 20), encoding="utf-8")
+    out = io.StringIO()
+    assert run(data, config_dir, out, tags={"audience_assets/approve_removals": "travel_enthusiasts,new_parents"})
+    synced = meta(data.parent)
+    assert synced != world["held"], "the newer export changed the audiences"
+
+    older.chmod(0o600)
+    future = time.time() + 30 * 86_400
+    os.utime(older, (future, future))
+    out = io.StringIO()
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run(data, config_dir, out, instance), out.getvalue()
+        figures = latest_metadata(instance, "first_party_customers")
+    assert meta(data.parent) == synced
+    assert "crm_next.csv" in str(figures["files"]) and older.name not in str(figures["files"])
+    assert f"not read: {older.relative_to(data).as_posix()}" in out.getvalue()
+    assert "superseded by landing/first_party/crm_next.csv" in out.getvalue()
+
+    processed = older.parent / "processed"
+    processed.mkdir()
+    moved = Path(shutil.move(older, processed / older.name))
+    shutil.copy2(moved, older.parent / "crm_resent.csv")  # the same bytes delivered again, under another name
+    out = io.StringIO()
+    assert run(data, config_dir, out), out.getvalue()
+    assert meta(data.parent) == synced
+    text = out.getvalue()
+    assert f"not read: {moved.relative_to(data).as_posix()}" in text and "a sub-folder of landing/first_party/" in text
+    assert "not read: landing/first_party/crm_resent.csv" in text

@@ -81,6 +81,11 @@ def delivery_record(source: str) -> str:
     return f"staging/deliveries/{source}.json"
 
 
+def arrival_log(source: str) -> str:
+    """What a source delivered, in the order it arrived (`core.ingestion.arrivals`): identities, no data."""
+    return f"staging/arrivals/{source}.json"
+
+
 def audit(audience: str, stamp: str, audience_id: str, what: str) -> str:
     """An audit record: `what` is an upload id, or `binding` for a change of the Meta audience bound."""
     return f"audit/{audience}/{stamp}-{audience_id}-{what}.json"

@@ -40,6 +40,9 @@ class StoredObject:
 class Store(Protocol):
     """What the engines need of a store; `LocalStore` and `S3Store` are the two there are."""
 
+    # whether an object's `version` is a digest of its content (S3's ETag), or changes with its metadata too
+    content_addressed: bool
+
     def tagged(self, **tags: str) -> Store:
         """This store, writing every object with `tags` too (the tenant, for cost allocation on S3)."""
         ...
@@ -64,6 +67,8 @@ class Store(Protocol):
 
 class LocalStore:
     """A folder on this machine (`AUDIENCE_DATA_DIR`) laid out like the bucket. Writes are atomic."""
+
+    content_addressed = False  # `version` is size and mtime
 
     def __init__(self, root: Path | str, tags: Mapping[str, str] | None = None):
         self.root = Path(root).resolve()
@@ -134,6 +139,8 @@ class S3Store:
     Every write carries `ServerSideEncryption=aws:kms` with `AUDIENCE_KMS_KEY_ID`; a write without a
     key is refused rather than left to the bucket default. `tags` go on every object written.
     """
+
+    content_addressed = True  # `version` is the ETag S3 computes from the bytes
 
     def __init__(
         self,

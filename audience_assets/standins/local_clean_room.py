@@ -31,7 +31,7 @@ from audience_assets.core.cleanroom.protected_query import TERMINAL
 from audience_assets.core.cleanroom.rules import ConfiguredTable
 from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE, PARTNER_COLUMNS, first_party_columns
 from audience_assets.core.config import ProjectConfig
-from audience_assets.core.duck import connect, sql_path
+from audience_assets.core.duck import connect, ident, sql_path
 from audience_assets.core.store import Store
 
 MAX_RUNNING = 5  # concurrent ongoing queries per membership (not adjustable)
@@ -181,8 +181,10 @@ class LocalCollaboration:
                 (folders if table.path.is_dir() else files).append(
                     str(table.path) + ("/" if table.path.is_dir() else "")
                 )
-                columns = ", ".join(f'"{c}"' for c in table.columns)  # only the allowed columns exist in the room
-                con.execute(f'CREATE VIEW "{table.name}" AS SELECT {columns} FROM read_parquet({sql_path(source)})')
+                columns = ", ".join(ident(c) for c in table.columns)  # only the allowed columns exist in the room
+                con.execute(
+                    f"CREATE VIEW {ident(table.name)} AS SELECT {columns} FROM read_parquet({sql_path(source)})"
+                )
             # The query runs with the machine's files out of reach (read_csv('/etc/passwd'), glob(), ...):
             # only the tables' files can be read and only this query's result folder written.
             con.execute(f"SET allowed_directories = [{', '.join(sql_path(f) for f in [*folders, files[0]])}]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from pathlib import Path
 
@@ -168,3 +169,19 @@ def test_validating_the_code_location_writes_nothing_and_demo_seeds_an_empty_fol
     )
     assert seeded.returncode == 0 and "written to" in seeded.stdout, seeded.stdout + seeded.stderr
     assert len([p for p in (tmp_path / "data" / "landing").rglob("*") if p.is_file()]) == 4
+
+
+def test_each_audience_is_refreshed_on_its_own_cron(tmp_path: Path):
+    config = copy_config(tmp_path / "config", {"young_gamers": {"refresh_cron": "0 9 * * 1"}})
+    defs = build_definitions(Settings(data_dir=tmp_path / "data", config_dir=config, demo_data=False))
+    requested = {}
+    for schedule in defs.schedules or []:
+        if schedule.name.startswith("audience_refresh_"):
+            assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+            context = dg.build_schedule_context(
+                repository_def=defs.get_repository_def(),
+                scheduled_execution_time=dt.datetime(2026, 12, 7, 6, tzinfo=dt.UTC),
+            )
+            runs = schedule.evaluate_tick(context).run_requests or []
+            requested[schedule.cron_schedule] = sorted(r.partition_key for r in runs)
+    assert requested == {"0 6 * * *": ["new_parents", "travel_enthusiasts"], "0 9 * * 1": ["young_gamers"]}

@@ -41,9 +41,9 @@ def test_the_retention_job_deletes_old_exports_and_keeps_recent_ones_and_opt_out
     old_export = tmp_path / "landing" / "first_party" / "crm_2026-01-01.csv"
     new_export = tmp_path / "landing" / "first_party" / "crm_2026-11-27.csv"
     opt_outs = tmp_path / "landing" / "suppression" / "optouts_2026-01-01.csv"
-    for path in (old_export, new_export, opt_outs):
+    for number, path in enumerate((old_export, new_export, opt_outs)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("customer_id,email\nC1,a@example.com\n")
+        path.write_text(f"customer_id,email\nC{number},a{number}@example.com\n")
     month_ago = time.time() - 31 * 86400
     for path in (old_export, opt_outs):
         os.utime(path, (month_ago, month_ago))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 
 from audience_assets.core.config.audiences import DataProcessing
-from audience_assets.core.duck import literal
+from audience_assets.core.duck import ident, literal
 
 OPTIONS, COUNTRY, STATE = "DATA_PROCESSING_OPTIONS", "DATA_PROCESSING_OPTIONS_COUNTRY", "DATA_PROCESSING_OPTIONS_STATE"
 FIELDS = (OPTIONS, COUNTRY, STATE)
@@ -40,9 +40,9 @@ def field_sql(processing: DataProcessing) -> list[str]:
     else:
         is_ldu = "TRUE"
     return [
-        f'CASE WHEN {is_ldu} THEN {literal(LDU)} ELSE {literal(NONE)} END AS "{OPTIONS}"',
-        f"CASE WHEN {is_ldu} THEN '{processing.country}' ELSE '0' END AS \"{COUNTRY}\"",
-        f"CASE WHEN {is_ldu} THEN '{processing.state}' ELSE '0' END AS \"{STATE}\"",
+        f"CASE WHEN {is_ldu} THEN {literal(LDU)} ELSE {literal(NONE)} END AS {ident(OPTIONS)}",
+        f"CASE WHEN {is_ldu} THEN '{processing.country}' ELSE '0' END AS {ident(COUNTRY)}",
+        f"CASE WHEN {is_ldu} THEN '{processing.state}' ELSE '0' END AS {ident(STATE)}",
     ]
 
 

@@ -14,7 +14,7 @@ import duckdb
 
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
 from audience_assets.core.audience.ldu import bad_cell_sql
-from audience_assets.core.duck import literal, sql_path
+from audience_assets.core.duck import ident, literal, sql_path
 from audience_assets.core.identity import HASHED_KEYS, rules
 from audience_assets.core.identity.sql import ROW_BY_ROW_KEYS
 
@@ -46,7 +46,7 @@ def outbound_cell_problems(
         return f"contains({cell}, '@') OR regexp_matches({cell}, '^\\+?[0-9][0-9 ().-]{{8,}}$')"
 
     def cell(key: str) -> str:
-        return f"coalesce(\"{key}\", '')"
+        return f"coalesce({ident(key)}, '')"
 
     problems: dict[str, int] = {}
     per_row = [k for k in keys if k in ROW_BY_ROW_KEYS]

@@ -21,7 +21,7 @@ import duckdb
 from audience_assets.core import layout
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
 from audience_assets.core.audience.ldu import LDU, NONE
-from audience_assets.core.duck import DIGEST_PARQUET, literal, parquet_columns, sql_path
+from audience_assets.core.duck import DIGEST_PARQUET, ident, literal, parquet_columns, sql_path
 from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
 from audience_assets.core.store import Store
 
@@ -146,7 +146,7 @@ def _parquet(path: Path) -> str:
 
 
 def row_id_sql(keys: Sequence[str]) -> str:
-    return "sha256(concat_ws('|', " + ", ".join(f'"{k}"' for k in keys) + "))"
+    return "sha256(concat_ws('|', " + ", ".join(ident(k) for k in keys) + "))"
 
 
 def build_rows(
@@ -166,7 +166,7 @@ def build_rows(
     `extra` are further `<expression> AS "<FIELD>"` columns (Limited Data Use, `core.audience.ldu`): part of
     the row but not of its id (the id is the person's identifiers), so a change of LDU status alone is sent
     again as an add (see `_operations_sql`), never as a removal."""
-    cells = ", ".join([*(f'"{k}"' for k in keys), *extra])
+    cells = ", ".join([*(ident(k) for k in keys), *extra])
     rows = (
         f"SELECT {row_id_sql(keys)} AS row_id, * FROM (SELECT {cells} FROM {_parquet(customers)} "
         f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)}))"
@@ -195,7 +195,7 @@ def confirmed_cells(con: duckdb.DuckDBPyConnection, confirmed: Path, keys: Seque
             "(a new Meta audience) to change them"
         )
     unset = {LDU_FIELDS[0]: NONE, LDU_FIELDS[1]: "0", LDU_FIELDS[2]: "0"}
-    return ", ".join(f'"{k}"' if k in held else f'{literal(unset[k])} AS "{k}"' for k in keys)
+    return ", ".join(ident(k) if k in held else f"{literal(unset[k])} AS {ident(k)}" for k in keys)
 
 
 def _operations_sql(
@@ -207,7 +207,7 @@ def _operations_sql(
     new = f"row_id NOT IN (SELECT row_id FROM {confirmed})"
     ldu = [k for k in LDU_FIELDS if k in keys]
     if ldu:
-        differs = " OR ".join(f'd."{k}" IS DISTINCT FROM c."{k}"' for k in ldu)
+        differs = " OR ".join(f"d.{ident(k)} IS DISTINCT FROM c.{ident(k)}" for k in ldu)
         new += f" OR row_id IN (SELECT d.row_id FROM {desired} d JOIN {confirmed} c USING (row_id) WHERE {differs})"
     if mode == "mirror":
         return {
@@ -245,7 +245,7 @@ def plan_upload(
     rerun of the same plan resumes its ledger and a changed plan starts afresh."""
     if not 0 < chunk_rows <= MAX_ROWS_PER_REQUEST:
         raise ValueError(f"chunk_rows must be 1..{MAX_ROWS_PER_REQUEST} (Meta's limit per request)")
-    cells = ", ".join(f'"{k}"' for k in keys)
+    cells = ", ".join(ident(k) for k in keys)
     con.execute(f"CREATE OR REPLACE TEMP VIEW aa_desired AS SELECT row_id, {cells} FROM {_parquet(desired)}")
     if confirmed is not None:
         held_cells = confirmed_cells(con, confirmed, keys)
@@ -329,7 +329,7 @@ def read_chunk_json(con: duckdb.DuckDBPyConnection, path: Path, keys: Sequence[s
     """One chunk's payload rows as the JSON array Meta's `data` takes, cells in `keys` order, rows in
     row-id order. DuckDB encodes it: the 140,000 cells of a full chunk never become Python objects. Limited Data
     Use fields leave as JSON values (an array, numbers), every other cell as a string."""
-    cells = ", ".join(f'CAST("{k}" AS JSON)' if k in LDU_FIELDS else f'to_json("{k}")' for k in keys)
+    cells = ", ".join(f"CAST({ident(k)} AS JSON)" if k in LDU_FIELDS else f"to_json({ident(k)})" for k in keys)
     rows = con.execute(
         f"SELECT to_json(coalesce(list([{cells}] ORDER BY row_id), [])) FROM {_parquet(path)}"
     ).fetchall()
@@ -345,7 +345,7 @@ def update_confirmed(
     out: Path,
 ) -> int:
     """What Meta holds after the acknowledged chunks: replace sets it, add and remove change it."""
-    cells = ", ".join(f'"{k}"' for k in keys)
+    cells = ", ".join(ident(k) for k in keys)
 
     def union(paths: Sequence[Path]) -> str:
         return (
@@ -358,7 +358,7 @@ def update_confirmed(
         f"SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
         if confirmed
         else "SELECT "
-        + ", ".join(["CAST(NULL AS VARCHAR) AS row_id", *(f'CAST(NULL AS VARCHAR) AS "{k}"' for k in keys)])
+        + ", ".join(["CAST(NULL AS VARCHAR) AS row_id", *(f"CAST(NULL AS VARCHAR) AS {ident(k)}" for k in keys)])
         + " WHERE FALSE"
     )
     con.execute(f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS {base}")

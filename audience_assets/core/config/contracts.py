@@ -40,6 +40,11 @@ class FileContract(Strict):
     )
     default_country: str | None = "US"
     delivery: Literal["snapshot", "incremental"] = "snapshot"
+    subfolders: bool = Field(
+        default=False,
+        description="read files in sub-folders of the prefix too (by default a sub-folder, such as processed/, "
+        "is where housekeeping moves what was delivered, and is not read)",
+    )
     extra_columns: Literal["fail", "ignore"] = "fail"
     guards: DeliveryGuards | None = Field(
         default=None, description="this source's delivery guards; unset fields take the file's `guards:`"
@@ -81,6 +86,20 @@ class FileContract(Strict):
     def _names_without_header(self) -> FileContract:
         if self.format == "csv" and not self.header and not self.column_names:
             raise ValueError("header: false needs column_names (the columns of each file, in order)")
+        return self
+
+    @model_validator(mode="after")
+    def _names_differ_beyond_case(self) -> FileContract:
+        """SQL names ignore case, so two columns differing only in case would be one column in DuckDB."""
+        for what, names in (("columns", self.required_columns()), ("column_names entries", self.column_names or [])):
+            folded: dict[str, str] = {}
+            for name in names:
+                if name.casefold() in folded and folded[name.casefold()] != name:
+                    raise ValueError(
+                        f"{what} {folded[name.casefold()]!r} and {name!r} differ only in case; SQL reads them as "
+                        "one column: rename one"
+                    )
+                folded.setdefault(name.casefold(), name)
         return self
 
     @model_validator(mode="after")

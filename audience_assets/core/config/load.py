@@ -17,11 +17,31 @@ from audience_assets.core.config.tenants import TenantsConfig
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"  # the shipped partners.yaml and audiences.yaml
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key that a mapping repeats: PyYAML keeps the last silently, so a pasted
+    second audience entry would replace the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {seen[key] + 1}, again on line "
+                    f"{key_node.start_mark.line + 1}): a later entry would silently replace the earlier one; keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found (set AUDIENCE_CONFIG_DIR to the folder holding it)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):

@@ -40,6 +40,7 @@ class ProjectConfig:
                     )
         self._check_clean_room()
         self._check_tenants()
+        self._check_meta_names()
 
     @property
     def multi_tenant(self) -> bool:
@@ -126,6 +127,19 @@ class ProjectConfig:
                     f"audiences.yaml: audience {audience_name!r} of tenant {audience.tenant!r} selects "
                     f"partner(s) {foreign} of tenant {owners[foreign[0]]!r}; tenants never share data"
                 )
+
+    def _check_meta_names(self) -> None:
+        """Two audiences of one ad account may not share a Meta name (nor one differing only in case): they would
+        be found as one audience, and people could not tell them apart in Ads Manager."""
+        seen: dict[tuple[str, str], str] = {}
+        for name, audience in sorted(self.audiences.items()):
+            slot = (self.tenant_of_audience(name), audience.meta_name.casefold())
+            if slot in seen:
+                raise ConfigError(
+                    f"audiences.yaml: audiences {seen[slot]!r} and {name!r} both name the Meta audience "
+                    f"{audience.meta_name!r} (names are compared ignoring case): give each its own meta_name"
+                )
+            seen[slot] = name
 
     def _check_clean_room(self) -> None:
         """Every table's analysis rule is valid, and each partner's can run the audience match."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import duckdb
 
-from audience_assets.core.duck import literal
+from audience_assets.core.duck import ident, literal
 from audience_assets.core.identity import rules
 from audience_assets.core.identity.stages import key_stages
 
@@ -131,7 +131,7 @@ def meta_cells_query(
         country_join, country_cols = "CROSS JOIN aa_cn_class aa_cn", "aa_cn.*"
     calling = {"calling_code": "aa_cc", "trunk_prefix": "aa_trunk", "nsn_min": "aa_lo", "nsn_max": "aa_hi"}
 
-    base_cols = [*(f'b."{k}"' for k in keep), *(f"{text('b.' + c)} AS aa_src_{c}" for c in used)]
+    base_cols = [*(f"b.{ident(k)}" for k in keep), *(f"{text('b.' + c)} AS aa_src_{c}" for c in used)]
     ctes = [f"aa_rows AS (SELECT {', '.join(base_cols)}, {country_cols} FROM {source} b {country_join})"]
     by_source: dict[str, list[str]] = {}
     for key in keys:
@@ -180,9 +180,10 @@ def meta_cells_query(
     if "COUNTRY" in keys:
         outputs["COUNTRY"] = ("aa_country_cell", "coalesce(aa_country_reason, '')", "aa_country_cell <> ''")
 
-    select = [f'"{k}"' for k in keep]
+    select = [ident(k) for k in keep]
     for key in keys:
         value, reason, present = outputs[key]
-        select += [f'{value} AS "{key}"', f'{reason} AS "{key}__reason"', f'{present} AS "{key}__present"']
+        select += [f"{value} AS {ident(key)}", f"{reason} AS {ident(key + '__reason')}"]
+        select.append(f"{present} AS {ident(key + '__present')}")
     select.append("aa_country")
     return "WITH " + ",\n".join(ctes) + f"\nSELECT {', '.join(select)} FROM {current}"

@@ -10,7 +10,7 @@ import duckdb
 
 from audience_assets.core.audience.ldu import consent_alias, consent_value_sql
 from audience_assets.core.config import FileContract
-from audience_assets.core.duck import DIGEST_PARQUET, sql_path
+from audience_assets.core.duck import DIGEST_PARQUET, ident, sql_path
 from audience_assets.core.identity import sql as idsql
 from audience_assets.core.ingestion.passes import (
     hashed_match_columns,
@@ -91,7 +91,7 @@ def ingest_first_party(
     )
     # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
     consent = [f"{consent_value_sql(a)} AS {a}" for a in aliases]  # Limited Data Use per row, as digests
-    cells = ", ".join([*(f'"{k}"' for k in keys), *consent])
+    cells = ", ".join([*(ident(k) for k in keys), *consent])
     con.execute(
         f"COPY (SELECT customer_id, {cells} FROM {usable_rows(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})"
     )

@@ -1,8 +1,10 @@
 """What the landing zone holds that no source will read, and why: nothing delivered is ignored silently.
 
 An object is left unread when it sits in a partner folder nobody declared (a new partner, a typo), outside
-every source's prefix, or under a name that marks an unfinished or hidden upload (`.part`, `.tmp`, `~`,
-a leading dot or underscore). The landing-zone sensor logs each such object once and refreshes the
+every source's prefix, in a sub-folder of a source's prefix (`processed/`: where housekeeping moves what was
+delivered), under a name that marks an unfinished or hidden upload (`.part`, `.tmp`, `~`, a leading dot or
+underscore), or when it is an older snapshot a later delivery superseded, or a copy of content already
+delivered (`arrivals`). The landing-zone sensor logs each such object once and refreshes the
 `landing_zone_report` asset; the headless run prints them. Reasons name the rule, never the contents.
 """
 
@@ -12,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from audience_assets.core.config import ProjectConfig
-from audience_assets.core.ingestion.deliveries import skipped_reason
+from audience_assets.core.ingestion.arrivals import ArrivalLog
+from audience_assets.core.ingestion.deliveries import deliveries, skipped_reason
 from audience_assets.core.layout import LANDING_PARTNERS, LANDING_ROOT
 from audience_assets.core.store import Store, StoredObject
 
@@ -56,8 +59,13 @@ def ignored_objects(store: Store | LandingListing, config: ProjectConfig) -> Ite
     """Every object under the landing zone (and the sources' own prefixes) that no source reads."""
     listing = store if isinstance(store, LandingListing) else LandingListing(store, config)
     prefixes = source_prefixes(config)
+    superseded: dict[str, str] = {}  # key -> why its source does not read it (the arrival logs, as they stand)
+    for prefix, source in prefixes.items():
+        contract = config.sources.contract(source)
+        found = deliveries(listing.list(prefix), prefix, contract)
+        superseded.update(ArrivalLog.load(listing.store, source).current(found, contract.delivery).not_read)
     for obj in listing.objects:
-        reason = why_ignored(obj, prefixes, config)
+        reason = superseded.get(obj.key) or why_ignored(obj, prefixes, config)
         if reason:
             yield Ignored(obj.key, obj.version, obj.size, reason)
 
@@ -65,10 +73,10 @@ def ignored_objects(store: Store | LandingListing, config: ProjectConfig) -> Ite
 def why_ignored(obj: StoredObject, prefixes: dict[str, str], config: ProjectConfig) -> str | None:
     if obj.key.endswith("/") or obj.key.endswith("_$folder$"):
         return None  # a folder marker holds nothing
-    source = next((name for prefix, name in prefixes.items() if obj.key.startswith(prefix)), None)
+    prefix, source = next(((p, name) for p, name in prefixes.items() if obj.key.startswith(p)), ("", None))
     if source is not None:
-        skipped = skipped_reason(obj)
-        return f"{skipped}: not read by {source} until renamed" if skipped else None
+        skipped = skipped_reason(obj, prefix, config.sources.contract(source))
+        return f"{skipped}: not read by {source}" if skipped else None
     if obj.key.startswith(LANDING_PARTNERS):
         folder = obj.key[len(LANDING_PARTNERS) :].split("/", 1)[0]
         declared = ", ".join(sorted(config.partners))

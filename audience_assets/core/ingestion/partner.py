@@ -56,7 +56,7 @@ def ingest_partner(
         keep=["aa_file", "aa_row", *extra],
     )
     pre_cols = "".join(
-        f', {cell} AS "{key}", {why} AS "{key}__reason", ({cell}) <> \'\' AS "{key}__present"'
+        f", {cell} AS {ident(key)}, {why} AS {ident(key + '__reason')}, ({cell}) <> '' AS {ident(key + '__present')}"
         for key, (cell, why) in ((k, prehashed_cell(c)) for k, c in prehashed.items())
     )
     rows = f"(SELECT *{pre_cols} FROM ({query}))"

@@ -92,7 +92,7 @@ def judge(
     nobody reads), so this pass is narrow."""
     invalid = (
         "list_filter(["
-        + ", ".join(f"{{'key': {literal(k)}, 'reason': \"{k}__reason\"}}" for k in keys)
+        + ", ".join(f"{{'key': {literal(k)}, 'reason': {ident(k + '__reason')}}}" for k in keys)
         + "], lambda x: x.reason <> '')"
     )
     columns = ", ".join(["aa_file", "aa_row", *keep])
@@ -132,12 +132,15 @@ def usable_rows(rows: str) -> str:
 
 def no_identifier(keys: Sequence[str]) -> tuple[str, str]:
     """(usable condition, reason) for rows that must carry at least one of `keys`."""
-    detail = " || ".join(f"CASE WHEN \"{k}__reason\" <> '' THEN '; {k} ' || \"{k}__reason\" ELSE '' END" for k in keys)
+    detail = " || ".join(
+        f"CASE WHEN {ident(k + '__reason')} <> '' THEN {literal('; ' + k + ' ')} || {ident(k + '__reason')} ELSE '' END"
+        for k in keys
+    )
     reason = (
         f"'no usable identifier' || CASE WHEN ({detail}) <> '' THEN ' (' || ltrim({detail}, '; ') || ')' ELSE '' END"
     )
     # `__present`, not the cell itself: the verdict then never computes a digest (the writing pass does)
-    return " OR ".join(f'"{k}__present"' for k in keys), reason
+    return " OR ".join(ident(k + "__present") for k in keys), reason
 
 
 def write_quarantine(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -148,7 +151,7 @@ def hashed_match_columns(keys: Sequence[str], *, all_keys: bool = True) -> str:
     """Match keys as clean-room columns: NULL when unknown (so blanks never join); device ids hashed.
     With `all_keys`, keys not in `keys` are NULL columns, so every partner table has the same columns."""
     keys = [k for k in MATCH_COLUMNS if k in keys]
-    cols = [f"sha256(nullif(\"{k}\", ''))" if k == "MADID" else f"nullif(\"{k}\", '')" for k in keys]
+    cols = [f"sha256(nullif({ident(k)}, ''))" if k == "MADID" else f"nullif({ident(k)}, '')" for k in keys]
     out = [f"{c} AS {MATCH_COLUMNS[k]}" for c, k in zip(cols, keys)]
     if all_keys:
         out += [f"CAST(NULL AS VARCHAR) AS {col}" for k, col in MATCH_COLUMNS.items() if k not in keys]

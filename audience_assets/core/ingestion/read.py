@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -143,7 +144,8 @@ def check_columns(
     def positions(names: set[str]) -> str:
         return ", ".join(str(i + 1) for i, c in enumerate(header) if c in names)
 
-    duplicated = {c for c, n in counts.items() if n > 1}
+    folded = Counter(c.casefold() for c in header)  # SQL names ignore case: "Email" and "EMAIL" are one column
+    duplicated = {c for c, n in counts.items() if n > 1} | {c for c in header if folded[c.casefold()] > 1}
     if duplicated:
         shown = sorted(c for c in duplicated if c in known)
         problems.append(f"columns repeated at positions {positions(duplicated)}" + (f" ({shown})" if shown else ""))
@@ -301,7 +303,8 @@ def _jsonl_source(
 
 
 def _json_path(column: str) -> str:
-    return '"' + column.replace('"', '\\"') + '"'
+    """A key of a JSON object as a JSON path step (not a SQL name: the path goes into SQL as a literal)."""
+    return json.dumps(column, ensure_ascii=False)
 
 
 def create_quarantine(con: duckdb.DuckDBPyConnection, quarantine: str) -> None:

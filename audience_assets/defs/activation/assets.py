@@ -56,14 +56,11 @@ class Shape:
 
 def members_asset(shape: Shape) -> dg.AssetsDefinition:
     config, tenant = shape.config, shape.tenant
-    audiences = [config.audiences[a] for a in config.audiences_of(tenant)]
-    # New matches flow on by themselves; every audience is also refreshed daily (first audience's cron).
-    cron = sorted({a.refresh_cron for a in audiences})[0]
-    refresh = dg.AutomationCondition.eager() | dg.AutomationCondition.on_cron(cron, cron_timezone="UTC")
 
     @dg.asset(
         **shape.options({"duckdb", shape.storage_kind}),
-        automation_condition=refresh,
+        # new matches flow on by themselves; each audience's own refresh_cron is a schedule (`schedules`)
+        automation_condition=dg.AutomationCondition.eager(),
         deps=[
             dg.AssetDep("clean_room_matches", partition_mapping=partner_to_audiences(config, tenant)),
             "first_party_customers",

@@ -12,7 +12,7 @@ import dagster as dg
 from audience_assets.core import layout
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
-from audience_assets.core.ingestion.deliveries import select_files
+from audience_assets.core.ingestion.arrivals import current_files
 from audience_assets.core.ingestion.first_party import ingest_first_party
 from audience_assets.core.ingestion.guards import AcceptedDelivery, judge, previous_delivery, remember
 from audience_assets.core.ingestion.inventory import ignored_objects
@@ -78,17 +78,27 @@ def last_materialized(context: dg.AssetExecutionContext) -> AcceptedDelivery | N
     return None
 
 
+def current(context: dg.AssetExecutionContext, store: Store, source: str, prefix: str, contract) -> list:
+    """The source's current files, chosen by arrival (`core.ingestion.arrivals`); what else its prefix holds is
+    logged as not read, with the reason."""
+    chosen = current_files(store, source, prefix, contract)
+    for key, reason in sorted(chosen.not_read.items()):
+        context.log.info(f"{source}: not read: {key}: {reason}")
+    return chosen.files
+
+
 def standing(store: Store, source: str, files: list) -> AcceptedDelivery | None:
-    """With no file delivered, the last accepted delivery whose files retention deleted: its data stands."""
-    previous = previous_delivery(store, source)
-    return previous if not files and previous is not None and previous.retired else None
+    """With no current file (retention deleted it, housekeeping moved it away, or only superseded snapshots
+    remain), the last accepted delivery: its published data stands."""
+    previous = previous_delivery(store, source) if not files else None
+    return previous if previous is not None and previous.files else None
 
 
 def standing_result(context: dg.AssetExecutionContext, meter, source: str, record: AcceptedDelivery, guards):
     """Nothing new to ingest: the published data of `record` stays; both checks pass on an empty report."""
     context.log.info(
-        f"{source}: no file in the landing zone; the delivery accepted at {record.accepted_at} stands (its "
-        "plaintext files were deleted by retention)"
+        f"{source}: no current file in the landing zone (retention deleted it, or it was moved away, or only "
+        f"superseded snapshots remain); the delivery accepted at {record.accepted_at} stands"
     )
     empty = IngestReport()
     verdict = judge(source, empty, None, guards)
@@ -143,7 +153,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         meter = attribute(context, storage, tenant=config.tenant_of_partner(partner), partner=partner)
         store = meter.store
         contract = source_config.partners[partner]
-        files = select_files(store.list(source_config.partner_prefix(partner)), contract.delivery)
+        files = current(context, store, partner, source_config.partner_prefix(partner), contract)
         if record := standing(store, partner, files):
             return standing_result(context, meter, partner, record, source_config.guards_for(partner))
         with work_dir() as tmp, connect(tmp) as con:
@@ -192,7 +202,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         meter = attribute(context, storage, tenant=shared)
         store = meter.store
         contract = source_config.first_party
-        files = select_files(store.list(source_config.first_party_prefix), contract.delivery)
+        files = current(context, store, "first_party", source_config.first_party_prefix, contract)
         if record := standing(store, "first_party", files):
             return standing_result(context, meter, "first_party", record, source_config.guards_for("first_party"))
         keys = config.payload_keys
@@ -238,7 +248,7 @@ def build_ingest_assets(config: ProjectConfig, storage_kind: str) -> list[dg.Ass
         meter = attribute(context, storage, tenant=shared)
         store = meter.store
         contract = source_config.suppression
-        files = select_files(store.list(source_config.suppression_prefix), contract.delivery)
+        files = current(context, store, "suppression", source_config.suppression_prefix, contract)
         with (
             work_dir() as tmp,
             connect(tmp) as con,

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from audience_assets.core.config import ProjectConfig
+from audience_assets.core.config import FileContract, ProjectConfig
 from audience_assets.core.demo import ensure_demo_data
-from audience_assets.core.ingestion.deliveries import is_delivery
+from audience_assets.core.ingestion.deliveries import skipped_reason
 from audience_assets.core.ingestion.inventory import LandingListing, ignored_objects
 from audience_assets.core.store import Store, StoredObject
 from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, LANDING_REPORT_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
@@ -42,15 +42,16 @@ SENSOR_INTERVAL_SECONDS = 30
 class Target:
     prefix: str
     job_name: str
+    contract: FileContract
     partition_key: str | None = None
 
 
 def landing_targets(config: ProjectConfig) -> list[Target]:
     sources = config.sources
     return [
-        *(Target(sources.partner_prefix(p), PARTNER_DATA_JOB, p) for p in sorted(config.partners)),
-        Target(sources.first_party_prefix, FIRST_PARTY_JOB),
-        Target(sources.suppression_prefix, SUPPRESSION_JOB),
+        *(Target(sources.partner_prefix(p), PARTNER_DATA_JOB, sources.contract(p), p) for p in sorted(config.partners)),
+        Target(sources.first_party_prefix, FIRST_PARTY_JOB, sources.first_party),
+        Target(sources.suppression_prefix, SUPPRESSION_JOB, sources.suppression),
     ]
 
 
@@ -104,7 +105,7 @@ def new_deliveries(
         (obj, target)
         for target in targets
         for obj in store.list(target.prefix)
-        if is_delivery(obj) and cursor.is_new(obj)
+        if skipped_reason(obj, target.prefix, target.contract) is None and cursor.is_new(obj)
     ]
     found.sort(key=lambda pair: (pair[0].last_modified, pair[0].key))
     chosen = found[: limit or MAX_RUNS_PER_TICK]

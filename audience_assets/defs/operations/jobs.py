@@ -22,9 +22,11 @@ def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDe
             context.log.info(f"retention: deleted {key}")
         for key, why in sorted(report.kept.items()):
             context.log.info(f"retention: kept {key} past its retention: {why}")
+        for key, why in sorted(report.failed.items()):
+            context.log.warning(f"retention: could not delete {key}: {why}")
         context.log.info(
             f"retention: {len(report.deleted)} file(s) deleted, {len(report.kept)} kept past retention, "
-            f"{report.opt_outs_hashed} hashed opt-outs archived"
+            f"{len(report.failed)} could not be deleted, {report.opt_outs_hashed} hashed opt-outs archived"
         )
         context.log_event(
             dg.AssetObservation(
@@ -32,6 +34,7 @@ def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDe
                 metadata={
                     "retention/deleted": len(report.deleted),
                     "retention/kept_past_retention": len(report.kept),
+                    "retention/failed": len(report.failed),
                     "retention/opt_outs_archived": report.opt_outs_hashed,
                     "retention/default_days": keep_days,
                     "retention/deleted_keys": dg.MetadataValue.md(
@@ -40,6 +43,8 @@ def build_retention_job(config: ProjectConfig, keep_days: int) -> tuple[dg.JobDe
                 },
             )
         )
+        if report.failed:  # the rest was deleted; the run fails so the dead letters and alerts see it
+            raise dg.Failure(f"retention could not delete {len(report.failed)} file(s): {sorted(report.failed)}")
 
     @dg.job(name="retention_job", description="Deletes the landing zone's plaintext files past their retention.")
     def retention_job() -> None:

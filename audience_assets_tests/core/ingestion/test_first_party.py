@@ -6,7 +6,6 @@ import duckdb
 
 from audience_assets.core.config import FirstPartyContract
 from audience_assets.core.identity import meta_value
-from audience_assets.core.ingestion.deliveries import select_files
 from audience_assets.core.ingestion.first_party import ingest_first_party
 from audience_assets.core.store import LocalStore
 
@@ -27,7 +26,7 @@ def test_rows_are_kept_or_quarantined_with_their_reason(tmp_path):
     export = tmp_path / "crm.csv"
     export.write_text("\n".join([HEADER, *ROWS]) + "\n")
     storage.upload(export, "landing/first_party/crm.csv")
-    files = select_files(storage.list("landing/first_party/"), "snapshot")
+    files = list(storage.list("landing/first_party/"))
     customers, quarantine = tmp_path / "customers.parquet", tmp_path / "quarantine.parquet"
     with duckdb.connect() as con:
         report = ingest_first_party(
@@ -71,7 +70,7 @@ def test_row_numbers_follow_the_file_on_a_file_read_in_parallel(tmp_path):
         handle.write("C600000,last.wins@example.com\n")  # row n + 1 repeats row 600,000's customer id
     storage = LocalStore(str(tmp_path / "data"))
     storage.upload(export, "landing/first_party/crm.csv")
-    files = select_files(storage.list("landing/first_party/"), "snapshot")
+    files = list(storage.list("landing/first_party/"))
     customers, quarantine = tmp_path / "customers.parquet", tmp_path / "quarantine.parquet"
     with connect(tmp_path, threads=2) as con:
         ingest_first_party(

@@ -3,6 +3,7 @@ guarded with its numbers; day-to-day churn never is; the per-source configuratio
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
@@ -38,8 +39,10 @@ def before(accepted: int) -> AcceptedDelivery:
     bad=st.floats(min_value=0, max_value=0.049),
 )
 def test_healthy_churn_is_never_held(previous: int, churn: float, bad: float):
+    """Within the guards by construction: the rows quarantined are rounded down, so their share of the rows read
+    never exceeds `bad` (rounding up once made 8 of 154 rows, 5.2 %, out of a generated 4.9 %)."""
     accepted = max(1, round(previous * (1 + churn)))
-    read = round(accepted / (1 - bad))
+    read = accepted + math.floor(accepted * bad / (1 - bad))
     verdict = judge("acme", report(read, accepted), before(previous), DEFAULTS)
     assert not verdict.blocked, verdict.message()
 
