@@ -62,7 +62,8 @@ def run_pipeline(
     for run_id in fail_dead_runs(instance):
         print(f"FAILED run {run_id}: left STARTED by a process that no longer runs (now marked failed)", file=out)
     ok = True
-    for keys, partitioned_by in stages:
+    ingesting = [i for i, (keys, _) in enumerate(stages) if {"first_party_customers", "partner_data"} & set(keys)]
+    for number, (keys, partitioned_by) in enumerate(stages):
         if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
             batches = [
                 (
@@ -105,7 +106,7 @@ def run_pipeline(
                         message = " ".join(line.strip() for line in error.message.splitlines() if line.strip())
                         print(f"         {event.step_key}: {error.cls_name}: {message[:500]}", file=out)
             ok &= result.success
-        if "partner_data" in keys:  # every source ingested: what the landing zone holds that none reads, and why
+        if ingesting and number == ingesting[-1]:  # every source ingested: what the landing zone holds that none reads
             for item in ignored_objects(store, config):
                 print(f"not read: {item.key} ({item.size:,} bytes): {item.reason}", file=out)
     return ok

@@ -16,6 +16,7 @@ import warnings
 import dagster as dg
 
 from audience_assets.core.config import load_config
+from audience_assets.core.ingestion.scan import InflationLimits
 from audience_assets.core.settings import Settings
 from audience_assets.defs.activation import definitions as activation
 from audience_assets.defs.clean_room import definitions as clean_room
@@ -40,7 +41,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     storage_kind = "s3" if settings.env == "aws" else "parquet"
     demo_dir = settings.data_dir if settings.env == "local" and settings.demo_data else None  # seeded by the sensor
     stages = dg.Definitions.merge(
-        ingest.build(config, storage_kind, demo_dir),
+        ingest.build(
+            config, storage_kind, demo_dir, InflationLimits(settings.max_inflated_bytes, settings.max_inflation_ratio)
+        ),
         clean_room.build(config, storage_kind),
         activation.build(config, storage_kind),
     )

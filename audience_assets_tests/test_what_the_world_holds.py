@@ -156,3 +156,22 @@ def test_an_older_export_never_becomes_current_again_whatever_happens_to_its_fil
     text = out.getvalue()
     assert f"not read: {moved.relative_to(data).as_posix()}" in text and "a sub-folder of landing/first_party/" in text
     assert "not read: landing/first_party/crm_resent.csv" in text
+
+
+def test_a_linked_landing_folder_works_and_a_second_writer_of_an_audience_waits_then_fails_clearly(world: dict):
+    data, config_dir = world["data"], world["config_dir"]
+    mounted = data.parent / "sftp_drop"
+    shutil.move(data / "landing", mounted)
+    os.symlink(mounted, data / "landing")  # the landing zone mounted from elsewhere
+    out = io.StringIO()
+    with LocalStore(data).lock("audience-travel_enthusiasts", owner="another-run"):
+        assert not run(data, config_dir, out, settings={"lock_wait_seconds": 0.5})
+    text = out.getvalue()
+    assert "audience-travel_enthusiasts is being written by run another-run" in text, text
+    assert "This step wrote nothing" in text
+    assert (
+        text.count("FAILED") == 1
+        and "ok     audience_members, audience_chunks, meta_custom_audience [young_gamers]" in text
+    )
+    assert meta(data.parent) == world["held"]
+    assert (mounted / "first_party").is_dir() and os.path.islink(data / "landing")

@@ -46,6 +46,9 @@ class Settings:
     )
     meta_throttle_max_seconds: float = 900.0  # META_THROTTLE_MAX_SECONDS: the longest single wait on Meta
     meta_sandbox_faults: str = ""  # META_SANDBOX_FAULTS: the built-in sandbox misbehaves like Meta (see Faults.parse)
+    lock_wait_seconds: float = 120.0  # AUDIENCE_LOCK_WAIT_SECONDS: a step waits this long for another run's lock
+    max_inflated_bytes: int = 64 * 2**30  # AUDIENCE_MAX_INFLATED_BYTES: a compressed delivery inflates to at most
+    max_inflation_ratio: float = 100.0  # AUDIENCE_MAX_INFLATION_RATIO: ... and at most this many times its size
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +77,13 @@ class Settings:
             meta_upload_deadline_seconds=_number(env, "META_UPLOAD_DEADLINE_SECONDS", 3600.0, low=60.0, high=86400.0),
             meta_throttle_max_seconds=_number(env, "META_THROTTLE_MAX_SECONDS", 900.0, low=1.0, high=3600.0),
             meta_sandbox_faults=env.get("META_SANDBOX_FAULTS", "").strip(),
+            lock_wait_seconds=_number(env, "AUDIENCE_LOCK_WAIT_SECONDS", 120.0, low=0.0, high=86400.0),
+            max_inflated_bytes=int(
+                _number(env, "AUDIENCE_MAX_INFLATED_BYTES", 64 * 2**30, low=2**20, high=2**50, unit="bytes", whole=True)
+            ),
+            max_inflation_ratio=_number(
+                env, "AUDIENCE_MAX_INFLATION_RATIO", 100.0, low=2.0, high=100_000.0, unit="times"
+            ),
         )
 
     @property

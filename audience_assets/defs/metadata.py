@@ -96,7 +96,11 @@ def attribute(
             f"scratch: removed {swept.removed} folder(s), {swept.removed_bytes:,} bytes, left by processes that "
             "no longer run (a killed step's staged files)"
         )
-    return Attribution(tags, storage.store().tagged(tenant=tenant), time.monotonic(), swept)
+    store = storage.store()
+    partials = store.sweep_partials()
+    if partials:
+        context.log.warning(f"store: removed {partials} partial file(s) left by writes that never finished")
+    return Attribution(tags, store.tagged(tenant=tenant), time.monotonic(), swept)
 
 
 @contextlib.contextmanager

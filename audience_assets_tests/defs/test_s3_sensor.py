@@ -67,7 +67,7 @@ def test_each_object_runs_once_across_ticks_and_restarts(aws):
 
 @pytest.mark.slow
 def test_five_thousand_preexisting_objects_on_first_start(aws, monkeypatch: pytest.MonkeyPatch):
-    keys = [f"landing/partners/beta_insights/2026/11/part-{i:05d}.parquet" for i in range(5_000)]
+    keys = [f"landing/partners/beta_insights/part-{i:05d}.parquet" for i in range(5_000)]
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda key: put(aws, key, key.encode()), keys))
     seen, cursor, ticks = [], None, 0
@@ -81,7 +81,7 @@ def test_five_thousand_preexisting_objects_on_first_start(aws, monkeypatch: pyte
     assert sorted(seen) == sorted(keys) and len(seen) == len(set(seen))
     assert ticks == 5_000 // sensors.MAX_RUNS_PER_TICK + 1
     assert len(cursor) < 1_000_000  # the cursor keeps recent objects only, bounded by the overlap window
-    put(aws, "landing/partners/beta_insights/2026/11/part-05000.parquet", b"new")
+    put(aws, "landing/partners/beta_insights/part-05000.parquet", b"new")
     assert [r.run_key.split("@")[0] for r in tick(aws, cursor)[0]] == [
-        "landing/partners/beta_insights/2026/11/part-05000.parquet"
+        "landing/partners/beta_insights/part-05000.parquet"
     ]

@@ -62,6 +62,7 @@ class Plan:
     # the Meta audience whose confirmed rows the plan was made against ("": nothing on record); a plan is
     # only sent to that audience (`core.audience.planning.needs_rebase`)
     basis_audience_id: str = ""
+    basis_version: str = ""  # the version of that audience's record the plan was made against ("": none)
 
     def rows(self, kind: str) -> int:
         return sum(op.rows for op in self.operations if op.kind == kind)
@@ -77,6 +78,7 @@ class Plan:
             "removals_to_review": self.removals_to_review,
             "ldu_rows": self.ldu_rows,
             "basis_audience_id": self.basis_audience_id,
+            "basis_version": self.basis_version,
             "operations": [
                 {
                     "kind": op.kind,
@@ -106,6 +108,7 @@ class Plan:
             # a plan stored before plans named their basis was made against the record kept under the
             # audience's name: it is made again against the bound audience's record before it is sent
             document.get("basis_audience_id", "legacy"),
+            document.get("basis_version", ""),
         )
 
 

@@ -42,17 +42,15 @@ class Planned:
 def make_plan(store: Store, audience: str, spec: Audience, basis_audience_id: str, work_dir: Path) -> Planned:
     """The plan that makes the Meta audience `basis_audience_id` ("" for one with nothing on record) hold the
     audience's members, its chunk files under `work_dir`. Raises `PlanRefused` below the privacy floor."""
+    record = layout.confirmed(audience, basis_audience_id) if basis_audience_id else ""
+    basis_version = (store.version(record) or "") if record else ""  # read before the record itself
     with connect(work_dir) as con, contextlib.ExitStack() as stack:
         members = stack.enter_context(store.local_copy(layout.audience_members(audience)))
         if spec.mode != "remove":
             _refuse(below_floor(audience, spec.min_size, members=_count(con, members)))
         customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
         suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
-        confirmed = (
-            stack.enter_context(optional_copy(store, layout.confirmed(audience, basis_audience_id)))
-            if basis_audience_id
-            else None
-        )
+        confirmed = stack.enter_context(optional_copy(store, record)) if record else None
         processing = spec.data_processing
         if processing and processing.column and consent_alias(processing.column) not in parquet_columns(con, customers):
             raise PlanRefused(
@@ -77,16 +75,15 @@ def make_plan(store: Store, audience: str, spec: Audience, basis_audience_id: st
         _refuse(below_floor(audience, spec.min_size, after=members_after(plan)))
         chunks = [c.path for op in plan.operations for c in op.chunks if c.path is not None]
         problems = outbound_cell_problems(con, chunks, keys)
-    plan = dataclasses.replace(plan, basis_audience_id=basis_audience_id)
+    plan = dataclasses.replace(plan, basis_audience_id=basis_audience_id, basis_version=basis_version)
     return Planned(plan, desired, keys, problems)
 
 
 def needs_rebase(store: Store, audience: str, plan: Plan, audience_id: str) -> bool:
-    """Whether `plan` was made against another record than the one of `audience_id`, the Meta audience it is
-    about to be sent to (a plan made with nothing on record still fits an audience with nothing on record)."""
-    if plan.basis_audience_id == audience_id:
-        return False
-    return bool(plan.basis_audience_id) or store.get_bytes(layout.confirmed(audience, audience_id)) is not None
+    """Whether `plan` was made against another record than the one `audience_id` (the Meta audience it is about
+    to be sent to) has now: another audience's, or this one's before an upload changed it."""
+    now = store.version(layout.confirmed(audience, audience_id)) or ""
+    return plan.basis_version != now or (plan.basis_audience_id not in ("", audience_id))
 
 
 def rebase(store: Store, audience: str, spec: Audience, audience_id: str) -> Plan:

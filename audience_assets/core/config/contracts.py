@@ -199,6 +199,11 @@ class SourcesConfig(Strict):
                 raise ValueError(f"partner name {name!r} is reserved for the source of that name")
         return value
 
+    def prefix(self, source: str) -> str:
+        """Where a source's files land: `first_party`, `suppression` or a partner's name."""
+        named = {"first_party": self.first_party_prefix, "suppression": self.suppression_prefix}.get(source)
+        return named or self.partner_prefix(source)
+
     def partner_prefix(self, name: str) -> str:
         return self.partners[name].prefix or f"landing/partners/{name}/"
 

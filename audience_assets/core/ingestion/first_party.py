@@ -23,6 +23,7 @@ from audience_assets.core.ingestion.passes import (
     write_quarantine,
 )
 from audience_assets.core.ingestion.read import ContractViolation, IngestReport
+from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
 from audience_assets.core.store import Store, StoredObject
 
 
@@ -37,6 +38,7 @@ def ingest_first_party(
     out_quarantine: Path,
     work_dir: Path,
     consent_columns: Sequence[str] = (),
+    limits: InflationLimits = DEFAULT_LIMITS,
 ) -> IngestReport:
     """One row per customer: `customer_id` and one Meta payload cell per key. Rows without a customer id,
     without an email, phone or device id, or repeating an earlier customer id are quarantined."""
@@ -51,6 +53,7 @@ def ingest_first_party(
         "first_party",
         required=list(dict.fromkeys([*contract.required_columns(), id_column, *consent_columns])),
         work_dir=work_dir,
+        limits=limits,
     )
     aliases = {consent_alias(column): column for column in consent_columns}
     view = standard_view(contract, aliases=aliases)

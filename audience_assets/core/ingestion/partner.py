@@ -23,6 +23,7 @@ from audience_assets.core.ingestion.passes import (
     write_quarantine,
 )
 from audience_assets.core.ingestion.read import ContractViolation, IngestReport, prehashed_cell
+from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
 from audience_assets.core.store import Store, StoredObject
 
 
@@ -36,6 +37,7 @@ def ingest_partner(
     out_table: Path,
     out_quarantine: Path,
     work_dir: Path,
+    limits: InflationLimits = DEFAULT_LIMITS,
 ) -> tuple[IngestReport, int]:
     """The partner's clean-room table: `hashed_email, hashed_phone, hashed_madid` (NULL when unknown), the
     identity's `partner_identity` number and `segment_name, segment_value`, one row per non-empty segment
@@ -43,7 +45,9 @@ def ingest_partner(
     of distinct identities published."""
     if not files:
         raise ContractViolation(f"no files for partner {partner!r} under landing/partners/{partner}/")
-    report = load_all(con, store, files, contract, partner, required=contract.required_columns(), work_dir=work_dir)
+    report = load_all(
+        con, store, files, contract, partner, required=contract.required_columns(), work_dir=work_dir, limits=limits
+    )
     prehashed = {key: column for column, key in contract.prehashed.items()}
     plain = [k for k in contract.match_keys if k not in prehashed]
     extra = [*contract.segments, *prehashed.values()]

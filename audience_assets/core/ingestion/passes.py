@@ -16,6 +16,7 @@ from audience_assets.core.config import FileContract
 from audience_assets.core.duck import ident, literal, sql_path
 from audience_assets.core.identity.rules import STANDARD_COLUMNS
 from audience_assets.core.ingestion.read import FileReport, IngestReport, create_quarantine, load_file, staged_rows_view
+from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
 from audience_assets.core.store import Store, StoredObject
 
 
@@ -27,6 +28,7 @@ def load_all(
     contract_name: str,
     required: Sequence[str],
     work_dir: Path,
+    limits: InflationLimits = DEFAULT_LIMITS,
 ) -> IngestReport:
     """Stage every file's rows under `work_dir` as the view `aa_rows`; unreadable lines go to `aa_quarantine`.
     An empty (0-byte) file of an incremental source adds nothing (an empty "nothing new today" delivery must not
@@ -52,6 +54,7 @@ def load_all(
                     wanted=wanted,
                     staged=staged[-1],
                     quarantine="aa_quarantine",
+                    limits=limits,
                 )
             )
     staged_rows_view(con, "aa_rows", staged, wanted)

@@ -22,7 +22,7 @@ import duckdb
 from audience_assets.core.config import FileContract
 from audience_assets.core.duck import ident, literal, parquet_columns, sql_path
 from audience_assets.core.identity.rules import HEX64, STANDARD_COLUMNS, re2
-from audience_assets.core.ingestion.scan import FileRejected, scan_text
+from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, FileRejected, InflationLimits, scan_text
 
 # A quarantined row is referenced by its file and row (or, for an unreadable line, its line number) and
 # never copied: the personal data stays in the landing file, under that file's retention.
@@ -82,6 +82,11 @@ class IngestReport:
     @property
     def rows_quarantined(self) -> int:
         return sum(f.rows_quarantined for f in self.files)
+
+    @property
+    def out_of_balance(self) -> list[str]:
+        """Files whose rows read are not rows accepted + rows quarantined (something lost or invented)."""
+        return [f.file for f in self.files if f.rows_read != f.rows_accepted + f.rows_quarantined]
 
     def quarantine_reasons(self) -> Counter:
         total: Counter = Counter()
@@ -186,6 +191,7 @@ def load_file(
     wanted: Sequence[str],
     staged: Path,
     quarantine: str,
+    limits: InflationLimits = DEFAULT_LIMITS,
 ) -> FileReport:
     """Write the file's rows, in order, to the Parquet file `staged` (columns `aa_file` and `wanted`, all
     VARCHAR, named as in the source; `staged_rows_view` numbers them) and its unreadable lines to the table
@@ -200,7 +206,7 @@ def load_file(
             file, f"is empty (0 bytes), not a file with columns {sorted(set(required))}", contract, contract_name
         )
     try:
-        report.rows_read = rows_in(con, path, contract)
+        report.rows_read = rows_in(con, path, contract, limits)
     except FileRejected as error:
         raise violation(file, str(error), contract, contract_name) from None
     except (duckdb.Error, OSError, EOFError) as error:  # a truncated gzip stream, a file that is not Parquet
@@ -266,15 +272,17 @@ def load_file(
     return report
 
 
-def rows_in(con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract) -> int:
+def rows_in(
+    con: duckdb.DuckDBPyConnection, path: Path, contract: FileContract, limits: InflationLimits = DEFAULT_LIMITS
+) -> int:
     """The file's data rows counted without its parser (see `scan`): non-empty CSV records after the header,
     non-empty JSON lines, or the row count in a Parquet file's footer. Also checks the text as a whole."""
     if contract.format == "parquet":
         rows = con.execute(f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_path(path)})").fetchall()
         return int(rows[0][0] or 0)
     if contract.format == "jsonl":
-        return scan_text(path, encoding=contract.encoding, quote=None, header=False).records
-    records = scan_text(path, encoding=contract.encoding, header=contract.header).records
+        return scan_text(path, encoding=contract.encoding, quote=None, header=False, limits=limits).records
+    records = scan_text(path, encoding=contract.encoding, header=contract.header, limits=limits).records
     return max(0, records - 1) if contract.header else records
 
 

@@ -22,6 +22,7 @@ others still go. Returns what it deleted, kept and failed to delete (keys and co
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ from audience_assets.core.ingestion.deliveries import deliveries, skipped_reason
 from audience_assets.core.ingestion.guards import previous_delivery, retire
 from audience_assets.core.ingestion.inventory import source_prefixes
 from audience_assets.core.ingestion.suppression import archive_published_opt_outs
+from audience_assets.core.locks import LockBusy
 from audience_assets.core.store import Store, StoredObject
 
 
@@ -62,13 +64,17 @@ def apply_retention(
                 continue
             source = next((name for prefix, name in prefixes.items() if obj.key.startswith(prefix)), None)
             by_source.setdefault(source, []).append(obj)
-    plans = [_judge(store, config, source, objects, default_days, now, report) for source, objects in by_source.items()]
-    for source, doomed, archive in plans:
-        if archive:
-            report.opt_outs_hashed = archive_published_opt_outs(store)  # before the plaintext goes
-        deleted = _delete(store, doomed, report)
-        if source is not None:
-            retire(store, source, deleted)
+    for source, objects in by_source.items():
+        try:
+            with store.lock(f"source-{source}") if source else contextlib.nullcontext():  # not while it is ingested
+                source, doomed, archive = _judge(store, config, source, objects, default_days, now, report)
+                if archive:
+                    report.opt_outs_hashed = archive_published_opt_outs(store)  # before the plaintext goes
+                deleted = _delete(store, doomed, report)
+                if source is not None:
+                    retire(store, source, deleted)
+        except LockBusy as busy:
+            report.kept.update({o.key: f"its source is being ingested now ({busy}); judged next time" for o in objects})
     return report
 
 

@@ -28,15 +28,61 @@ class FileRejected(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class InflationLimits:
+    """How far a compressed delivery may inflate (`AUDIENCE_MAX_INFLATED_BYTES`, `AUDIENCE_MAX_INFLATION_RATIO`):
+    CSV compresses five to fifteen times, so a few megabytes that inflate to a gigabyte are a decompression
+    bomb, not an export. The ratio is judged once the file has inflated past `RATIO_FROM_BYTES` (a small file
+    of one repeated value may compress very well and harms nobody)."""
+
+    max_bytes: int = 64 * 2**30
+    max_ratio: float = 100.0
+
+    RATIO_FROM_BYTES = 64 * 2**20
+
+
+DEFAULT_LIMITS = InflationLimits()
+
+
+class _Inflating:
+    """A gzip stream that stops with `FileRejected` once it inflates past its limits, before DuckDB ever reads it."""
+
+    def __init__(self, stream: Any, compressed: int, limits: InflationLimits):
+        self.stream, self.compressed, self.limits, self.inflated = stream, max(1, compressed), limits, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.inflated += len(data)
+        limits, ratio = self.limits, self.inflated / self.compressed
+        if self.inflated > limits.max_bytes or (
+            self.inflated > InflationLimits.RATIO_FROM_BYTES and ratio > limits.max_ratio
+        ):
+            raise FileRejected(
+                f"is compressed ({self.compressed:,} bytes) and inflates past {self.inflated:,} bytes ({ratio:,.0f} "
+                f"times its size; at most {limits.max_ratio:g} times and {limits.max_bytes:,} bytes, "
+                "AUDIENCE_MAX_INFLATION_RATIO and AUDIENCE_MAX_INFLATED_BYTES): a decompression bomb, or a file to "
+                "deliver uncompressed"
+            )
+        return data
+
+    def __enter__(self) -> _Inflating:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.close()
+
+
+@dataclasses.dataclass(frozen=True)
 class Scan:
     records: int  # non-empty records, the header included when there is one
     longest_line: int
 
 
-def _opened(path: Path) -> BinaryIO:
+def _opened(path: Path, limits: InflationLimits) -> BinaryIO:
     with open(path, "rb") as handle:
         gzipped = handle.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # type: ignore[return-value]
+    if not gzipped:
+        return open(path, "rb")
+    return _Inflating(gzip.open(path, "rb"), path.stat().st_size, limits)  # type: ignore[return-value]
 
 
 def _whole_lines(chunks: Iterator[Any], newline: Any) -> Iterator[tuple[int, Any]]:
@@ -113,14 +159,21 @@ def _unquote_line_breaks(block: Any, in_quotes: bool, quote: Any) -> tuple[Any, 
     return quote.join(parts), ends_inside
 
 
-def scan_text(path: Path, *, encoding: str, quote: str | None = '"', header: bool = True) -> Scan:
+def scan_text(
+    path: Path,
+    *,
+    encoding: str,
+    quote: str | None = '"',
+    header: bool = True,
+    limits: InflationLimits = DEFAULT_LIMITS,
+) -> Scan:
     """Scan a CSV file (or, with `quote=None`, JSON lines). Raises `FileRejected` for text that is not valid in
-    `encoding` (the first bad byte's offset and line), a header over `MAX_HEADER_BYTES` or a line over
-    `MAX_LINE_BYTES`."""
+    `encoding` (the first bad byte's offset and line), a header over `MAX_HEADER_BYTES`, a line over
+    `MAX_LINE_BYTES`, or a compressed file that inflates past `limits`."""
     codec = codecs.lookup(encoding).name
     records = longest = lines_before = 0
     in_quotes = False
-    with _opened(path) as handle:
+    with _opened(path, limits) as handle:
         if codec.startswith("utf-16"):  # its line breaks are two bytes: scanned as decoded text
             blocks: Iterator[tuple[int, Any]] = _utf16_blocks(handle)
             nl, cr, q = "\n", "\r", quote

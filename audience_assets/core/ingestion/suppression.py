@@ -23,6 +23,7 @@ from audience_assets.core.ingestion.passes import (
     write_quarantine,
 )
 from audience_assets.core.ingestion.read import IngestReport, create_quarantine, staged_rows_view
+from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
 from audience_assets.core.scratch import scratch
 from audience_assets.core.store import Store, StoredObject, optional_copy
 
@@ -37,6 +38,7 @@ def ingest_suppression(
     out_quarantine: Path,
     work_dir: Path,
     retired: Sequence[Path] = (),
+    limits: InflationLimits = DEFAULT_LIMITS,
 ) -> IngestReport:
     """Everyone who opted out, as hashed keys (and customer ids when the file has them), plus `retired`: hashed
     opt-out lists kept from before (the previous published list, and the opt-outs whose plaintext files
@@ -45,7 +47,14 @@ def ingest_suppression(
     keys = ["EMAIL", "PHONE", "MADID"]
     if files:
         report = load_all(
-            con, store, files, contract, "suppression", required=contract.required_columns(), work_dir=work_dir
+            con,
+            store,
+            files,
+            contract,
+            "suppression",
+            required=contract.required_columns(),
+            work_dir=work_dir,
+            limits=limits,
         )
     else:
         report = IngestReport()

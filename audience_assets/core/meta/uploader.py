@@ -36,6 +36,15 @@ from audience_assets.core.meta.results import OperationResult, UploadIncomplete,
 from audience_assets.core.meta.sessions import received_so_far, session_state, settle
 
 log = logging.getLogger(__name__)
+
+
+class NotSent(RuntimeError):
+    """A batch the upload did not send because Meta refused an earlier one for good (the token expired or lost
+    its rights mid-upload): every later call would be refused the same way."""
+
+    error_class = "not_sent"
+
+
 REPLACE_WINDOW_SECONDS = 90 * 60
 REPLACE_SAFETY_SECONDS = 5 * 60
 
@@ -70,6 +79,7 @@ class AudienceUploader:
         self._lock = threading.Lock()
         self._dead_before: set[str] = set()
         self._reasons: dict[str, None] = {}
+        self._stopped: str | None = None  # why the upload stopped sending (a refusal no retry can change)
         self.progress: UploadProgress | None = None
 
     # ------------------------------------------------------------------ public
@@ -78,7 +88,7 @@ class AudienceUploader:
             audience_id, plan.upload_id, [], batches_planned=sum(len(op.chunks) for op in plan.operations)
         )
         self._dead_before = set(self.ledger.dead_letters())  # chunks an earlier run gave up on: sent again now
-        self._reasons = {}
+        self._reasons, self._stopped = {}, None
         self.progress = UploadProgress(
             f"upload {plan.upload_id[:12]} to audience {audience_id}",
             self.client.pacer,
@@ -221,10 +231,13 @@ class AudienceUploader:
         raise MetaTransportError(f"a batch of session {session_id} failed {self.reconcile_attempts} times")
 
     def _dead_letter(self, op: OperationResult, kind: Kind, chunk: Chunk, error: Exception) -> None:
+        named = getattr(error, "error_class", None)
         error_class = (
             "deadline"
             if isinstance(error, DeadlineExceeded)
-            else getattr(getattr(error, "error_class", None), "value", "transport")
+            else named
+            if isinstance(named, str)
+            else getattr(named, "value", "transport")
         )
         details = {
             "error_class": error_class,
@@ -244,6 +257,12 @@ class AudienceUploader:
         with self._lock:
             op.dead_letters.append(chunk.index)
             self._reasons.setdefault(reason, None)
+
+    def _stop_if_final(self, error: Exception) -> None:
+        """A refusal no retry can change (the token expired, the account lost its rights, code 190, 200...):
+        the chunks not sent yet are dead-lettered unsent rather than each refused in turn."""
+        if isinstance(error, MetaApiError) and error.error_class is ErrorClass.FATAL and error.code not in (100, 2650):
+            self._stopped = f"{error.code}: {str(error)[:200]}"
 
     def _resumed(self, acked: dict[int, dict[str, Any]]) -> None:
         if self.progress is not None and acked:
@@ -276,6 +295,9 @@ class AudienceUploader:
         *middle, last = pending
 
         def send(chunk: Chunk, final: bool) -> None:
+            if self._stopped is not None:
+                self._dead_letter(op, kind, chunk, NotSent(f"not sent: the upload stopped after {self._stopped}"))
+                return
             seq = order[chunk.index]
             meta_session = {
                 "session_id": session["session_id"],
@@ -291,12 +313,7 @@ class AudienceUploader:
                 else:
                     response = self._send_once(audience_id, kind, body, idempotent=True)
             except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
-                if (
-                    isinstance(error, MetaApiError)
-                    and error.error_class is ErrorClass.FATAL
-                    and error.code not in (100, 2650)
-                ):
-                    raise  # the token, the account or the audience is wrong: nothing else will work either
+                self._stop_if_final(error)
                 self._dead_letter(op, kind, chunk, error)
                 return
             self._record(op, kind, chunk, response, session["session_id"], seq, per_session=False)
@@ -341,6 +358,9 @@ class AudienceUploader:
         for chunk in operation.chunks:
             if chunk.index in acked:
                 continue
+            if self._stopped is not None:
+                self._dead_letter(op, "replace", chunk, NotSent(f"not sent: the upload stopped after {self._stopped}"))
+                continue
             seq = chunk.index + 1
             is_last = chunk.index == operation.chunks[-1].index
             out_of_time = self.clock() - session["started"] > self.replace_window - REPLACE_SAFETY_SECONDS
@@ -358,11 +378,19 @@ class AudienceUploader:
             except DeadlineExceeded as error:  # the session stays open: the next run resumes it within its window
                 self._dead_letter(op, "replace", chunk, error)
                 return op
+            except MetaApiError as error:  # refused for good: the session is left to its 90-minute window
+                self._stop_if_final(error)
+                if self._stopped is None:
+                    raise
+                self._dead_letter(op, "replace", chunk, error)
+                continue
             resuming = False
             self._record(op, "replace", chunk, response, sid, seq, per_session=True)
             received += chunk.rows
             if out_of_time:
                 break
+        if self._stopped is not None:  # the session stays open: a run with a working token resumes it in its window
+            return op
         finished = {
             **session,
             "finished": True,

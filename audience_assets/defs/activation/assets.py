@@ -8,6 +8,7 @@ if missing and uploads the chunks, resuming from the upload ledger after a crash
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -19,9 +20,10 @@ from audience_assets.core.audience.planning import PlanRefused, make_plan
 from audience_assets.core.audience.selection import select_members
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
+from audience_assets.core.locks import LockBusy
 from audience_assets.core.meta.binding import planned_audience_id
 from audience_assets.core.meta.versions import lifecycle, today
-from audience_assets.core.store import optional_copy
+from audience_assets.core.store import Store, optional_copy
 from audience_assets.defs.activation import checks
 from audience_assets.defs.metadata import attribute, check_spec, publish, work_dir
 from audience_assets.defs.partitions import partner_to_audiences
@@ -111,6 +113,17 @@ def members_asset(shape: Shape) -> dg.AssetsDefinition:
     return audience_members
 
 
+@contextlib.contextmanager
+def writing(store: Store, audience: str, run_id: str) -> Iterator[None]:
+    """One run at a time writes an audience (its plan, its upload, its record): a second one waits for the
+    lock, then fails naming the first (`core.locks`)."""
+    try:
+        with store.lock(f"audience-{audience}", owner=run_id):
+            yield
+    except LockBusy as busy:
+        raise dg.Failure(str(busy)) from None
+
+
 def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
     config, tenant = shape.config, shape.tenant
 
@@ -140,25 +153,26 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
         audience = config.audiences[name]
         meter = attribute(context, storage, tenant=tenant, audience=name)
         store = meter.store
-        basis = planned_audience_id(store, name, audience, meta.ad_account(config.tenant(tenant)))
-        with work_dir() as tmp:
-            try:
-                planned = make_plan(store, name, audience, basis, tmp)
-            except PlanRefused as refused:
-                raise dg.Failure(str(refused), metadata={"min_size": audience.min_size}) from None
-            plan, desired, keys, problems = planned.plan, planned.desired, planned.keys, planned.cell_problems
-            cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
-            review = review_removals(name, plan, audience.max_removal, context.run.tags)
-            removal_check = checks.removal_guard(review)
-            version_check = checks.api_version(lifecycle(meta.api_version, today()))
-            if problems:  # nothing may be uploaded from this plan, now or by a later run
-                store.delete(layout.upload_plan(name))
-                return meter.result(
-                    metadata={"dagster/row_count": 0},
-                    rows=desired,
-                    check_results=[cell_check, removal_check, version_check],
-                )
-            plan = store_plan(store, name, plan)
+        with writing(store, name, context.run.run_id):
+            basis = planned_audience_id(store, name, audience, meta.ad_account(config.tenant(tenant)))
+            with work_dir() as tmp:
+                try:
+                    planned = make_plan(store, name, audience, basis, tmp)
+                except PlanRefused as refused:
+                    raise dg.Failure(str(refused), metadata={"min_size": audience.min_size}) from None
+                plan, desired, keys, problems = planned.plan, planned.desired, planned.keys, planned.cell_problems
+                cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
+                review = review_removals(name, plan, audience.max_removal, context.run.tags)
+                removal_check = checks.removal_guard(review)
+                version_check = checks.api_version(lifecycle(meta.api_version, today()))
+                if problems:  # nothing may be uploaded from this plan, now or by a later run
+                    store.delete(layout.upload_plan(name))
+                    return meter.result(
+                        metadata={"dagster/row_count": 0},
+                        rows=desired,
+                        check_results=[cell_check, removal_check, version_check],
+                    )
+                plan = store_plan(store, name, plan)
         if review.blocked:
             context.log.warning(review.message())
         sizes = [c.rows for op in plan.operations for c in op.chunks]

@@ -31,7 +31,7 @@ from audience_assets.core.meta.uploader import UploadIncomplete
 from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import Store
 from audience_assets.defs.activation import checks
-from audience_assets.defs.activation.assets import Shape
+from audience_assets.defs.activation.assets import Shape, writing
 from audience_assets.defs.metadata import attribute, check_spec, history_table
 from audience_assets.defs.resources import MetaAudiences, Metrics, Storage
 
@@ -98,40 +98,45 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
             raise dg.Failure(review.message(), metadata=review.metadata())
         if review.approved and review.over_limit:
             context.log.warning(review.message())
-        client = meta.client(config.tenant(tenant))
-        try:
-            delivery = deliver(
-                store,
-                name,
-                audience,
-                plan,
-                client,
-                ad_account_id=meta.ad_account(config.tenant(tenant)),
-                concurrency=meta.upload_concurrency,
-                run_id=context.run.run_id,
-                approvals=approvals(review, audience.approval == "manual", tags),
-                approved_removals=review.approved,
-                extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
-                report=context.log.info,
-                settle_seconds=meta.settle_seconds,
-            )
-        except Exception as error:  # every failed upload counts (the failed-upload alarm watches it), whatever failed
+        with writing(store, name, context.run.run_id):  # one run at a time uploads an audience
+            client = meta.client(config.tenant(tenant))
             try:
-                metrics.publish(
-                    {"upload_failures": 1, "throttled_requests": client.stats.throttled}, tenant=tenant, audience=name
+                delivery = deliver(
+                    store,
+                    name,
+                    audience,
+                    plan,
+                    client,
+                    ad_account_id=meta.ad_account(config.tenant(tenant)),
+                    concurrency=meta.upload_concurrency,
+                    run_id=context.run.run_id,
+                    approvals=approvals(review, audience.approval == "manual", tags),
+                    approved_removals=review.approved,
+                    extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
+                    report=context.log.info,
+                    settle_seconds=meta.settle_seconds,
                 )
-            except Exception as unpublished:  # never hide the upload's own error behind the metric's
-                context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
-            if isinstance(error, (UnrecordedAudience, RemovalsHeld, PlanRefused, MetaPreflightError)):
-                raise dg.Failure(str(error)) from None  # held, with what to do: not a crash
-            if not isinstance(error, UploadIncomplete):
-                raise
-            raise dg.Failure(
-                str(error),
-                metadata={"upload_id": error.upload_id, "dead_letters": error.dead, **client_figures(client)},
-            ) from None
-        finally:
-            client.close()
+            except (
+                Exception
+            ) as error:  # every failed upload counts (the failed-upload alarm watches it), whatever failed
+                try:
+                    metrics.publish(
+                        {"upload_failures": 1, "throttled_requests": client.stats.throttled},
+                        tenant=tenant,
+                        audience=name,
+                    )
+                except Exception as unpublished:  # never hide the upload's own error behind the metric's
+                    context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
+                if isinstance(error, (UnrecordedAudience, RemovalsHeld, PlanRefused, MetaPreflightError)):
+                    raise dg.Failure(str(error)) from None  # held, with what to do: not a crash
+                if not isinstance(error, UploadIncomplete):
+                    raise
+                raise dg.Failure(
+                    str(error),
+                    metadata={"upload_id": error.upload_id, "dead_letters": error.dead, **client_figures(client)},
+                ) from None
+            finally:
+                client.close()
         plan = delivery.plan or plan
         metadata = delivery_metadata(delivery, audience, plan.upload_id, client)
         if delivery.binding and delivery.binding.note:

@@ -5,15 +5,18 @@ from pathlib import Path
 import dagster as dg
 
 from audience_assets.core.config import ProjectConfig
+from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
 from audience_assets.defs.ingest.assets import build_ingest_assets
 from audience_assets.defs.ingest.jobs import build_ingest_jobs
 from audience_assets.defs.ingest.sensors import build_landing_zone_sensor
 
 
-def build(config: ProjectConfig, storage_kind: str, demo_dir: Path | None = None) -> dg.Definitions:
+def build(
+    config: ProjectConfig, storage_kind: str, demo_dir: Path | None = None, limits: InflationLimits = DEFAULT_LIMITS
+) -> dg.Definitions:
     jobs = build_ingest_jobs()
     return dg.Definitions(
-        assets=build_ingest_assets(config, storage_kind),
+        assets=build_ingest_assets(config, storage_kind, limits),
         jobs=jobs,
         sensors=[build_landing_zone_sensor(config, jobs, demo_dir)],
     )

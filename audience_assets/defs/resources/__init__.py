@@ -46,9 +46,13 @@ def meta_sandbox(settings: Settings, config: ProjectConfig | None) -> bool:
 
 def build_resources(settings: Settings, config: ProjectConfig | None = None) -> dict[str, dg.ConfigurableResource]:
     if settings.env == "aws":
-        storage = S3Storage(bucket=dg.EnvVar("AUDIENCE_BUCKET"), kms_key_id=dg.EnvVar("AUDIENCE_KMS_KEY_ID"))
+        storage = S3Storage(
+            bucket=dg.EnvVar("AUDIENCE_BUCKET"),
+            kms_key_id=dg.EnvVar("AUDIENCE_KMS_KEY_ID"),
+            lock_wait_seconds=settings.lock_wait_seconds,
+        )
     else:
-        storage = LocalStorage(data_dir=str(settings.data_dir))
+        storage = LocalStorage(data_dir=str(settings.data_dir), lock_wait_seconds=settings.lock_wait_seconds)
     if settings.env == "aws" and settings.cleanrooms_membership_set:
         clean_room = AwsCleanRoom(
             membership_id=dg.EnvVar("CLEANROOMS_MEMBERSHIP_ID"),

@@ -12,6 +12,8 @@ from audience_assets.core.store import LocalStore, S3Store, Store
 
 
 class Storage(dg.ConfigurableResource):
+    lock_wait_seconds: float = 120.0  # AUDIENCE_LOCK_WAIT_SECONDS: how long a step waits for another run's lock
+
     def store(self) -> Store:
         raise NotImplementedError
 
@@ -22,7 +24,7 @@ class LocalStorage(Storage):
     data_dir: str
 
     def store(self) -> LocalStore:
-        return LocalStore(self.data_dir)
+        return LocalStore(self.data_dir, lock_wait_seconds=self.lock_wait_seconds)
 
 
 class S3Storage(Storage):
@@ -43,5 +45,6 @@ class S3Storage(Storage):
                 prefix=self.prefix,
                 region_name=self.region_name,
                 endpoint_url=self.endpoint_url,
+                lock_wait_seconds=self.lock_wait_seconds,
             )
         return self._store

@@ -212,3 +212,50 @@ def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: 
     assert ledger.dead_letters() == {}
     assert sum(op.batches_sent for op in delivery.result.operations) >= len(dead)
     healthy.close()
+
+
+@pytest.mark.parametrize("mode", ["mirror", "replace"])
+def test_a_token_that_expires_mid_upload_leaves_dead_letters_and_the_next_run_finishes(tmp_path: Path, mode: str):
+    """Meta refuses the sixth batch with 190 (the token expired): that batch and every batch not sent yet are
+    dead letters (why, code, never rows), nothing else is called with the dead token, nothing is confirmed;
+    a run with a working token sends exactly what is missing."""
+    from audience_assets.core.meta.ledger import UploadLedger
+    from audience_assets.core.meta.uploader import UploadIncomplete
+
+    class Expiring(GraphSandbox):
+        batches = 0
+
+        def handle(self, method, raw_path, headers, body):
+            if raw_path.split("?")[0].endswith(("/users", "/usersreplace")):
+                self.batches += 1
+                if self.batches == 6:
+                    self.config.expired_tokens.append(SANDBOX_TOKEN)
+            return super().handle(method, raw_path, headers, body)
+
+    storage = LocalStore(str(tmp_path / "data"))
+    ids, audience_spec = range(20_000), spec(mode, chunk_rows=1_000)
+    upload = plan(storage, AUDIENCE, audience_spec, ids)
+    expiring = Expiring(tmp_path / "graph.sqlite")
+    client = GraphClient(access_token=SANDBOX_TOKEN, transport=expiring.transport(), base_url="http://127.0.0.1")
+    with pytest.raises(UploadIncomplete, match="expired") as failed:
+        deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT, concurrency=1)
+    client.close()
+    audience_id = load_binding(storage, AUDIENCE).meta_audience_id
+    dead = UploadLedger(storage, AUDIENCE, audience_id, upload.upload_id).dead_letters()
+    classes = sorted(d["error_class"] for d in dead.values())
+    assert classes == ["fatal"] + ["not_sent"] * 14 and failed.value.dead == 15
+    assert next(d for d in dead.values() if d["error_class"] == "fatal")["code"] == 190
+    assert expiring.batches == 6, "nothing more was sent with the dead token"
+    assert not re.search(r"[0-9a-f]{64}|@example", json.dumps(dead))
+    assert not (tmp_path / "data" / layout.confirmed(AUDIENCE, audience_id)).exists()
+    expiring.close()
+
+    renewed = GraphSandbox(tmp_path / "graph.sqlite")
+    client = GraphClient(access_token=SANDBOX_TOKEN, transport=renewed.transport(), base_url="http://127.0.0.1")
+    delivery = deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT)
+    client.close()
+    assert renewed.member_keys(delivery.audience_id) == expected_members(ids)
+    assert UploadLedger(storage, AUDIENCE, audience_id, upload.upload_id).dead_letters() == {}
+    if mode == "replace":
+        assert renewed.resent_replace_batches() == 0
+    renewed.close()

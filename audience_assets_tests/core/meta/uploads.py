@@ -57,6 +57,7 @@ def plan(storage: Store, audience: str, audience_spec: Audience, ids: Iterable[i
     """Plan the upload that makes the audience hold exactly `ids` (against the record of the Meta audience it is
     bound to in the sandbox's ad account, as `audience_chunks` does), store it, and return it."""
     basis = planned_audience_id(storage, audience, audience_spec, SANDBOX_AD_ACCOUNT)
+    version = (storage.version(layout.confirmed(audience, basis)) or "") if basis else ""
     with (
         tempfile.TemporaryDirectory() as tmp,
         connect(Path(tmp)) as con,
@@ -80,7 +81,7 @@ def plan(storage: Store, audience: str, audience_spec: Audience, ids: Iterable[i
             out_dir=Path(tmp) / "chunks",
             chunk_rows=audience_spec.chunk_rows,
         )
-        store_plan(storage, audience, dataclasses.replace(planned, basis_audience_id=basis))
+        store_plan(storage, audience, dataclasses.replace(planned, basis_audience_id=basis, basis_version=version))
     loaded = load_plan(storage, audience)
     assert loaded is not None
     return loaded

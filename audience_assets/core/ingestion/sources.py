@@ -1,0 +1,168 @@
+"""A source's delivery taken in, in one call whatever the source (a partner, the CRM export, the opt-outs): its
+current files chosen by arrival (`arrivals`), read under its contract, judged by its delivery guards,
+published or held, and remembered as the last accepted delivery, one writer at a time (`core.locks`).
+
+The ingest assets call `ingest_source` and translate its `Outcome` into Dagster's terms (metadata, check
+results); every rule of the stage lives here and below.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+
+from audience_assets.core import layout
+from audience_assets.core.config import ProjectConfig
+from audience_assets.core.duck import connect, sql_path
+from audience_assets.core.ingestion.arrivals import current_files
+from audience_assets.core.ingestion.first_party import ingest_first_party
+from audience_assets.core.ingestion.guards import AcceptedDelivery, Verdict, judge, previous_delivery, remember
+from audience_assets.core.ingestion.partner import ingest_partner
+from audience_assets.core.ingestion.read import IngestReport
+from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
+from audience_assets.core.ingestion.suppression import ingest_suppression
+from audience_assets.core.scratch import scratch
+from audience_assets.core.store import Store, optional_copy
+
+FIRST_PARTY, SUPPRESSION = "first_party", "suppression"
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """The table a delivery became: where it is, its rows and its columns (name, type)."""
+
+    key: str
+    uri: str
+    rows: int
+    columns: list[tuple[str, str]]
+
+
+@dataclasses.dataclass
+class Outcome:
+    source: str
+    files: list[str]  # the current files read
+    not_read: dict[str, str]  # what else the source's prefix holds, and why it is not read
+    report: IngestReport
+    verdict: Verdict
+    table: Published | None  # None: not published (held by its guards or its accounting, or standing)
+    quarantine_uri: str = ""
+    stands: AcceptedDelivery | None = None  # nothing current: this accepted delivery's data stands
+    identities: int | None = None  # a partner's distinct identities published
+
+    @property
+    def published(self) -> bool:
+        return self.table is not None
+
+
+def quarantine_key(source: str) -> str:
+    return {FIRST_PARTY: layout.FIRST_PARTY_QUARANTINE, SUPPRESSION: layout.SUPPRESSION_QUARANTINE}.get(
+        source
+    ) or layout.partner_quarantine(source)
+
+
+def table_key(source: str) -> str:
+    return {FIRST_PARTY: layout.FIRST_PARTY_CUSTOMERS, SUPPRESSION: layout.SUPPRESSION_LIST}.get(
+        source
+    ) or layout.partner_table(source)
+
+
+def ingest_source(
+    store: Store,
+    config: ProjectConfig,
+    source: str,
+    *,
+    run_id: str = "",
+    accept: bool = False,
+    fallback: Callable[[], AcceptedDelivery | None] = lambda: None,
+    limits: InflationLimits = DEFAULT_LIMITS,
+) -> Outcome:
+    """Take in `source`'s current delivery. `accept` overrules its guards for this run; `fallback` is what it is
+    judged against when the store has no delivery record (a deployment upgraded from before records). The
+    opt-out list only grows (the previous list is always part of the new one), so its guards report but
+    never hold it."""
+    sources = config.sources
+    contract, guards = sources.contract(source), sources.guards_for(source)
+    with store.lock(f"source-{source}", owner=run_id):
+        chosen = current_files(store, source, sources.prefix(source), contract)
+        files = chosen.files
+        if source != SUPPRESSION and not files:
+            record = previous_delivery(store, source)
+            if record is not None and record.files:  # moved away, retired, or superseded only: its data stands
+                empty = IngestReport()
+                return Outcome(
+                    source, [], chosen.not_read, empty, judge(source, empty, None, guards), None, stands=record
+                )
+        with scratch("ingest") as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
+            table, quarantine = tmp / "table.parquet", tmp / "quarantine.parquet"
+            identities = None
+            if source == FIRST_PARTY:
+                report = ingest_first_party(
+                    con,
+                    store,
+                    files,
+                    contract=contract,
+                    keys=config.payload_keys,
+                    out_customers=table,
+                    out_quarantine=quarantine,
+                    work_dir=tmp,
+                    consent_columns=config.consent_columns,
+                    limits=limits,
+                )
+            elif source == SUPPRESSION:
+                kept = [
+                    stack.enter_context(optional_copy(store, k))
+                    for k in (layout.SUPPRESSION_RETIRED, table_key(source))
+                ]
+                report = ingest_suppression(
+                    con,
+                    store,
+                    files,
+                    contract=contract,
+                    out_table=table,
+                    out_quarantine=quarantine,
+                    work_dir=tmp,
+                    retired=[p for p in kept if p is not None],
+                    limits=limits,
+                )
+            else:
+                report, identities = ingest_partner(
+                    con,
+                    store,
+                    files,
+                    partner=source,
+                    contract=contract,
+                    out_table=table,
+                    out_quarantine=quarantine,
+                    work_dir=tmp,
+                    limits=limits,
+                )
+            grows = source == SUPPRESSION
+            verdict = judge(
+                source,
+                report,
+                previous_delivery(store, source) or fallback(),
+                guards,
+                accepted=grows or accept,
+                incremental=grows or contract.delivery == "incremental",
+            )
+            published = None
+            if not verdict.blocked and not report.out_of_balance:  # rows that do not add up are not published
+                rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(table)})").fetchall()[0][0]
+                columns = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(table)})").fetchall()
+                store.upload(table, table_key(source))
+                remember(store, source, report, verdict, run_id, {f.key: f.version for f in files})
+                published = Published(
+                    table_key(source), store.uri(table_key(source)), rows, [(c[0], str(c[1])) for c in columns]
+                )
+            store.upload(quarantine, quarantine_key(source))
+        return Outcome(
+            source,
+            [f.key for f in files],
+            chosen.not_read,
+            report,
+            verdict,
+            published,
+            quarantine_uri=store.uri(quarantine_key(source)),
+            identities=identities,
+        )
