@@ -132,6 +132,7 @@ def test_dagster_definitions_validate_passes_in_aws_mode(tmp_path):
         "META_AD_ACCOUNT_ID": "act_123",
         "AWS_DEFAULT_REGION": "us-east-1",
         "CLEANROOMS_MEMBERSHIP_ID": "00000000-0000-4000-8000-000000000000",
+        "AUDIENCE_RESULTS_BUCKET": "dummy-results",
         "AUDIENCE_DATA_DIR": str(tmp_path / "data"),
         "DAGSTER_HOME": str(tmp_path),
     }

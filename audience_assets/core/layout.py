@@ -34,8 +34,11 @@ def matches(partner: str) -> str:
     return f"clean_room/matches/{partner}/matches.parquet"
 
 
+CLEAN_ROOM_RESULTS = "clean_room/results/"  # the local engine's results (on AWS: AUDIENCE_RESULTS_BUCKET)
+
+
 def clean_room_results(partner: str) -> str:
-    return f"clean_room/results/{partner}/"
+    return f"{CLEAN_ROOM_RESULTS}{partner}/"
 
 
 def audience_members(audience: str) -> str:

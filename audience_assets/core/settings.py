@@ -40,7 +40,6 @@ class Settings:
     demo_data: bool = True
     metrics_namespace: str = "AudienceAssets"  # AUDIENCE_METRICS_NAMESPACE: CloudWatch namespace (aws mode)
     cleanrooms_membership_set: bool = False  # CLEANROOMS_MEMBERSHIP_ID: aws mode matches in AWS Clean Rooms
-    cleanrooms_template_set: bool = False  # CLEANROOMS_ANALYSIS_TEMPLATE_ARN: the default audience_match template
     meta_upload_deadline_seconds: float = (
         3600.0  # META_UPLOAD_DEADLINE_SECONDS: an upload gives up (dead letters) after
     )
@@ -57,6 +56,7 @@ class Settings:
         if mode not in ("local", "aws"):
             raise SettingsError(f"AUDIENCE_ASSETS_ENV={mode!r} is not a mode; expected 'local' or 'aws'")
         _check_optional(env)
+        _check_clean_room(env, mode)
         return cls(
             env=mode,
             data_dir=Path(env.get("AUDIENCE_DATA_DIR") or ".audience_data").expanduser().absolute(),
@@ -71,7 +71,6 @@ class Settings:
             or DEFAULT_API_VERSION,
             meta_ad_account_id=_matching(env, "META_AD_ACCOUNT_ID", r"act_\d{1,20}", "act_ followed by digits") or None,
             cleanrooms_membership_set=bool(env.get("CLEANROOMS_MEMBERSHIP_ID")),
-            cleanrooms_template_set=bool(env.get("CLEANROOMS_ANALYSIS_TEMPLATE_ARN")),
             metrics_namespace=env.get("AUDIENCE_METRICS_NAMESPACE") or "AudienceAssets",
             demo_data=_flag(env, "AUDIENCE_DEMO_DATA", True),
             meta_upload_deadline_seconds=_number(env, "META_UPLOAD_DEADLINE_SECONDS", 3600.0, low=60.0, high=86400.0),
@@ -131,6 +130,31 @@ def _matching(env: Mapping[str, str], name: str, pattern: str, accepted: str) ->
         shown = f"{raw[:40]!r}" if "URL" not in name else "the value"
         raise SettingsError(f"{name}: {shown} is not {accepted}")
     return raw
+
+
+def _check_clean_room(env: Mapping[str, str], mode: str) -> None:
+    """AWS Clean Rooms runs Spark only (since 2025-12-17), and on Spark the results bucket may hold no data source:
+    with a membership configured, results need a bucket of their own."""
+    if env.get("CLEANROOMS_ANALYSIS_TEMPLATE_ARN"):
+        raise SettingsError(
+            "CLEANROOMS_ANALYSIS_TEMPLATE_ARN is no longer read: one template cannot serve every partner. Each "
+            "partner's templates are found by name in the membership (audience_match-<partner>, created by the "
+            "stack) or set per partner in partners.yaml (clean_room.match_template_arn); unset the variable"
+        )
+    if mode != "aws" or not env.get("CLEANROOMS_MEMBERSHIP_ID"):
+        return
+    results, data = env.get("AUDIENCE_RESULTS_BUCKET", "").strip(), env.get("AUDIENCE_BUCKET", "").strip()
+    if not results:
+        raise SettingsError(
+            "AUDIENCE_RESULTS_BUCKET is not set: with CLEANROOMS_MEMBERSHIP_ID, Clean Rooms (Spark) writes results "
+            "to a bucket that holds no data source; set the results bucket the stack created"
+        )
+    if results == data:
+        raise SettingsError(
+            f"AUDIENCE_RESULTS_BUCKET={results!r} is AUDIENCE_BUCKET, which holds the clean-room tables: on the Spark "
+            "engine the results destination can't be within the same S3 bucket as any data source; use the "
+            "results bucket the stack created"
+        )
 
 
 def _check_optional(env: Mapping[str, str]) -> None:

@@ -301,10 +301,11 @@ def local_session(
         deliver=deliver,
     )
     if partner_rule.kind != "CUSTOM":  # templates belong to CUSTOM rules; LIST tables take the SQL itself
-        return MatchSession(room, collaboration.MEMBERSHIP_ID, {"queryString": texts["audience_match"]}, None)
+        return MatchSession(room, collaboration.MEMBERSHIP_ID, {"queryString": texts["audience_match"]}, None, store)
     return MatchSession(
         room,
         collaboration.MEMBERSHIP_ID,
         {"analysisTemplateArn": collaboration.template_arn("audience_match", partner)},
         {"analysisTemplateArn": collaboration.template_arn("overlap_count", partner)},
+        store,
     )

@@ -12,7 +12,7 @@ import yaml
 
 from audience_assets.core.config import ConfigError, load_config
 from audience_assets.core.demo import ensure_demo_data
-from audience_assets.core.settings import Settings
+from audience_assets.core.settings import Settings, SettingsError
 from audience_assets.definitions import build_definitions
 from audience_assets_tests.conftest import REPO, copy_config, make_dagster_home
 
@@ -70,13 +70,19 @@ def test_aws_mode_matches_in_aws_clean_rooms_once_a_membership_is_configured(tmp
 
     without = build_resources(Settings(env="aws", data_dir=tmp_path))["clean_room"]
     assert isinstance(without, LocalCleanRoom)
-    with_membership = build_resources(
-        Settings(env="aws", data_dir=tmp_path, cleanrooms_membership_set=True, cleanrooms_template_set=True)
-    )["clean_room"]
+    with_membership = build_resources(Settings(env="aws", data_dir=tmp_path, cleanrooms_membership_set=True))[
+        "clean_room"
+    ]
     assert isinstance(with_membership, AwsCleanRoom)
-    assert Settings.from_env(
-        {"CLEANROOMS_MEMBERSHIP_ID": "m", "CLEANROOMS_ANALYSIS_TEMPLATE_ARN": "a"}
-    ).cleanrooms_membership_set
+    aws = {"AUDIENCE_ASSETS_ENV": "aws", "CLEANROOMS_MEMBERSHIP_ID": "m", "AUDIENCE_BUCKET": "data-bucket"}
+    assert Settings.from_env({**aws, "AUDIENCE_RESULTS_BUCKET": "results-bucket"}).cleanrooms_membership_set
+    for results, words in (
+        ({}, "AUDIENCE_RESULTS_BUCKET is not set"),
+        ({"AUDIENCE_RESULTS_BUCKET": "data-bucket"}, "can't be within the same S3 bucket as any data source"),
+        ({"AUDIENCE_RESULTS_BUCKET": "r", "CLEANROOMS_ANALYSIS_TEMPLATE_ARN": "a"}, "no longer read"),
+    ):
+        with pytest.raises(SettingsError, match=words):
+            Settings.from_env({**aws, **results})
     assert isinstance(
         build_resources(Settings(env="local", data_dir=tmp_path, cleanrooms_membership_set=True))["clean_room"],
         LocalCleanRoom,

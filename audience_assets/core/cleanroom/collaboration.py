@@ -46,20 +46,37 @@ def _expanded(policy: Mapping[str, Any], partners: Sequence[str]) -> dict[str, A
     return policy
 
 
-def partner_rule(policy: Mapping[str, Any] | None, partner: str) -> AnalysisRule:
-    policy = policy or {
-        "custom": {
-            "allowedAnalyses": list(TEMPLATES),
-            "disallowedOutputColumns": [*MATCH_COLUMNS.values(), PARTNER_IDENTITY],
+def partner_policy(policy: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A partner table's rule as written (`policy.v1`, template names standing for their ARNs): partners.yaml's,
+    else the default, CUSTOM allowing only this project's templates, hashed identifiers never in the output."""
+    return (
+        copy.deepcopy(dict(policy))
+        if policy
+        else {
+            "custom": {
+                "allowedAnalyses": list(TEMPLATES),
+                "disallowedOutputColumns": [*MATCH_COLUMNS.values(), PARTNER_IDENTITY],
+            }
         }
-    }
-    return rule_from_policy(_expanded(policy, [partner]), PARTNER_COLUMNS)
+    )
+
+
+def first_party_policy(policy: Mapping[str, Any] | None, keys: Sequence[str]) -> dict[str, Any]:
+    """The advertiser's table's rule as written, by the same default."""
+    columns = first_party_columns(keys)
+    return (
+        copy.deepcopy(dict(policy))
+        if policy
+        else {"custom": {"allowedAnalyses": list(TEMPLATES), "disallowedOutputColumns": list(columns[1:])}}
+    )
+
+
+def partner_rule(policy: Mapping[str, Any] | None, partner: str) -> AnalysisRule:
+    return rule_from_policy(_expanded(partner_policy(policy), [partner]), PARTNER_COLUMNS)
 
 
 def first_party_rule(policy: Mapping[str, Any] | None, partners: Sequence[str], keys: Sequence[str]) -> AnalysisRule:
-    columns = first_party_columns(keys)
-    policy = policy or {"custom": {"allowedAnalyses": list(TEMPLATES), "disallowedOutputColumns": list(columns[1:])}}
-    return rule_from_policy(_expanded(policy, partners), columns)
+    return rule_from_policy(_expanded(first_party_policy(policy, keys), partners), first_party_columns(keys))
 
 
 def analyses(partner: str, keys: Sequence[str], match_on: str, kind: str) -> dict[str, str]:

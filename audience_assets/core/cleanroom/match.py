@@ -1,9 +1,12 @@
 """A partner's match, run as protected queries: `audience_match` (and `overlap_count`) started through a
-Clean Rooms client, polled to the end, and the results read back through the store.
+Clean Rooms client, polled to the end, and the results read back from where the service wrote them.
 
 The client is the boto3 `cleanrooms` client in aws mode, or the local engine (`standins.local_clean_room`);
-both deliver Parquet under `clean_room/results/<partner>/<run>/`, read back here, so the match has the same
-columns and types from either. `aws_session` says what runs on AWS; the local engine builds its own session.
+both deliver Parquet under `<results prefix><partner>/<run>/`, read back here, so the match has the same
+columns and types from either. On AWS the results go to their own bucket (`AUDIENCE_RESULTS_BUCKET`): on the
+Spark engine, the only one since 2025-12-17, "the Results destination in Amazon S3 can't be within the same S3
+bucket as any data source" (Clean Rooms user guide, receive-results). `aws_session` says what runs on AWS
+(each partner's templates found by name in the membership); the local engine builds its own session.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from audience_assets.core import layout
-from audience_assets.core.cleanroom import protected_query
+from audience_assets.core.cleanroom import collaboration, protected_query
 from audience_assets.core.cleanroom.protected_query import Finished, Polling, ProtectedQueryFailed
+from audience_assets.core.cleanroom.rules import ANY_QUERY
 from audience_assets.core.cleanroom.tables import MATCH_OUTPUT, PARTNER_COLUMNS, partner_identities
 from audience_assets.core.cleanroom.templates import render_match, render_overlap
 from audience_assets.core.config import PartnerContract
@@ -41,29 +45,57 @@ class MatchSession:
     membership_id: str
     match: dict[str, Any]  # sqlParameters of the audience match
     overlap: dict[str, Any] | None  # sqlParameters of the overlap count, when it can run
+    results: Store  # where the service writes results (a bucket of their own on AWS), read back here
+    results_prefix: str = layout.CLEAN_ROOM_RESULTS  # under which each partner's runs write
+
+
+def template_name(template: str, partner: str) -> str:
+    """The name an analysis template has in the membership: one per partner and template (the stack creates
+    them from the shipped SQL, `python -m audience_assets stack`)."""
+    return f"{template}-{partner}"
+
+
+def membership_templates(client: Any, membership_id: str) -> dict[str, str]:
+    """The membership's analysis templates: name -> ARN."""
+    found: dict[str, str] = {}
+    for page in client.get_paginator("list_analysis_templates").paginate(membershipIdentifier=membership_id):
+        found.update({t["name"]: t["arn"] for t in page.get("analysisTemplateSummaries", [])})
+    return found
 
 
 def aws_session(
-    client: Any, membership_id: str, contract: PartnerContract, partner: str, default_template_arn: str | None
+    client: Any, membership_id: str, contract: PartnerContract, partner: str, results: Store, results_prefix: str
 ) -> MatchSession:
-    """The partner's template ARNs from partners.yaml (`clean_room.match_template_arn`, else the default);
-    with no ARN, the rendered SQL goes as a query string (for rules that allow ANY_QUERY)."""
+    """What runs for `partner` in the membership: its `audience_match` and `overlap_count` templates, set by ARN
+    in partners.yaml or found by their names (`template_name`). A partner whose rule admits the advertiser's
+    own SQL (`ANY_QUERY`) gets the rendered SQL as a query string; a legacy LIST rule the single-join match."""
     settings = contract.clean_room
     keys, match_on = contract.match_keys, settings.match_on
-    match_arn = settings.match_template_arn or default_template_arn
-    match = (
-        {"analysisTemplateArn": match_arn}
-        if match_arn
-        else {"queryString": render_match(partner, keys, match_on=match_on)}
+    rule = collaboration.partner_rule(settings.analysis_rule, partner)
+    if rule.kind != "CUSTOM":
+        sql = collaboration.analyses(partner, keys, match_on, rule.kind)["audience_match"]
+        return MatchSession(client, membership_id, {"queryString": sql}, None, results, results_prefix)
+    if ANY_QUERY in rule.allowed_analyses and not settings.match_template_arn:
+        match = {"queryString": render_match(partner, keys, match_on=match_on)}
+        overlap = {"queryString": render_overlap(partner, keys, match_on=match_on)}
+        return MatchSession(client, membership_id, match, overlap, results, results_prefix)
+    known = (
+        {}
+        if settings.match_template_arn and settings.overlap_template_arn
+        else membership_templates(client, membership_id)
     )
-    overlap = (
-        {"analysisTemplateArn": settings.overlap_template_arn}
-        if settings.overlap_template_arn
-        else None
-        if match_arn
-        else {"queryString": render_overlap(partner, keys, match_on=match_on)}
-    )
-    return MatchSession(client, membership_id, match, overlap)
+    match_arn = settings.match_template_arn or known.get(template_name("audience_match", partner))
+    overlap_arn = settings.overlap_template_arn or known.get(template_name("overlap_count", partner))
+    if match_arn is None:
+        raise ProtectedQueryFailed(
+            f"membership {membership_id} has no analysis template {template_name('audience_match', partner)!r} "
+            f"(its templates: {', '.join(sorted(known)) or 'none'}): deploy the stack, which creates each "
+            "partner's templates, or set clean_room.match_template_arn for this partner in partners.yaml",
+            query_id="",
+            status="NOT_STARTED",
+        )
+    overlap = {"analysisTemplateArn": overlap_arn} if overlap_arn else None
+    return MatchSession(client, membership_id, {"analysisTemplateArn": match_arn}, overlap, results, results_prefix)
 
 
 def run_match(
@@ -71,7 +103,7 @@ def run_match(
 ) -> MatchResult:
     """Run the partner's analyses, store the match at `layout.matches(partner)` and count it."""
     with contextlib.ExitStack() as stack:
-        bucket, prefix = _result_target(store, f"{layout.clean_room_results(partner)}{run_id}")
+        bucket, prefix = _result_target(session.results, f"{session.results_prefix}{partner}/{run_id}")
 
         def run(parameters: dict[str, Any], what: str) -> Finished:
             return protected_query.run(
@@ -87,7 +119,7 @@ def run_match(
         match = run(session.match, "audience_match")
         out = work / "matches.parquet"
         with connect(work) as con:
-            parts = _result_parts(stack, store, match.location)
+            parts = _result_parts(stack, session.results, match.location)
             columns = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in MATCH_OUTPUT.items())
             source = (
                 f"read_parquet({_paths(parts)}, union_by_name = true)"
@@ -104,7 +136,7 @@ def run_match(
         if session.overlap:
             overlap = run(session.overlap, "overlap_count")
             with connect(work) as con:
-                overlap_parts = _result_parts(stack, store, overlap.location)
+                overlap_parts = _result_parts(stack, session.results, overlap.location)
                 counts = (
                     con.execute(
                         f"SELECT matched_partner_identities FROM read_parquet({_paths(overlap_parts)})"
@@ -143,12 +175,12 @@ def _result_target(store: Store, key: str) -> tuple[str, str]:
 
 
 def _result_parts(stack: contextlib.ExitStack, store: Store, location: str) -> list[Path]:
-    """Local copies of the Parquet parts under a result location (which must be inside the store)."""
+    """Local copies of the Parquet parts under a result location (which must be inside the results store)."""
     root = store.uri("").rstrip("/")
     if not location.startswith(root + "/"):
         raise ProtectedQueryFailed(
-            f"the clean room wrote results to {location}, outside the configured store {root}; "
-            "the result configuration must point at AUDIENCE_BUCKET",
+            f"the clean room wrote results to {location}, outside the results location {root} it was given; "
+            "nothing was read from there",
             query_id="",
             status="SUCCESS",
         )

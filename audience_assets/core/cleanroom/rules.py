@@ -191,9 +191,7 @@ def rule_from_policy(policy: Mapping[str, Any], columns: Sequence[str]) -> Analy
             _operators(body),
         )
     if kind == "custom":
-        analyses = _strings(body, "allowedAnalyses")
-        if not analyses:
-            raise AnalysisRuleInvalid("allowedAnalyses needs at least one entry")
+        analyses = _strings(body, "allowedAnalyses")  # may be empty (the API's minimum is 0): nothing runs then
         providers = _strings(body, "allowedAnalysisProviders", required=False)
         if ANY_QUERY in analyses and not providers:
             raise AnalysisRuleInvalid("allowedAnalysisProviders is required when allowedAnalyses holds ANY_QUERY")

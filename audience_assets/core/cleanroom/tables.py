@@ -18,6 +18,10 @@ IDENTITY_COLUMNS = ", ".join(MATCH_COLUMNS.values())  # what makes one identity 
 PARTNER_IDENTITY = "partner_identity"
 PARTNER_COLUMNS = (*MATCH_COLUMNS.values(), PARTNER_IDENTITY, "segment_name", "segment_value")
 MATCH_OUTPUT = {"customer_id": "VARCHAR", "segment_name": "VARCHAR", "segment_value": "VARCHAR"}
+# The type of each column the clean-room tables hold, as DuckDB writes it: what the Glue tables the stack
+# creates declare (`infra.stack`), checked against the Parquet the ingestion publishes.
+COLUMN_TYPES = {"customer_id": "VARCHAR", **{c: "VARCHAR" for c in MATCH_COLUMNS.values()}}
+COLUMN_TYPES |= {PARTNER_IDENTITY: "BIGINT", "segment_name": "VARCHAR", "segment_value": "VARCHAR"}
 IDENTITIES_KEY = "partner_identities"  # Parquet key-value metadata of a partner table: its distinct identities
 
 

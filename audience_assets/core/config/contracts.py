@@ -143,6 +143,11 @@ class PartnerCleanRoom(CleanRoomTable):
     """The partner's table in the clean room and the analyses that run on it."""
 
     match_on: Literal["any", "all"] = Field(default="any", description="a record matches on any or on all match keys")
+    member: bool = Field(
+        default=False,
+        description="the partner is a member of the collaboration and associates its own table from its own account "
+        "(aws mode): nothing of it lands with us, the association (its name) is all the match needs",
+    )
     match_template_arn: str | None = Field(default=None, description="aws mode: the audience_match template's ARN")
     overlap_template_arn: str | None = Field(default=None, description="aws mode: the overlap_count template's ARN")
 

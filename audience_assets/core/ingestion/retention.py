@@ -65,14 +65,16 @@ def apply_retention(
             source = next((name for prefix, name in prefixes.items() if obj.key.startswith(prefix)), None)
             by_source.setdefault(source, []).append(obj)
     for source, objects in by_source.items():
+        tenant = config.tenant_of_partner(source) if source in config.partners else config.deployment_tenant
+        owned = store.tagged(tenant=tenant)  # what it rewrites (records, logs, archives) is the source's tenant's
         try:
-            with store.lock(f"source-{source}") if source else contextlib.nullcontext():  # not while it is ingested
-                source, doomed, archive = _judge(store, config, source, objects, default_days, now, report)
+            with owned.lock(f"source-{source}") if source else contextlib.nullcontext():  # not while it is ingested
+                source, doomed, archive = _judge(owned, config, source, objects, default_days, now, report)
                 if archive:
-                    report.opt_outs_hashed = archive_published_opt_outs(store)  # before the plaintext goes
-                deleted = _delete(store, doomed, report)
+                    report.opt_outs_hashed = archive_published_opt_outs(owned)  # before the plaintext goes
+                deleted = _delete(owned, doomed, report)
                 if source is not None:
-                    retire(store, source, deleted)
+                    retire(owned, source, deleted)
         except LockBusy as busy:
             report.kept.update({o.key: f"its source is being ingested now ({busy}); judged next time" for o in objects})
     return report

@@ -55,10 +55,7 @@ def build_resources(settings: Settings, config: ProjectConfig | None = None) -> 
         storage = LocalStorage(data_dir=str(settings.data_dir), lock_wait_seconds=settings.lock_wait_seconds)
     if settings.env == "aws" and settings.cleanrooms_membership_set:
         clean_room = AwsCleanRoom(
-            membership_id=dg.EnvVar("CLEANROOMS_MEMBERSHIP_ID"),
-            analysis_template_arn=(
-                dg.EnvVar("CLEANROOMS_ANALYSIS_TEMPLATE_ARN") if settings.cleanrooms_template_set else None
-            ),
+            membership_id=dg.EnvVar("CLEANROOMS_MEMBERSHIP_ID"), results_bucket=dg.EnvVar("AUDIENCE_RESULTS_BUCKET")
         )
     else:  # no collaboration yet: the local engine enforces the same rules inside the run, over the same store
         clean_room = LocalCleanRoom()

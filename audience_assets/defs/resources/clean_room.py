@@ -14,7 +14,7 @@ from audience_assets.core.cleanroom.match import MatchResult, MatchSession, aws_
 from audience_assets.core.cleanroom.protected_query import Polling
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.scratch import scratch
-from audience_assets.core.store import Store
+from audience_assets.core.store import S3Store, Store
 from audience_assets.standins.local_clean_room import local_session
 
 
@@ -54,11 +54,13 @@ class LocalCleanRoom(CleanRoom):
 
 
 class AwsCleanRoom(CleanRoom):
-    """A membership of a real AWS Clean Rooms collaboration (`CLEANROOMS_MEMBERSHIP_ID`); each partner runs the
-    template ARNs set in partners.yaml, else `CLEANROOMS_ANALYSIS_TEMPLATE_ARN` (see `match.aws_session`)."""
+    """A membership of a real AWS Clean Rooms collaboration (`CLEANROOMS_MEMBERSHIP_ID`); each partner runs its
+    own templates, found by name in the membership or set by ARN in partners.yaml (see `match.aws_session`),
+    and results go to `AUDIENCE_RESULTS_BUCKET`, a bucket that holds no data source (Spark's rule)."""
 
     membership_id: str
-    analysis_template_arn: str | None = None
+    results_bucket: str
+    results_prefix: str = "results/"
     region_name: str | None = None
 
     @property
@@ -73,6 +75,7 @@ class AwsCleanRoom(CleanRoom):
         )
 
     def session(self, stack, store, config, partner, work) -> MatchSession:
+        results = S3Store(self.results_bucket, "", region_name=self.region_name)  # read only: the service writes
         return aws_session(
-            self.client(), self.membership_id, config.partners[partner], partner, self.analysis_template_arn
+            self.client(), self.membership_id, config.partners[partner], partner, results, self.results_prefix
         )

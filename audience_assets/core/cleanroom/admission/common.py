@@ -13,7 +13,18 @@ from sqlglot.optimizer.scope import traverse_scope
 
 from audience_assets.core.cleanroom.rules import AggregationRule, ConfiguredTable, ListRule
 
-DIALECT = "redshift"  # the Clean Rooms SQL grammar: accepts `SELECT TOP n DISTINCT` and `:name` parameters
+# The grammar queries are parsed in. Spark SQL: the only engine of AWS Clean Rooms since 2025-12-17, whose rules
+# are CUSTOM. The legacy "Clean Rooms SQL" engine (LIST and AGGREGATION rules) parsed like Redshift (it accepts
+# `SELECT TOP n DISTINCT`); a collaboration whose tables carry such rules is judged in that grammar.
+DIALECT = "spark"
+LEGACY_DIALECT = "redshift"
+
+
+def dialect(tables: Mapping[str, ConfiguredTable]) -> str:
+    """The grammar of a collaboration: Spark, unless a table carries a rule of the legacy engine."""
+    return DIALECT if all(t.rule.kind == "CUSTOM" for t in tables.values()) else LEGACY_DIALECT
+
+
 MAX_TABLES = 15
 MAX_QUERY_CHARS = 500_000
 _INTEGER_TYPES = {"SMALLINT", "INTEGER", "BIGINT"}

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from sqlglot import exp
 
 from audience_assets.core.cleanroom.admission.common import (
-    DIALECT,
+    LEGACY_DIALECT as DIALECT,
+)
+from audience_assets.core.cleanroom.admission.common import (
     QueryRejected,
     _columns_outside,
     _conditions,

@@ -24,6 +24,7 @@ from audience_assets.core.cleanroom.admission.common import (
     _referenced_tables,
     _single_select,
     _sources,
+    dialect,
 )
 from audience_assets.core.cleanroom.admission.custom import _admit_custom
 from audience_assets.core.cleanroom.admission.list_rule import _admit_list
@@ -62,7 +63,7 @@ def _admit(
     if len(sql) > MAX_QUERY_CHARS:
         raise QueryRejected(f"query text is {len(sql)} characters; the limit is {MAX_QUERY_CHARS}")
     try:
-        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read=dialect(tables)) if s is not None]
     except SqlglotError as error:
         raise QueryRejected(f"Syntax error: {str(error).splitlines()[0]}") from None
     if len(statements) != 1:
