@@ -42,7 +42,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     demo_dir = settings.data_dir if settings.env == "local" and settings.demo_data else None  # seeded by the sensor
     stages = dg.Definitions.merge(
         ingest.build(
-            config, storage_kind, demo_dir, InflationLimits(settings.max_inflated_bytes, settings.max_inflation_ratio)
+            config,
+            storage_kind,
+            demo_dir,
+            InflationLimits(settings.max_inflated_bytes, settings.max_inflation_ratio),
+            settings.landing_queue_url,
+            settings.landing_sweep_seconds,
         ),
         clean_room.build(config, storage_kind),
         activation.build(config, storage_kind),

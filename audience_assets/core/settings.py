@@ -48,6 +48,8 @@ class Settings:
     lock_wait_seconds: float = 120.0  # AUDIENCE_LOCK_WAIT_SECONDS: a step waits this long for another run's lock
     max_inflated_bytes: int = 64 * 2**30  # AUDIENCE_MAX_INFLATED_BYTES: a compressed delivery inflates to at most
     max_inflation_ratio: float = 100.0  # AUDIENCE_MAX_INFLATION_RATIO: ... and at most this many times its size
+    landing_queue_url: str = ""  # AUDIENCE_LANDING_QUEUE_URL (aws mode): drain landing events instead of listing
+    landing_sweep_seconds: float = 3600.0  # AUDIENCE_LANDING_SWEEP_SECONDS: how often events are checked by a listing
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +85,8 @@ class Settings:
             max_inflation_ratio=_number(
                 env, "AUDIENCE_MAX_INFLATION_RATIO", 100.0, low=2.0, high=100_000.0, unit="times"
             ),
+            landing_queue_url=_landing_queue(env, mode),
+            landing_sweep_seconds=_number(env, "AUDIENCE_LANDING_SWEEP_SECONDS", 3600.0, low=60.0, high=86400.0),
         )
 
     @property
@@ -130,6 +134,15 @@ def _matching(env: Mapping[str, str], name: str, pattern: str, accepted: str) ->
         shown = f"{raw[:40]!r}" if "URL" not in name else "the value"
         raise SettingsError(f"{name}: {shown} is not {accepted}")
     return raw
+
+
+def _landing_queue(env: Mapping[str, str], mode: str) -> str:
+    url = _matching(env, "AUDIENCE_LANDING_QUEUE_URL", r"https?://\S+", "an SQS queue URL")
+    if url and mode != "aws":
+        raise SettingsError(
+            "AUDIENCE_LANDING_QUEUE_URL is set in local mode: landing events come from S3 (aws mode); unset it"
+        )
+    return url
 
 
 def _check_clean_room(env: Mapping[str, str], mode: str) -> None:

@@ -46,7 +46,7 @@ class LandingListing:
         prefixes = source_prefixes(config)
         self.roots = [LANDING_ROOT, *(p for p in prefixes if not p.startswith(LANDING_ROOT))]
         self.objects = [obj for root in self.roots for obj in store.list(root)]
-        self.store = store
+        self.store, self.config = store, config
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         if not any(prefix.startswith(root) for root in self.roots):

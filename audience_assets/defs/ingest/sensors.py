@@ -1,18 +1,25 @@
 """The landing-zone sensor: every new delivered object requests exactly one run, across ticks and restarts.
 
-The cursor (JSON) holds a watermark, the newest `last_modified` handed out, and the objects handed out
-within `OVERLAP` before it with their versions. Each tick lists the landing prefixes and requests a run
-for every delivery that is newer than `watermark - OVERLAP` and not already handed out at that version;
-the overlap catches objects that become visible late with an older timestamp (same-second arrivals, and
-multipart uploads, whose LastModified is when the upload began). The run key is `<key>@<version>` (the
-S3 ETag), so a re-upload with new content runs again and an unchanged object never does, even if the
-cursor were lost. At most `MAX_RUNS_PER_TICK` runs are requested per tick: a first start on a prefix
-that already holds thousands of objects drains the backlog over successive ticks, oldest first.
+Two ways to learn of new objects, one setting chooses (`AUDIENCE_LANDING_QUEUE_URL`):
 
-dagster-aws's `get_objects` helper is not used: listing goes through the storage resource so the same
-sensor serves a local folder and S3, and its `since_key` cursor raises once that key is deleted and
-misses objects whose key sorts before it (dagster-io/dagster#22892); the watermark plus overlap above
-is the fix that issue recommends.
+- **Events** (aws mode with the stack's queue): each tick drains the SQS queue that EventBridge fills with the
+  data bucket's "Object Created" events (`core.ingestion.events`), deleting a tick's messages only on the next
+  tick, once its run requests are stored. A periodic **sweep** (`AUDIENCE_LANDING_SWEEP_SECONDS`, hourly) lists
+  the landing zone and requests, with a warning naming it, every delivery that no event handed out and no
+  ingestion has seen (its source's arrival log does not know it): an event was lost.
+- **Listing** (local mode, and aws mode without a queue): each tick lists the landing prefixes. The cursor
+  (JSON) holds a watermark, the newest `last_modified` handed out, and the objects handed out within `OVERLAP`
+  before it with their versions; a delivery newer than `watermark - OVERLAP` and not handed out at its version
+  is new. The overlap catches objects that become visible late with an older timestamp (same-second arrivals,
+  multipart uploads, whose LastModified is when the upload began). At most `MAX_RUNS_PER_TICK` runs per tick:
+  a first start on a prefix that already holds thousands of objects drains the backlog over successive ticks,
+  oldest first.
+
+Either way the run key is `<key>@<version>` (the S3 ETag), so a re-upload with new content runs again, an
+unchanged object never does, and a duplicated or redelivered event is one run. dagster-aws's `get_objects` is not
+used: listing goes through the storage resource so the same sensor serves a local folder and S3, and its
+`since_key` cursor raises once that key is deleted and misses objects whose key sorts before it
+(dagster-io/dagster#22892); the watermark plus overlap above is the fix that issue recommends.
 """
 
 from __future__ import annotations
@@ -27,13 +34,17 @@ import dagster as dg
 
 from audience_assets.core.config import FileContract, ProjectConfig
 from audience_assets.core.demo import ensure_demo_data
+from audience_assets.core.ingestion.arrivals import ArrivalLog
 from audience_assets.core.ingestion.deliveries import skipped_reason
+from audience_assets.core.ingestion.events import LandingQueue, arrived
 from audience_assets.core.ingestion.inventory import LandingListing, ignored_objects
 from audience_assets.core.store import Store, StoredObject
 from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, LANDING_REPORT_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.defs.resources import Storage
 
 OVERLAP = dt.timedelta(hours=1)
+EVENT_GRACE = dt.timedelta(minutes=10)  # an event arrives within seconds; older than this and unseen, it was lost
+MISSED_EVENT_TAG = "audience_assets/missed_event"  # on a run the sweep requested because no event announced it
 MAX_RUNS_PER_TICK = 500
 SENSOR_INTERVAL_SECONDS = 30
 
@@ -44,6 +55,10 @@ class Target:
     job_name: str
     contract: FileContract
     partition_key: str | None = None
+
+    @property
+    def source(self) -> str:
+        return self.partition_key or ("first_party" if self.job_name == FIRST_PARTY_JOB else "suppression")
 
 
 def landing_targets(config: ProjectConfig) -> list[Target]:
@@ -60,6 +75,8 @@ class LandingCursor:
     watermark: dt.datetime | None = None
     recent: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict)  # key -> (version, last_modified)
     ignored: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> version, already reported
+    receipts: list[str] = dataclasses.field(default_factory=list)  # events handed out, deleted on the next tick
+    swept: float = 0.0  # when the last sweep listed the landing zone (events mode)
 
     @classmethod
     def parse(cls, raw: str | None) -> LandingCursor:
@@ -67,7 +84,8 @@ class LandingCursor:
             return cls()
         data = json.loads(raw)
         mark = dt.datetime.fromisoformat(data["watermark"]) if data.get("watermark") else None
-        return cls(mark, {k: (v, t) for k, (v, t) in data.get("recent", {}).items()}, data.get("ignored", {}))
+        recent = {k: (v, t) for k, (v, t) in data.get("recent", {}).items()}
+        return cls(mark, recent, data.get("ignored", {}), data.get("receipts", []), data.get("swept", 0.0))
 
     def dump(self) -> str:
         return json.dumps(
@@ -75,6 +93,8 @@ class LandingCursor:
                 "watermark": self.watermark.isoformat() if self.watermark else None,
                 "recent": {k: list(v) for k, v in sorted(self.recent.items())},
                 "ignored": dict(sorted(self.ignored.items())),
+                "receipts": self.receipts,
+                "swept": self.swept,
             },
             separators=(",", ":"),
         )
@@ -115,9 +135,84 @@ def new_deliveries(
     return chosen
 
 
-def build_landing_zone_sensor(config: ProjectConfig, jobs: list, demo_dir: Path | None = None) -> dg.SensorDefinition:
+def target_of(obj: StoredObject, targets: list[Target]) -> Target | None:
+    """The source that reads `obj`, if any does (its prefix, and a delivery's name and depth)."""
+    return next(
+        (t for t in targets if obj.key.startswith(t.prefix) and skipped_reason(obj, t.prefix, t.contract) is None),
+        None,
+    )
+
+
+def from_events(
+    queue: LandingQueue, bucket: str, targets: list[Target], cursor: LandingCursor, log
+) -> list[tuple[StoredObject, Target]]:
+    """The deliveries the queue's events name, each version once, marked as handed out; the previous tick's
+    messages are deleted now (that tick's run requests are stored) and this tick's kept for the next."""
+    queue.delete(cursor.receipts)
+    messages = queue.receive(MAX_RUNS_PER_TICK)
+    chosen: dict[str, tuple[StoredObject, Target]] = {}
+    foreign = 0
+    for message in messages:
+        obj = arrived(message.body, bucket)
+        target = target_of(obj, targets) if obj is not None else None
+        if obj is None or target is None:
+            foreign += 1  # not an object-created event of a delivery: deleted with the rest, never retried
+            continue
+        handed = cursor.recent.get(obj.key)
+        if handed is None or handed[0] != obj.version:  # a duplicated or redelivered event is the same run
+            chosen.setdefault(f"{obj.key}@{obj.version}", (obj, target))
+    for obj, _ in chosen.values():
+        cursor.hand_out(obj)
+    cursor.receipts = [m.receipt for m in messages]
+    if foreign:
+        log.info(f"{foreign} queue message(s) named nothing a source reads (other prefixes, folders, deletions)")
+    return list(chosen.values())
+
+
+def missed_by_events(
+    listing: LandingListing,
+    targets: list[Target],
+    cursor: LandingCursor,
+    now: dt.datetime,
+    log,
+    grace: dt.timedelta = EVENT_GRACE,
+) -> list[tuple[StoredObject, Target]]:
+    """The sweep: deliveries no event handed out and no ingestion has seen (their source's arrival log does
+    not know them at their version), older than `grace`: their events were lost. Each is reported."""
+    known = {
+        t.source: ArrivalLog.load(listing.store, t.source) for t in targets
+    }  # read, never written: the sensor only looks
+    missed = []
+    for target in targets:
+        for obj in listing.list(target.prefix):
+            if skipped_reason(obj, target.prefix, target.contract) is not None:
+                continue
+            handed = cursor.recent.get(obj.key)
+            if (handed and handed[0] == obj.version) or known[target.source].identity(obj) is not None:
+                continue
+            if obj.last_modified > now - grace:
+                continue  # its event may still be on its way
+            log.warning(
+                f"landing event missed: {obj.key} (version {obj.version}, {obj.last_modified:%Y-%m-%d %H:%M} UTC) "
+                "was never announced by an event; the sweep requests its run (check the bucket's EventBridge "
+                "notifications and LandingRule, and the queue's dead letters)"
+            )
+            missed.append((obj, target))
+            cursor.hand_out(obj)
+    return missed[:MAX_RUNS_PER_TICK]
+
+
+def build_landing_zone_sensor(
+    config: ProjectConfig,
+    jobs: list,
+    demo_dir: Path | None = None,
+    queue_url: str = "",
+    sweep_seconds: float = 3600.0,
+    event_grace: dt.timedelta = EVENT_GRACE,
+) -> dg.SensorDefinition:
     """`demo_dir`: local mode with AUDIENCE_DEMO_DATA on, the data folder whose empty landing zone the first tick
-    seeds with the demo data (so `dagster dev` on a fresh clone shows data; loading definitions writes nothing)."""
+    seeds with the demo data (so `dagster dev` on a fresh clone shows data; loading definitions writes nothing).
+    `queue_url`: drain landing events from this SQS queue, sweeping every `sweep_seconds` (see the module)."""
     targets = landing_targets(config)
 
     @dg.sensor(
@@ -126,32 +221,42 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list, demo_dir: Path 
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests one ingestion run per new file under landing/ (partners, first party, "
-        "suppression); run key = object key @ version, so nothing runs twice.",
+        "suppression), from the bucket's events when a queue is configured, else by listing; run key = object "
+        "key @ version, so nothing runs twice.",
     )
     def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: Storage) -> dg.SensorResult:
         if demo_dir is not None and ensure_demo_data(demo_dir):
             context.log.info(f"the landing zone was empty: demo data seeded under {demo_dir / 'landing'}")
         cursor = LandingCursor.parse(context.cursor)
-        listing = LandingListing(storage.store(), config)  # one listing serves both questions below
-        chosen = new_deliveries(listing, targets, cursor)
-        ignored = {i.key: i for i in ignored_objects(listing, config)}
-        news = [i for key, i in sorted(ignored.items()) if cursor.ignored.get(key) != i.version]
-        for item in news:
-            context.log.warning(f"not read: {item.key} ({item.size:,} bytes): {item.reason}")
-        report_changed = set(ignored) != set(cursor.ignored) or bool(news)
-        cursor.ignored = {key: i.version for key, i in ignored.items()}
+        store = storage.store()
+        listing: LandingListing | None = None
+        now = dt.datetime.now(dt.UTC)
+        missed: list[tuple[StoredObject, Target]] = []
+        if queue_url:
+            chosen = from_events(LandingQueue(queue_url), getattr(store, "bucket", ""), targets, cursor, context.log)
+            if now.timestamp() - cursor.swept >= sweep_seconds:
+                listing = LandingListing(store, config)
+                missed = missed_by_events(listing, targets, cursor, now, context.log, event_grace)
+                chosen += missed
+                cursor.swept = now.timestamp()
+            cursor.forget_old()
+        else:
+            listing = LandingListing(store, config)  # one listing serves both questions below
+            chosen = new_deliveries(listing, targets, cursor)
         requests = [
             dg.RunRequest(
                 run_key=f"{obj.key}@{obj.version}",
                 job_name=target.job_name,
                 partition_key=target.partition_key,
-                tags={"audience_assets/object": obj.key[:255]},
+                tags={
+                    "audience_assets/object": obj.key[:255],
+                    **({MISSED_EVENT_TAG: "true"} if (obj, target) in missed else {}),
+                },
             )
             for obj, target in chosen
         ]
-        if report_changed:  # the UI's landing_zone_report shows what is not read, and why
-            state = hashlib.sha256(json.dumps(cursor.ignored, sort_keys=True).encode()).hexdigest()[:16]
-            requests.append(dg.RunRequest(run_key=f"landing_zone_report@{state}", job_name=LANDING_REPORT_JOB))
+        if listing is not None and (report := unread_report(listing, cursor, context.log)) is not None:
+            requests.append(report)  # the UI's landing_zone_report shows what is not read, and why
         if chosen:
             context.log.info(f"{len(chosen)} new deliveries; watermark {cursor.watermark.isoformat()}")
         return dg.SensorResult(
@@ -159,3 +264,18 @@ def build_landing_zone_sensor(config: ProjectConfig, jobs: list, demo_dir: Path 
         )
 
     return landing_zone_sensor
+
+
+def unread_report(listing: LandingListing, cursor: LandingCursor, log) -> dg.RunRequest | None:
+    """What the landing zone holds that no source reads: each newly unread object logged once, and a refresh of
+    `landing_zone_report` requested when that set changed."""
+    ignored = {i.key: i for i in ignored_objects(listing, listing.config)}
+    news = [i for key, i in sorted(ignored.items()) if cursor.ignored.get(key) != i.version]
+    for item in news:
+        log.warning(f"not read: {item.key} ({item.size:,} bytes): {item.reason}")
+    changed = set(ignored) != set(cursor.ignored) or bool(news)
+    cursor.ignored = {key: i.version for key, i in ignored.items()}
+    if not changed:
+        return None
+    state = hashlib.sha256(json.dumps(cursor.ignored, sort_keys=True).encode()).hexdigest()[:16]
+    return dg.RunRequest(run_key=f"landing_zone_report@{state}", job_name=LANDING_REPORT_JOB)
