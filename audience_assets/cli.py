@@ -8,6 +8,10 @@ guards for this run, `--approve-removals AUDIENCE` a large removal, `--approve-u
 `approval: manual` audience's upload. `python -m audience_assets plan [AUDIENCE ...]` builds everything up
 to the upload plans and prints them, sending nothing to Meta. `python -m audience_assets demo` seeds the
 demo data; `python -m audience_assets templates` prints each partner's analysis templates (for AWS).
+`python -m audience_assets stack` prints the deployment's CloudFormation template (`infra.stack`) and
+`python -m audience_assets deploy --stack-name NAME --parameter NAME=VALUE ...` creates or updates it on AWS
+(`infra.deploy`; deploy/README.md); `python -m audience_assets try-aws` runs the demo in aws mode on local
+stand-ins (`try_aws`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 
@@ -184,9 +189,37 @@ def latest_check_metadata(
     return {}
 
 
+def deploy_command(config: ProjectConfig, stack_name: str, pairs: Sequence[str], template_bucket: str | None) -> int:
+    """Deploy the stack and print what to do next; 2 for a mistake in the command, 1 when AWS refused."""
+    from audience_assets.infra.deploy import DeployError, deploy
+
+    malformed = [p for p in pairs if "=" not in p]
+    if malformed:
+        print(f"--parameter takes NAME=VALUE: {', '.join(malformed)}", file=sys.stderr)
+        return 2
+    parameters = dict(p.split("=", 1) for p in pairs)
+    try:
+        deployed = deploy(config, stack_name, parameters, template_bucket=template_bucket)
+    except DeployError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{stack_name}: deployed ({deployed.passes} change(s)); outputs:")
+    for name, value in sorted(deployed.outputs.items()):
+        print(f"  {name} = {value}")
+    for name, value in sorted(deployed.outputs.items()):
+        if name.startswith("MetaToken"):
+            print(f"next, once: aws secretsmanager put-secret-value --secret-id {value} --secret-string TOKEN")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audience_assets", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["run", "plan", "demo", "templates"], nargs="?", default="run")
+    parser.add_argument(
+        "command",
+        choices=["run", "plan", "demo", "templates", "stack", "deploy", "try-aws"],
+        nargs="?",
+        default="run",
+    )
     parser.add_argument("audiences", nargs="*", metavar="AUDIENCE", help="plan: the audiences to plan (default all)")
     parser.add_argument(
         "--accept-delivery",
@@ -210,9 +243,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="AUDIENCE",
         help="run: upload this approval: manual audience",
     )
+    parser.add_argument("--stack-name", help="deploy: the CloudFormation stack (one per deployment and region)")
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="deploy: a stack parameter (MembershipId, CodeLocationImage, VpcId, PrivateSubnetIds as a,b, ...)",
+    )
+    parser.add_argument(
+        "--template-bucket", help="deploy: an existing bucket to pass a template over 51,200 bytes through"
+    )
     args = parser.parse_args(argv)
     if args.audiences and args.command != "plan":
         parser.error("audience names are taken by the plan command only")
+    if args.command == "deploy" and not args.stack_name:
+        parser.error("deploy needs --stack-name")
+    if (args.parameter or args.template_bucket or args.stack_name) and args.command != "deploy":
+        parser.error("--stack-name, --parameter and --template-bucket are taken by the deploy command only")
     tags = {
         tag: ",".join(values)
         for tag, values in (
@@ -234,6 +282,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "templates":
         print_templates(load_config(settings.config_dir))
         return 0
+    if args.command == "stack":
+        from audience_assets.infra.stack import to_json
+
+        sys.stdout.write(to_json(load_config(settings.config_dir)))
+        return 0
+    if args.command == "try-aws":
+        import tempfile
+
+        from audience_assets.try_aws import try_aws
+
+        work = Path(tempfile.mkdtemp(prefix="audience-assets-aws-"))
+        ok = try_aws(work, sys.stdout)
+        print(f"\n{'done' if ok else 'FAILED'}; its files are under {work}")
+        return 0 if ok else 1
+    if args.command == "deploy":
+        return deploy_command(load_config(settings.config_dir), args.stack_name, args.parameter, args.template_bucket)
     if args.command == "demo":
         seeded = ensure_demo_data(settings.data_dir)
         print(f"demo data {'written to' if seeded else 'already present in'} {settings.data_dir / 'landing'}")

@@ -110,19 +110,30 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, Any]) -> bool:
+    """IAM's rules (IAM user guide, condition operators): a key absent from the request fails a condition, except
+    a negated one (StringNotEquals...), which holds, and IfExists, which holds; Null tests presence."""
     for operator, tests in condition.items():
+        base = operator.removesuffix("IfExists")
         for key, wanted in tests.items():
-            wanted = _listed(wanted)
+            wanted = [str(w) for w in _listed(wanted)]
+            if base == "Null":
+                if (key not in context) != (wanted == ["true"]):
+                    return False
+                continue
             if key not in context:
-                if operator.endswith("IfExists"):
+                if operator.endswith("IfExists") or "Not" in base:
                     continue
                 return False
             have = context[key]
-            if operator == "StringLike":
+            if base in ("StringLike", "ArnLike"):
                 ok = any(fnmatch.fnmatchcase(str(have), w) for w in wanted)
-            elif operator == "StringEquals":
-                ok = str(have) in map(str, wanted)
-            elif operator == "ForAnyValue:StringEquals":
+            elif base in ("StringEquals", "ArnEquals"):
+                ok = str(have) in wanted
+            elif base == "StringNotEquals":
+                ok = str(have) not in wanted
+            elif base == "Bool":
+                ok = str(have).lower() in [w.lower() for w in wanted]
+            elif base == "ForAnyValue:StringEquals":
                 ok = any(h in wanted for h in _listed(have))
             else:
                 raise AssertionError(f"a condition operator this judge does not know: {operator}")

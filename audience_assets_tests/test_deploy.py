@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,42 +12,6 @@ import pytest
 import yaml
 
 from audience_assets_tests.conftest import REPO
-
-POLICIES = sorted((REPO / "deploy" / "iam").glob("*.json"))
-GUARDED = ("s3", "kms", "cleanrooms", "secretsmanager")
-
-
-@pytest.mark.parametrize("path", POLICIES, ids=[p.name for p in POLICIES])
-def test_policy_is_valid_and_names_its_resources(path):
-    policy = json.loads(path.read_text())
-    assert policy["Version"] == "2012-10-17" and policy["Statement"]
-    for statement in policy["Statement"]:
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        services = {a.split(":")[0] for a in actions}
-        assert all(":" in a and "*" not in a for a in actions), statement["Sid"]
-        resources = statement.get("Resource", [])
-        resources = resources if isinstance(resources, list) else [resources]
-        if not services & set(GUARDED) or statement["Effect"] == "Deny":  # a Deny only ever takes away
-            continue
-        for resource in resources:
-            assert resource != "*", statement["Sid"]
-            parts = resource.split(":", 5)
-            assert parts[2] in GUARDED, resource
-            # the account, region and named thing (bucket, key, membership, secret) are never wildcards;
-            # only object keys under a named prefix may be (".../landing/*")
-            named = parts[5].split("/")[0] if parts[2] == "s3" else parts[5].split("/")[:2]
-            assert "*" not in "".join(named) and "*" not in "".join(parts[3:5]), resource
-            if parts[2] == "s3" and "*" in parts[5]:
-                assert parts[5].endswith("/*") and parts[5].count("/") >= 2, resource
-
-
-def test_the_policies_are_there():
-    assert {p.name for p in POLICIES} >= {
-        "dagster-run-role-policy.json",
-        "cleanrooms-data-access-role-policy.json",
-        "cleanrooms-data-access-role-trust.json",
-    }
-
 
 # ---------------------------------------------------------------------------- the production instance and image
 
@@ -162,24 +125,50 @@ def test_meta_uploads_share_one_pool_across_runs():
     assert f"concurrency set {META_POOL} 1" in (REPO / "deploy" / "README.md").read_text()
 
 
-def test_the_documented_cloudwatch_alarms_watch_metrics_the_pipeline_publishes(aws):
-    """Each alarm in deploy/cloudwatch-alarms.json is a valid PutMetricAlarm request on a metric and dimensions the
-    runs publish, and CloudWatch (moto on 127.0.0.1) accepts it."""
-    import json
+def test_the_instance_reads_only_variables_the_stacks_tasks_set():
+    """deploy/dagster.yaml takes every value from the environment; each variable it reads is one the generated
+    stack sets on the webserver, daemon and run tasks (as a value or a secret), and nothing is left to type."""
+    import re
 
+    from audience_assets.core.config import load_config
+    from audience_assets.infra.stack import build_stack
+
+    text = (REPO / "deploy" / "dagster.yaml").read_text()
+    read = set(re.findall(r"\{env: ([A-Z_]+)\}", text)) | set(re.findall(r"env: ([A-Z_]+)\n", text))
+    assert {"DAGSTER_PG_PASSWORD", "DAGSTER_RUN_TASK_DEFINITION", "AUDIENCE_BUCKET"} <= read
+    assert not re.search(r"<[A-Za-z_-]+>", text), "a placeholder to replace by hand"
+    resources = build_stack(load_config())["Resources"]
+    for task in ("WebserverTask", "DaemonTask", "RunTask"):
+        for container in resources[task]["Properties"]["ContainerDefinitions"]:
+            given = {e["Name"] for e in container["Environment"]} | {s["Name"] for s in container["Secrets"]}
+            assert read <= given, (task, container["Name"], sorted(read - given))
+    assert "deploy/dagster.yaml /opt/dagster/home/dagster.yaml" in (REPO / "deploy" / "Dockerfile").read_text()
+
+
+def test_the_stacks_alarms_watch_metrics_the_pipeline_publishes(aws):
+    """Each alarm of the generated stack is a valid PutMetricAlarm request on a metric and dimensions the runs
+    publish, and CloudWatch (moto on 127.0.0.1) accepts it."""
     import boto3
 
+    from audience_assets.core.config import load_config
     from audience_assets.core.metrics import DIMENSIONS, METRICS
+    from audience_assets.infra.stack import METRICS_NAMESPACE, build_stack
+    from audience_assets.standins import cloudformation
 
-    alarms = json.loads((REPO / "deploy" / "cloudwatch-alarms.json").read_text())["alarms"]
+    template = build_stack(load_config())
+    stack = cloudformation.dry(template, "aa", {"AlarmEmail": ""}, account="123456789012", region="us-east-1")
+    alarms = {
+        logical: stack.resolve(body["Properties"])
+        for logical, body in template["Resources"].items()
+        if body["Type"] == "AWS::CloudWatch::Alarm"
+    }
     published = {cloudwatch_name for cloudwatch_name, *_ in METRICS.values()}
-    assert {a["MetricName"] for a in alarms} == {"MatchRate", "UploadFailures"} <= published
+    assert {a["MetricName"] for a in alarms.values()} == {"MatchRate", "UploadFailures"} <= published
     cloudwatch = boto3.client("cloudwatch")
-    for alarm in alarms:
-        assert alarm["Namespace"] == "AudienceAssets"
-        assert {d["Name"] for d in alarm["Dimensions"]} <= set(DIMENSIONS) and "tenant" in {
-            d["Name"] for d in alarm["Dimensions"]
-        }
-        cloudwatch.put_metric_alarm(**alarm)
-    described = cloudwatch.describe_alarms(AlarmNames=[a["AlarmName"] for a in alarms])["MetricAlarms"]
-    assert sorted(a["MetricName"] for a in described) == ["MatchRate", "UploadFailures"]
+    for logical, alarm in alarms.items():
+        assert alarm["Namespace"] == METRICS_NAMESPACE == "AudienceAssets"
+        dimensions = {d["Name"] for d in alarm["Dimensions"]}
+        assert dimensions <= set(DIMENSIONS) and "tenant" in dimensions
+        cloudwatch.put_metric_alarm(AlarmName=logical, **{k: v for k, v in alarm.items() if k != "AlarmActions"})
+    described = cloudwatch.describe_alarms(AlarmNames=list(alarms))["MetricAlarms"]
+    assert len(described) == len(alarms) == 5

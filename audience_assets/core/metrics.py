@@ -60,7 +60,7 @@ def _checked(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None
 
 
 class CloudWatchMetrics:
-    """CloudWatch custom metrics; alarms in deploy/cloudwatch-alarms.json watch them."""
+    """CloudWatch custom metrics; the generated stack's alarms watch them (infra.stack)."""
 
     def __init__(self, namespace: str = "AudienceAssets", region_name: str | None = None):
         self.namespace, self.region_name = namespace, region_name

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from audience_assets.core import layout
+from audience_assets.core.cleanroom.tables import FIRST_PARTY_TABLE
 from audience_assets.core.config import ProjectConfig
 from audience_assets.infra.cfn import allow, arn, att, join, policy
 
@@ -141,6 +142,20 @@ def dagster_service_policy() -> dict[str, Any]:
             [arn("ecs", "task-definition/${AWS::StackName}-run:*"), arn("ecs", "task/${Cluster}/*")],
         ),
         allow("DescribeRunTaskDefinitions", ["ecs:DescribeTaskDefinition"], "*"),  # no resource-level permission
+        # EcsRunLauncher gives each run task the daemon's own subnets and security groups, read from its network
+        # interface; no resource-level permission
+        allow("ReadTheDaemonsNetwork", ["ec2:DescribeNetworkInterfaces"], "*"),
+        # ECS Exec (`aws ecs execute-command`, the Session Manager port forward to the UI): the task's own channel
+        allow(
+            "ExecIntoTheTasks",
+            [
+                "ssmmessages:CreateControlChannel",
+                "ssmmessages:CreateDataChannel",
+                "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel",
+            ],
+            "*",
+        ),
         allow(
             "PassTheRunRoles",
             ["iam:PassRole"],
@@ -171,9 +186,22 @@ def execution_policy(secrets: list[dict[str, str]]) -> dict[str, Any]:
     )
 
 
+def table_prefix(name: str) -> str:
+    """The data bucket's prefix holding clean-room table `name` (`first_party` or a partner's)."""
+    key = layout.CLEAN_ROOM_FIRST_PARTY if name == FIRST_PARTY_TABLE else layout.partner_table(name)
+    return key.rsplit("/", 1)[0] + "/"
+
+
+def our_tables(config: ProjectConfig) -> list[str]:
+    """The clean-room tables this deployment associates: the advertiser's, and each partner's whose files land
+    with us (a collaboration member associates its own)."""
+    return [FIRST_PARTY_TABLE, *sorted(p for p, c in config.partners.items() if not c.clean_room.member)]
+
+
 def data_access_policy(config: ProjectConfig) -> dict[str, Any]:
     """What Clean Rooms reads through the associations: the Glue tables and their objects, nothing else."""
-    tables = ["first_party", *sorted(p for p, c in config.partners.items() if not c.clean_room.member)]
+    tables = our_tables(config)
+    prefixes = [table_prefix(t) for t in tables]
     return policy(
         allow(
             "ReadTheGlueTables",
@@ -184,17 +212,8 @@ def data_access_policy(config: ProjectConfig) -> dict[str, Any]:
                 *(arn("glue", f"table/${{GlueDatabase}}/{t}") for t in tables),
             ],
         ),
-        allow(
-            "ReadTheTables",
-            ["s3:GetObject"],
-            objects("DataBucket", ["clean_room/first_party/", "clean_room/partners/"]),
-        ),
-        allow(
-            "ListTheTables",
-            ["s3:ListBucket"],
-            att("DataBucket", "Arn"),
-            listing("DataBucket", ["clean_room/first_party/", "clean_room/partners/"]),
-        ),
+        allow("ReadTheTables", ["s3:GetObject"], objects("DataBucket", prefixes)),
+        allow("ListTheTables", ["s3:ListBucket"], att("DataBucket", "Arn"), listing("DataBucket", prefixes)),
         allow("LocateTheBucket", ["s3:GetBucketLocation"], att("DataBucket", "Arn")),
         _key_use("DecryptTheTables", ["kms:Decrypt"]),
     )

@@ -27,7 +27,6 @@ def _environment(config: ProjectConfig) -> list[dict[str, Any]]:
         "DAGSTER_PG_DB": DATABASE,
         "DAGSTER_PG_USERNAME": DATABASE,
         "DAGSTER_RUN_TASK_DEFINITION": sub("${AWS::StackName}-run"),
-        "DAGSTER_CLUSTER": ref("Cluster"),
     }
     if not config.multi_tenant:
         values["META_AD_ACCOUNT_ID"] = ref("MetaAdAccountId")
@@ -82,7 +81,9 @@ def _task(family: str, role: str, containers: list[dict[str, Any]], cpu: str, me
     }
 
 
-def _service(name: str, task: str) -> dict[str, Any]:
+def _service(name: str, task: str, *, single: bool = False) -> dict[str, Any]:
+    """`single`: never two at once, even while a deployment replaces the task (the Dagster daemon runs alone)."""
+    deployment = {"DeploymentConfiguration": {"MinimumHealthyPercent": 0, "MaximumPercent": 100}} if single else {}
     return {
         "Type": "AWS::ECS::Service",
         "Properties": {
@@ -100,6 +101,7 @@ def _service(name: str, task: str) -> dict[str, Any]:
             },
             "PropagateTags": "SERVICE",
             "Tags": tags({"component": name}),
+            **deployment,
         },
     }
 
@@ -256,5 +258,5 @@ def services(config: ProjectConfig) -> dict[str, Any]:
         ),
         "RunTask": _task("run", "RunRole", [_container("audience_assets", None, config)], "2048", "4096"),
         "WebserverService": _service("webserver", "WebserverTask"),
-        "DaemonService": _service("daemon", "DaemonTask"),
+        "DaemonService": _service("daemon", "DaemonTask", single=True),
     }

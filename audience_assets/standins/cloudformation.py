@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 SKIPPED = {
     "AWS::ECS::Cluster",
@@ -38,6 +39,9 @@ SKIPPED = {
     # would deny everything; the stack's bucket policies are judged with their conditions in `test_stack`
     "AWS::S3::BucketPolicy",
 }
+
+
+_NO_VALUE = object()  # `Ref: AWS::NoValue`: the element or property it stands for is left out
 
 
 class Stack:
@@ -59,11 +63,11 @@ class Stack:
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [r for r in (self.resolve(v) for v in value) if r is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) != 1:
-            return {k: self.resolve(v) for k, v in value.items()}
+            return {k: r for k, r in ((k, self.resolve(v)) for k, v in value.items()) if r is not _NO_VALUE}
         ((function, argument),) = value.items()
         if function == "Ref":
             return self._ref(argument)
@@ -91,6 +95,7 @@ class Stack:
             "AWS::Region": self.region,
             "AWS::StackName": self.name,
             "AWS::Partition": "aws",
+            "AWS::NoValue": _NO_VALUE,
         }
         if name in pseudo:
             return pseudo[name]
@@ -151,6 +156,41 @@ class _Recorded(dict):
         return f"{self.prefix}/{attribute}"
 
 
+_DRY = {  # type -> (physical id, Arn) of a resource as a dry run names it
+    "AWS::S3::Bucket": lambda s, n: (f"{s.name}-{n.lower()}", f"arn:aws:s3:::{s.name}-{n.lower()}"),
+    "AWS::KMS::Key": lambda s, n: (n, f"arn:aws:kms:{s.region}:{s.account}:key/{n}"),
+    "AWS::SQS::Queue": lambda s, n: (
+        f"https://sqs.{s.region}.amazonaws.com/{s.account}/{s.name}-{n}",
+        f"arn:aws:sqs:{s.region}:{s.account}:{s.name}-{n}",
+    ),
+    "AWS::SecretsManager::Secret": lambda s, n: (
+        f"arn:aws:secretsmanager:{s.region}:{s.account}:secret:{s.name}/{n}-AbCdEf",
+        "",
+    ),
+    "AWS::IAM::Role": lambda s, n: (f"{s.name}-{n}", f"arn:aws:iam::{s.account}:role/{s.name}-{n}"),
+    "AWS::Events::Rule": lambda s, n: (f"{s.name}-{n}", f"arn:aws:events:{s.region}:{s.account}:rule/{s.name}-{n}"),
+    "AWS::Glue::Database": lambda s, n: (f"{s.name.replace('-', '_')}_cr", ""),
+    "AWS::Logs::LogGroup": lambda s, n: (
+        f"{s.name}-{n}",
+        f"arn:aws:logs:{s.region}:{s.account}:log-group:{s.name}-{n}",
+    ),
+}
+
+
+def dry(template: Mapping[str, Any], name: str, parameters: Mapping[str, Any], *, account: str, region: str) -> Stack:
+    """The stack as it would be named, with nothing created: every intrinsic function resolves (for reading its
+    policies and properties offline)."""
+    stack = Stack(template, name, parameters, account=account, region=region)
+    for logical, body in template["Resources"].items():
+        named = _DRY.get(body["Type"])
+        physical, resource_arn = named(stack, logical) if named else (f"{name}-{logical}", "")
+        stack.physical[logical] = physical
+        stack.attributes[logical] = _Recorded(stack, logical)
+        if resource_arn:
+            stack.attributes[logical]["Arn"] = resource_arn
+    return stack
+
+
 def apply(template: Mapping[str, Any], name: str, parameters: Mapping[str, Any], *, region: str = "us-east-1") -> Stack:
     """Create every resource the stand-ins serve, in dependency order; returns the applied stack."""
     account = boto3.client("sts", region_name=region).get_caller_identity()["Account"]
@@ -168,6 +208,90 @@ def apply(template: Mapping[str, Any], name: str, parameters: Mapping[str, Any],
         physical, attributes = _CREATE[body["Type"]](stack, logical, properties)
         stack.physical[logical], stack.attributes[logical] = physical, attributes
     return stack
+
+
+class CloudFormationClient:
+    """The CloudFormation API calls `infra.deploy` makes, served by `apply` and `update_rules`: a create applies
+    the template, an update may change only parameters (the second pass's, which reach the analysis rules).
+    Stands in for `boto3.client("cloudformation")` where no emulator applies Clean Rooms resources."""
+
+    def __init__(self, region: str = "us-east-1"):
+        self.region = region
+        self.stacks: dict[str, Stack] = {}
+        self.status: dict[str, str] = {}
+        self.calls: list[str] = []
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:  # noqa: N803 (boto3's argument names)
+        self.calls.append("DescribeStacks")
+        stack = self.stacks.get(StackName)
+        if stack is None:
+            raise ClientError(
+                {"Error": {"Code": "ValidationError", "Message": f"Stack with id {StackName} does not exist"}},
+                "DescribeStacks",
+            )
+        outputs = {k: stack.resolve(v["Value"]) for k, v in stack.template.get("Outputs", {}).items()}
+        return {
+            "Stacks": [
+                {
+                    "StackName": StackName,
+                    "StackStatus": self.status[StackName],
+                    "Parameters": [
+                        {"ParameterKey": k, "ParameterValue": ",".join(v) if isinstance(v, list) else str(v)}
+                        for k, v in stack.parameters.items()
+                        if v is not None
+                    ],
+                    "Outputs": [{"OutputKey": k, "OutputValue": str(v)} for k, v in outputs.items()],
+                }
+            ]
+        }
+
+    def create_stack(self, StackName: str, Parameters: list[dict[str, Any]], **source: Any) -> dict:  # noqa: N803
+        self.calls.append("CreateStack")
+        template = self._template(source)
+        self.stacks[StackName] = apply(template, StackName, self._values(template, Parameters, {}), region=self.region)
+        self.status[StackName] = "CREATE_COMPLETE"
+        return {"StackId": StackName}
+
+    def update_stack(self, StackName: str, Parameters: list[dict[str, Any]], **source: Any) -> dict:  # noqa: N803
+        self.calls.append("UpdateStack")
+        stack = self.stacks[StackName]
+        template = self._template(source)
+        if template != stack.template:
+            raise NotImplementedError("the stand-in updates parameters only, not a changed template")
+        values = self._values(template, Parameters, stack.parameters)
+        if values == stack.parameters:
+            raise ClientError(
+                {"Error": {"Code": "ValidationError", "Message": "No updates are to be performed."}}, "UpdateStack"
+            )
+        update_rules(stack, values)
+        self.status[StackName] = "UPDATE_COMPLETE"
+        return {"StackId": StackName}
+
+    def _template(self, source: Mapping[str, Any]) -> dict[str, Any]:
+        """The template from its body, or from S3 by its URL (https://<bucket>.s3.<region>.amazonaws.com/<key>)."""
+        if "TemplateBody" in source:
+            return json.loads(source["TemplateBody"])
+        host, _, key = source["TemplateURL"].removeprefix("https://").partition("/")
+        body = boto3.client("s3", region_name=self.region).get_object(Bucket=host.split(".s3.")[0], Key=key)["Body"]
+        return json.loads(body.read())
+
+    def get_waiter(self, name: str) -> Any:
+        class Done:  # every operation above completes before it returns
+            def wait(self, **_: Any) -> None:
+                return None
+
+        return Done()
+
+    @staticmethod
+    def _values(template: Mapping[str, Any], given: list[dict[str, Any]], previous: Mapping[str, Any]) -> dict:
+        values = {k: v.get("Default") for k, v in template["Parameters"].items()}
+        for parameter in given:
+            key = parameter["ParameterKey"]
+            value = previous[key] if parameter.get("UsePreviousValue") else parameter["ParameterValue"]
+            kind = template["Parameters"][key]["Type"]
+            listed = kind.startswith("List<") or kind == "CommaDelimitedList"
+            values[key] = value.split(",") if listed and isinstance(value, str) else value
+        return values
 
 
 def update_rules(stack: Stack, parameters: Mapping[str, Any]) -> None:

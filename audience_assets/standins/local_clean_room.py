@@ -266,6 +266,12 @@ def local_session(
     """The project's collaboration (`core.cleanroom.collaboration`) as a local engine over the stored tables:
     the advertiser's `first_party` and the partner's table, each with its rule, and the partner's templates."""
     contract = config.partners[partner]
+    if contract.clean_room.member:
+        raise ValueError(
+            f"{partner} is a member of the collaboration (clean_room.member): its table lives in its own AWS account, "
+            "so the local engine has nothing to match it against; run in aws mode (AUDIENCE_ASSETS_ENV=aws), or "
+            "have the partner deliver files and drop member: true"
+        )
     partner_rule = collaboration.partner_rule(contract.clean_room.analysis_rule, partner)
     first_party_rule = collaboration.first_party_rule(
         config.sources.first_party.clean_room.analysis_rule, list(config.partners), config.match_keys

@@ -38,6 +38,9 @@ def test_retention_deletes_links_never_their_targets_and_goes_on_past_a_failure(
     (folder / "stuck.csv").write_text("email\n")
 
     class Stubborn(LocalStore):
+        def tagged(self, **tags: str) -> LocalStore:  # retention deletes through the source tenant's store
+            return Stubborn(self.root, {**self.tags, **tags})
+
         def delete(self, key: str) -> None:
             if key.endswith("stuck.csv"):
                 raise PermissionError(errno.EACCES, "Permission denied")

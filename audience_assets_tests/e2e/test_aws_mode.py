@@ -3,7 +3,9 @@
 the stack's data bucket, the headless pipeline configured only by the variables the stack's outputs give, the
 Meta token read from the stack's secret and used against the Graph API sandbox on loopback.
 
-It must end with the same audiences on Meta as local mode (the `world`), every object the pipeline writes SSE-KMS
+One partner (beta_insights) is a member of the collaboration here: its table is associated from its own account
+and none of its files land with us. It must end with the same audiences on Meta as local mode (the `world`,
+where it delivers files), every object the pipeline writes SSE-KMS
 under the project key and tagged with its tenant, the matches computed by protected queries through the API with
 results in their own bucket, and every AWS call the code made allowed by the stack's run role, which allows
 nothing the code did not need."""
@@ -19,29 +21,38 @@ import dagster as dg
 import pytest
 
 from audience_assets.cli import run_pipeline
+from audience_assets.core import layout
 from audience_assets.core.cleanroom import protected_query
 from audience_assets.core.config import load_config
 from audience_assets.core.settings import Settings
 from audience_assets.definitions import build_definitions
 from audience_assets.infra.stack import build_stack
+from audience_assets.standins.aws import ACCOUNT, AD_ACCOUNT, REGION, aws_world
 from audience_assets.standins.cleanrooms_api import SPARK_RESULTS_RULE
 from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
 from audience_assets_tests import iam
-from audience_assets_tests.aws_world import ACCOUNT, AD_ACCOUNT, REGION, aws_world
 
 pytestmark = pytest.mark.slow
 TOKEN = "stack-secret-token-7c1"
+MEMBER = "beta_insights"
 
 
 def test_the_pipeline_runs_on_the_stacks_resources_as_local_mode_does(
     world: dict, moto_endpoint: str, tmp_path: Path, monkeypatch
 ):
     config_dir = world["config_dir"]
+    partners = config_dir / "partners.yaml"
+    partners.write_text(
+        partners.read_text().replace("  beta_insights:\n", "  beta_insights:\n    clean_room: {member: true}\n")
+    )
     config = load_config(config_dir)
-    with aws_world(config, moto_endpoint, "aa-e2e") as aws:
+    assert config.partners[MEMBER].clean_room.member
+    published_by_the_member = world["data"] / layout.partner_table(MEMBER)  # what it built in its account
+    with aws_world(config, moto_endpoint, "aa-e2e", members={MEMBER: published_by_the_member}) as aws:
         s3 = boto3.client("s3")
         landing = world["data"] / "landing"
-        for path in sorted(p for p in landing.rglob("*") if p.is_file()):  # as partners deliver: the bucket's key
+        delivered = [p for p in landing.rglob("*") if p.is_file() and MEMBER not in p.parts]
+        for path in sorted(delivered):  # as partners deliver: the bucket's key
             key = path.relative_to(world["data"]).as_posix()
             s3.upload_file(
                 str(path),
@@ -89,6 +100,7 @@ def test_the_pipeline_runs_on_the_stacks_resources_as_local_mode_does(
                     ("MatchRate", "partner", p): latest(instance, "clean_room_matches", p)["match_rate"]
                     for p in config.partners
                 }
+                assert latest(instance, "partner_data", MEMBER)["held_by"].startswith("the partner")
                 reported |= {
                     ("RowsUploaded", "audience", a): latest(instance, "meta_custom_audience", a)["rows_sent"]
                     for a in config.audiences
@@ -122,6 +134,7 @@ def test_the_pipeline_runs_on_the_stacks_resources_as_local_mode_does(
 
         # every object the pipeline wrote: SSE-KMS under the project key, tagged with its tenant
         ours = [k for k in _objects(s3, aws.data_bucket) if not k.startswith("landing/")]
+        assert layout.partner_table(MEMBER) not in ours and layout.partner_table("acme_data") in ours
         assert {k.split("/")[0] for k in ours} >= {"staging", "clean_room", "audiences", "meta", "audit", "reports"}
         for key in ours:
             head = s3.head_object(Bucket=aws.data_bucket, Key=key)

@@ -17,8 +17,8 @@ from audience_assets.defs.ingest import definitions as ingest
 from audience_assets.defs.ingest.sensors import MISSED_EVENT_TAG
 from audience_assets.defs.resources import S3Storage
 from audience_assets.infra.stack import build_stack
+from audience_assets.standins.aws import ACCOUNT, REGION, aws_world
 from audience_assets_tests import iam
-from audience_assets_tests.aws_world import ACCOUNT, REGION, aws_world
 
 
 def tick(sensor: dg.SensorDefinition, defs: dg.Definitions, storage: S3Storage, cursor: str | None):

@@ -34,7 +34,7 @@ class MatchResult:
     matched_customers: int  # distinct first-party customers in the match output
     matched_partner_identities: int | None  # from overlap_count; None when not run or below its threshold
     first_party_customers: int  # rows of the first-party table (the match-rate denominator)
-    partner_identities: int  # distinct identities in the partner's table
+    partner_identities: int | None  # distinct identities in the partner's table; None: a member's, not ours to read
     query: Finished  # the protected query that produced the match
     overlap_query: Finished | None
 
@@ -47,6 +47,7 @@ class MatchSession:
     overlap: dict[str, Any] | None  # sqlParameters of the overlap count, when it can run
     results: Store  # where the service writes results (a bucket of their own on AWS), read back here
     results_prefix: str = layout.CLEAN_ROOM_RESULTS  # under which each partner's runs write
+    member: bool = False  # the partner's table is associated from its own account: we cannot count it
 
 
 def template_name(template: str, partner: str) -> str:
@@ -72,13 +73,14 @@ def aws_session(
     settings = contract.clean_room
     keys, match_on = contract.match_keys, settings.match_on
     rule = collaboration.partner_rule(settings.analysis_rule, partner)
+    where = {"results": results, "results_prefix": results_prefix, "member": settings.member}
     if rule.kind != "CUSTOM":
         sql = collaboration.analyses(partner, keys, match_on, rule.kind)["audience_match"]
-        return MatchSession(client, membership_id, {"queryString": sql}, None, results, results_prefix)
+        return MatchSession(client, membership_id, {"queryString": sql}, None, **where)
     if ANY_QUERY in rule.allowed_analyses and not settings.match_template_arn:
         match = {"queryString": render_match(partner, keys, match_on=match_on)}
         overlap = {"queryString": render_overlap(partner, keys, match_on=match_on)}
-        return MatchSession(client, membership_id, match, overlap, results, results_prefix)
+        return MatchSession(client, membership_id, match, overlap, **where)
     known = (
         {}
         if settings.match_template_arn and settings.overlap_template_arn
@@ -95,7 +97,7 @@ def aws_session(
             status="NOT_STARTED",
         )
     overlap = {"analysisTemplateArn": overlap_arn} if overlap_arn else None
-    return MatchSession(client, membership_id, {"analysisTemplateArn": match_arn}, overlap, results, results_prefix)
+    return MatchSession(client, membership_id, {"analysisTemplateArn": match_arn}, overlap, **where)
 
 
 def run_match(
@@ -131,7 +133,7 @@ def run_match(
             rows, customers = con.execute(
                 f"SELECT count(*), count(DISTINCT customer_id) FROM read_parquet({sql_path(out)})"
             ).fetchall()[0]
-            first_party, identities_total = _table_sizes(con, stack, store, partner)
+            first_party, identities_total = _table_sizes(con, stack, store, None if session.member else partner)
         overlap, identities = None, None
         if session.overlap:
             overlap = run(session.overlap, "overlap_count")
@@ -192,8 +194,11 @@ def _paths(paths: list[Path]) -> str:
     return "[" + ", ".join(sql_path(p) for p in paths) + "]"
 
 
-def _table_sizes(con, stack: contextlib.ExitStack, store: Store, partner: str) -> tuple[int, int]:
+def _table_sizes(con, stack: contextlib.ExitStack, store: Store, partner: str | None) -> tuple[int, int | None]:
+    """Rows of the first-party table, and distinct identities of the partner's (None: a member's table)."""
     first_party = stack.enter_context(store.local_copy(layout.CLEAN_ROOM_FIRST_PARTY))
-    table = stack.enter_context(store.local_copy(layout.partner_table(partner)))
     customers = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(first_party)})").fetchall()[0][0]
+    if partner is None:
+        return int(customers), None
+    table = stack.enter_context(store.local_copy(layout.partner_table(partner)))
     return int(customers), int(partner_identities(con, table))

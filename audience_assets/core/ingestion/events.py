@@ -86,11 +86,14 @@ class LandingQueue:
             found += [Message(m["ReceiptHandle"], m["Body"]) for m in got]
         return found
 
-    def delete(self, receipts: Iterable[str]) -> None:
-        pending = list(receipts)
+    def delete(self, receipts: Iterable[str]) -> list[str]:
+        """Delete handed-out messages; returns SQS's reason for each one it did not delete."""
+        pending, failed = list(receipts), []
         for start in range(0, len(pending), BATCH):
             entries = [{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(pending[start : start + BATCH])]
-            self.client().delete_message_batch(QueueUrl=self.url, Entries=entries)
+            answer = self.client().delete_message_batch(QueueUrl=self.url, Entries=entries)
+            failed += [f"{f.get('Code', '?')}: {f.get('Message', '')}" for f in answer.get("Failed", [])]
+        return failed
 
 
 def _region(url: str) -> str | None:

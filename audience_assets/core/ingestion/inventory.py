@@ -74,6 +74,8 @@ def why_ignored(obj: StoredObject, prefixes: dict[str, str], config: ProjectConf
     if obj.key.endswith("/") or obj.key.endswith("_$folder$"):
         return None  # a folder marker holds nothing
     prefix, source = next(((p, name) for p, name in prefixes.items() if obj.key.startswith(p)), ("", None))
+    if source in config.partners and config.partners[source].clean_room.member:
+        return f"{source} is a member of the collaboration (clean_room.member): nothing under its prefix is read"
     if source is not None:
         skipped = skipped_reason(obj, prefix, config.sources.contract(source))
         return f"{skipped}: not read by {source}" if skipped else None

@@ -48,6 +48,7 @@ class Outcome:
     table: Published | None  # None: not published (held by its guards or its accounting, or standing)
     quarantine_uri: str = ""
     stands: AcceptedDelivery | None = None  # nothing current: this accepted delivery's data stands
+    member: bool = False  # a collaboration member's table: it lives in the partner's account, nothing lands here
     identities: int | None = None  # a partner's distinct identities published
 
     @property
@@ -83,6 +84,9 @@ def ingest_source(
     never hold it."""
     sources = config.sources
     contract, guards = sources.contract(source), sources.guards_for(source)
+    if source in config.partners and config.partners[source].clean_room.member:
+        empty = IngestReport()
+        return Outcome(source, [], {}, empty, Verdict(source, [], 0, 0, 0, 0.0, None, None, guards), None, member=True)
     with store.lock(f"source-{source}", owner=run_id):
         chosen = current_files(store, source, sources.prefix(source), contract)
         files = chosen.files

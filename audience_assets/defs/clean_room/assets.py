@@ -76,7 +76,6 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
             "matched_customers": result.matched_customers,
             "match_rate": dg.MetadataValue.float(round(rate, 6)),
             "first_party_customers": result.first_party_customers,
-            "partner_identities": result.partner_identities,
             "clean_room": clean_room.engine,
             "protected_query_id": result.query.id,
             "protected_query_status": " -> ".join(result.query.statuses),
@@ -86,6 +85,8 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
             metadata["partner_match_rate"] = dg.MetadataValue.float(
                 round(result.matched_partner_identities / result.partner_identities, 6)
             )
+        if result.partner_identities is not None:  # a collaboration member's table is not ours to count
+            metadata["partner_identities"] = result.partner_identities
         if result.overlap_query is not None:
             metadata["overlap_query_id"] = result.overlap_query.id
             metadata["overlap_query_duration_ms"] = result.overlap_query.duration_ms
@@ -100,7 +101,7 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
         ) / 1000
         return meter.result(
             metadata=metadata,
-            rows=result.first_party_customers + result.partner_identities,
+            rows=result.first_party_customers + (result.partner_identities or 0),
             clean_room_seconds=query_seconds,
             check_results=[checks.match_rate(round(rate, 6), config.partners[partner].min_match_rate)],
         )

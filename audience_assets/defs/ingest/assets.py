@@ -45,6 +45,8 @@ def last_materialized(context: dg.AssetExecutionContext) -> AcceptedDelivery | N
 def outcome_metadata(outcome: Outcome) -> dict:
     """An ingestion's outcome as materialization metadata: the table published (or why not), the guards'
     numbers and the row accounting."""
+    if outcome.member:
+        return {"published": False, "held_by": "the partner (a collaboration member: its table is in its account)"}
     if outcome.stands is not None:
         return {
             "published": False,
@@ -71,6 +73,12 @@ def log_outcome(context: dg.AssetExecutionContext, outcome: Outcome) -> None:
     source, report = outcome.source, outcome.report
     for key, reason in sorted(outcome.not_read.items()):
         context.log.info(f"{source}: not read: {key}: {reason}")
+    if outcome.member:
+        context.log.info(
+            f"{source}: a member of the collaboration (clean_room.member): its table is associated from its own "
+            "account and nothing of it lands here; the match reads it there"
+        )
+        return
     if outcome.stands is not None:
         context.log.info(
             f"{source}: no current file in the landing zone (retention deleted it, or it was moved away, or only "

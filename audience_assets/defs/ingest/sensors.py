@@ -64,7 +64,11 @@ class Target:
 def landing_targets(config: ProjectConfig) -> list[Target]:
     sources = config.sources
     return [
-        *(Target(sources.partner_prefix(p), PARTNER_DATA_JOB, sources.contract(p), p) for p in sorted(config.partners)),
+        *(
+            Target(sources.partner_prefix(p), PARTNER_DATA_JOB, sources.contract(p), p)
+            for p in sorted(config.partners)
+            if not config.partners[p].clean_room.member  # nothing of a member's lands here
+        ),
         Target(sources.first_party_prefix, FIRST_PARTY_JOB, sources.first_party),
         Target(sources.suppression_prefix, SUPPRESSION_JOB, sources.suppression),
     ]
@@ -148,7 +152,12 @@ def from_events(
 ) -> list[tuple[StoredObject, Target]]:
     """The deliveries the queue's events name, each version once, marked as handed out; the previous tick's
     messages are deleted now (that tick's run requests are stored) and this tick's kept for the next."""
-    queue.delete(cursor.receipts)
+    undeleted = queue.delete(cursor.receipts)
+    if undeleted:
+        log.warning(
+            f"{len(undeleted)} queue message(s) of the last tick could not be deleted ({undeleted[0]}); they come "
+            "back and are recognised as handed out, or reach the dead-letter queue after 5 receipts"
+        )
     messages = queue.receive(MAX_RUNS_PER_TICK)
     chosen: dict[str, tuple[StoredObject, Target]] = {}
     foreign = 0
@@ -192,14 +201,18 @@ def missed_by_events(
                 continue
             if obj.last_modified > now - grace:
                 continue  # its event may still be on its way
-            log.warning(
-                f"landing event missed: {obj.key} (version {obj.version}, {obj.last_modified:%Y-%m-%d %H:%M} UTC) "
-                "was never announced by an event; the sweep requests its run (check the bucket's EventBridge "
-                "notifications and LandingRule, and the queue's dead letters)"
-            )
             missed.append((obj, target))
-            cursor.hand_out(obj)
-    return missed[:MAX_RUNS_PER_TICK]
+    chosen = missed[:MAX_RUNS_PER_TICK]  # the rest: the next sweep (they are not marked as handed out)
+    for obj, _ in chosen:
+        log.warning(
+            f"landing event missed: {obj.key} (version {obj.version}, {obj.last_modified:%Y-%m-%d %H:%M} UTC) "
+            "was never announced by an event; the sweep requests its run (check the bucket's EventBridge "
+            "notifications and LandingRule, and the queue's dead letters)"
+        )
+        cursor.hand_out(obj)
+    if len(missed) > len(chosen):
+        log.warning(f"{len(missed) - len(chosen)} more missed deliveries wait for the next sweep")
+    return chosen
 
 
 def build_landing_zone_sensor(
