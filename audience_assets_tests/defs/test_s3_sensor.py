@@ -66,8 +66,12 @@ def test_each_object_runs_once_across_ticks_and_restarts(aws):
 
 
 @pytest.mark.slow
-def test_five_thousand_preexisting_objects_on_first_start(aws, monkeypatch: pytest.MonkeyPatch):
-    keys = [f"landing/partners/beta_insights/part-{i:05d}.parquet" for i in range(5_000)]
+def test_a_backlog_of_preexisting_objects_drains_over_ticks_on_first_start(aws, monkeypatch: pytest.MonkeyPatch):
+    """1,500 objects (more than one S3 listing page of 1,000) drained at 150 runs per tick: the ticks, pages and
+    cursor behave as with 5,000 objects at the default 500, at a third of moto's listing cost."""
+    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 150)
+    total = 1_500
+    keys = [f"landing/partners/beta_insights/part-{i:05d}.parquet" for i in range(total)]
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda key: put(aws, key, key.encode()), keys))
     seen, cursor, ticks = [], None, 0
@@ -79,9 +83,9 @@ def test_five_thousand_preexisting_objects_on_first_start(aws, monkeypatch: pyte
         assert len(requests) <= sensors.MAX_RUNS_PER_TICK
         seen += [r.run_key.split("@")[0] for r in requests]
     assert sorted(seen) == sorted(keys) and len(seen) == len(set(seen))
-    assert ticks == 5_000 // sensors.MAX_RUNS_PER_TICK + 1
+    assert ticks == total // sensors.MAX_RUNS_PER_TICK + 1
     assert len(cursor) < 1_000_000  # the cursor keeps recent objects only, bounded by the overlap window
-    put(aws, "landing/partners/beta_insights/part-05000.parquet", b"new")
+    put(aws, f"landing/partners/beta_insights/part-{total:05d}.parquet", b"new")
     assert [r.run_key.split("@")[0] for r in tick(aws, cursor)[0]] == [
-        "landing/partners/beta_insights/part-05000.parquet"
+        f"landing/partners/beta_insights/part-{total:05d}.parquet"
     ]
