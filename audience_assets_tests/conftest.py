@@ -118,3 +118,17 @@ def world(baseline: Path, tmp_path: Path) -> dict:
     from audience_assets_tests.world import copy_world
 
     return copy_world(baseline, tmp_path)
+
+
+# ##### ORDER: the longest tests first, so parallel workers (pytest-xdist) finish together
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser test, then the other `slow` tests, then the rest, each group in its collected order: the
+    workers take the long tests while everything else still waits, and no worker is left running one alone at
+    the end."""
+
+    def weight(item: pytest.Item) -> int:
+        return 0 if item.path.name == "test_ui_browser.py" else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=weight)
