@@ -44,6 +44,9 @@ STAGES = (  # (asset keys, partitioned by)
     (["tenant_costs"], None),
 )
 PLAN_STAGES = (*STAGES[:2], (["audience_members", "audience_chunks"], "audience"))  # everything but Meta
+# The console logger at INFO: the steps' own lines and Dagster's warnings and errors, without its DEBUG events
+# (RESOURCE_INIT_STARTED, STEP_OUTPUT "... (Type check passed)", ...), which the instance still records.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def run_pipeline(
@@ -54,9 +57,12 @@ def run_pipeline(
     tags: dict[str, str] | None = None,
     stages=STAGES,
     audiences: Sequence[str] | None = None,
+    verbose: bool = False,
 ) -> bool:
     """Materialize everything once; `resources` replaces some of the environment's (tests, stand-ins), `tags`
-    go on every run (accepting a delivery, approving removals)."""
+    go on every run (accepting a delivery, approving removals). The terminal gets this command's lines and the
+    steps' own log lines (progress of long uploads, what was held and why), not Dagster's event stream, which the
+    instance records whole for the UI; `verbose` prints that stream too."""
     config = load_config(settings.config_dir)
     if settings.env == "local" and settings.demo_data:
         ensure_demo_data(settings.data_dir)
@@ -88,6 +94,7 @@ def run_pipeline(
                 instance=instance,
                 raise_on_error=False,
                 tags={"audience_assets/trigger": "headless", **runner_tag(), **(tags or {})},
+                run_config=None if verbose else QUIET,
             )
             label = ", ".join(selection) + (f" [{partition}]" if partition else "")
             print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)
@@ -152,6 +159,7 @@ def plan_pipeline(
     audiences: Sequence[str] = (),
     out=sys.stdout,
     resources: dict[str, dg.ConfigurableResource] | None = None,
+    verbose: bool = False,
 ) -> bool:
     """Build everything up to the upload plans (nothing goes to Meta) and print each audience's plan."""
     config = load_config(settings.config_dir)
@@ -160,7 +168,7 @@ def plan_pipeline(
         print(problem, file=out)
         return False
     chosen = list(audiences) or list(config.audiences)
-    ok = run_pipeline(settings, instance, out, resources, stages=PLAN_STAGES, audiences=chosen)
+    ok = run_pipeline(settings, instance, out, resources, stages=PLAN_STAGES, audiences=chosen, verbose=verbose)
     store = build_resources(settings, config)["storage"].process_config_and_initialize().store()
     rate = learned_rate(store)
     print("\nupload plans (nothing was sent to Meta):", file=out)
@@ -243,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="AUDIENCE",
         help="run: upload this approval: manual audience",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="run, plan: print Dagster's whole event stream (DEBUG) too"
+    )
     parser.add_argument("--stack-name", help="deploy: the CloudFormation stack (one per deployment and region)")
     parser.add_argument(
         "--parameter",
@@ -304,5 +315,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance:
         if args.command == "plan":
-            return 0 if plan_pipeline(settings, instance, args.audiences) else 1
-        return 0 if run_pipeline(settings, instance, tags=tags) else 1
+            return 0 if plan_pipeline(settings, instance, args.audiences, verbose=args.verbose) else 1
+        return 0 if run_pipeline(settings, instance, tags=tags, verbose=args.verbose) else 1

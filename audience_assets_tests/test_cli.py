@@ -36,3 +36,22 @@ def test_approvals_naming_declared_audiences_pass_the_check():
 
     config = load_config()
     assert unknown_names(config, audiences=["travel_enthusiasts@3f2a", "new_parents"], sources=["first_party"]) is None
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_brings_back_dagsters_event_stream(verbose: bool, tmp_path: Path, capfd):
+    """One step run as the CLI runs it: quiet, the step's own lines only; verbose, Dagster's DEBUG events too."""
+    import io
+
+    import dagster as dg
+
+    from audience_assets.cli import run_pipeline
+    from audience_assets.core.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", demo_data=False)
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_pipeline(
+            settings, instance, io.StringIO(), stages=((["landing_zone_report"], None),), verbose=verbose
+        )
+    logged = capfd.readouterr().err
+    assert (" - DEBUG - " in logged) == verbose and ("STEP_OUTPUT" in logged) == verbose

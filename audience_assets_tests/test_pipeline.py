@@ -72,6 +72,10 @@ def test_headless_command_exits_zero_and_reports_every_step(run):
     steps = [line for line in process.stdout.splitlines() if line.startswith(("ok", "FAILED"))]
     assert len(steps) == 1 + len(run["config"].partners) + len(run["config"].audiences) + 1  # + the cost report
     assert all(line.startswith("ok") for line in steps)
+    # a quiet terminal: the steps' own lines, none of Dagster's DEBUG event stream (the instance keeps it)
+    logged = process.stderr.splitlines()
+    assert not [line for line in logged if " - DEBUG - " in line] and len(logged) < 40, process.stderr[-3000:]
+    assert any("rows read from 1 file(s)" in line for line in logged)
 
 
 def test_match_counts_equal_the_independent_computation(run):
