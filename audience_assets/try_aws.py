@@ -12,10 +12,10 @@ from typing import Any
 import boto3
 import dagster as dg
 
-from audience_assets.cli import run_pipeline
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
+from audience_assets.headless import run_pipeline
 from audience_assets.standins.aws import AD_ACCOUNT, aws_world, environ
 from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
 

@@ -31,8 +31,8 @@ def test_a_name_the_configuration_does_not_declare_stops_the_command(argv, words
 
 
 def test_approvals_naming_declared_audiences_pass_the_check():
-    from audience_assets.cli import unknown_names
     from audience_assets.core.config import load_config
+    from audience_assets.headless import unknown_names
 
     config = load_config()
     assert unknown_names(config, audiences=["travel_enthusiasts@3f2a", "new_parents"], sources=["first_party"]) is None
@@ -45,8 +45,8 @@ def test_verbose_brings_back_dagsters_event_stream(verbose: bool, tmp_path: Path
 
     import dagster as dg
 
-    from audience_assets.cli import run_pipeline
     from audience_assets.core.settings import Settings
+    from audience_assets.headless import run_pipeline
 
     settings = Settings(data_dir=tmp_path / "data", demo_data=False)
     with dg.DagsterInstance.ephemeral() as instance:

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from audience_assets.cli import STAGES, plan_pipeline
 from audience_assets.core.settings import Settings
+from audience_assets.headless import STAGES, plan_pipeline
 from audience_assets_tests.world import crm_file, latest_metadata, meta, newer, partner_file, run
 
 pytestmark = pytest.mark.slow

@@ -18,10 +18,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from audience_assets.cli import STAGES
 from audience_assets.core import layout
 from audience_assets.core.meta.binding import load_binding
 from audience_assets.core.store import LocalStore
+from audience_assets.headless import STAGES
 from audience_assets_tests.world import check_results, crm_file, latest_metadata, meta, run, sandbox
 
 pytestmark = pytest.mark.slow

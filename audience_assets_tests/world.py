@@ -11,10 +11,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from audience_assets.cli import run_pipeline
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
+from audience_assets.headless import run_pipeline
 from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests.conftest import copy_config
 

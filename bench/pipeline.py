@@ -205,7 +205,7 @@ CHILD = """
 import json, resource, sys, time, io
 from collections import defaultdict
 import dagster as dg
-from audience_assets.cli import run_pipeline
+from audience_assets.headless import run_pipeline
 from audience_assets.core.settings import Settings
 with dg.DagsterInstance.ephemeral() as instance:
     started = time.perf_counter()

@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from audience_assets.core.audience.delivery import deliver
 from audience_assets.core.audience.plan import load_plan, plan_upload, row_id_sql, store_plan
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path
 from audience_assets.core.meta.client import GraphClient, RetryPolicy
+from audience_assets.core.meta.delivery import deliver
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets.core.store import LocalStore
 

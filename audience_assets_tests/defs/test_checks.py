@@ -9,7 +9,6 @@ import dagster as dg
 import duckdb
 import pytest
 
-from audience_assets.cli import run_pipeline
 from audience_assets.core import layout
 from audience_assets.core.audience.outbound import outbound_cell_problems
 from audience_assets.core.config import load_config
@@ -21,6 +20,7 @@ from audience_assets.defs.activation import checks
 from audience_assets.defs.clean_room.checks import MATCH_RATE, match_rate
 from audience_assets.defs.ingest.checks import row_accounting
 from audience_assets.defs.resources import build_resources
+from audience_assets.headless import run_pipeline
 from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests.conftest import copy_config
 

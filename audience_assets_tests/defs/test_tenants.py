@@ -21,7 +21,6 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from audience_assets.cli import STAGES
 from audience_assets.core import layout
 from audience_assets.core.config import ConfigError, load_config
 from audience_assets.core.demo import generate
@@ -30,6 +29,7 @@ from audience_assets.core.store import LocalStore
 from audience_assets.definitions import build_definitions
 from audience_assets.defs.activation.meta_audience import meta_pool
 from audience_assets.defs.resources import METRICS_FILE, MetaAudiences, build_resources
+from audience_assets.headless import STAGES
 from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
 from audience_assets_tests.conftest import copy_config
 

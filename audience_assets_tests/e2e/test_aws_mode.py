@@ -20,12 +20,12 @@ import boto3
 import dagster as dg
 import pytest
 
-from audience_assets.cli import run_pipeline
 from audience_assets.core import layout
 from audience_assets.core.cleanroom import protected_query
 from audience_assets.core.config import load_config
 from audience_assets.core.settings import Settings
 from audience_assets.definitions import build_definitions
+from audience_assets.headless import run_pipeline
 from audience_assets.infra.stack import build_stack
 from audience_assets.standins.aws import ACCOUNT, AD_ACCOUNT, REGION, aws_world
 from audience_assets.standins.cleanrooms_api import SPARK_RESULTS_RULE

@@ -14,13 +14,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from audience_assets.cli import STAGES, run_pipeline
 from audience_assets.core import layout
 from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings, SettingsError
 from audience_assets.core.store import LocalStore, StoredObject
 from audience_assets.definitions import build_definitions
 from audience_assets.defs.resources import LocalStorage, MetaAudiences
+from audience_assets.headless import STAGES, run_pipeline
 
 
 class MtimeStore(LocalStore):

@@ -15,13 +15,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from audience_assets.cli import run_pipeline
 from audience_assets.core import layout
 from audience_assets.core.audience.floor import below_floor, members_after
 from audience_assets.core.audience.plan import Chunk, Operation, Plan
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
+from audience_assets.headless import run_pipeline
 from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests import oracle
 from audience_assets_tests.conftest import copy_config

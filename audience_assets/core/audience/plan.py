@@ -22,7 +22,7 @@ from audience_assets.core import layout
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
 from audience_assets.core.audience.ldu import LDU, NONE
 from audience_assets.core.duck import DIGEST_PARQUET, ident, literal, parquet_columns, sql_path
-from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
+from audience_assets.core.graph_api import MAX_ROWS_PER_REQUEST
 from audience_assets.core.store import Store
 
 Kind = Literal["add", "remove", "replace"]

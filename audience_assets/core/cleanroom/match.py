@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from audience_assets.core import layout
 from audience_assets.core.cleanroom import collaboration, protected_query
@@ -22,9 +22,16 @@ from audience_assets.core.cleanroom.protected_query import Finished, Polling, Pr
 from audience_assets.core.cleanroom.rules import ANY_QUERY
 from audience_assets.core.cleanroom.tables import MATCH_OUTPUT, PARTNER_COLUMNS, partner_identities
 from audience_assets.core.cleanroom.templates import render_match, render_overlap
-from audience_assets.core.config import PartnerContract
 from audience_assets.core.duck import connect, parquet_columns, sql_path
 from audience_assets.core.store import Store
+
+
+class PartnerMatching(Protocol):
+    """What the match reads of a partner's declaration (`core.config.PartnerContract` is one): the clean room
+    knows nothing else of the project's configuration, which sits above it."""
+
+    match_keys: list[str]
+    clean_room: Any  # match_on, analysis_rule, member, match_template_arn, overlap_template_arn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +72,7 @@ def membership_templates(client: Any, membership_id: str) -> dict[str, str]:
 
 
 def aws_session(
-    client: Any, membership_id: str, contract: PartnerContract, partner: str, results: Store, results_prefix: str
+    client: Any, membership_id: str, contract: PartnerMatching, partner: str, results: Store, results_prefix: str
 ) -> MatchSession:
     """What runs for `partner` in the membership: its `audience_match` and `overlap_count` templates, set by ARN
     in partners.yaml or found by their names (`template_name`). A partner whose rule admits the advertiser's

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from audience_assets.core.config.base import Strict
+from audience_assets.core.graph_api import MAX_ROWS_PER_REQUEST
 from audience_assets.core.identity import META_KEYS
-from audience_assets.core.meta.client import MAX_ROWS_PER_REQUEST
 
 PRIVACY_FLOOR = 100  # Meta refuses smaller customer lists; we never send one
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from audience_assets.core.graph_api import DEFAULT_GRAPH_URL
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaTransportError, hint_for, redact
 from audience_assets.core.meta.pacer import Pacer
 from audience_assets.core.meta.versions import default_version
@@ -38,8 +39,6 @@ from audience_assets.core.meta.versions import default_version
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO; a GET's query carries appsecret_proof, which stays out of logs.
 logging.getLogger("httpx").setLevel(logging.WARNING)
-DEFAULT_GRAPH_URL = "https://graph.facebook.com"
-MAX_ROWS_PER_REQUEST = 10_000  # Meta's limit of rows in one /users or /usersreplace request
 DEFAULT_API_VERSION = default_version()  # see meta.versions
 
 

@@ -13,7 +13,11 @@ from typing import Any
 import dagster as dg
 
 from audience_assets.core.audience.approval import approvals, awaiting_approval, plan_summary, review_removals
-from audience_assets.core.audience.delivery import (
+from audience_assets.core.audience.plan import load_plan
+from audience_assets.core.audience.planning import PlanRefused
+from audience_assets.core.config import Audience, ProjectConfig
+from audience_assets.core.meta.client import GraphClient
+from audience_assets.core.meta.delivery import (
     Delivery,
     RemovalsHeld,
     UnrecordedAudience,
@@ -21,10 +25,6 @@ from audience_assets.core.audience.delivery import (
     deliver,
     delivery_figures,
 )
-from audience_assets.core.audience.plan import load_plan
-from audience_assets.core.audience.planning import PlanRefused
-from audience_assets.core.config import Audience, ProjectConfig
-from audience_assets.core.meta.client import GraphClient
 from audience_assets.core.meta.errors import MetaPreflightError
 from audience_assets.core.meta.health import delivery_health, operation_health
 from audience_assets.core.meta.uploader import UploadIncomplete
@@ -237,7 +237,7 @@ def latest_figures(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> 
 
 
 def delivery_metadata(delivery: Delivery, audience: Audience, upload_id: str, client: GraphClient) -> dict[str, Any]:
-    """`core.audience.delivery.delivery_figures`, its one-line summary as Markdown for the UI."""
+    """`core.meta.delivery.delivery_figures`, its one-line summary as Markdown for the UI."""
     figures = delivery_figures(delivery, audience, upload_id, client)
     figures["summary"] = dg.MetadataValue.md(figures["summary"])
     return figures

@@ -10,8 +10,8 @@ is exceeded, and fault injection (`faults`). `server` routes and answers, `valid
 
 from audience_assets.standins.graph_sandbox.config import SandboxConfig, SandboxResponse
 from audience_assets.standins.graph_sandbox.faults import Faults
-from audience_assets.standins.graph_sandbox.http import SandboxServer, main
+from audience_assets.standins.graph_sandbox.http import SandboxServer
 from audience_assets.standins.graph_sandbox.server import GraphSandbox
 from audience_assets.standins.graph_sandbox.validation import GraphError
 
-__all__ = ["Faults", "GraphError", "GraphSandbox", "SandboxConfig", "SandboxResponse", "SandboxServer", "main"]
+__all__ = ["Faults", "GraphError", "GraphSandbox", "SandboxConfig", "SandboxResponse", "SandboxServer"]

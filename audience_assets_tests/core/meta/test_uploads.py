@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from audience_assets.core import layout
-from audience_assets.core.audience.delivery import deliver
 from audience_assets.core.meta.binding import load_binding
 from audience_assets.core.meta.client import GraphClient, RetryPolicy
+from audience_assets.core.meta.delivery import deliver
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets.core.store import LocalStore
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig

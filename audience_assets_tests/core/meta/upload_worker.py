@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from audience_assets.core.audience.delivery import deliver
 from audience_assets.core.audience.plan import load_plan
 from audience_assets.core.meta.client import GraphClient
+from audience_assets.core.meta.delivery import deliver
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets.core.store import LocalStore
 from audience_assets_tests.core.meta.uploads import spec
