@@ -17,7 +17,6 @@ stand-ins (`try_aws`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ from audience_assets.core.audience.approval import APPROVE_REMOVALS_TAG, APPROVE
 from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.config import ProjectConfig, load_config
 from audience_assets.core.demo import ensure_demo_data
-from audience_assets.core.settings import Settings
+from audience_assets.core.settings import Settings, dagster_home_set
 from audience_assets.defs.ingest.assets import ACCEPT_DELIVERY_TAG
 from audience_assets.headless import plan_pipeline, run_pipeline, unknown_names
 
@@ -162,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeded = ensure_demo_data(settings.data_dir)
         print(f"demo data {'written to' if seeded else 'already present in'} {settings.data_dir / 'landing'}")
         return 0
-    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance:
+    with dg.DagsterInstance.get() if dagster_home_set() else dg.DagsterInstance.ephemeral() as instance:
         if args.command == "plan":
             return 0 if plan_pipeline(settings, instance, args.audiences, verbose=args.verbose) else 1
         return 0 if run_pipeline(settings, instance, tags=tags, verbose=args.verbose) else 1

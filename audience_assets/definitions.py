@@ -16,7 +16,6 @@ import warnings
 import dagster as dg
 
 from audience_assets.core.config import load_config
-from audience_assets.core.ingestion.scan import InflationLimits
 from audience_assets.core.settings import Settings
 from audience_assets.defs.activation import definitions as activation
 from audience_assets.defs.clean_room import definitions as clean_room
@@ -45,7 +44,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             config,
             storage_kind,
             demo_dir,
-            InflationLimits(settings.max_inflated_bytes, settings.max_inflation_ratio),
+            settings.inflation,
             settings.landing_queue_url,
             settings.landing_sweep_seconds,
         ),

@@ -14,9 +14,9 @@ import dagster as dg
 
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
-from audience_assets.core.settings import Settings
+from audience_assets.core.settings import Settings, environment
 from audience_assets.headless import run_pipeline
-from audience_assets.standins.aws import AD_ACCOUNT, aws_world, environ
+from audience_assets.standins.aws import AD_ACCOUNT, aws_world
 from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
 
 TRY_TOKEN = "try-aws-token"
@@ -52,7 +52,7 @@ def try_aws(work: Path, out: Any, *, customers: int = 10_000) -> bool:
             )
             with (
                 meta.serve() as graph,
-                environ(
+                environment(
                     {
                         **world.env,
                         "META_ACCESS_TOKEN_SECRET_ID": secret,

@@ -48,16 +48,18 @@ def test_no_core_module_imports_dagster(folder: str):
 
 # The layers, lowest first: a unit (a folder or module of `core`, or a top-level part of the package) imports only
 # units of lower layers, never its own layer's others nor a higher one (so no cycle can form). Why this order:
-# - leaves import nothing of the project; scratch, then locks and DuckDB, then storage build on each other;
+# - leaves import nothing of the project (the policies among them: every layer may take one);
+# - settings, the one reader of the environment, need only leaves, so every layer above may ask them;
+# - scratch, then locks and DuckDB, then storage build on each other;
 # - identity (Meta's normalization) needs only DuckDB;
 # - the clean room (rule language, templates, protected queries) needs no project configuration: it is given
 #   what it reads (`match.PartnerMatching`), and the configuration validates its rules in that language;
 # - the configuration declares sources, audiences and tenants; the audience stage builds on it, ingestion on
 #   both (consent columns are the audience stage's), Meta delivery on the audience stage's plans;
-# - settings read the environment for everything below; then the stack, the stand-ins, the Dagster layer, the
-#   code location, the headless runner and the commands.
+# - then the stack, the stand-ins, the Dagster layer, the code location, the headless runner and the commands.
 LAYERS = [
-    {"core.processes", "core.layout", "core.graph_api", "core.metrics", "core.demo"},
+    {"core.processes", "core.layout", "core.graph_api", "core.policies", "core.findings", "core.demo"},
+    {"core.settings", "core.metrics"},
     {"core.scratch"},
     {"core.locks", "core.duck"},
     {"core.store"},
@@ -66,7 +68,6 @@ LAYERS = [
     {"core.config"},
     {"core.audience"},
     {"core.ingestion", "core.meta"},
-    {"core.settings"},
     {"infra"},
     {"standins"},
     {"defs"},
@@ -136,3 +137,36 @@ def test_the_public_entry_points_keep_their_import_paths():
     assert rule_from_policy({"list": {"joinColumns": ["a"], "listColumns": ["b"]}}, ["a", "b"]).kind == "LIST"
     assert callable(run) and Polling(1, 2, 3).deadline == 3
     assert (REPO / "audience_assets" / "__main__.py").is_file()
+
+
+def test_only_settings_reads_the_environment():
+    """`core.settings` is the one reader of `os.environ` (and `os.getenv`): a setting read anywhere else would
+    escape its validation at load, its one default and the harness's list of variables to clear."""
+    readers = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "core" / "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+                readers.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not readers, readers
+
+
+def test_every_variable_the_docs_or_code_name_is_declared():
+    """The documented variables, the `dg.EnvVar`s and the names the code passes around are all in `VARIABLES` (so
+    the harness clears them and settings validate them), and every declared one is documented."""
+    import re
+
+    from audience_assets.core.settings import VARIABLES
+
+    pattern = re.compile(r"\b(?:AUDIENCE|META|CLEANROOMS|ALERT)_[A-Z_]+[A-Z]\b")
+    documented = set(pattern.findall((REPO / "README.md").read_text() + (REPO / "deploy/README.md").read_text()))
+    in_code = {
+        name
+        for path in PACKAGE.rglob("*.py")
+        for name in re.findall(r"[\"']((?:AUDIENCE|META|CLEANROOMS|ALERT)_[A-Z_]+[A-Z])[\"']", path.read_text())
+    }
+    not_variables = {"META_KEYS"}  # a table of Meta's keys, not a variable
+    assert (documented | in_code) - not_variables - set(VARIABLES) == set()
+    undocumented = set(VARIABLES) - documented - {"CLEANROOMS_ANALYSIS_TEMPLATE_ARN"}  # refused, with its fix
+    assert not undocumented, f"document {sorted(undocumented)} in README.md or deploy/README.md"

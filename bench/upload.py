@@ -28,8 +28,9 @@ from pathlib import Path
 from audience_assets.core.audience.plan import load_plan, plan_upload, row_id_sql, store_plan
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path
-from audience_assets.core.meta.client import GraphClient, RetryPolicy
+from audience_assets.core.meta.client import GraphClient
 from audience_assets.core.meta.delivery import deliver
+from audience_assets.core.policies import MetaPolicy
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets.core.store import LocalStore
 
@@ -94,13 +95,14 @@ def run(
     try:
         url = server.stdout.readline().strip()
         cap = args.window / 4  # Meta's hour and the 900 s cap, scaled together
-        retry = RetryPolicy(
+        policy = MetaPolicy(
             usage_window_seconds=args.window,
             pace_from_percent=50 if paced else 101,
             throttle_max_seconds=cap,
             throttle_base_seconds=args.window / 60,
+            concurrency=concurrency,
         )
-        client = GraphClient(access_token=SANDBOX_TOKEN, base_url=url, retry=retry)
+        client = GraphClient(access_token=SANDBOX_TOKEN, base_url=url, policy=policy)
         spec = Audience(meta_name=f"bench {label}", select={"bench": {}}, keys=KEYS, mode="add")
         started = time.perf_counter()
         delivery = deliver(
@@ -110,7 +112,6 @@ def run(
             load_plan(storage, audience),
             client,
             ad_account_id=SANDBOX_AD_ACCOUNT,
-            concurrency=concurrency,
             report=lambda line: None,
         )
         seconds = time.perf_counter() - started

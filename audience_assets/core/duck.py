@@ -8,13 +8,13 @@ every result before the next query (DuckDB 2.0 refuses a new query while one is 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 
 from audience_assets.core.scratch import scratch
+from audience_assets.core.settings import duckdb_limits
 
 # 1.5 GB: a 10M-row partner's join and per-identity aggregate fit without spilling (at 1 GB they spill and
 # the 10M-row benchmark takes about 40 s longer), and the pipeline process still peaks under 2 GB (1.72 GB).
@@ -38,7 +38,8 @@ def connect(
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB connection limited to `memory_limit` (env `AUDIENCE_DUCKDB_MEMORY_LIMIT`,
     default 1.5GB) that spills to `work_dir`, with automatic extension loading switched off."""
-    limit = memory_limit or os.environ.get("AUDIENCE_DUCKDB_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+    configured_memory, configured_threads = duckdb_limits()
+    limit = memory_limit or configured_memory or DEFAULT_MEMORY_LIMIT
     with contextlib.ExitStack() as stack:
         spill = work_dir or stack.enter_context(scratch("duckdb"))
         config = {
@@ -48,8 +49,8 @@ def connect(
             "autoload_known_extensions": False,
             "preserve_insertion_order": False,
         }
-        if threads or os.environ.get("AUDIENCE_DUCKDB_THREADS"):
-            config["threads"] = int(threads or os.environ["AUDIENCE_DUCKDB_THREADS"])
+        if threads or configured_threads:
+            config["threads"] = threads or configured_threads
         con = duckdb.connect(config=config)
         try:
             yield con

@@ -20,6 +20,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from audience_assets.core.policies import METRICS_NAMESPACE
+
 # name -> (CloudWatch metric name, CloudWatch unit, Prometheus name, help)
 METRICS = {
     "match_rate": ("MatchRate", "None", "audience_assets_match_rate", "Share of first-party customers matched"),
@@ -62,7 +64,7 @@ def _checked(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None
 class CloudWatchMetrics:
     """CloudWatch custom metrics; the generated stack's alarms watch them (infra.stack)."""
 
-    def __init__(self, namespace: str = "AudienceAssets", region_name: str | None = None):
+    def __init__(self, namespace: str = METRICS_NAMESPACE, region_name: str | None = None):
         self.namespace, self.region_name = namespace, region_name
 
     def publish(self, values: Mapping[str, float], **dimensions: str) -> None:

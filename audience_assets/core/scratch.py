@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audience_assets.core.processes import alive
-
-ROOT_VARIABLE = "AUDIENCE_SCRATCH_DIR"
+from audience_assets.core.settings import scratch_root_variable
 
 
 def root() -> Path:
     """The scratch root, created 0700; refused if another user owns it or it is a symbolic link."""
-    configured = os.environ.get(ROOT_VARIABLE)
+    configured = scratch_root_variable()
     path = Path(configured) if configured else Path(tempfile.gettempdir()) / f"audience_assets-{os.getuid()}"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = path.lstat()

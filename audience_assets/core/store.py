@@ -27,6 +27,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from audience_assets.core.locks import S3Lease, file_lock
+from audience_assets.core.policies import LOCK_WAIT_SECONDS
 from audience_assets.core.processes import alive
 from audience_assets.core.scratch import scratch
 
@@ -93,7 +94,9 @@ class LocalStore:
 
     content_addressed = False  # `version` is size and mtime
 
-    def __init__(self, root: Path | str, tags: Mapping[str, str] | None = None, *, lock_wait_seconds: float = 120.0):
+    def __init__(
+        self, root: Path | str, tags: Mapping[str, str] | None = None, *, lock_wait_seconds: float = LOCK_WAIT_SECONDS
+    ):
         self.root = Path(root).resolve()
         self.tags = dict(tags or {})  # kept for parity with S3; a folder has no object tags
         self.lock_wait_seconds = lock_wait_seconds
@@ -231,7 +234,7 @@ class S3Store:
         endpoint_url: str | None = None,
         tags: Mapping[str, str] | None = None,
         client: Any = None,
-        lock_wait_seconds: float = 120.0,
+        lock_wait_seconds: float = LOCK_WAIT_SECONDS,
     ):
         self.bucket, self.kms_key_id, self.prefix = bucket, kms_key_id, prefix
         self.region_name, self.endpoint_url = region_name, endpoint_url

@@ -1,4 +1,4 @@
-"""What every step records, shared by the stages: the tenant it works for and its cost (`attribute`), the
+"""What every step records, shared by the stages: the tenant it works for and its cost (`begin_tenant_step`), the
 metadata of a written Parquet file (`dagster/row_count`, `dagster/uri`, `dagster/column_schema`), row
 accounting, history tables, and check specs. Counts and reasons only, never values.
 """
@@ -43,11 +43,11 @@ def check_spec(
 
 
 @dataclasses.dataclass
-class Attribution:
-    """Who a step works for. Its run and its materialization carry the `tenant` (and `partner` or
-    `audience`) tags, every object it writes carries the tenant as an object tag, and its cost (compute
-    seconds, rows processed, Meta requests, clean-room query time) is recorded with the materialization,
-    where `tenant_costs` sums it per tenant and day."""
+class TenantStep:
+    """A step working for one tenant: its materialization carries the `tenant` (and `partner` or `audience`) tags,
+    every object it writes through `store` carries the tenant as an object tag, and `result` records its cost
+    (compute seconds, rows processed, Meta requests, clean-room query time) with the materialization, where
+    `tenant_costs` sums it per tenant and day."""
 
     tags: dict[str, str]
     store: Store  # writes every object with the tenant's tag
@@ -75,32 +75,39 @@ class Attribution:
         )
 
 
-def attribute(
+def begin_tenant_step(
     context: dg.AssetExecutionContext,
     storage: Storage,
     *,
     tenant: str,
     partner: str | None = None,
     audience: str | None = None,
-) -> Attribution:
-    """Tag this step's run and writes with the tenant it works for, and start its cost meter."""
+) -> TenantStep:
+    """Start a step for `tenant`: tag its run, clear what dead processes left, and start its cost clock."""
     tags = {
         "tenant": tenant,
         **({"partner": partner} if partner else {}),
         **({"audience": audience} if audience else {}),
     }
     context.instance.add_run_tags(context.run.run_id, tags)
+    store = storage.store()
+    swept = sweep_leftovers(context, store)
+    return TenantStep(tags, store.tagged(tenant=tenant), time.monotonic(), swept)
+
+
+def sweep_leftovers(context: dg.AssetExecutionContext, store: Store) -> Sweep:
+    """Remove the scratch folders and partial store files of processes that no longer run (a killed step's),
+    saying so; the scratch root as it stands is returned for the step's metadata."""
     swept = sweep()
     if swept.removed:
         context.log.warning(
             f"scratch: removed {swept.removed} folder(s), {swept.removed_bytes:,} bytes, left by processes that "
             "no longer run (a killed step's staged files)"
         )
-    store = storage.store()
     partials = store.sweep_partials()
     if partials:
         context.log.warning(f"store: removed {partials} partial file(s) left by writes that never finished")
-    return Attribution(tags, store.tagged(tenant=tenant), time.monotonic(), swept)
+    return swept
 
 
 @contextlib.contextmanager

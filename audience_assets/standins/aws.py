@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import boto3
 from audience_assets.core.cleanroom.collaboration import TEMPLATES, partner_policy
 from audience_assets.core.cleanroom.tables import COLUMN_TYPES, PARTNER_COLUMNS
 from audience_assets.core.config import ProjectConfig
+from audience_assets.core.settings import environment
 from audience_assets.infra.cfn import logical
 from audience_assets.infra.deploy import deploy, template_arn_parameters
 from audience_assets.infra.stack import GLUE_TYPES, build_stack
@@ -74,7 +74,7 @@ def aws_world(
     """The stand-ins running, the stack applied; the process environment points boto3 at them while open.
     `members`: partners that are collaboration members (`clean_room.member`), each with the Parquet table it
     associates from its own account."""
-    with CleanRoomsServer() as server, environ(aws_environment(moto_endpoint, server.url)):
+    with CleanRoomsServer() as server, environment(aws_environment(moto_endpoint, server.url)):
         clean_rooms = boto3.client("cleanrooms", region_name=REGION)
         collaboration = clean_rooms.create_collaboration(
             name=f"{name} collaboration",
@@ -187,17 +187,3 @@ def _moto_as_aws(stack: cloudformation.Stack) -> None:
     rules = events_backends[ACCOUNT][REGION].event_buses["default"].rules
     for name in [n for n in rules if n.startswith("Events-Archive-")]:
         del rules[name]
-
-
-@contextlib.contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

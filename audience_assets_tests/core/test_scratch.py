@@ -19,7 +19,7 @@ from audience_assets.core import scratch
 @pytest.fixture
 def scratch_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "scratch"
-    monkeypatch.setenv(scratch.ROOT_VARIABLE, str(root))
+    monkeypatch.setenv("AUDIENCE_SCRATCH_DIR", str(root))
     return root
 
 
@@ -64,6 +64,6 @@ def test_the_root_is_private_and_a_killed_process_leftovers_are_swept(scratch_ro
 def test_a_root_owned_by_a_link_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
-    monkeypatch.setenv(scratch.ROOT_VARIABLE, str(tmp_path / "link"))
+    monkeypatch.setenv("AUDIENCE_SCRATCH_DIR", str(tmp_path / "link"))
     with pytest.raises(PermissionError, match="owned by this user"):
         scratch.root()

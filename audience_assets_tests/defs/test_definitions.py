@@ -60,7 +60,7 @@ def test_local_definitions_load_with_the_whole_lineage(tmp_path: Path):
 def test_aws_definitions_load_without_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for name in ("AUDIENCE_BUCKET", "AUDIENCE_KMS_KEY_ID", "META_ACCESS_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    defs = build_definitions(Settings(env="aws", data_dir=tmp_path, meta_token_set=True, meta_ad_account_id="act_1"))
+    defs = build_definitions(Settings(env="aws", data_dir=tmp_path, meta_token_set=True))
     dg.Definitions.validate_loadable(defs)  # secrets are EnvVars, resolved only when a run starts
     assert not (tmp_path / "landing").exists(), "aws mode never seeds demo data"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audience_assets.core.audience.plan import Plan
+from audience_assets.core.findings import Finding
 
 APPROVE_REMOVALS_TAG = "audience_assets/approve_removals"
 APPROVE_UPLOAD_TAG = "audience_assets/approve_upload"
@@ -80,6 +81,11 @@ class RemovalReview:
             f"for {self.audience} with the run tag {APPROVE_REMOVALS_TAG}={pinned} (pinned to this plan: a "
             "different plan, say from a later broken delivery, is not approved by it)."
         )
+
+    def finding(self) -> Finding:
+        """Fails (blocking) when the plan removes more than max_removal of what Meta holds and no run approved it."""
+        message = self.message() if self.over_limit else None
+        return Finding(passed=not self.blocked, blocking=True, message=message, metadata=self.metadata())
 
     def metadata(self) -> dict[str, object]:
         return {

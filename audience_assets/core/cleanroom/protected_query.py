@@ -16,6 +16,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from audience_assets.core.policies import Polling
+
 log = logging.getLogger(__name__)
 TERMINAL = frozenset({"SUCCESS", "FAILED", "TIMED_OUT", "CANCELLED"})  # a protected query's final statuses
 
@@ -26,15 +28,6 @@ class ProtectedQueryFailed(RuntimeError):
     def __init__(self, message: str, *, query_id: str, status: str):
         super().__init__(message)
         self.query_id, self.status = query_id, status
-
-
-@dataclasses.dataclass(frozen=True)
-class Polling:
-    """Back-off between polls: `first` seconds, doubling up to `longest`; give up after `deadline` seconds."""
-
-    first: float = 5.0
-    longest: float = 30.0
-    deadline: float = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,8 @@ from audience_assets.core.config import FileContract
 from audience_assets.core.duck import DIGEST_PARQUET, ident, sql_path
 from audience_assets.core.identity import sql as idsql
 from audience_assets.core.ingestion.passes import (
+    classify_rows,
     hashed_match_columns,
-    judge,
     load_all,
     no_identifier,
     quarantine_verdicts,
@@ -71,7 +71,7 @@ def ingest_first_party(
     )
     rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
     usable, why = no_identifier([k for k in ("EMAIL", "PHONE", "MADID") if k in keys])
-    judge(
+    classify_rows(
         con,
         report,
         rows,

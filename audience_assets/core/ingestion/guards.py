@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from audience_assets.core import layout
 from audience_assets.core.config.contracts import DeliveryGuards
+from audience_assets.core.findings import Finding
 from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.store import Store
 
@@ -89,6 +90,9 @@ class Verdict:
         files = ", ".join(self.files) or "no file"
         return f"{self.source} ({files}): {'; '.join(self.problems)} ({head}{tail})."
 
+    def finding(self) -> Finding:
+        return Finding(passed=not self.blocked, blocking=True, message=self.message(), metadata=self.metadata())
+
     def metadata(self) -> dict[str, object]:
         return {
             "guard/blocked": self.blocked,
@@ -107,7 +111,7 @@ def previous_delivery(store: Store, source: str) -> AcceptedDelivery | None:
     return AcceptedDelivery(**json.loads(raw)) if raw else None
 
 
-def judge(
+def judge_delivery(
     source: str,
     report: IngestReport,
     previous: AcceptedDelivery | None,

@@ -13,8 +13,8 @@ from audience_assets.core.config import PartnerContract
 from audience_assets.core.duck import DIGEST_PARQUET, ident, literal, sql_path
 from audience_assets.core.identity import sql as idsql
 from audience_assets.core.ingestion.passes import (
+    classify_rows,
     hashed_match_columns,
-    judge,
     load_all,
     no_identifier,
     quarantine_verdicts,
@@ -66,7 +66,7 @@ def ingest_partner(
     rows = f"(SELECT *{pre_cols} FROM ({query}))"
     keys = list(dict.fromkeys([*contract.match_keys, *prehashed]))
     usable, why = no_identifier(keys)
-    judge(con, report, rows, keys, f"CASE WHEN NOT ({usable}) THEN {why} END", work_dir)
+    classify_rows(con, report, rows, keys, f"CASE WHEN NOT ({usable}) THEN {why} END", work_dir)
     quarantine_verdicts(con, report)
     segments = "".join(f", {ident(s)}" for s in contract.segments)
     # The usable rows' identities and segments, streamed: not held, since the usual delivery needs them once.

@@ -80,7 +80,7 @@ def standard_view(contract: FileContract, extra: Sequence[str] = (), aliases: di
     return f"(SELECT {', '.join(cols)} FROM aa_rows)"
 
 
-def judge(
+def classify_rows(
     con: duckdb.DuckDBPyConnection,
     report: IngestReport,
     rows: str,

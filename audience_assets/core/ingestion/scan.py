@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from audience_assets.core.policies import InflationLimits
+
 BLOCK_BYTES = 8 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_LINE_BYTES = 1024 * 1024
@@ -25,19 +27,6 @@ MAX_LINE_BYTES = 1024 * 1024
 
 class FileRejected(ValueError):
     """The file cannot be read as a whole: the message says where (byte offset, line) and why, never what."""
-
-
-@dataclasses.dataclass(frozen=True)
-class InflationLimits:
-    """How far a compressed delivery may inflate (`AUDIENCE_MAX_INFLATED_BYTES`, `AUDIENCE_MAX_INFLATION_RATIO`):
-    CSV compresses five to fifteen times, so a few megabytes that inflate to a gigabyte are a decompression
-    bomb, not an export. The ratio is judged once the file has inflated past `RATIO_FROM_BYTES` (a small file
-    of one repeated value may compress very well and harms nobody)."""
-
-    max_bytes: int = 64 * 2**30
-    max_ratio: float = 100.0
-
-    RATIO_FROM_BYTES = 64 * 2**20
 
 
 DEFAULT_LIMITS = InflationLimits()

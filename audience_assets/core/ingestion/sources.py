@@ -17,7 +17,7 @@ from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect, sql_path
 from audience_assets.core.ingestion.arrivals import current_files
 from audience_assets.core.ingestion.first_party import ingest_first_party
-from audience_assets.core.ingestion.guards import AcceptedDelivery, Verdict, judge, previous_delivery, remember
+from audience_assets.core.ingestion.guards import AcceptedDelivery, Verdict, judge_delivery, previous_delivery, remember
 from audience_assets.core.ingestion.partner import ingest_partner
 from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
@@ -95,7 +95,7 @@ def ingest_source(
             if record is not None and record.files:  # moved away, retired, or superseded only: its data stands
                 empty = IngestReport()
                 return Outcome(
-                    source, [], chosen.not_read, empty, judge(source, empty, None, guards), None, stands=record
+                    source, [], chosen.not_read, empty, judge_delivery(source, empty, None, guards), None, stands=record
                 )
         with scratch("ingest") as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
             table, quarantine = tmp / "table.parquet", tmp / "quarantine.parquet"
@@ -142,7 +142,7 @@ def ingest_source(
                     limits=limits,
                 )
             grows = source == SUPPRESSION
-            verdict = judge(
+            verdict = judge_delivery(
                 source,
                 report,
                 previous_delivery(store, source) or fallback(),

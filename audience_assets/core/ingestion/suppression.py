@@ -13,8 +13,8 @@ from audience_assets.core.config import FileContract
 from audience_assets.core.duck import DIGEST_PARQUET, connect, sql_path
 from audience_assets.core.identity import sql as idsql
 from audience_assets.core.ingestion.passes import (
+    classify_rows,
     hashed_match_columns,
-    judge,
     load_all,
     no_identifier,
     quarantine_verdicts,
@@ -70,7 +70,7 @@ def ingest_suppression(
     )
     rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
     usable, why = no_identifier(keys)
-    judge(con, report, rows, keys, f"CASE WHEN NOT ({usable} OR customer_id <> '') THEN {why} END", work_dir)
+    classify_rows(con, report, rows, keys, f"CASE WHEN NOT ({usable} OR customer_id <> '') THEN {why} END", work_dir)
     quarantine_verdicts(con, report)
     current = f"SELECT nullif(customer_id, '') AS customer_id, {hashed_match_columns(keys)} FROM {usable_rows(rows)}"
     for kept in retired:

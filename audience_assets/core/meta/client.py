@@ -35,6 +35,7 @@ from audience_assets.core.graph_api import DEFAULT_GRAPH_URL
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaTransportError, hint_for, redact
 from audience_assets.core.meta.pacer import Pacer
 from audience_assets.core.meta.versions import default_version
+from audience_assets.core.policies import MetaPolicy
 
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO; a GET's query carries appsecret_proof, which stays out of logs.
@@ -68,21 +69,6 @@ def encode_body(value: Any) -> bytes:
         return json.dumps(v, ensure_ascii=False, allow_nan=False)
 
     return text(value).encode("utf-8")
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    """How long to keep trying, by error class. Meta's business-use-case windows are an hour: waits are long,
-    but each is capped, and throttles are retried until the deadline rather than a number of times."""
-
-    timeout_seconds: float = 60.0
-    transient_attempts: int = 5
-    transient_base_seconds: float = 2.0
-    throttle_base_seconds: float = 60.0
-    throttle_max_seconds: float = 900.0  # the longest single wait, whatever Meta's estimate or the pacer's model
-    usage_window_seconds: float = 3600.0  # Meta's business-use-case limits count calls over a rolling hour
-    pace_from_percent: int = 50  # from this reported usage on, calls are paced to the window's budget
-    deadline_seconds: float = 3600.0  # a call (or an upload, see AudienceUploader) gives up after this long
 
 
 @dataclasses.dataclass
@@ -150,7 +136,7 @@ class GraphClient:
     """Thread-safe Graph API client: one per ad account and token.
 
     `deadline` (a time on `clock`) bounds every call: an upload sets it for all its calls; otherwise each call
-    has `retry.deadline_seconds` from its start. All waiting happens in `pacer` (see `meta.pacer`)."""
+    has `policy.deadline_seconds` from its start. All waiting happens in `pacer` (see `meta.pacer`)."""
 
     def __init__(
         self,
@@ -160,7 +146,7 @@ class GraphClient:
         api_version: str = DEFAULT_API_VERSION,
         app_secret: str | None = None,
         transport: httpx.BaseTransport | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        policy: MetaPolicy = MetaPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
@@ -169,24 +155,24 @@ class GraphClient:
         if not access_token:
             raise ValueError("no Meta access token: set META_ACCESS_TOKEN (or use the local sandbox)")
         self._token, self._secret = access_token, app_secret
-        self.retry, self.clock = retry, clock
+        self.policy, self.clock = policy, clock
         self._random = random.Random(seed)
         self.stats = CallStats()
         self._stats_lock = threading.Lock()
         self.deadline: float | None = None
         self.pacer = Pacer(
-            retry.usage_window_seconds,
+            policy.usage_window_seconds,
             sleep,
             clock,
-            engage_at=retry.pace_from_percent,
-            max_pause=retry.throttle_max_seconds,
-            base_pause=retry.throttle_base_seconds,
+            engage_at=policy.pace_from_percent,
+            max_pause=policy.throttle_max_seconds,
+            base_pause=policy.throttle_base_seconds,
             rand=random.Random(self._random.random()),
         )
         self._http = httpx.Client(
             base_url=f"{base_url.rstrip('/')}/{api_version}/",
             transport=transport,
-            timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
+            timeout=httpx.Timeout(policy.timeout_seconds, connect=min(10.0, policy.timeout_seconds)),
             headers={"Authorization": f"Bearer {access_token}", "User-Agent": "audience_assets"},
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
@@ -223,7 +209,7 @@ class GraphClient:
         `transient_attempts` times. With `retry_on_timeout=False`, a timeout or a lost connection raises
         `MetaTransportError` (the request may have been applied) instead of sending it again.
         """
-        deadline = self.deadline if self.deadline is not None else self.clock() + self.retry.deadline_seconds
+        deadline = self.deadline if self.deadline is not None else self.clock() + self.policy.deadline_seconds
         transient = 0
         while True:
             call = self.pacer.before_call(deadline)
@@ -247,7 +233,7 @@ class GraphClient:
                         f"{method} {path} did not complete ({type(error).__name__}); it may have been applied"
                     ) from None
                 transient += 1
-                if transient >= self.retry.transient_attempts:
+                if transient >= self.policy.transient_attempts:
                     raise MetaTransportError(
                         f"{method} {path} failed {transient} times ({type(error).__name__}); giving up"
                     ) from None
@@ -280,7 +266,7 @@ class GraphClient:
                         "error body; it may have been applied"
                     )
                 transient += 1
-                if transient >= self.retry.transient_attempts:
+                if transient >= self.policy.transient_attempts:
                     raise error
                 self._back_off(
                     transient,
@@ -292,8 +278,8 @@ class GraphClient:
 
     def _back_off(self, attempt: int, why: str, deadline: float) -> None:
         """Wait before retrying a transient failure: base, 2 x base, 4 x base ... with jitter (at most the cap)."""
-        seconds = min(self.retry.transient_base_seconds * 2 ** (attempt - 1), self.retry.throttle_max_seconds)
-        seconds = min(seconds * self._random.uniform(0.8, 1.2), self.retry.throttle_max_seconds)
+        seconds = min(self.policy.transient_base_seconds * 2 ** (attempt - 1), self.policy.throttle_max_seconds)
+        seconds = min(seconds * self._random.uniform(0.8, 1.2), self.policy.throttle_max_seconds)
         self._count(retries=1)
         log.info("%s: retrying in %.1f s", why, seconds)
         self.pacer.wait(seconds, why, deadline)

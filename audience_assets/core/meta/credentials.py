@@ -4,11 +4,11 @@ rotated secret takes effect without a redeploy). Tokens are returned, never logg
 from __future__ import annotations
 
 import json
-import os
 
 import boto3
 
 from audience_assets.core.config import Tenant
+from audience_assets.core.settings import token_variable
 
 
 def token_from_secret(secret_id: str) -> str:
@@ -26,7 +26,7 @@ def token_from_secret(secret_id: str) -> str:
 def tenant_token(tenant: Tenant) -> str:
     """A declared tenant's token: from its variable (`meta_token_env`) or its secret (`meta_token_secret_id`)."""
     if tenant.meta_token_env:
-        token = os.environ.get(tenant.meta_token_env, "")
+        token = token_variable(tenant.meta_token_env)
         if not token:
             raise ValueError(
                 f"no Meta access token for ad account {tenant.meta_ad_account_id}: {tenant.meta_token_env} is not set"

@@ -65,11 +65,9 @@ def deliver(
     client: GraphClient,
     *,
     ad_account_id: str,
-    concurrency: int = 4,
     extra_fields: Sequence[str] = (),
     run_id: str = "",
     report: Callable[[str], None] | None = None,
-    settle_seconds: float = 600.0,
     approvals: Mapping[str, Any] | None = None,
     approved_removals: bool = False,
 ) -> Delivery:
@@ -78,10 +76,11 @@ def deliver(
 
     A plan made against another Meta audience's record than the one bound now (the bound audience was deleted,
     or another adopted) is made again against the right record before anything is sent. `report` receives the
-    upload's progress lines (at least every 30 s). Raises `UploadIncomplete` when batches were not
-    acknowledged (retries exhausted, the deadline passed, the token failed): they are dead-lettered in the
-    ledger and the next run of the same plan re-sends exactly those. `approvals` (what a person approved for
-    this upload) goes into the audit record."""
+    upload's progress lines (at least every 30 s). How many batches fly at once, how long the upload may take
+    and how long a populating audience is waited on are the client's `MetaPolicy`. Raises `UploadIncomplete`
+    when batches were not acknowledged (retries exhausted, the deadline passed, the token failed): they are
+    dead-lettered in the ledger and the next run of the same plan re-sends exactly those. `approvals` (what a
+    person approved for this upload) goes into the audit record."""
     started = time.monotonic()
     manager = AudienceManager(client, ad_account_id)
     manager.preflight_account()
@@ -113,12 +112,10 @@ def deliver(
             with store.local_copy(chunk.key) as path:
                 return JsonText(read_chunk_json(connection(), path, plan.schema))
 
-        uploader = AudienceUploader(
-            client, ledger, read_chunk, concurrency=concurrency, report=report, settle_seconds=settle_seconds
-        )
+        uploader = AudienceUploader(client, ledger, read_chunk, report=report)
         result = uploader.run(audience_id, plan)
     confirmed_rows, digests = record_confirmed(store, audience, audience_id, plan)
-    state = manager.read_settled(audience_id, extra_fields, max_seconds=settle_seconds)
+    state = manager.read_settled(audience_id, extra_fields)
     delivery = Delivery(audience_id, binding.created, result, state, binding, plan)
     write_audit(
         store,

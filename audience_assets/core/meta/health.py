@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from audience_assets.core.findings import Finding
+
 
 @dataclass(frozen=True)
 class Judgement:
@@ -28,6 +30,14 @@ class Judgement:
     def message(self) -> str:
         said = f' (Meta: "{self.meta_says}")' if self.meta_says else ""
         return f"{self.advice}{said}" if self.advice else f"code {self.code}{said}"
+
+    def finding(self) -> Finding:
+        return Finding(
+            passed=self.healthy,
+            blocking=self.severity == "error",
+            message=None if self.healthy else self.message(),
+            metadata={"code": self.code if self.code is not None else -1, "meta_says": self.meta_says or "-"},
+        )
 
 
 OPERATION_ADVICE = {

@@ -115,12 +115,14 @@ class AudienceManager:
         audience_id: str,
         extra_fields: Sequence[str] = (),
         *,
-        max_seconds: float = 600.0,
+        max_seconds: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> dict[str, Any]:
         """The audience after an upload, read again with growing pauses (a fortieth of `max_seconds`, doubling)
-        while Meta reports it still populating (operation_status 441), for at most `max_seconds`. The last
-        read is returned either way, with `populating_polls` saying how often it was read again."""
+        while Meta reports it still populating (operation_status 441), for at most `max_seconds` (the client's
+        `MetaPolicy.settle_seconds` unless given). The last read is returned either way, with `populating_polls`
+        saying how often it was read again."""
+        max_seconds = self.client.policy.settle_seconds if max_seconds is None else max_seconds
         started, pause, polls = time.monotonic(), max(0.05, max_seconds / 40), 0
         state = self.read(audience_id, extra_fields)
         while (state.get("operation_status") or {}).get("code") == POPULATING:

@@ -69,9 +69,9 @@ class Pacer:
         sleep: Callable[[float], None],
         clock: Callable[[], float],
         *,
-        engage_at: int = 50,
-        max_pause: float = 900.0,
-        base_pause: float = 60.0,
+        engage_at: int,
+        max_pause: float,
+        base_pause: float,
         rand: random.Random | None = None,
     ):
         if max_pause <= 0 or window_seconds <= 0:

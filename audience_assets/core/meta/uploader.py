@@ -58,22 +58,20 @@ class AudienceUploader:
         ledger: UploadLedger,
         read_chunk: Callable[[Chunk], JsonText],
         *,
-        concurrency: int = 4,
         clock: Callable[[], float] = time.time,
         replace_window_seconds: float = REPLACE_WINDOW_SECONDS,
         reconcile_attempts: int = 6,
-        deadline_seconds: float | None = None,
-        settle_seconds: float = 600.0,
         settle_first_seconds: float = 5.0,
         report: Callable[[str], None] | None = None,
         progress_every: float = 30.0,
     ):
         self.client, self.ledger, self.read_chunk = client, ledger, read_chunk
-        self.concurrency, self.clock = max(1, concurrency), clock
+        policy = client.policy  # concurrency, deadline and settle time travel with the client (`MetaPolicy`)
+        self.concurrency, self.clock = max(1, policy.concurrency), clock
         self.replace_window = replace_window_seconds
         self.reconcile_attempts = reconcile_attempts
-        self.deadline_seconds = client.retry.deadline_seconds if deadline_seconds is None else deadline_seconds
-        self.settle_seconds, self.settle_first = settle_seconds, settle_first_seconds
+        self.deadline_seconds = policy.deadline_seconds
+        self.settle_seconds, self.settle_first = policy.settle_seconds, settle_first_seconds
         self.report = report or log.info
         self.progress_every = progress_every
         self._lock = threading.Lock()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 
+from audience_assets.core.findings import Finding
+
 WARN_DAYS = 90
 SETTING = "META_API_VERSION"
 
@@ -89,6 +91,14 @@ class Lifecycle:
             return f"{SETTING}={self.version} is not in this release's version table; its lifecycle is unknown."
         until = f"until {self.expires:%Y-%m-%d}" if self.expires else "no expiration announced yet"
         return f"Marketing API {self.version} is current ({until})."
+
+    def finding(self) -> Finding:
+        """Warns within 90 days of the version's expiration (or for a version the table does not know); blocks
+        once it has expired."""
+        expires = f"{self.expires:%Y-%m-%d}" if self.expires else "not announced"
+        figures = {"api_version": self.version, "state": self.state, "expires": expires}
+        figures["days_left"] = self.days_left if self.days_left is not None else -1
+        return Finding(passed=self.state == "current", blocking=self.blocked, message=self.message(), metadata=figures)
 
 
 def lifecycle(version: str, today: dt.date) -> Lifecycle:

@@ -25,7 +25,7 @@ from audience_assets.core.meta.binding import planned_audience_id
 from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import Store, optional_copy
 from audience_assets.defs.activation import checks
-from audience_assets.defs.metadata import attribute, check_spec, publish, work_dir
+from audience_assets.defs.metadata import begin_tenant_step, check_spec, publish, work_dir
 from audience_assets.defs.partitions import partner_to_audiences
 from audience_assets.defs.resources import MetaAudiences, Storage
 
@@ -83,8 +83,8 @@ def members_asset(shape: Shape) -> dg.AssetsDefinition:
         on the opt-out list."""
         name = context.partition_key
         audience = config.audiences[name]
-        meter = attribute(context, storage, tenant=tenant, audience=name)
-        store = meter.store
+        step = begin_tenant_step(context, storage, tenant=tenant, audience=name)
+        store = step.store
         with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
             matches = {p: stack.enter_context(store.local_copy(layout.matches(p))) for p in audience.select}
             customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
@@ -97,7 +97,7 @@ def members_asset(shape: Shape) -> dg.AssetsDefinition:
         context.log.info(
             f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed, {counts.members} members"
         )
-        return meter.result(
+        return step.result(
             metadata={
                 **metadata,
                 "qualified": counts.qualified,
@@ -151,8 +151,8 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
         most 10,000 rows."""
         name = context.partition_key
         audience = config.audiences[name]
-        meter = attribute(context, storage, tenant=tenant, audience=name)
-        store = meter.store
+        step = begin_tenant_step(context, storage, tenant=tenant, audience=name)
+        store = step.store
         with writing(store, name, context.run.run_id):
             basis = planned_audience_id(store, name, audience, meta.ad_account(config.tenant(tenant)))
             with work_dir() as tmp:
@@ -167,7 +167,7 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
                 version_check = checks.api_version(lifecycle(meta.api_version, today()))
                 if problems:  # nothing may be uploaded from this plan, now or by a later run
                     store.delete(layout.upload_plan(name))
-                    return meter.result(
+                    return step.result(
                         metadata={"dagster/row_count": 0},
                         rows=desired,
                         check_results=[cell_check, removal_check, version_check],
@@ -180,7 +180,7 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
             f"{name}: {desired} rows wanted, {plan.confirmed_rows} confirmed on Meta; "
             + (", ".join(f"{op.kind} {op.rows}" for op in plan.operations) or "nothing to send")
         )
-        return meter.result(
+        return step.result(
             rows=desired,
             metadata={
                 "dagster/row_count": sum(sizes),

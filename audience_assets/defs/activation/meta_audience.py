@@ -32,7 +32,7 @@ from audience_assets.core.meta.versions import lifecycle, today
 from audience_assets.core.store import Store
 from audience_assets.defs.activation import checks
 from audience_assets.defs.activation.assets import Shape, writing
-from audience_assets.defs.metadata import attribute, check_spec, history_table
+from audience_assets.defs.metadata import begin_tenant_step, check_spec, history_table
 from audience_assets.defs.resources import MetaAudiences, Metrics, Storage
 
 META_POOL = "meta_api"
@@ -71,8 +71,8 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
         upload sessions; a crashed upload resumes from the ledger without sending anything twice."""
         name = context.partition_key
         audience = config.audiences[name]
-        meter = attribute(context, storage, tenant=tenant, audience=name)
-        store = meter.store
+        step = begin_tenant_step(context, storage, tenant=tenant, audience=name)
+        store = step.store
         plan = load_plan(store, name)
         if plan is None:
             raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
@@ -108,13 +108,11 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
                     plan,
                     client,
                     ad_account_id=meta.ad_account(config.tenant(tenant)),
-                    concurrency=meta.upload_concurrency,
                     run_id=context.run.run_id,
                     approvals=approvals(review, audience.approval == "manual", tags),
                     approved_removals=review.approved,
                     extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
                     report=context.log.info,
-                    settle_seconds=meta.settle_seconds,
                 )
             except (
                 Exception
@@ -171,7 +169,7 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
         metadata["ldu_rows"] = plan.ldu_rows
         metadata["api_version_warning"] = client.stats.version_warning
         metadata.update(review.metadata())
-        yield meter.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests)
+        yield step.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests)
 
     descriptions = {
         checks.INVALID_ENTRY_RATE: "Meta rejected at most the audience's max_invalid_rate of the entries sent.",

@@ -11,7 +11,7 @@ from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
 from audience_assets.core.ingestion.first_party import publish_first_party
 from audience_assets.defs.clean_room import checks
-from audience_assets.defs.metadata import attribute, check_spec, history_table, publish, work_dir
+from audience_assets.defs.metadata import begin_tenant_step, check_spec, history_table, publish, work_dir
 from audience_assets.defs.partitions import partner_partitions
 from audience_assets.defs.resources import CleanRoom, Metrics, Storage
 
@@ -30,13 +30,13 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
     )
     def clean_room_first_party_table(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """The advertiser's side of the clean room: customer id and hashed match keys only, nothing else."""
-        meter = attribute(context, storage, tenant=config.deployment_tenant)
-        store = meter.store
+        step = begin_tenant_step(context, storage, tenant=config.deployment_tenant)
+        store = step.store
         with work_dir() as tmp, connect(tmp) as con, store.local_copy(layout.FIRST_PARTY_CUSTOMERS) as customers:
             table = tmp / "first_party.parquet"
             publish_first_party(con, customers, table, match_keys)
             metadata = publish(con, store, table, layout.CLEAN_ROOM_FIRST_PARTY)
-        return meter.result(
+        return step.result(
             metadata={**metadata, "match_keys": ", ".join(match_keys)}, rows=metadata["dagster/row_count"]
         )
 
@@ -62,8 +62,8 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
         partner record whose hashed email or phone equals the advertiser's, computed as a protected query."""
         partner = context.partition_key
         tenant = config.tenant_of_partner(partner)
-        meter = attribute(context, storage, tenant=tenant, partner=partner)
-        store = meter.store
+        step = begin_tenant_step(context, storage, tenant=tenant, partner=partner)
+        store = step.store
         result = clean_room.match(store, config, partner, context.run.run_id)
         rate = result.matched_customers / result.first_party_customers if result.first_party_customers else 0.0
         context.log.info(
@@ -99,7 +99,7 @@ def build_clean_room_assets(config: ProjectConfig, storage_kind: str) -> list[dg
         query_seconds = (
             result.query.duration_ms + (result.overlap_query.duration_ms if result.overlap_query else 0)
         ) / 1000
-        return meter.result(
+        return step.result(
             metadata=metadata,
             rows=result.first_party_customers + (result.partner_identities or 0),
             clean_room_seconds=query_seconds,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from audience_assets.core.findings import Finding
+from audience_assets.defs.findings import check_result
+
 MATCH_RATE = "match_rate_floor"
 
 
 def match_rate(rate: float, floor: float) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        check_name=MATCH_RATE,
-        passed=rate >= floor,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"match_rate": rate, "min_match_rate": floor},
-        description=None if rate >= floor else f"match rate {rate:.2%} is below {floor:.2%}",
-    )
+    message = None if rate >= floor else f"match rate {rate:.2%} is below {floor:.2%}"
+    figures = {"match_rate": rate, "min_match_rate": floor}
+    return check_result(MATCH_RATE, Finding(rate >= floor, False, message, figures))

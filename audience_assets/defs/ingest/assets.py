@@ -19,7 +19,7 @@ from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
 from audience_assets.core.ingestion.sources import FIRST_PARTY, SUPPRESSION, Outcome, ingest_source
 from audience_assets.core.locks import LockBusy
 from audience_assets.defs.ingest import checks
-from audience_assets.defs.metadata import attribute, check_spec, ingest_metadata
+from audience_assets.defs.metadata import begin_tenant_step, check_spec, ingest_metadata
 from audience_assets.defs.partitions import partner_partitions
 from audience_assets.defs.resources import Storage
 
@@ -130,11 +130,11 @@ def build_ingest_assets(
             source = source_of(context)
             partner = source if source not in (FIRST_PARTY, SUPPRESSION) else None
             tenant = config.tenant_of_partner(partner) if partner else config.deployment_tenant
-            meter = attribute(context, storage, tenant=tenant, partner=partner)
+            step = begin_tenant_step(context, storage, tenant=tenant, partner=partner)
             accepted = {s.strip() for s in context.run.tags.get(ACCEPT_DELIVERY_TAG, "").split(",")}
             try:
                 outcome = ingest_source(
-                    meter.store,
+                    step.store,
                     config,
                     source,
                     run_id=context.run.run_id,
@@ -145,7 +145,7 @@ def build_ingest_assets(
             except LockBusy as busy:
                 raise dg.Failure(str(busy)) from None
             log_outcome(context, outcome)
-            return meter.result(
+            return step.result(
                 metadata=outcome_metadata(outcome),
                 rows=outcome.report.rows_read,
                 check_results=[checks.row_accounting(outcome.report), checks.delivery_guard(outcome.verdict)],

@@ -9,6 +9,7 @@ import dagster as dg
 
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
+from audience_assets.core.policies import LANDING_SWEEP_SECONDS
 from audience_assets.defs.ingest.assets import build_ingest_assets
 from audience_assets.defs.ingest.jobs import PARTNER_DATA_JOB, build_ingest_jobs
 from audience_assets.defs.ingest.sensors import EVENT_GRACE, build_landing_zone_sensor
@@ -20,7 +21,7 @@ def build(
     demo_dir: Path | None = None,
     limits: InflationLimits = DEFAULT_LIMITS,
     queue_url: str = "",
-    sweep_seconds: float = 3600.0,
+    sweep_seconds: float = LANDING_SWEEP_SECONDS,
     event_grace: dt.timedelta = EVENT_GRACE,
 ) -> dg.Definitions:
     jobs = build_ingest_jobs()

@@ -38,6 +38,7 @@ from audience_assets.core.ingestion.arrivals import ArrivalLog
 from audience_assets.core.ingestion.deliveries import skipped_reason
 from audience_assets.core.ingestion.events import LandingQueue, arrived
 from audience_assets.core.ingestion.inventory import LandingListing, ignored_objects
+from audience_assets.core.policies import LANDING_SWEEP_SECONDS
 from audience_assets.core.store import Store, StoredObject
 from audience_assets.defs.ingest.jobs import FIRST_PARTY_JOB, LANDING_REPORT_JOB, PARTNER_DATA_JOB, SUPPRESSION_JOB
 from audience_assets.defs.resources import Storage
@@ -220,7 +221,7 @@ def build_landing_zone_sensor(
     jobs: list,
     demo_dir: Path | None = None,
     queue_url: str = "",
-    sweep_seconds: float = 3600.0,
+    sweep_seconds: float = LANDING_SWEEP_SECONDS,
     event_grace: dt.timedelta = EVENT_GRACE,
 ) -> dg.SensorDefinition:
     """`demo_dir`: local mode with AUDIENCE_DEMO_DATA on, the data folder whose empty landing zone the first tick

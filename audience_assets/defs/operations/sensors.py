@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 
 import dagster as dg
 import httpx
 
 from audience_assets.core import layout
+from audience_assets.core.settings import alert_webhook_url
 from audience_assets.defs.resources import Storage
 
 
@@ -51,7 +51,7 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
         if "tenant" in run.tags:  # the failed steps had tagged their run: the record is that tenant's cost too
             store = store.tagged(tenant=run.tags["tenant"])
         store.put_bytes(layout.dead_letter_run(run.run_id), json.dumps(entry, indent=1).encode())
-        url = os.environ.get("ALERT_WEBHOOK_URL")
+        url = alert_webhook_url()
         if url:
             try:
                 httpx.post(url, json={"text": f"audience_assets run {run.run_id} failed", **entry}, timeout=10)

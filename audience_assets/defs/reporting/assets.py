@@ -15,7 +15,7 @@ import dagster as dg
 
 from audience_assets.core import layout
 from audience_assets.core.config import ProjectConfig
-from audience_assets.defs.metadata import attribute
+from audience_assets.defs.metadata import begin_tenant_step
 from audience_assets.defs.resources import Storage
 
 GROUP = "reporting"
@@ -72,22 +72,22 @@ def build_reporting_assets(config: ProjectConfig, keys: list[dg.AssetKey]) -> li
     def tenant_costs(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
         """Cost per tenant and day (last 31 days): runs, compute seconds, rows processed, Meta requests and
         clean-room query seconds, summed from what every step recorded."""
-        meter = attribute(context, storage, tenant=config.deployment_tenant)
+        step = begin_tenant_step(context, storage, tenant=config.deployment_tenant)
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=WINDOW_DAYS)
         rows = cost_rows(context.instance, keys, since)
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-        meter.store.put_bytes(layout.TENANT_COSTS, text.getvalue().encode())
+        step.store.put_bytes(layout.TENANT_COSTS, text.getvalue().encode())
         schema = dg.TableSchema(
             columns=[dg.TableColumn(c, "string" if c in ("tenant", "day") else "float") for c in COLUMNS]
         )
-        return meter.result(
+        return step.result(
             rows=len(rows),
             metadata={
                 "dagster/row_count": len(rows),
-                "dagster/uri": meter.store.uri(layout.TENANT_COSTS),
+                "dagster/uri": step.store.uri(layout.TENANT_COSTS),
                 "costs": dg.MetadataValue.table([dg.TableRecord(row) for row in rows], schema=schema),
                 "tenants": ", ".join(sorted({r["tenant"] for r in rows})),
             },

@@ -4,12 +4,11 @@ CloudWatch). Secrets are `dg.EnvVar`s, resolved at run time, never read when def
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from audience_assets.core.config import ProjectConfig
-from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings
+from audience_assets.core.meta.client import DEFAULT_API_VERSION
+from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN, Settings, token_variable
 from audience_assets.defs.resources.clean_room import AwsCleanRoom, CleanRoom, LocalCleanRoom
 from audience_assets.defs.resources.meta import MetaAudiences
 from audience_assets.defs.resources.metrics import CloudWatch, Metrics, PrometheusFile
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 SANDBOX_STATE = "meta_sandbox/graph.sqlite"
-SANDBOX_SETTLE_SECONDS = 20.0  # a demo does not wait ten minutes on a session the sandbox leaves open
 METRICS_FILE = "metrics/audience_assets.prom"
 
 
@@ -41,7 +39,7 @@ def meta_sandbox(settings: Settings, config: ProjectConfig | None) -> bool:
     if config is None or not config.multi_tenant:
         return settings.meta_sandbox
     tenants = [config.tenant(name) for name in config.tenant_names]
-    return not any(t.meta_token_secret_id or os.environ.get(t.meta_token_env or "") for t in tenants)
+    return not any(t.meta_token_secret_id or token_variable(t.meta_token_env or "") for t in tenants)
 
 
 def build_resources(settings: Settings, config: ProjectConfig | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -59,12 +57,10 @@ def build_resources(settings: Settings, config: ProjectConfig | None = None) -> 
         )
     else:  # no collaboration yet: the local engine enforces the same rules inside the run, over the same store
         clean_room = LocalCleanRoom()
-    # the first back-off after a throttle is a fifteenth of the longest wait: 60 s at the default 900 s
     upload = {
-        "api_version": settings.meta_api_version,
-        "upload_deadline_seconds": settings.meta_upload_deadline_seconds,
-        "throttle_max_seconds": settings.meta_throttle_max_seconds,
-        "throttle_base_seconds": min(60.0, settings.meta_throttle_max_seconds / 15),
+        "api_version": settings.meta_api_version or DEFAULT_API_VERSION,
+        "upload_deadline_seconds": settings.meta.deadline_seconds,
+        "throttle_max_seconds": settings.meta.throttle_max_seconds,
     }
     if meta_sandbox(settings, config):
         Faults.parse(settings.meta_sandbox_faults)  # a bad profile fails here, at load, naming the variable
@@ -73,7 +69,6 @@ def build_resources(settings: Settings, config: ProjectConfig | None = None) -> 
             ad_account_id=SANDBOX_AD_ACCOUNT,
             sandbox_state=str(settings.data_dir / SANDBOX_STATE),
             sandbox_faults=settings.meta_sandbox_faults,
-            settle_seconds=SANDBOX_SETTLE_SECONDS,
             **upload,
         )
     elif config is not None and config.multi_tenant:  # each tenant brings its ad account and token variable

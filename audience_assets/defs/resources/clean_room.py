@@ -19,9 +19,9 @@ from audience_assets.standins.local_clean_room import local_session
 
 
 class CleanRoom(dg.ConfigurableResource):
-    poll_first_seconds: float = 5.0
-    poll_longest_seconds: float = 30.0
-    query_deadline_seconds: float = 3600.0
+    poll_first_seconds: float = Polling.first
+    poll_longest_seconds: float = Polling.longest
+    query_deadline_seconds: float = Polling.deadline
 
     @property
     def engine(self) -> str:

@@ -4,7 +4,7 @@ With `META_ACCESS_TOKEN` unset, definitions configure `sandbox_state` instead: t
 the Graph API sandbox (in process, through an httpx transport) whose state lives in a SQLite file under
 the data directory, so the UI shows what "Meta" holds after each run. `sandbox_faults`
 (`META_SANDBOX_FAULTS`) makes it throttle, fail and stall like Meta; its clock is a demo's, so the waits
-are scaled down with it (`SANDBOX_RETRY`).
+are scaled down with it (`SANDBOX_POLICY`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,20 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from audience_assets.core.config import Tenant
-from audience_assets.core.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL, GraphClient, RetryPolicy
+from audience_assets.core.meta.client import DEFAULT_API_VERSION, DEFAULT_GRAPH_URL, GraphClient
 from audience_assets.core.meta.credentials import tenant_token, token_from_secret
+from audience_assets.core.policies import MetaPolicy
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
 
 # The sandbox answers at once and holds no hour-long budget: back-off starts at 1 s and never exceeds 15 s,
-# so a demo with META_SANDBOX_FAULTS shows the client riding out throttles in seconds, not minutes.
-SANDBOX_RETRY = {"throttle_base_seconds": 1.0, "throttle_max_seconds": 15.0, "transient_base_seconds": 0.5}
+# so a demo with META_SANDBOX_FAULTS shows the client riding out throttles in seconds, not minutes; and a demo
+# does not wait ten minutes on a session the sandbox leaves open.
+SANDBOX_POLICY = {
+    "throttle_base_seconds": 1.0,
+    "throttle_max_seconds": 15.0,
+    "transient_base_seconds": 0.5,
+    "settle_seconds": 20.0,
+}
 
 
 class MetaAudiences(dg.ConfigurableResource):
@@ -44,16 +51,13 @@ class MetaAudiences(dg.ConfigurableResource):
         default=None, description="SQLite file of the built-in sandbox; set = sandbox mode"
     )
     sandbox_faults: str = Field(default="", description="META_SANDBOX_FAULTS: the sandbox's fault profile")
-    timeout_seconds: float = 60.0
-    transient_attempts: int = 5
-    upload_concurrency: int = 4
-    throttle_base_seconds: float = 60.0
-    throttle_max_seconds: float = Field(default=900.0, description="META_THROTTLE_MAX_SECONDS: the longest single wait")
-    usage_window_seconds: float = 3600.0  # the rolling window Meta's usage headers report on
-    upload_deadline_seconds: float = Field(
-        default=3600.0, description="META_UPLOAD_DEADLINE_SECONDS: an upload not done by then fails with dead letters"
+    throttle_max_seconds: float = Field(
+        default=MetaPolicy.throttle_max_seconds, description="META_THROTTLE_MAX_SECONDS: the longest single wait"
     )
-    settle_seconds: float = Field(default=600.0, description="how long a session Meta leaves uploading is polled")
+    upload_deadline_seconds: float = Field(
+        default=MetaPolicy.deadline_seconds,
+        description="META_UPLOAD_DEADLINE_SECONDS: an upload not done by then fails with dead letters",
+    )
     _sandbox: GraphSandbox | None = PrivateAttr(default=None)
 
     def sandbox(self) -> GraphSandbox | None:
@@ -61,19 +65,11 @@ class MetaAudiences(dg.ConfigurableResource):
             self._sandbox = GraphSandbox(self.sandbox_state, SandboxConfig(faults=Faults.parse(self.sandbox_faults)))
         return self._sandbox
 
-    def retry(self) -> RetryPolicy:
-        scaled = SANDBOX_RETRY if self.sandbox_state else {}
-        return RetryPolicy(
-            **{
-                "timeout_seconds": self.timeout_seconds,
-                "transient_attempts": self.transient_attempts,
-                "throttle_base_seconds": self.throttle_base_seconds,
-                "throttle_max_seconds": self.throttle_max_seconds,
-                "usage_window_seconds": self.usage_window_seconds,
-                "deadline_seconds": self.upload_deadline_seconds,
-                **scaled,
-            }
-        )
+    def policy(self) -> MetaPolicy:
+        """The deployment's `MetaPolicy` (its two settings given, every other value the policy's default); the
+        sandbox's is scaled down to a demo's clock."""
+        chosen = {"throttle_max_seconds": self.throttle_max_seconds, "deadline_seconds": self.upload_deadline_seconds}
+        return MetaPolicy(**{**chosen, **(SANDBOX_POLICY if self.sandbox_state else {})})
 
     def ad_account(self, tenant: Tenant | None = None) -> str:
         """The ad account a tenant's audiences are written to (never another tenant's)."""
@@ -108,7 +104,7 @@ class MetaAudiences(dg.ConfigurableResource):
             api_version=self.api_version,
             app_secret=self.app_secret,
             transport=sandbox.transport() if sandbox else None,
-            retry=self.retry(),
+            policy=self.policy(),
         )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

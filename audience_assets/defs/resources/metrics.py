@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from audience_assets.core.metrics import CloudWatchMetrics, PrometheusFileMetrics
+from audience_assets.core.policies import METRICS_NAMESPACE
 
 
 class Metrics(dg.ConfigurableResource):
@@ -15,7 +16,7 @@ class Metrics(dg.ConfigurableResource):
 
 
 class CloudWatch(Metrics):
-    namespace: str = "AudienceAssets"
+    namespace: str = METRICS_NAMESPACE
     region_name: str | None = None
 
     def publish(self, values: Mapping[str, float], **dimensions: str) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import PrivateAttr
 
+from audience_assets.core.policies import LOCK_WAIT_SECONDS
 from audience_assets.core.store import LocalStore, S3Store, Store
 
 
 class Storage(dg.ConfigurableResource):
-    lock_wait_seconds: float = 120.0  # AUDIENCE_LOCK_WAIT_SECONDS: how long a step waits for another run's lock
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS  # AUDIENCE_LOCK_WAIT_SECONDS
 
     def store(self) -> Store:
         raise NotImplementedError

@@ -89,9 +89,9 @@ class GraphSandbox:
                     )
                     token = self._authenticate(params, headers)
                     account, result = self._route(verb, parts, params, token, fault == "throttle", context)
+                    headers = self.budget.usage_headers(account)  # under the lock: other requests charge the budget
             finally:
                 self._prepared.rows = None
-            headers = self.budget.usage_headers(account)
             if context.get("version_warning"):
                 headers = {**headers, "X-Ad-Api-Version-Warning": context["version_warning"]}
             response = self._json(200, result, headers)
@@ -101,11 +101,11 @@ class GraphSandbox:
                     self.state.persist_expiry(context["expired"])
                 if error.code == 80003:
                     self.state.bump("throttled")
-            headers = (
-                self.budget.usage_headers(context["account"], error.usage_minutes, throttled=error.code == 80003)
-                if error.usage_header
-                else {}
-            )
+                headers = (
+                    self.budget.usage_headers(context["account"], error.usage_minutes, throttled=error.code == 80003)
+                    if error.usage_header
+                    else {}
+                )
             response = self._json(error.status, error.body(), headers)
         if fault == "timeout_after":
             response.drop = True

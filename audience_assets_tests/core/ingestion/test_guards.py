@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from audience_assets.core.config import DeliveryGuards, SourcesConfig
 from audience_assets.core.config.base import ConfigError
 from audience_assets.core.config.load import load_config
-from audience_assets.core.ingestion.guards import AcceptedDelivery, judge, previous_delivery, remember
+from audience_assets.core.ingestion.guards import AcceptedDelivery, judge_delivery, previous_delivery, remember
 from audience_assets.core.ingestion.read import FileReport, IngestReport
 from audience_assets.core.store import LocalStore
 
@@ -43,7 +43,7 @@ def test_healthy_churn_is_never_held(previous: int, churn: float, bad: float):
     never exceeds `bad` (rounding up once made 8 of 154 rows, 5.2 %, out of a generated 4.9 %)."""
     accepted = max(1, round(previous * (1 + churn)))
     read = accepted + math.floor(accepted * bad / (1 - bad))
-    verdict = judge("acme", report(read, accepted), before(previous), DEFAULTS)
+    verdict = judge_delivery("acme", report(read, accepted), before(previous), DEFAULTS)
     assert not verdict.blocked, verdict.message()
 
 
@@ -57,27 +57,27 @@ def test_healthy_churn_is_never_held(previous: int, churn: float, bad: float):
     ],
 )
 def test_broken_deliveries_are_held_with_their_numbers(read, accepted, previous, problem):
-    verdict = judge("first_party", report(read, accepted), before(previous) if previous else None, DEFAULTS)
+    verdict = judge_delivery("first_party", report(read, accepted), before(previous) if previous else None, DEFAULTS)
     assert verdict.blocked and problem in verdict.message()
     assert "landing/x/f0.csv" in verdict.message() and "--accept-delivery first_party" in verdict.message()
     assert verdict.metadata()["guard/blocked"] is True
 
 
 def test_a_source_that_never_delivered_is_not_empty_but_one_that_stops_is():
-    assert not judge("acme", report(0, 0, files=0), None, DEFAULTS).blocked
-    assert "empty delivery (no files)" in judge("acme", report(0, 0, files=0), before(10), DEFAULTS).message()
-    assert not judge("acme", report(0, 0), before(10), DeliveryGuards(allow_empty=True)).blocked
+    assert not judge_delivery("acme", report(0, 0, files=0), None, DEFAULTS).blocked
+    assert "empty delivery (no files)" in judge_delivery("acme", report(0, 0, files=0), before(10), DEFAULTS).message()
+    assert not judge_delivery("acme", report(0, 0), before(10), DeliveryGuards(allow_empty=True)).blocked
 
 
 def test_acceptance_overrules_the_guards_and_is_remembered(tmp_path):
     store = LocalStore(tmp_path)
-    held = judge("acme", report(100, 100), before(1_000), DEFAULTS)
-    accepted = judge("acme", report(100, 100), before(1_000), DEFAULTS, accepted=True)
+    held = judge_delivery("acme", report(100, 100), before(1_000), DEFAULTS)
+    accepted = judge_delivery("acme", report(100, 100), before(1_000), DEFAULTS, accepted=True)
     assert held.blocked and not accepted.blocked and accepted.problems and "accepted for this run" in accepted.message()
     remember(store, "acme", report(100, 100), accepted, "run-1")
     record = previous_delivery(store, "acme")
     assert (record.rows_accepted, record.accepted_by_tag, record.run_id) == (100, True, "run-1")
-    assert not judge("acme", report(95, 95), record, DEFAULTS).blocked  # judged against the accepted one now
+    assert not judge_delivery("acme", report(95, 95), record, DEFAULTS).blocked  # judged against the accepted one now
 
 
 def test_per_source_guards_override_the_defaults_field_by_field():

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from audience_assets.core.config import load_config
-from audience_assets.core.ingestion.guards import judge, remember
+from audience_assets.core.ingestion.guards import judge_delivery, remember
 from audience_assets.core.ingestion.read import FileReport, IngestReport
 from audience_assets.core.ingestion.retention import apply_retention
 from audience_assets.core.store import LocalStore
@@ -17,7 +17,7 @@ def accept(store: LocalStore, key: str) -> None:
     """Record `key` (at its current version) as the acme delivery that was published."""
     report = IngestReport([FileReport(key, 10, 10, 0)])
     version = next(o.version for o in store.list(key.rsplit("/", 1)[0]) if o.key == key)
-    verdict = judge("acme_data", report, None, load_config().sources.guards_for("acme_data"))
+    verdict = judge_delivery("acme_data", report, None, load_config().sources.guards_for("acme_data"))
     remember(store, "acme_data", report, verdict, "run", {key: version})
 
 

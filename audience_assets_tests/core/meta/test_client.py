@@ -31,10 +31,11 @@ import pytest
 from audience_assets.core import layout
 from audience_assets.core.config import Audience
 from audience_assets.core.meta.binding import bind
-from audience_assets.core.meta.client import DEFAULT_API_VERSION, GraphClient, JsonText, RetryPolicy, encode_body
+from audience_assets.core.meta.client import DEFAULT_API_VERSION, GraphClient, JsonText, encode_body
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaPreflightError, MetaTransportError
 from audience_assets.core.meta.manager import AudienceManager
 from audience_assets.core.meta.pacer import DeadlineExceeded
+from audience_assets.core.policies import MetaPolicy
 from audience_assets.core.store import LocalStore
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig, SandboxResponse, SandboxServer
 
@@ -126,21 +127,21 @@ def make_client(
     waits: list[float] | None = None,
     app_secret: str | None = None,
     clock: FakeTime | None = None,
-    **retry: Any,
+    **changes: Any,
 ) -> GraphClient:
     """A client on a fake clock: its waits are recorded (in `waits`, or the clock's) and move the clock."""
-    policy = RetryPolicy(
+    policy = MetaPolicy(
         **{
             "timeout_seconds": 5.0,
             "transient_attempts": 4,
             "transient_base_seconds": 2.0,
             "throttle_base_seconds": 30.0,
-            **retry,
+            **changes,
         }
     )
     clock = clock or FakeTime(waits)
     return GraphClient(
-        access_token=token, base_url=url, app_secret=app_secret, retry=policy, sleep=clock.sleep, clock=clock, seed=7
+        access_token=token, base_url=url, app_secret=app_secret, policy=policy, sleep=clock.sleep, clock=clock, seed=7
     )
 
 
@@ -355,7 +356,7 @@ def test_transient_server_errors_are_retried_until_the_outage_ends():
             sleep=clock.sleep,
             clock=clock,
             seed=7,
-            retry=RetryPolicy(timeout_seconds=5, transient_base_seconds=2.0),
+            policy=MetaPolicy(timeout_seconds=5, transient_base_seconds=2.0),
         )
         result = client.post(f"{ACCOUNT}/customaudiences", {"name": "after outage", **CREATE})
         client.close()
@@ -454,7 +455,7 @@ def test_a_busy_audience_is_waited_out_like_a_throttle(sandbox: RecordingSandbox
         sleep=clock.sleep,
         clock=clock,
         seed=7,
-        retry=RetryPolicy(timeout_seconds=5, throttle_base_seconds=30.0),
+        policy=MetaPolicy(timeout_seconds=5, throttle_base_seconds=30.0),
     )
     response = client.post(f"{audience_id}/users", users_body(["late"]))
     client.close()

@@ -35,9 +35,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audience_assets.core.audience.plan import Chunk, Operation, Plan
-from audience_assets.core.meta.client import GraphClient, JsonText, RetryPolicy
+from audience_assets.core.meta.client import GraphClient, JsonText
 from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.uploader import AudienceUploader, UploadIncomplete
+from audience_assets.core.policies import MetaPolicy
 from audience_assets_tests.core.meta.uploads import FakeClock
 
 LATENCY = 0.25
@@ -242,7 +243,7 @@ def run_upload(
 ):
     clock = model.clock if model else FakeClock()
     model = model or MetaModel(scenario, clock)
-    retry = RetryPolicy(
+    policy = MetaPolicy(
         timeout_seconds=5,
         transient_attempts=scenario.failures + 2,
         throttle_base_seconds=scenario.cap / 15,
@@ -250,11 +251,13 @@ def run_upload(
         usage_window_seconds=scenario.window,
         transient_base_seconds=2.0,
         deadline_seconds=deadline,
+        concurrency=concurrency,
+        settle_seconds=settle,
     )
     client = GraphClient(
         access_token="token-liveness",
         base_url="http://model.invalid",
-        retry=retry,
+        policy=policy,
         transport=httpx.MockTransport(model.handle),
         sleep=clock.sleep,
         clock=clock,
@@ -271,11 +274,9 @@ def run_upload(
         client,
         ledger,
         read_chunk,
-        concurrency=concurrency,
         clock=clock,
         report=report,
         settle_first_seconds=1.0,
-        settle_seconds=settle,
         progress_every=progress_every,
     )
     started = clock()

@@ -31,7 +31,7 @@ def simulate(
     def sleep(seconds: float) -> None:
         raise WouldWait(seconds)
 
-    pacer = Pacer(window, sleep=sleep, clock=lambda: clock[0], engage_at=engage_at, max_pause=window)
+    pacer = Pacer(window, sleep=sleep, clock=lambda: clock[0], engage_at=engage_at, max_pause=window, base_pause=60.0)
     arrivals: list[float] = []
     in_flight: list[tuple[float, int, int]] = []  # (answer time, call number, usage or -1 when refused)
     sent = refused = 0
@@ -99,7 +99,10 @@ class Clock:
 
 def pacer_on(clock: Clock, **options) -> Pacer:
     return Pacer(
-        3600.0, clock.sleep, clock, **{"max_pause": 900.0, "base_pause": 60.0, "rand": random.Random(4), **options}
+        3600.0,
+        clock.sleep,
+        clock,
+        **{"engage_at": 50, "max_pause": 900.0, "base_pause": 60.0, "rand": random.Random(4), **options},
     )
 
 

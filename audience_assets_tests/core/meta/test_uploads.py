@@ -21,8 +21,9 @@ import pytest
 
 from audience_assets.core import layout
 from audience_assets.core.meta.binding import load_binding
-from audience_assets.core.meta.client import GraphClient, RetryPolicy
+from audience_assets.core.meta.client import GraphClient
 from audience_assets.core.meta.delivery import deliver
+from audience_assets.core.policies import MetaPolicy
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets.core.store import LocalStore
 from audience_assets.standins.graph_sandbox import Faults, GraphSandbox, SandboxConfig
@@ -46,7 +47,7 @@ def client_for(url: str, waits: list[float] | None = None) -> GraphClient:
         sleep=clock.sleep,
         clock=clock,
         seed=1,
-        retry=RetryPolicy(timeout_seconds=5, transient_attempts=12),
+        policy=MetaPolicy(timeout_seconds=5, transient_attempts=12),
     )
 
 
@@ -186,10 +187,10 @@ def test_dead_lettered_batches_are_resent_by_the_next_run_and_cleared(tmp_path: 
             base_url=server.url,
             sleep=clock.sleep,
             clock=clock,
-            retry=RetryPolicy(transient_attempts=2, timeout_seconds=5),
+            policy=MetaPolicy(transient_attempts=2, timeout_seconds=5, concurrency=1),
         )
         with pytest.raises(UploadIncomplete, match="were not acknowledged"):
-            deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT, concurrency=1)
+            deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT)
         client.close()
     flaky.close()
     audience_id = load_binding(storage, AUDIENCE).meta_audience_id
@@ -236,9 +237,14 @@ def test_a_token_that_expires_mid_upload_leaves_dead_letters_and_the_next_run_fi
     ids, audience_spec = range(20_000), spec(mode, chunk_rows=1_000)
     upload = plan(storage, AUDIENCE, audience_spec, ids)
     expiring = Expiring(tmp_path / "graph.sqlite")
-    client = GraphClient(access_token=SANDBOX_TOKEN, transport=expiring.transport(), base_url="http://127.0.0.1")
+    client = GraphClient(
+        access_token=SANDBOX_TOKEN,
+        transport=expiring.transport(),
+        base_url="http://127.0.0.1",
+        policy=MetaPolicy(concurrency=1),
+    )
     with pytest.raises(UploadIncomplete, match="expired") as failed:
-        deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT, concurrency=1)
+        deliver(storage, AUDIENCE, audience_spec, upload, client, ad_account_id=SANDBOX_AD_ACCOUNT)
     client.close()
     audience_id = load_binding(storage, AUDIENCE).meta_audience_id
     dead = UploadLedger(storage, AUDIENCE, audience_id, upload.upload_id).dead_letters()

@@ -8,6 +8,7 @@ import sys
 from audience_assets.core.audience.plan import load_plan
 from audience_assets.core.meta.client import GraphClient
 from audience_assets.core.meta.delivery import deliver
+from audience_assets.core.policies import MetaPolicy
 from audience_assets.core.settings import SANDBOX_AD_ACCOUNT, SANDBOX_TOKEN
 from audience_assets.core.store import LocalStore
 from audience_assets_tests.core.meta.uploads import spec
@@ -16,7 +17,7 @@ from audience_assets_tests.core.meta.uploads import spec
 def main(data_dir: str, audience: str, mode: str, graph_url: str) -> None:
     storage = LocalStore(data_dir)
     plan = load_plan(storage, audience)
-    client = GraphClient(access_token=SANDBOX_TOKEN, base_url=graph_url)
+    client = GraphClient(access_token=SANDBOX_TOKEN, base_url=graph_url, policy=MetaPolicy(concurrency=2))
     try:
         deliver(
             storage,
@@ -25,7 +26,6 @@ def main(data_dir: str, audience: str, mode: str, graph_url: str) -> None:
             plan,
             client,
             ad_account_id=SANDBOX_AD_ACCOUNT,
-            concurrency=2,
         )
     finally:
         client.close()
