@@ -12,6 +12,18 @@ from audience_assets.core.config import ProjectConfig
 from audience_assets.infra.cfn import att, join, ref, skip, sub, tags
 
 GRPC = ["--grpc-host", "localhost", "--grpc-port", "4000"]
+# the code location's sidecar: a gRPC code server on localhost:4000, beside the webserver and the daemon
+CODE_SERVER = (
+    "dagster",
+    "api",
+    "grpc",
+    "--module-name",
+    "audience_assets.definitions",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "4000",
+)
 DATABASE = "dagster"
 
 
@@ -107,17 +119,12 @@ def _service(name: str, task: str, *, single: bool = False) -> dict[str, Any]:
 
 
 def services(config: ProjectConfig) -> dict[str, Any]:
-    grpc = [
-        "dagster",
-        "api",
-        "grpc",
-        "--module-name",
-        "audience_assets.definitions",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "4000",
-    ]
+    """Every resource Dagster runs on, gathered from the parts that each build one concern."""
+    return {**_logs_and_cluster(), **_network(), **_database(), **_dagster(config)}
+
+
+def _logs_and_cluster() -> dict[str, Any]:
+    """The log group every container writes to (kept with the stack's data) and the cluster the tasks run in."""
     return {
         "LogGroup": {
             "Type": "AWS::Logs::LogGroup",
@@ -129,6 +136,13 @@ def services(config: ProjectConfig) -> dict[str, Any]:
             "Type": "AWS::ECS::Cluster",
             "Properties": {"ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}], "Tags": tags()},
         },
+    }
+
+
+def _network() -> dict[str, Any]:
+    """The security groups: the tasks take no inbound traffic and reach out only to HTTPS and the database,
+    which is reachable only from the tasks."""
+    return {
         "ServiceSecurityGroup": {
             "Type": "AWS::EC2::SecurityGroup",
             "Properties": {
@@ -174,6 +188,13 @@ def services(config: ProjectConfig) -> dict[str, Any]:
                 "Tags": tags(),
             },
         },
+    }
+
+
+def _database() -> dict[str, Any]:
+    """Postgres for Dagster's runs, events and schedules, with the subnets it lives in and the role that lets RDS
+    publish its enhanced monitoring."""
+    return {
         "DatabaseSubnets": {
             "Type": "AWS::RDS::DBSubnetGroup",
             "Properties": {
@@ -182,66 +203,83 @@ def services(config: ProjectConfig) -> dict[str, Any]:
                 "Tags": tags(),
             },
         },
-        "DatabaseMonitoringRole": {
-            "Type": "AWS::IAM::Role",
-            "Properties": {
-                "AssumeRolePolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "monitoring.rds.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                },
-                "ManagedPolicyArns": [
-                    sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole")
+        "DatabaseMonitoringRole": _database_monitoring_role(),
+        "Database": _database_instance(),
+    }
+
+
+def _database_monitoring_role() -> dict[str, Any]:
+    """The role RDS assumes to send the instance's enhanced monitoring to CloudWatch."""
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "monitoring.rds.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
                 ],
-                "Tags": tags(),
             },
+            "ManagedPolicyArns": [
+                sub("arn:${AWS::Partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole")
+            ],
+            "Tags": tags(),
         },
-        "Database": {
-            "Type": "AWS::RDS::DBInstance",
-            "DeletionPolicy": "Snapshot",
-            "UpdateReplacePolicy": "Snapshot",
-            "Properties": {
-                "Engine": "postgres",
-                "EngineVersion": "17.9",
-                "DBInstanceClass": "db.t4g.medium",
-                "AllocatedStorage": "50",
-                "StorageType": "gp3",
-                "DBName": DATABASE,
-                "MasterUsername": DATABASE,
-                "ManageMasterUserPassword": True,
-                "MasterUserSecret": {"KmsKeyId": ref("ProjectKey")},
-                "StorageEncrypted": True,
-                "KmsKeyId": ref("ProjectKey"),
-                "MultiAZ": True,
-                "DBSubnetGroupName": ref("DatabaseSubnets"),
-                "VPCSecurityGroups": [ref("DatabaseSecurityGroup")],
-                "PubliclyAccessible": False,
-                "BackupRetentionPeriod": 14,
-                "DeletionProtection": True,
-                "CopyTagsToSnapshot": True,
-                "AutoMinorVersionUpgrade": True,
-                "EnableCloudwatchLogsExports": ["postgresql", "upgrade"],
-                "MonitoringInterval": 60,
-                "MonitoringRoleArn": att("DatabaseMonitoringRole", "Arn"),
-                "EnablePerformanceInsights": True,
-                "PerformanceInsightsKMSKeyId": ref("ProjectKey"),
-                "Tags": tags(),
-            },
-            "Metadata": skip(
-                ("CKV_AWS_161", "Dagster's Postgres storage connects with a password (RDS-managed), not IAM tokens"),
-            ),
+    }
+
+
+def _database_instance() -> dict[str, Any]:
+    """The RDS instance: private, encrypted with the project key, Multi-AZ, backed up, its password managed by RDS."""
+    return {
+        "Type": "AWS::RDS::DBInstance",
+        "DeletionPolicy": "Snapshot",
+        "UpdateReplacePolicy": "Snapshot",
+        "Properties": {
+            "Engine": "postgres",
+            "EngineVersion": "17.9",
+            "DBInstanceClass": "db.t4g.medium",
+            "AllocatedStorage": "50",
+            "StorageType": "gp3",
+            "DBName": DATABASE,
+            "MasterUsername": DATABASE,
+            "ManageMasterUserPassword": True,
+            "MasterUserSecret": {"KmsKeyId": ref("ProjectKey")},
+            "StorageEncrypted": True,
+            "KmsKeyId": ref("ProjectKey"),
+            "MultiAZ": True,
+            "DBSubnetGroupName": ref("DatabaseSubnets"),
+            "VPCSecurityGroups": [ref("DatabaseSecurityGroup")],
+            "PubliclyAccessible": False,
+            "BackupRetentionPeriod": 14,
+            "DeletionProtection": True,
+            "CopyTagsToSnapshot": True,
+            "AutoMinorVersionUpgrade": True,
+            "EnableCloudwatchLogsExports": ["postgresql", "upgrade"],
+            "MonitoringInterval": 60,
+            "MonitoringRoleArn": att("DatabaseMonitoringRole", "Arn"),
+            "EnablePerformanceInsights": True,
+            "PerformanceInsightsKMSKeyId": ref("ProjectKey"),
+            "Tags": tags(),
         },
+        "Metadata": skip(
+            ("CKV_AWS_161", "Dagster's Postgres storage connects with a password (RDS-managed), not IAM tokens"),
+        ),
+    }
+
+
+def _dagster(config: ProjectConfig) -> dict[str, Any]:
+    """The webserver and the daemon as services, each beside its own code server, and the task each run starts."""
+    code_server = [*CODE_SERVER]
+    return {
         "WebserverTask": _task(
             "webserver",
             "CodeServerRole",
             [
                 _container("webserver", ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000", *GRPC], config),
-                _container("code_location", grpc, config),
+                _container("code_location", code_server, config),
             ],
             "1024",
             "2048",
@@ -251,7 +289,7 @@ def services(config: ProjectConfig) -> dict[str, Any]:
             "CodeServerRole",
             [
                 _container("daemon", ["dagster-daemon", "run", *GRPC], config),
-                _container("code_location", grpc, config),
+                _container("code_location", code_server, config),
             ],
             "1024",
             "2048",

@@ -5,7 +5,8 @@ What it creates (one stack per region):
 - storage: the data bucket (landing zone, staging, the clean-room tables, audiences, records) and the results
   bucket Clean Rooms writes to (on Spark it may hold no data source), both SSE-KMS with a bucket key under the
   project key, versioned, public access blocked, TLS only, with lifecycle rules: plaintext landing files deleted
-  by retention do not live on as old versions, interrupted multipart uploads are aborted, results expire;
+  by retention do not live on as old versions, interrupted multipart uploads are aborted, results expire
+  (`infra.storage`);
 - the clean room: a Glue database and table for `first_party` and for each partner whose files land with us,
   with the columns and types the ingestion writes (`core.cleanroom.tables`); configured tables with the CUSTOM
   rules the local engine enforces (`core.cleanroom.collaboration`), associated with the membership through a
@@ -17,9 +18,10 @@ What it creates (one stack per region):
 - secrets and roles: a Secrets Manager secret per Meta token; the role runs assume, allowed exactly the calls
   the code makes (`infra.permissions`), the code server's role (sensors), the task execution role;
 - observability: CloudWatch alarms (a partner's match rate dropping, a failed upload) to an SNS topic, and a
-  dashboard of the run metrics;
+  dashboard of the run metrics (`infra.observability`);
 - Dagster on ECS Fargate: the webserver and the daemon (each with the code location as a sidecar on localhost),
-  a task definition per run (EcsRunLauncher), Postgres on RDS for runs and events, logs in CloudWatch Logs.
+  a task definition per run (EcsRunLauncher), Postgres on RDS for runs and events, logs in CloudWatch Logs
+  (`infra.services`).
 
 Analysis rules name the templates they allow by ARN, and a template can only be created once the tables it reads
 are associated: `infra.deploy` deploys the stack, then updates it with the templates' ARNs (the `Arn...` parameters;
@@ -37,15 +39,15 @@ from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.cleanroom.match import template_name
 from audience_assets.core.cleanroom.tables import COLUMN_TYPES, FIRST_PARTY_TABLE, PARTNER_COLUMNS, first_party_columns
 from audience_assets.core.config import ProjectConfig
-from audience_assets.core.metrics import METRICS
 from audience_assets.infra import permissions
 from audience_assets.infra.cfn import att, logical, ref, skip, sub, tags
+from audience_assets.infra.observability import METRICS_NAMESPACE as METRICS_NAMESPACE
+from audience_assets.infra.observability import observability as _observability
 from audience_assets.infra.services import services as _services
+from audience_assets.infra.storage import buckets as _buckets
+from audience_assets.infra.storage import key as _key
 
 GLUE_TYPES = {"VARCHAR": "string", "BIGINT": "bigint"}
-METRICS_NAMESPACE = "AudienceAssets"
-LANDING_NONCURRENT_DAYS = 1  # a plaintext landing file retention deleted is gone for good a day later
-RESULTS_DAYS = 7  # clean-room results (customer ids and segments) are read once, right after the query
 
 
 def build_stack(config: ProjectConfig) -> dict[str, Any]:
@@ -142,219 +144,6 @@ def _outputs(config: ProjectConfig) -> dict[str, Any]:
                 "Description": template_name(template, partner),
             }
     return outputs
-
-
-# ---------------------------------------------------------------------------- the key and the buckets
-
-
-def _key(config: ProjectConfig) -> dict[str, Any]:
-    return {
-        "ProjectKey": {
-            "Type": "AWS::KMS::Key",
-            "DeletionPolicy": "Retain",
-            "UpdateReplacePolicy": "Retain",
-            "Properties": {
-                "Description": "audience_assets: every object, secret, queue, log and database of the project",
-                "EnableKeyRotation": True,
-                "KeyPolicy": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "TheAccountAdministersTheKeyThroughIam",
-                            "Effect": "Allow",
-                            "Principal": {"AWS": sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
-                            "Action": "kms:*",
-                            "Resource": "*",
-                        },
-                        {
-                            "Sid": "ServicesEncryptForThisAccount",
-                            "Effect": "Allow",
-                            "Principal": {
-                                "Service": [
-                                    sub("logs.${AWS::Region}.amazonaws.com"),
-                                    "events.amazonaws.com",
-                                    "sns.amazonaws.com",
-                                    "cloudwatch.amazonaws.com",
-                                ]
-                            },
-                            "Action": ["kms:Decrypt", "kms:GenerateDataKey*", "kms:Encrypt", "kms:DescribeKey"],
-                            "Resource": "*",
-                            "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}},
-                        },
-                    ],
-                },
-                "Tags": tags(),
-            },
-        },
-        "ProjectKeyAlias": {
-            "Type": "AWS::KMS::Alias",
-            "Properties": {"AliasName": sub("alias/${AWS::StackName}"), "TargetKeyId": ref("ProjectKey")},
-        },
-    }
-
-
-def _bucket(logs_prefix: str, lifecycle: list[dict[str, Any]], *, events: bool = False) -> dict[str, Any]:
-    properties: dict[str, Any] = {
-        "BucketEncryption": {
-            "ServerSideEncryptionConfiguration": [
-                {
-                    "BucketKeyEnabled": True,
-                    "ServerSideEncryptionByDefault": {
-                        "SSEAlgorithm": "aws:kms",
-                        "KMSMasterKeyID": att("ProjectKey", "Arn"),
-                    },
-                }
-            ]
-        },
-        "VersioningConfiguration": {"Status": "Enabled"},
-        "PublicAccessBlockConfiguration": {
-            "BlockPublicAcls": True,
-            "BlockPublicPolicy": True,
-            "IgnorePublicAcls": True,
-            "RestrictPublicBuckets": True,
-        },
-        "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-        "LoggingConfiguration": {"DestinationBucketName": ref("AccessLogBucket"), "LogFilePrefix": logs_prefix},
-        "LifecycleConfiguration": {
-            "Rules": [
-                {
-                    "Id": "AbortInterruptedUploads",
-                    "Status": "Enabled",
-                    "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-                },
-                *lifecycle,
-            ]
-        },
-        "Tags": tags(),
-    }
-    if events:
-        properties["NotificationConfiguration"] = {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
-    return {
-        "Type": "AWS::S3::Bucket",
-        "DeletionPolicy": "Retain",
-        "UpdateReplacePolicy": "Retain",
-        "Properties": properties,
-        "Metadata": skip(("CKV_AWS_18", "access logging is configured: to AccessLogBucket")),
-    }
-
-
-def _tls_only(bucket: str, extra: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
-    return {
-        "Type": "AWS::S3::BucketPolicy",
-        "Properties": {
-            "Bucket": ref(bucket),
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Sid": "TlsOnly",
-                        "Effect": "Deny",
-                        "Principal": "*",
-                        "Action": "s3:*",
-                        "Resource": [att(bucket, "Arn"), {"Fn::Join": ["", [att(bucket, "Arn"), "/*"]]}],
-                        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                    },
-                    *extra,
-                ],
-            },
-        },
-    }
-
-
-def _buckets(config: ProjectConfig) -> dict[str, Any]:
-    landing = {
-        "Id": "PlaintextGoesForGood",
-        "Status": "Enabled",
-        "Prefix": layout.LANDING_ROOT,
-        "NoncurrentVersionExpiration": {"NoncurrentDays": LANDING_NONCURRENT_DAYS},
-        "ExpiredObjectDeleteMarker": True,
-    }
-    old_versions = {
-        "Id": "OldVersionsExpire",
-        "Status": "Enabled",
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
-    }
-    results = {
-        "Id": "ResultsExpire",
-        "Status": "Enabled",
-        "ExpirationInDays": RESULTS_DAYS,
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-    }
-    key_id = "s3:x-amz-server-side-encryption-aws-kms-key-id"
-    encryption = "s3:x-amz-server-side-encryption"
-    # a write that names no encryption gets the bucket's default (the project key); one that names another key or
-    # another kind of encryption is refused, and so is one asking for KMS without naming the key (S3 would use
-    # the account's aws/s3 key). `Null: false` tests that a header is there: a negated operator alone would also
-    # refuse the writes that name nothing.
-    conditions = (
-        ("OnlyTheProjectKey", {"StringNotEquals": {key_id: att("ProjectKey", "Arn")}, "Null": {key_id: "false"}}),
-        ("OnlyKms", {"StringNotEquals": {encryption: "aws:kms"}, "Null": {encryption: "false"}}),
-        ("KmsNamesTheProjectKey", {"Null": {key_id: "true", encryption: "false"}}),
-    )
-    wrong_key = [
-        {
-            "Sid": sid,
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:PutObject",
-            "Resource": {"Fn::Join": ["", [att("DataBucket", "Arn"), "/*"]]},
-            "Condition": condition,
-        }
-        for sid, condition in conditions
-    ]
-    return {
-        "AccessLogBucket": {
-            "Type": "AWS::S3::Bucket",
-            "DeletionPolicy": "Retain",
-            "UpdateReplacePolicy": "Retain",
-            "Properties": {
-                # S3 server access logs can be delivered only to a bucket encrypted with SSE-S3
-                "BucketEncryption": {
-                    "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-                },
-                "VersioningConfiguration": {"Status": "Enabled"},
-                "PublicAccessBlockConfiguration": {
-                    "BlockPublicAcls": True,
-                    "BlockPublicPolicy": True,
-                    "IgnorePublicAcls": True,
-                    "RestrictPublicBuckets": True,
-                },
-                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-                "LifecycleConfiguration": {
-                    "Rules": [
-                        {
-                            "Id": "LogsExpire",
-                            "Status": "Enabled",
-                            "ExpirationInDays": 365,
-                            "NoncurrentVersionExpiration": {"NoncurrentDays": 30},
-                        }
-                    ]
-                },
-                "Tags": tags(),
-            },
-            "Metadata": skip(
-                ("CKV_AWS_18", "the access-log bucket receives the other buckets' logs; logging it would loop"),
-                ("CKV_AWS_145", "S3 server access logs can be delivered only to an SSE-S3 bucket"),
-            ),
-        },
-        "AccessLogBucketPolicy": _tls_only(
-            "AccessLogBucket",
-            [
-                {
-                    "Sid": "S3DeliversAccessLogs",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "logging.s3.amazonaws.com"},
-                    "Action": "s3:PutObject",
-                    "Resource": {"Fn::Join": ["", [att("AccessLogBucket", "Arn"), "/*"]]},
-                    "Condition": {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}},
-                }
-            ],
-        ),
-        "DataBucket": _bucket("data/", [landing, old_versions], events=True),
-        "DataBucketPolicy": _tls_only("DataBucket", wrong_key),
-        "ResultsBucket": _bucket("results/", [results]),
-        "ResultsBucketPolicy": _tls_only("ResultsBucket"),
-    }
 
 
 # ---------------------------------------------------------------------------- Glue and Clean Rooms
@@ -516,11 +305,22 @@ def _clean_room(config: ProjectConfig) -> dict[str, Any]:
 
 
 def _landing_events(config: ProjectConfig) -> dict[str, Any]:
-    pattern = {
+    """The landing zone's "Object Created" events, routed to the queue the landing-zone sensor drains."""
+    return {**_landing_queues(), **_landing_routing(_landing_pattern())}
+
+
+def _landing_pattern() -> dict[str, Any]:
+    """The events of objects created under the data bucket's landing zone (the rule's and the archive's)."""
+    return {
         "source": ["aws.s3"],
         "detail-type": ["Object Created"],
         "detail": {"bucket": {"name": [ref("DataBucket")]}, "object": {"key": [{"prefix": layout.LANDING_ROOT}]}},
     }
+
+
+def _landing_queues() -> dict[str, Any]:
+    """The queue the sensor drains, its dead-letter queue (after five receives), and the policy letting only the
+    landing rule send to them."""
     queue_props = {"KmsMasterKeyId": ref("ProjectKey"), "MessageRetentionPeriod": 1_209_600, "Tags": tags()}
     return {
         "LandingDeadLetters": {"Type": "AWS::SQS::Queue", "Properties": dict(queue_props)},
@@ -551,6 +351,13 @@ def _landing_events(config: ProjectConfig) -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _landing_routing(pattern: dict[str, Any]) -> dict[str, Any]:
+    """The rule sending `pattern`'s events to the queue (retried for a day, then dead-lettered), and an archive of
+    them for replay after a missed or lost event."""
+    return {
         "LandingRule": {
             "Type": "AWS::Events::Rule",
             "Properties": {
@@ -649,93 +456,3 @@ def _roles(config: ProjectConfig) -> dict[str, Any]:
             },
         ),
     }
-
-
-# ---------------------------------------------------------------------------- alarms and the dashboard
-
-
-def _observability(config: ProjectConfig) -> dict[str, Any]:
-    resources: dict[str, Any] = {
-        "AlarmTopic": {
-            "Type": "AWS::SNS::Topic",
-            "Properties": {"KmsMasterKeyId": ref("ProjectKey"), "Tags": tags()},
-        },
-    }
-    alarm = {"Namespace": METRICS_NAMESPACE, "EvaluationPeriods": 1, "AlarmActions": [ref("AlarmTopic")]}
-    for partner in sorted(config.partners):
-        tenant = config.tenant_of_partner(partner)
-        resources[f"MatchRateDrop{logical(partner)}"] = {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                **alarm,
-                "AlarmDescription": f"{partner}: the share of customers matched fell below its min_match_rate (a "
-                "partial, stale or mis-keyed delivery)",
-                "MetricName": METRICS["match_rate"][0],
-                "Dimensions": [{"Name": "partner", "Value": partner}, {"Name": "tenant", "Value": tenant}],
-                "Statistic": "Minimum",
-                "Period": 86400,
-                "Threshold": config.partners[partner].min_match_rate,
-                "ComparisonOperator": "LessThanThreshold",
-                "TreatMissingData": "breaching",
-            },
-        }
-    for audience in sorted(config.audiences):
-        resources[f"UploadFailed{logical(audience)}"] = {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                **alarm,
-                "AlarmDescription": f"{audience}: an upload to Meta failed (its batches are dead-lettered; "
-                "replay_job re-sends them)",
-                "MetricName": METRICS["upload_failures"][0],
-                "Dimensions": [
-                    {"Name": "audience", "Value": audience},
-                    {"Name": "tenant", "Value": config.tenant_of_audience(audience)},
-                ],
-                "Statistic": "Maximum",
-                "Period": 3600,
-                "Threshold": 1,
-                "ComparisonOperator": "GreaterThanOrEqualToThreshold",
-                "TreatMissingData": "notBreaching",
-            },
-        }
-    # a metric is published with tenant and partner or audience: a SEARCH on the namespace and name plots every
-    # such series (a widget naming only `tenant` would match none: CloudWatch matches dimension sets exactly)
-    widgets = [
-        {
-            "type": "metric",
-            "width": 12,
-            "height": 6,
-            "properties": {
-                "title": title,
-                "region": "${AWS::Region}",
-                "view": "timeSeries",
-                "metrics": [
-                    [
-                        {
-                            "id": "series",
-                            "expression": f"SEARCH('{{{METRICS_NAMESPACE}}} MetricName=\"{METRICS[name][0]}\"', "
-                            f"'{statistic}', 3600)",
-                        }
-                    ]
-                ],
-            },
-        }
-        for name, title, statistic in (
-            ("rows_uploaded", "Rows uploaded to Meta", "Sum"),
-            ("match_rate", "Match rate", "Minimum"),
-            ("invalid_entries", "Entries Meta rejected", "Sum"),
-            ("throttled_requests", "Throttled Meta requests", "Sum"),
-            ("freshness_lag", "Freshness lag (s)", "Maximum"),
-            ("upload_failures", "Failed uploads", "Sum"),
-        )
-    ]
-    resources["Dashboard"] = {
-        "Type": "AWS::CloudWatch::Dashboard",
-        "Properties": {"DashboardBody": sub(json.dumps({"widgets": widgets}))},
-    }
-    resources["AlarmSubscription"] = {
-        "Type": "AWS::SNS::Subscription",
-        "Condition": "AlarmEmailGiven",
-        "Properties": {"TopicArn": ref("AlarmTopic"), "Protocol": "email", "Endpoint": ref("AlarmEmail")},
-    }
-    return resources

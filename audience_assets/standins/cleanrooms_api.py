@@ -39,7 +39,7 @@ from sqlglot import exp
 from audience_assets.core.cleanroom.admission import Parameter
 from audience_assets.core.cleanroom.rules import AnalysisRuleInvalid, ConfiguredTable, rule_from_policy
 from audience_assets.core.scratch import scratch
-from audience_assets.standins.local_clean_room import AnalysisTemplate, LocalCollaboration, _enum_errors
+from audience_assets.standins.local_clean_room import AnalysisTemplate, Deliver, LocalCollaboration, _enum_errors
 
 _MODEL = botocore.session.get_session().get_service_model("cleanrooms")
 SPARK_RESULTS_RULE = "The Results destination in Amazon S3 can't be within the same S3 bucket as any data source."
@@ -295,68 +295,67 @@ class CleanRoomsService:
         membership = self._membership(membership_id, account)
         if "CAN_QUERY" not in membership["memberAbilities"]:
             raise ServiceError("AccessDeniedException", "this member cannot run queries (no CAN_QUERY ability)")
-        output = (
-            (body.get("resultConfiguration") or membership.get("defaultResultConfiguration") or {})
-            .get("outputConfiguration", {})
-            .get("s3")
-        )
-        if output is None:
-            raise ServiceError(
-                "ValidationException", "no result configuration: give resultConfiguration.outputConfiguration.s3"
-            )
+        output = _results_destination(body, membership)
         tables = self._collaboration_tables(membership["collaborationId"])
         sources = {self._location(t)[0] for _, t in tables.values()}
         if output["bucket"] in sources:
             raise ServiceError("ValidationException", SPARK_RESULTS_RULE)
         with contextlib.ExitStack() as stack:
             work = Path(stack.enter_context(scratch("cleanrooms-service")))
-            configured = [
-                ConfiguredTable(
-                    name,
-                    folder,
-                    tuple(table["allowedColumns"]),
-                    rule_from_policy(table["rule"]["policy"], tuple(table["allowedColumns"])),
-                    table["account"],
-                )
-                for name, (_, table) in tables.items()
-                # a table without a rule cannot be queried (the user guide); one with no rows yet is not read
-                if table["rule"] is not None and (folder := self._download(table, work / name)) is not None
-            ]
-            templates = [
-                AnalysisTemplate(
-                    t["arn"],
-                    t["name"],
-                    t["source"]["text"],
-                    tuple(Parameter(p["name"], p["type"], p.get("defaultValue")) for p in t["analysisParameters"]),
-                )
-                for t in self.templates.values()
-                if t["collaborationId"] == membership["collaborationId"]
-            ]
-
-            def deliver(path: Path, key_prefix: str) -> str:
-                key = f"{key_prefix}/part-00000.snappy.parquet"
-                s3 = self.aws.client("s3", region_name=self.region)
-                s3.upload_file(str(path), output["bucket"], key, ExtraArgs=_default_encryption(s3, output["bucket"]))
-                return f"s3://{output['bucket']}/{key_prefix}/"
-
             room = LocalCollaboration(
                 membership_id=membership["id"],
                 account_id=account,
-                tables=configured,
-                templates=templates,
+                tables=self._configured_tables(tables, work),
+                templates=self._collaboration_templates(membership["collaborationId"]),
                 work_dir=work / "engine",
-                deliver=deliver,
+                deliver=self._deliverer(output),
             )
             room.membership_arn = membership["arn"]
-            output_configuration = {"outputConfiguration": {"s3": output}}
-            request = {**body, "membershipIdentifier": membership["id"], "resultConfiguration": output_configuration}
-            try:
-                started = room.start_protected_query(**request)["protectedQuery"]
-            except ClientError as error:
-                raise ServiceError(error.response["Error"]["Code"], error.response["Error"]["Message"]) from None
-            query = dict(room.queries[started["id"]])
+            query = _start_in(room, membership, body, output)
         self.queries[query["id"]] = {**query, "account": account, "polls": 0}
         return {"protectedQuery": {**_json_query(query), "status": "SUBMITTED"}}
+
+    def _configured_tables(
+        self, tables: dict[str, tuple[dict[str, Any], dict[str, Any]]], work: Path
+    ) -> list[ConfiguredTable]:
+        """The collaboration's tables as the local engine reads them, each downloaded under `work`."""
+        return [
+            ConfiguredTable(
+                name,
+                folder,
+                tuple(table["allowedColumns"]),
+                rule_from_policy(table["rule"]["policy"], tuple(table["allowedColumns"])),
+                table["account"],
+            )
+            for name, (_, table) in tables.items()
+            # a table without a rule cannot be queried (the user guide); one with no rows yet is not read
+            if table["rule"] is not None and (folder := self._download(table, work / name)) is not None
+        ]
+
+    def _collaboration_templates(self, collaboration_id: str) -> list[AnalysisTemplate]:
+        """Every analysis template created in the collaboration, any member's: a query may run any of them."""
+        return [
+            AnalysisTemplate(
+                t["arn"],
+                t["name"],
+                t["source"]["text"],
+                tuple(Parameter(p["name"], p["type"], p.get("defaultValue")) for p in t["analysisParameters"]),
+            )
+            for t in self.templates.values()
+            if t["collaborationId"] == collaboration_id
+        ]
+
+    def _deliverer(self, output: dict[str, Any]) -> Deliver:
+        """How the engine hands over a result: uploaded to the S3 destination `output` (bucket, keyPrefix),
+        encrypted as that bucket's default encryption says; returns the result's location."""
+
+        def deliver(path: Path, key_prefix: str) -> str:
+            key = f"{key_prefix}/part-00000.snappy.parquet"
+            s3 = self.aws.client("s3", region_name=self.region)
+            s3.upload_file(str(path), output["bucket"], key, ExtraArgs=_default_encryption(s3, output["bucket"]))
+            return f"s3://{output['bucket']}/{key_prefix}/"
+
+        return deliver
 
     def get_query(self, account: str, membership_id: str, query_id: str) -> dict[str, Any]:
         membership = self._membership(membership_id, account)
@@ -412,6 +411,34 @@ def _default_encryption(s3: Any, bucket: str) -> dict[str, str]:
     if default.get("SSEAlgorithm") == "aws:kms":
         return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": default.get("KMSMasterKeyID", "")}
     return {}
+
+
+def _results_destination(body: dict[str, Any], membership: dict[str, Any]) -> dict[str, Any]:
+    """Where a query's results go: the request's S3 output, else the membership's default; a query needs one."""
+    output = (
+        (body.get("resultConfiguration") or membership.get("defaultResultConfiguration") or {})
+        .get("outputConfiguration", {})
+        .get("s3")
+    )
+    if output is None:
+        raise ServiceError(
+            "ValidationException", "no result configuration: give resultConfiguration.outputConfiguration.s3"
+        )
+    return output
+
+
+def _start_in(
+    room: LocalCollaboration, membership: dict[str, Any], body: dict[str, Any], output: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the request in the local engine `room`, its refusals turned into the service's errors; the query it
+    recorded."""
+    output_configuration = {"outputConfiguration": {"s3": output}}
+    request = {**body, "membershipIdentifier": membership["id"], "resultConfiguration": output_configuration}
+    try:
+        started = room.start_protected_query(**request)["protectedQuery"]
+    except ClientError as error:
+        raise ServiceError(error.response["Error"]["Code"], error.response["Error"]["Message"]) from None
+    return dict(room.queries[started["id"]])
 
 
 def _json_query(query: dict[str, Any]) -> dict[str, Any]:

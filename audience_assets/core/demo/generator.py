@@ -32,6 +32,28 @@ from audience_assets.core.demo.vocabulary import (
     US_PLACES,
 )
 
+# where each file lands, under the landing zone, and its columns
+CRM_FILE = "first_party/crm_export_2026-11-01.csv"
+CRM_HEADER = [
+    "customer_id",
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "city",
+    "state",
+    "zip",
+    "country",
+    "dob",
+    "gender",
+]
+ACME_FILE = "partners/acme_data/acme_audience_2026-11-01.csv"
+ACME_HEADER = ["Email Address", "Mobile Number", "First", "Last", "Zip", "Interest", "Age Band"]
+BETA_FILE = "partners/beta_insights/beta_segments_2026-11-01.parquet"
+BETA_HEADER = ["email_sha256", "phone_number", "country_code", "segment", "propensity"]
+SUPPRESSION_FILE = "suppression/optouts_2026-11-01.csv"
+SUPPRESSION_HEADER = ["email", "phone", "country"]
+
 
 @dataclass(frozen=True)
 class Person:
@@ -151,15 +173,30 @@ def _write(path: Path, text: str) -> None:
 
 
 def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoFiles:
-    """Write the demo landing zone under `data_dir` and return where each file went."""
+    """Write the demo landing zone under `data_dir` and return where each file went.
+
+    Every file draws from the one random stream in turn (the CRM, acme, beta, the opt-outs): the order of the
+    calls below is part of the output."""
     rnd = random.Random(seed)
     people = [_person(rnd, i) for i in range(1, customers + 1)]
     landing = data_dir / "landing"
+    _write(landing / CRM_FILE, _csv_text(CRM_HEADER, _crm_rows(rnd, people)))
+    _write(landing / ACME_FILE, _acme_text(rnd, people))
+    _write_parquet(landing / BETA_FILE, BETA_HEADER, _beta_rows(rnd, people))
+    _write(landing / SUPPRESSION_FILE, _csv_text(SUPPRESSION_HEADER, _suppression_rows(rnd, people)))
+    return DemoFiles(
+        f"landing/{CRM_FILE}",
+        {"acme_data": f"landing/{ACME_FILE}", "beta_insights": f"landing/{BETA_FILE}"},
+        f"landing/{SUPPRESSION_FILE}",
+    )
 
-    crm_rows = []
+
+def _crm_rows(rnd: random.Random, people: list[Person]) -> list[list[str]]:
+    """The advertiser's CRM export: every customer, messily formatted, and two rows the quarantine must catch."""
+    rows = []
     for p in people:
         dob = _messy_dob(rnd, p.dob)
-        crm_rows.append(
+        rows.append(
             [
                 p.customer_id,
                 _messy_email(rnd, p.email) if rnd.random() < 0.95 else "",
@@ -174,34 +211,18 @@ def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoF
                 rnd.choice([p.gender, p.gender.upper(), {"m": "Male", "f": "Female", "": ""}[p.gender]]),
             ]
         )
-    crm_rows.append(["C9999998", "not-an-email", "12", "", "", "", "", "", "Narnia", "31/31/1990", "x"])
-    crm_rows.append(["", "orphan@example.org", "", "No", "Id", "", "", "", "", "", ""])  # no customer id
-    crm = "first_party/crm_export_2026-11-01.csv"
-    _write(
-        landing / crm,
-        _csv_text(
-            [
-                "customer_id",
-                "email",
-                "phone",
-                "first_name",
-                "last_name",
-                "city",
-                "state",
-                "zip",
-                "country",
-                "dob",
-                "gender",
-            ],
-            crm_rows,
-        ),
-    )
+    rows.append(["C9999998", "not-an-email", "12", "", "", "", "", "", "Narnia", "31/31/1990", "x"])
+    rows.append(["", "orphan@example.org", "", "No", "Id", "", "", "", "", "", ""])  # no customer id
+    return rows
 
+
+def _acme_text(rnd: random.Random, people: list[Person]) -> str:
+    """acme_data's delivery: plaintext identifiers and interests, `;`-separated, with unusable and broken rows."""
     acme = _partner_rows(
         rnd,
         people,
         share=0.45,
-        strangers=int(customers * 0.2),
+        strangers=int(len(people) * 0.2),
         make_row=lambda p: [
             _messy_email(rnd, p.email) if rnd.random() < 0.85 else "",
             _messy_phone(rnd, p) if rnd.random() < 0.7 else "",
@@ -214,17 +235,17 @@ def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoF
     )
     acme.append(["", "", "Ghost", "Row", "00000", "travel", "25-34"])  # no usable identifier
     acme.append(["", "n/a", "Bad", "Phone", "", "travel", "18-24"])
-    acme_text = _csv_text(["Email Address", "Mobile Number", "First", "Last", "Zip", "Interest", "Age Band"], acme, ";")
-    acme_text += "broken;row;with;too;many;columns;here;and;more\n"
-    acme_file = "partners/acme_data/acme_audience_2026-11-01.csv"
-    _write(landing / acme_file, acme_text)
+    text = _csv_text(ACME_HEADER, acme, ";")
+    return text + "broken;row;with;too;many;columns;here;and;more\n"
 
-    beta_file = "partners/beta_insights/beta_segments_2026-11-01.parquet"
+
+def _beta_rows(rnd: random.Random, people: list[Person]) -> list[list[str]]:
+    """beta_insights' delivery: hashed emails, phones and segments, and one row whose digest is not one."""
     beta = _partner_rows(
         rnd,
         people,
         share=0.35,
-        strangers=int(customers * 0.15),
+        strangers=int(len(people) * 0.15),
         make_row=lambda p: [
             _sha256(p.email) if rnd.random() < 0.85 else "",
             _messy_phone(rnd, p) if rnd.random() < 0.6 else "",
@@ -234,25 +255,15 @@ def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoF
         ],
     )
     beta.append(["not-a-digest", "", "US", "pet_owner", "high"])
-    _write_parquet(landing / beta_file, ["email_sha256", "phone_number", "country_code", "segment", "propensity"], beta)
+    return beta
 
-    optouts = [p for p in rnd.sample(people, k=max(1, customers // 150))]
-    suppression = "suppression/optouts_2026-11-01.csv"
-    _write(
-        landing / suppression,
-        _csv_text(
-            ["email", "phone", "country"],
-            [
-                [_messy_email(rnd, p.email), _messy_phone(rnd, p) if rnd.random() < 0.5 else "", p.country]
-                for p in optouts
-            ],
-        ),
-    )
-    return DemoFiles(
-        f"landing/{crm}",
-        {"acme_data": f"landing/{acme_file}", "beta_insights": f"landing/{beta_file}"},
-        f"landing/{suppression}",
-    )
+
+def _suppression_rows(rnd: random.Random, people: list[Person]) -> list[list[str]]:
+    """The opt-outs: about one customer in 150 (at least one), as messily written as the rest."""
+    optouts = [p for p in rnd.sample(people, k=max(1, len(people) // 150))]
+    return [
+        [_messy_email(rnd, p.email), _messy_phone(rnd, p) if rnd.random() < 0.5 else "", p.country] for p in optouts
+    ]
 
 
 def _partner_rows(

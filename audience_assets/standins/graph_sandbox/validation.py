@@ -239,6 +239,20 @@ def select_fields(obj: dict[str, Any], params: dict[str, Any], default: tuple[st
 
 def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[list[str], list[list[Any]], str]:
     """The payload's schema and rows, checked as Meta checks them, and its data source ("single" or "multi")."""
+    raw = _payload_object(params)
+    schema = raw.get("schema")
+    schema_list, data = _payload_schema(schema, raw.get("data"))
+    _check_rows(schema_list, data)
+    check_data_processing(schema_list, data)
+    _check_required_ids(schema_list, raw)
+    _check_value_based(audience, schema_list)
+    source = "single" if isinstance(schema, str) else "multi"
+    _check_data_source(audience, source)
+    return schema_list, data, source
+
+
+def _payload_object(params: dict[str, Any]) -> dict[str, Any]:
+    """The `payload` parameter as the JSON object it must be (sent as a JSON string or already decoded)."""
     raw = params.get("payload")
     if raw in (None, ""):
         raise GraphError(400, 100, "(#100) Missing required parameter: payload", error_type="OAuthException")
@@ -249,15 +263,19 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
             raise GraphError(400, 100, "(#100) Param payload must be a JSON object") from None
     if not isinstance(raw, dict):
         raise GraphError(400, 100, "(#100) Param payload must be a JSON object")
-    schema, data = raw.get("schema"), raw.get("data")
+    return raw
+
+
+def _payload_schema(schema: Any, data: Any) -> tuple[list[str], Any]:
+    """The schema as a list of known, distinct keys, and the data with a single key's bare values made rows."""
     if isinstance(schema, str):
         if schema not in SINGLE_KEY_SCHEMAS:
             raise GraphError(
                 400, 100, f"(#100) Raw PII type is invalid, it should be one of {','.join(SINGLE_KEY_SCHEMAS)}"
             )
-        schema_list = [schema]
-        data = [[d] if not isinstance(d, list) else d for d in (data or [])] if isinstance(data, list) else data
-    elif isinstance(schema, list) and schema:
+        rows = [[d] if not isinstance(d, list) else d for d in (data or [])] if isinstance(data, list) else data
+        return [schema], rows
+    if isinstance(schema, list) and schema:
         schema_list = [str(s) for s in schema]
         unknown = [s for s in schema_list if s not in [*ALLOWED_SCHEMA_KEYS, "LOOKALIKE_VALUE", *LDU_FIELDS]]
         if unknown:
@@ -266,8 +284,12 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
             )
         if len(set(schema_list)) != len(schema_list):
             raise GraphError(400, 100, "(#100) Duplicate keys in schema")
-    else:
-        raise GraphError(400, 100, "(#100) Param payload[schema] must be a non-empty list of keys or a key")
+        return schema_list, data
+    raise GraphError(400, 100, "(#100) Param payload[schema] must be a non-empty list of keys or a key")
+
+
+def _check_rows(schema: list[str], data: Any) -> None:
+    """The data is an array of at most MAX_ROWS_PER_REQUEST rows, each with a value per schema key."""
     if not isinstance(data, list):
         raise GraphError(400, 100, "(#100) Param payload[data] must be an array")
     if len(data) > MAX_ROWS_PER_REQUEST:
@@ -275,20 +297,30 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
             400, 100, f"(#100) Too many users in one request: {len(data)} (the maximum is {MAX_ROWS_PER_REQUEST})"
         )
     for row in data:
-        if not isinstance(row, list) or len(row) != len(schema_list):
+        if not isinstance(row, list) or len(row) != len(schema):
             raise GraphError(
-                400, 100, f"(#100) Data is missing or does not match schema: every row needs {len(schema_list)} values"
+                400, 100, f"(#100) Data is missing or does not match schema: every row needs {len(schema)} values"
             )
-    check_data_processing(schema_list, data)
-    if ("UID" in schema_list or "APPUID" in schema_list) and not raw.get("app_ids"):
+
+
+def _check_required_ids(schema: list[str], raw: dict[str, Any]) -> None:
+    """App-scoped and page-scoped user ids are only meaningful with the app_ids or page_ids they belong to."""
+    if ("UID" in schema or "APPUID" in schema) and not raw.get("app_ids"):
         raise GraphError(400, 100, "(#100) app_ids is required for UID and APPUID")
-    if "PAGEUID" in schema_list and not raw.get("page_ids"):
+    if "PAGEUID" in schema and not raw.get("page_ids"):
         raise GraphError(400, 100, "(#100) page_ids is required for PAGEUID")
-    if audience["is_value_based"] and "LOOKALIKE_VALUE" not in schema_list:
+
+
+def _check_value_based(audience: dict[str, Any], schema: list[str]) -> None:
+    """A value-based audience takes LOOKALIKE_VALUE in every payload, and no other audience takes it."""
+    if audience["is_value_based"] and "LOOKALIKE_VALUE" not in schema:
         raise GraphError(400, 100, "(#100) Value-Based Custom Audience requires LOOKALIKE_VALUE attribute.")
-    if not audience["is_value_based"] and "LOOKALIKE_VALUE" in schema_list:
+    if not audience["is_value_based"] and "LOOKALIKE_VALUE" in schema:
         raise GraphError(400, 100, "(#100) LOOKALIKE_VALUE is only allowed for value-based custom audiences.")
-    source = "single" if isinstance(schema, str) else "multi"
+
+
+def _check_data_source(audience: dict[str, Any], source: str) -> None:
+    """An audience keeps the data source (single or multi key) of its first payload: the other is refused."""
     if audience["data_source"] and audience["data_source"] != source:
         raise GraphError(
             400,
@@ -297,7 +329,6 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
             f"data source FILE_IMPORTED.{'MULTI_HASHES' if source == 'single' else 'HASHES_OR_USER_IDS'}, "
             "which does not support this data type.",
         )
-    return schema_list, data, source
 
 
 def split_rows(
