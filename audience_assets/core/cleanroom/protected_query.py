@@ -53,8 +53,48 @@ def run(
 ) -> Finished:
     """Run a query whose results go to `s3://bucket/key_prefix/` as Parquet; `what` names it in errors."""
     started = clock()
+    query = _start(client, membership_id, sql_parameters, bucket, key_prefix, what)
+    watched = _Watched(client, membership_id, query["id"], what)
+    statuses = [query["status"]]
+    log.info("protected query %s (%s) %s", watched.query_id, what, query["status"])
     try:
-        query = client.start_protected_query(
+        query = _follow(watched, query, statuses, polling, sleep, lambda: clock() - started)
+    except ProtectedQueryFailed:
+        raise
+    except BaseException:  # the run was terminated (or the process is going down): stop paying for the query
+        _cancel(client, membership_id, watched.query_id)
+        raise
+    _refuse_unsuccessful(watched, query)
+    duration = query.get("statistics", {}).get("totalDurationInMillis")
+    return Finished(
+        watched.query_id,
+        "SUCCESS",
+        query["result"]["output"]["s3"]["location"],
+        int(duration if duration is not None else (clock() - started) * 1000),
+        tuple(statuses),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Watched:
+    """What every step after the start needs to reach the query and to name it in logs and errors."""
+
+    client: Any
+    membership_id: str
+    query_id: str
+    what: str
+
+    def cancel_or(self, status: str) -> str:
+        """The status to report on giving up: CANCELLED if the service agreed to stop the query, else `status`."""
+        return "CANCELLED" if _cancel(self.client, self.membership_id, self.query_id) else status
+
+
+def _start(
+    client: Any, membership_id: str, sql_parameters: Mapping[str, Any], bucket: str, key_prefix: str, what: str
+) -> dict[str, Any]:
+    """The started query; a refusal up front becomes the same ProtectedQueryFailed a FAILED query would."""
+    try:
+        return client.start_protected_query(
             type="SQL",
             membershipIdentifier=membership_id,
             sqlParameters=dict(sql_parameters),
@@ -69,57 +109,63 @@ def run(
             query_id="",
             status="NOT_STARTED",
         ) from error
-    query_id, statuses = query["id"], [query["status"]]
-    log.info("protected query %s (%s) %s", query_id, what, query["status"])
+
+
+def _follow(
+    watched: _Watched,
+    query: dict[str, Any],
+    statuses: list[str],
+    polling: Polling,
+    sleep: Callable[[float], None],
+    elapsed: Callable[[], float],
+) -> dict[str, Any]:
+    """The query once it has ended, polled with doubling back-off; each new status is logged and kept in `statuses`."""
     delay = polling.first
+    while query["status"] not in TERMINAL:
+        if elapsed() > polling.deadline:
+            raise ProtectedQueryFailed(
+                f"protected query {watched.query_id} ({watched.what}) did not finish within {polling.deadline:.0f} s "
+                "and was cancelled; raise the deadline or check the collaboration's query quota",
+                query_id=watched.query_id,
+                status=watched.cancel_or(query["status"]),
+            )
+        query = _poll(watched, query)
+        if query["status"] != statuses[-1]:
+            statuses.append(query["status"])
+            log.info("protected query %s (%s) %s", watched.query_id, watched.what, query["status"])
+        if query["status"] not in TERMINAL:
+            sleep(delay)
+            delay = min(delay * 2, polling.longest)
+    return query
+
+
+def _poll(watched: _Watched, query: dict[str, Any]) -> dict[str, Any]:
+    """The query's latest state; after a transient failure the last one seen, since the next poll may succeed."""
     try:
-        while query["status"] not in TERMINAL:
-            if clock() - started > polling.deadline:
-                raise ProtectedQueryFailed(
-                    f"protected query {query_id} ({what}) did not finish within {polling.deadline:.0f} s and was "
-                    "cancelled; raise the deadline or check the collaboration's query quota",
-                    query_id=query_id,
-                    status="CANCELLED" if _cancel(client, membership_id, query_id) else query["status"],
-                )
-            try:
-                query = client.get_protected_query(
-                    membershipIdentifier=membership_id, protectedQueryIdentifier=query_id
-                )["protectedQuery"]
-            except (ClientError, BotoCoreError) as error:
-                if not _transient(error):
-                    raise ProtectedQueryFailed(
-                        f"could not follow protected query {query_id} ({what}), so it was cancelled: {error}",
-                        query_id=query_id,
-                        status="CANCELLED" if _cancel(client, membership_id, query_id) else query["status"],
-                    ) from error
-                log.warning("protected query %s (%s): polling failed, retrying: %s", query_id, what, error)
-            if query["status"] != statuses[-1]:
-                statuses.append(query["status"])
-                log.info("protected query %s (%s) %s", query_id, what, query["status"])
-            if query["status"] not in TERMINAL:
-                sleep(delay)
-                delay = min(delay * 2, polling.longest)
-    except ProtectedQueryFailed:
-        raise
-    except BaseException:  # the run was terminated (or the process is going down): stop paying for the query
-        _cancel(client, membership_id, query_id)
-        raise
+        return watched.client.get_protected_query(
+            membershipIdentifier=watched.membership_id, protectedQueryIdentifier=watched.query_id
+        )["protectedQuery"]
+    except (ClientError, BotoCoreError) as error:
+        if not _transient(error):
+            raise ProtectedQueryFailed(
+                f"could not follow protected query {watched.query_id} ({watched.what}), so it was cancelled: {error}",
+                query_id=watched.query_id,
+                status=watched.cancel_or(query["status"]),
+            ) from error
+        log.warning("protected query %s (%s): polling failed, retrying: %s", watched.query_id, watched.what, error)
+        return query
+
+
+def _refuse_unsuccessful(watched: _Watched, query: Mapping[str, Any]) -> None:
+    """Fail loudly, with the service's own reason, on a query that ended other than SUCCESS."""
     if query["status"] != "SUCCESS":
         error = query.get("error") or {}
         raise ProtectedQueryFailed(
-            f"protected query {query_id} ({what}) ended {query['status']}: "
+            f"protected query {watched.query_id} ({watched.what}) ended {query['status']}: "
             f"{error.get('message', 'the service gave no reason')} ({error.get('code', 'no code')})",
-            query_id=query_id,
+            query_id=watched.query_id,
             status=query["status"],
         )
-    duration = query.get("statistics", {}).get("totalDurationInMillis")
-    return Finished(
-        query_id,
-        "SUCCESS",
-        query["result"]["output"]["s3"]["location"],
-        int(duration if duration is not None else (clock() - started) * 1000),
-        tuple(statuses),
-    )
 
 
 def _transient(error: ClientError | BotoCoreError) -> bool:

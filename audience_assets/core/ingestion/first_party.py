@@ -3,7 +3,7 @@ first-party clean-room table published from it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -56,7 +56,17 @@ def ingest_first_party(
         limits=limits,
     )
     aliases = {consent_alias(column): column for column in consent_columns}
-    view = standard_view(contract, aliases=aliases)
+    rows = _customer_rows(con, standard_view(contract, aliases=aliases), contract, keys, aliases)
+    _judge_customers(con, report, rows, keys, work_dir)
+    _write_customers(con, rows, keys, aliases, out_customers)
+    write_quarantine(con, out_quarantine)
+    return report
+
+
+def _customer_rows(
+    con: duckdb.DuckDBPyConnection, view: str, contract: FileContract, keys: Sequence[str], aliases: Mapping[str, str]
+) -> str:
+    """SQL: every loaded row with its payload cells and a trimmed `customer_id`, the ground both passes stand on."""
     has_external = con.execute(f"SELECT count(*) FROM {view} WHERE coalesce(external_id, '') <> ''").fetchall()[0][0]
     # EXTERN_ID is the advertiser's own id: external_id when the export has one, else customer_id.
     key_sources = {"EXTERN_ID": "external_id" if has_external else "customer_id"}
@@ -69,7 +79,14 @@ def ingest_first_party(
         default_country=contract.default_country,
         keep=["aa_file", "aa_row", "customer_id", *aliases],
     )
-    rows = f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
+    return f"(SELECT * REPLACE (trim(coalesce(customer_id, '')) AS customer_id) FROM ({query}))"
+
+
+def _judge_customers(
+    con: duckdb.DuckDBPyConnection, report: IngestReport, rows: str, keys: Sequence[str], work_dir: Path
+) -> None:
+    """Pass 1: quarantine rows without a customer id or a reachable identifier, and all but the last of a
+    repeated customer id, so each customer is published once."""
     usable, why = no_identifier([k for k in ("EMAIL", "PHONE", "MADID") if k in keys])
     classify_rows(
         con,
@@ -92,14 +109,17 @@ def ingest_first_party(
             SELECT customer_id FROM aa_verdicts WHERE reason IS NULL GROUP BY customer_id HAVING count(*) > 1))
         WHERE aa_rank > 1""",
     )
-    # Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held.
+
+
+def _write_customers(
+    con: duckdb.DuckDBPyConnection, rows: str, keys: Sequence[str], aliases: Mapping[str, str], out_customers: Path
+) -> None:
+    """Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held."""
     consent = [f"{consent_value_sql(a)} AS {a}" for a in aliases]  # Limited Data Use per row, as digests
     cells = ", ".join([*(ident(k) for k in keys), *consent])
     con.execute(
         f"COPY (SELECT customer_id, {cells} FROM {usable_rows(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})"
     )
-    write_quarantine(con, out_quarantine)
-    return report
 
 
 def publish_first_party(

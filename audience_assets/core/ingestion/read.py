@@ -201,75 +201,120 @@ def load_file(
     Rows are staged on disk, compressed, rather than held in a table: every later pass reads only the
     columns it needs, and memory does not grow with the file."""
     report = FileReport(file)
-    if path.stat().st_size == 0:
-        raise violation(
-            file, f"is empty (0 bytes), not a file with columns {sorted(set(required))}", contract, contract_name
-        )
-    try:
-        report.rows_read = rows_in(con, path, contract, limits)
-    except FileRejected as error:
-        raise violation(file, str(error), contract, contract_name) from None
-    except (duckdb.Error, OSError, EOFError) as error:  # a truncated gzip stream, a file that is not Parquet
-        raise violation(file, f"could not be read: {error_detail(error)}", contract, contract_name) from None
+    report.rows_read = _count_rows(con, path, file, contract, contract_name, required, limits)
     try:
         header = _header(con, path, contract)
     except (duckdb.Error, UnicodeDecodeError, OSError, EOFError, csv.Error) as error:
-        raise violation(file, f"could not be read: {error_detail(error)}", contract, contract_name) from None
+        raise _unreadable(file, error, contract, contract_name) from None
     check_columns(file, header, contract, required=required, contract_name=contract_name)
-    present = [c for c in wanted if c in header]
     select = ", ".join(
         [f"{literal(file)} AS aa_file"]
-        + [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in present]
+        + [f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}" for c in wanted if c in header]
         + [f"CAST(NULL AS VARCHAR) AS {ident(c)}" for c in wanted if c not in header]
     )
     rejects = f"{quarantine}_rejects"
     try:
-        if contract.format == "parquet":
-            source = f"read_parquet({sql_path(path)})"
-        elif contract.format == "jsonl":
-            source = _jsonl_source(con, path, file, contract, header, quarantine)
-        else:
-            compression = "gzip" if _is_gzip(path) else "none"
-            source = (
-                f"read_csv({sql_path(path)}, delim = {literal(contract.delimiter)}, "
-                f"header = {str(contract.header).lower()}, "
-                f"compression = '{compression}', encoding = {literal(contract.encoding)}, ignore_errors = true, "
-                f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan', "
-                f"strict_mode = true, null_padding = false, auto_detect = false, "
-                f"columns = {{{', '.join(f'{literal(c)}: {chr(39)}VARCHAR{chr(39)}' for c in header)}}})"
-            )
-        # Rows keep the file's order (COPY from a single table preserves insertion order, DuckDB's "Order
-        # Preservation"), so a row's number is its position in the staged file: no window over the file.
-        preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
-        con.execute("SET preserve_insertion_order = true")
-        try:
-            con.execute(f"COPY (SELECT {select} FROM {source}) TO {sql_path(staged)} (FORMAT parquet)")
-        finally:
-            con.execute(f"SET preserve_insertion_order = {str(bool(preserved)).lower()}")
+        source = _source(con, path, file, contract, header, quarantine, rejects)
+        _copy_in_order(con, f"SELECT {select} FROM {source}", staged)
     except duckdb.Error as error:
-        raise violation(file, f"could not be read: {error_detail(error)}", contract, contract_name) from None
-    accepted = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(staged)})").fetchall()[0][0]
+        raise _unreadable(file, error, contract, contract_name) from None
+    report.rows_accepted = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(staged)})").fetchall()[0][0]
     if contract.format == "csv":
-        rejected = con.execute(
-            f"SELECT line, string_agg(DISTINCT lower(CAST(error_type AS VARCHAR)), ', ') FROM {rejects} GROUP BY line"
-        ).fetchall()
-        for line, reason in rejected:
-            readable = {
-                "missing columns": "wrong column count (too few)",
-                "too many columns": "wrong column count (too many)",
-                "invalid encoding": f"undecodable text (not {contract.encoding})",
-            }.get(reason, reason)
-            con.execute(f"INSERT INTO {quarantine} VALUES (?, ?, ?)", [file, int(line), readable])
-            report.quarantine_reasons[readable] += 1
-        con.execute(f"DROP TABLE IF EXISTS {rejects}; DROP TABLE IF EXISTS {rejects}_scan")
+        _quarantine_csv_rejects(con, rejects, quarantine, file, contract, report)
     elif contract.format == "jsonl":
         for reason, n in con.execute(
             f"SELECT reason, count(*) FROM {quarantine} WHERE aa_file = ? GROUP BY reason", [file]
         ).fetchall():
             report.quarantine_reasons[reason] += n
-    report.rows_accepted = accepted
     report.rows_quarantined = sum(report.quarantine_reasons.values())
     return report
+
+
+def _unreadable(file: str, error: BaseException, contract: FileContract, contract_name: str) -> ContractViolation:
+    """The violation for a file its reader gave up on, saying why without quoting the file."""
+    return violation(file, f"could not be read: {error_detail(error)}", contract, contract_name)
+
+
+def _count_rows(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    file: str,
+    contract: FileContract,
+    contract_name: str,
+    required: Sequence[str],
+    limits: InflationLimits,
+) -> int:
+    """The file's rows, counted before parsing so the accounting has a total the parser cannot bend; an empty,
+    inflated or unreadable file is refused here."""
+    if path.stat().st_size == 0:
+        raise violation(
+            file, f"is empty (0 bytes), not a file with columns {sorted(set(required))}", contract, contract_name
+        )
+    try:
+        return rows_in(con, path, contract, limits)
+    except FileRejected as error:
+        raise violation(file, str(error), contract, contract_name) from None
+    except (duckdb.Error, OSError, EOFError) as error:  # a truncated gzip stream, a file that is not Parquet
+        raise _unreadable(file, error, contract, contract_name) from None
+
+
+def _source(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    file: str,
+    contract: FileContract,
+    header: Sequence[str],
+    quarantine: str,
+    rejects: str,
+) -> str:
+    """SQL: the file's rows as a relation, every column VARCHAR; a CSV reader sets its bad lines aside in
+    `rejects` (instead of failing the file), a JSON reader puts its malformed lines in `quarantine`."""
+    if contract.format == "parquet":
+        return f"read_parquet({sql_path(path)})"
+    if contract.format == "jsonl":
+        return _jsonl_source(con, path, file, contract, header, quarantine)
+    compression = "gzip" if _is_gzip(path) else "none"
+    return (
+        f"read_csv({sql_path(path)}, delim = {literal(contract.delimiter)}, "
+        f"header = {str(contract.header).lower()}, "
+        f"compression = '{compression}', encoding = {literal(contract.encoding)}, ignore_errors = true, "
+        f"store_rejects = true, rejects_table = '{rejects}', rejects_scan = '{rejects}_scan', "
+        f"strict_mode = true, null_padding = false, auto_detect = false, "
+        f"columns = {{{', '.join(f'{literal(c)}: {chr(39)}VARCHAR{chr(39)}' for c in header)}}})"
+    )
+
+
+def _copy_in_order(con: duckdb.DuckDBPyConnection, query: str, staged: Path) -> None:
+    """Write `query`'s rows to `staged` in the file's order, restoring the connection's setting afterwards.
+
+    Rows keep the file's order (COPY from a single table preserves insertion order, DuckDB's "Order
+    Preservation"), so a row's number is its position in the staged file: no window over the file."""
+    preserved = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = true")
+    try:
+        con.execute(f"COPY ({query}) TO {sql_path(staged)} (FORMAT parquet)")
+    finally:
+        con.execute(f"SET preserve_insertion_order = {str(bool(preserved)).lower()}")
+
+
+def _quarantine_csv_rejects(
+    con: duckdb.DuckDBPyConnection, rejects: str, quarantine: str, file: str, contract: FileContract, report: FileReport
+) -> None:
+    """Move the CSV reader's rejected lines into the quarantine, one row per line with its reasons in words,
+    and count them in the report, so the rows read still balance."""
+    rejected = con.execute(
+        f"SELECT line, string_agg(DISTINCT lower(CAST(error_type AS VARCHAR)), ', ') FROM {rejects} GROUP BY line"
+    ).fetchall()
+    readable = {
+        "missing columns": "wrong column count (too few)",
+        "too many columns": "wrong column count (too many)",
+        "invalid encoding": f"undecodable text (not {contract.encoding})",
+    }
+    for line, reason in rejected:
+        said = readable.get(reason, reason)
+        con.execute(f"INSERT INTO {quarantine} VALUES (?, ?, ?)", [file, int(line), said])
+        report.quarantine_reasons[said] += 1
+    con.execute(f"DROP TABLE IF EXISTS {rejects}; DROP TABLE IF EXISTS {rejects}_scan")
 
 
 def rows_in(

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
 
 from audience_assets.core import layout
-from audience_assets.core.config import ProjectConfig
+from audience_assets.core.config import DeliveryGuards, FileContract, ProjectConfig
 from audience_assets.core.duck import connect, sql_path
-from audience_assets.core.ingestion.arrivals import current_files
+from audience_assets.core.ingestion.arrivals import Current, current_files
 from audience_assets.core.ingestion.first_party import ingest_first_party
 from audience_assets.core.ingestion.guards import AcceptedDelivery, Verdict, judge_delivery, previous_delivery, remember
 from audience_assets.core.ingestion.partner import ingest_partner
@@ -23,7 +26,7 @@ from audience_assets.core.ingestion.read import IngestReport
 from audience_assets.core.ingestion.scan import DEFAULT_LIMITS, InflationLimits
 from audience_assets.core.ingestion.suppression import ingest_suppression
 from audience_assets.core.scratch import scratch
-from audience_assets.core.store import Store, optional_copy
+from audience_assets.core.store import Store, StoredObject, optional_copy
 
 FIRST_PARTY, SUPPRESSION = "first_party", "suppression"
 
@@ -85,84 +88,21 @@ def ingest_source(
     sources = config.sources
     contract, guards = sources.contract(source), sources.guards_for(source)
     if source in config.partners and config.partners[source].clean_room.member:
-        empty = IngestReport()
-        return Outcome(source, [], {}, empty, Verdict(source, [], 0, 0, 0, 0.0, None, None, guards), None, member=True)
+        return _member(source, guards)
     with store.lock(f"source-{source}", owner=run_id):
         chosen = current_files(store, source, sources.prefix(source), contract)
-        files = chosen.files
-        if source != SUPPRESSION and not files:
-            record = previous_delivery(store, source)
-            if record is not None and record.files:  # moved away, retired, or superseded only: its data stands
-                empty = IngestReport()
-                return Outcome(
-                    source, [], chosen.not_read, empty, judge_delivery(source, empty, None, guards), None, stands=record
-                )
+        standing = _standing(store, source, chosen, guards)
+        if standing is not None:
+            return standing
         with scratch("ingest") as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
-            table, quarantine = tmp / "table.parquet", tmp / "quarantine.parquet"
-            identities = None
-            if source == FIRST_PARTY:
-                report = ingest_first_party(
-                    con,
-                    store,
-                    files,
-                    contract=contract,
-                    keys=config.payload_keys,
-                    out_customers=table,
-                    out_quarantine=quarantine,
-                    work_dir=tmp,
-                    consent_columns=config.consent_columns,
-                    limits=limits,
-                )
-            elif source == SUPPRESSION:
-                kept = [
-                    stack.enter_context(optional_copy(store, k))
-                    for k in (layout.SUPPRESSION_RETIRED, table_key(source))
-                ]
-                report = ingest_suppression(
-                    con,
-                    store,
-                    files,
-                    contract=contract,
-                    out_table=table,
-                    out_quarantine=quarantine,
-                    work_dir=tmp,
-                    retired=[p for p in kept if p is not None],
-                    limits=limits,
-                )
-            else:
-                report, identities = ingest_partner(
-                    con,
-                    store,
-                    files,
-                    partner=source,
-                    contract=contract,
-                    out_table=table,
-                    out_quarantine=quarantine,
-                    work_dir=tmp,
-                    limits=limits,
-                )
-            grows = source == SUPPRESSION
-            verdict = judge_delivery(
-                source,
-                report,
-                previous_delivery(store, source) or fallback(),
-                guards,
-                accepted=grows or accept,
-                incremental=grows or contract.delivery == "incremental",
-            )
-            published = None
-            if not verdict.blocked and not report.out_of_balance:  # rows that do not add up are not published
-                rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(table)})").fetchall()[0][0]
-                columns = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(table)})").fetchall()
-                store.upload(table, table_key(source))
-                remember(store, source, report, verdict, run_id, {f.key: f.version for f in files})
-                published = Published(
-                    table_key(source), store.uri(table_key(source)), rows, [(c[0], str(c[1])) for c in columns]
-                )
-            store.upload(quarantine, quarantine_key(source))
+            work = _Work(con, tmp, stack)
+            report, identities = _read_delivery(work, store, config, source, chosen.files, limits)
+            verdict = _judge(store, source, report, contract, guards, accept=accept, fallback=fallback)
+            published = _publish(work, store, source, report, verdict, run_id, chosen.files)
+            store.upload(work.quarantine, quarantine_key(source))
         return Outcome(
             source,
-            [f.key for f in files],
+            [f.key for f in chosen.files],
             chosen.not_read,
             report,
             verdict,
@@ -170,3 +110,115 @@ def ingest_source(
             quarantine_uri=store.uri(quarantine_key(source)),
             identities=identities,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Work:
+    """Where one delivery is read: the connection, the scratch folder its table and quarantine are written to
+    before upload, and the copies to release when it is done."""
+
+    con: duckdb.DuckDBPyConnection
+    dir: Path
+    stack: contextlib.ExitStack
+
+    @property
+    def table(self) -> Path:
+        return self.dir / "table.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.dir / "quarantine.parquet"
+
+
+def _member(source: str, guards: DeliveryGuards) -> Outcome:
+    """The outcome for a collaboration member's table: it lives in the partner's account, nothing is read here."""
+    empty = IngestReport()
+    return Outcome(source, [], {}, empty, Verdict(source, [], 0, 0, 0, 0.0, None, None, guards), None, member=True)
+
+
+def _standing(store: Store, source: str, chosen: Current, guards: DeliveryGuards) -> Outcome | None:
+    """The outcome when nothing is current but an accepted delivery is on record (moved away, retired, or
+    superseded only): its data stands rather than being replaced by nothing. The opt-out list never stands."""
+    if source == SUPPRESSION or chosen.files:
+        return None
+    record = previous_delivery(store, source)
+    if record is None or not record.files:
+        return None
+    empty = IngestReport()
+    return Outcome(source, [], chosen.not_read, empty, judge_delivery(source, empty, None, guards), None, stands=record)
+
+
+def _read_delivery(
+    work: _Work, store: Store, config: ProjectConfig, source: str, files: list[StoredObject], limits: InflationLimits
+) -> tuple[IngestReport, int | None]:
+    """Read the files under the source's contract into `work.table` and `work.quarantine`; returns the report
+    and, for a partner, its distinct identities."""
+    contract = config.sources.contract(source)
+    common = dict(out_quarantine=work.quarantine, work_dir=work.dir, limits=limits)
+    if source == FIRST_PARTY:
+        report = ingest_first_party(
+            work.con,
+            store,
+            files,
+            contract=contract,
+            keys=config.payload_keys,
+            out_customers=work.table,
+            consent_columns=config.consent_columns,
+            **common,
+        )
+        return report, None
+    if source == SUPPRESSION:
+        # the retired opt-outs and the current list are read back: the list only grows
+        kept = [
+            work.stack.enter_context(optional_copy(store, k)) for k in (layout.SUPPRESSION_RETIRED, table_key(source))
+        ]
+        retired = [p for p in kept if p is not None]
+        report = ingest_suppression(
+            work.con, store, files, contract=contract, out_table=work.table, retired=retired, **common
+        )
+        return report, None
+    return ingest_partner(work.con, store, files, partner=source, contract=contract, out_table=work.table, **common)
+
+
+def _judge(
+    store: Store,
+    source: str,
+    report: IngestReport,
+    contract: FileContract,
+    guards: DeliveryGuards,
+    *,
+    accept: bool,
+    fallback: Callable[[], AcceptedDelivery | None],
+) -> Verdict:
+    """The guards' verdict on this delivery against the last accepted one. The opt-out list only grows, so it
+    is always accepted and judged as an increment: its guards report but never hold it."""
+    grows = source == SUPPRESSION
+    return judge_delivery(
+        source,
+        report,
+        previous_delivery(store, source) or fallback(),
+        guards,
+        accepted=grows or accept,
+        incremental=grows or contract.delivery == "incremental",
+    )
+
+
+def _publish(
+    work: _Work,
+    store: Store,
+    source: str,
+    report: IngestReport,
+    verdict: Verdict,
+    run_id: str,
+    files: list[StoredObject],
+) -> Published | None:
+    """Upload the table and remember the delivery as the last accepted one, unless its guards hold it or its
+    rows do not add up (rows read != accepted + quarantined): a held delivery leaves the previous one in place."""
+    if verdict.blocked or report.out_of_balance:
+        return None
+    table = work.table
+    rows = work.con.execute(f"SELECT count(*) FROM read_parquet({sql_path(table)})").fetchall()[0][0]
+    columns = work.con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(table)})").fetchall()
+    store.upload(table, table_key(source))
+    remember(store, source, report, verdict, run_id, {f.key: f.version for f in files})
+    return Published(table_key(source), store.uri(table_key(source)), rows, [(c[0], str(c[1])) for c in columns])

@@ -31,6 +31,24 @@ def _function_name(node: exp.Func) -> str:
 
 
 def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> str:
+    """The query as it may run under AGGREGATION rules: each check refuses with the message the service gives."""
+    _refuse_shape(select)
+    for aggregate in select.find_all(exp.AggFunc):
+        _check_aggregate(aggregate, sources)
+    _check_clause_columns(select, sources)
+    _check_scalar_functions(select, sources)
+    _check_grouping(select, sources)
+    # every copy of a table (a self-join) meets its constraints on its own
+    counts = [
+        (exp.column(column, table=alias), minimum)
+        for alias, source in sources.items()
+        for column, minimum in source.table.rule.output_constraints.items()
+    ]
+    return _with_hidden_counts(select, counts)
+
+
+def _refuse_shape(select: exp.Select) -> None:
+    """Refuse what no aggregation query may hold, whatever the tables: row limits, SELECT *, misplaced aggregates."""
     if select.args.get("limit") or select.args.get("offset"):
         raise QueryRejected("LIMIT, TOP and OFFSET are not allowed in aggregation queries")
     if select.find(exp.Star) and not all(isinstance(s.parent, exp.Count) for s in select.find_all(exp.Star)):
@@ -41,25 +59,31 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
             raise QueryRejected(
                 f"Aggregate functions are not allowed in {'GROUP BY' if clause == 'group' else 'WHERE'}"
             )
-    aggregates = list(select.find_all(exp.AggFunc))
-    for aggregate in aggregates:
-        kind = _AGGREGATES.get(type(aggregate))
-        if kind is None:
-            raise QueryRejected(f"Aggregate function {_function_name(aggregate)} is not allowed")
-        argument = aggregate.this
-        distinct = isinstance(argument, exp.Distinct)
-        if distinct:
-            argument = argument.expressions[0] if len(argument.expressions) == 1 else None
-        if isinstance(argument, exp.Star):
-            raise QueryRejected("COUNT(*) is not allowed; count an aggregate column")
-        if not isinstance(argument, exp.Column):
-            raise QueryRejected(
-                f"Only columns are allowed as arguments of aggregate functions: {aggregate.sql(dialect=DIALECT)}"
-            )
-        source, column = _resolve(argument, sources)
-        function = f"{kind}_DISTINCT" if distinct else kind
-        if function not in source.table.rule.aggregate_columns.get(column, ()):
-            raise QueryRejected(f"Aggregate function {function} is not allowed on column {source.table.name}.{column}")
+
+
+def _check_aggregate(aggregate: exp.AggFunc, sources: Mapping[str, _Source]) -> None:
+    """Refuse an aggregate unless it applies a function the rule allows to one aggregate column."""
+    kind = _AGGREGATES.get(type(aggregate))
+    if kind is None:
+        raise QueryRejected(f"Aggregate function {_function_name(aggregate)} is not allowed")
+    argument = aggregate.this
+    distinct = isinstance(argument, exp.Distinct)
+    if distinct:
+        argument = argument.expressions[0] if len(argument.expressions) == 1 else None
+    if isinstance(argument, exp.Star):
+        raise QueryRejected("COUNT(*) is not allowed; count an aggregate column")
+    if not isinstance(argument, exp.Column):
+        raise QueryRejected(
+            f"Only columns are allowed as arguments of aggregate functions: {aggregate.sql(dialect=DIALECT)}"
+        )
+    source, column = _resolve(argument, sources)
+    function = f"{kind}_DISTINCT" if distinct else kind
+    if function not in source.table.rule.aggregate_columns.get(column, ()):
+        raise QueryRejected(f"Aggregate function {function} is not allowed on column {source.table.name}.{column}")
+
+
+def _check_clause_columns(select: exp.Select, sources: Mapping[str, _Source]) -> None:
+    """Refuse a column outside an aggregate unless it is a dimension column (or, in HAVING and ORDER BY, an alias)."""
     outputs = {s.alias_or_name.lower() for s in select.expressions if isinstance(s, exp.Alias)}
     for clause, node in _clauses(select):
         refused = []
@@ -71,6 +95,10 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
                 refused.append(name)
         if refused:
             raise QueryRejected(f"Column(s) {_list(dict.fromkeys(refused))} is not allowed in {clause}")
+
+
+def _check_scalar_functions(select: exp.Select, sources: Mapping[str, _Source]) -> None:
+    """Refuse a scalar function that a table it touches (or, touching none, any table) does not allow."""
     for function in _functions(select):
         if isinstance(function, exp.AggFunc) or function.find_ancestor(exp.AggFunc):
             continue
@@ -81,6 +109,10 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
         refusing = sorted({t.name for t in applied_to if name not in t.rule.scalar_functions})
         if refusing:
             raise QueryRejected(f"Function {name} is not allowed for table {refusing[0]}")
+
+
+def _check_grouping(select: exp.Select, sources: Mapping[str, _Source]) -> None:
+    """Refuse a selected column that is neither aggregated nor grouped, and a select with no aggregate at all."""
     grouped = {
         g.sql(dialect=DIALECT).lower() for g in (select.args["group"].expressions if select.args.get("group") else [])
     }
@@ -96,10 +128,3 @@ def _admit_aggregation(select: exp.Select, sources: Mapping[str, _Source]) -> st
         raise QueryRejected(f"Column(s) {_list(dict.fromkeys(ungrouped))} must appear in group by clause")
     if not any(item.find(exp.AggFunc) for item in select.expressions):
         raise QueryRejected("Aggregation queries need at least one aggregate function in select")
-    # every copy of a table (a self-join) meets its constraints on its own
-    counts = [
-        (exp.column(column, table=alias), minimum)
-        for alias, source in sources.items()
-        for column, minimum in source.table.rule.output_constraints.items()
-    ]
-    return _with_hidden_counts(select, counts)
