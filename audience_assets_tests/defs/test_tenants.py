@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from audience_assets.core import layout
 from audience_assets.core.config import ConfigError, load_config
 from audience_assets.core.demo import generate
+from audience_assets.core.policies import MetaPolicy
 from audience_assets.core.settings import Settings
 from audience_assets.core.store import LocalStore
 from audience_assets.definitions import build_definitions
@@ -181,13 +182,18 @@ def test_each_tenant_has_its_own_assets_partitions_and_upload_pool(tmp_path):
 # ---------------------------------------------------------------------------- the pipeline for two tenants
 
 
+class SandboxPacedMeta(MetaAudiences):
+    """The Meta resource with its policy scaled to the sandbox's 1.5-second rate window."""
+
+    def policy(self) -> MetaPolicy:
+        return MetaPolicy(throttle_base_seconds=0.2, throttle_max_seconds=2.0, usage_window_seconds=1.5)
+
+
 def _resources(settings: Settings, config):
-    """Resources with Meta's back-off scaled to the sandbox's one-second window."""
+    """Resources with Meta's back-off scaled to the sandbox's window."""
     resources = build_resources(settings, config)
     assert resources["meta"].sandbox_state is None  # real HTTP to the served sandbox, with per-tenant tokens
-    resources["meta"] = MetaAudiences(
-        graph_url=settings.meta_graph_url, throttle_base_seconds=0.2, throttle_max_seconds=2.0, usage_window_seconds=1.5
-    )
+    resources["meta"] = SandboxPacedMeta(graph_url=settings.meta_graph_url)
     return resources
 
 

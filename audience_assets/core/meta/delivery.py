@@ -90,30 +90,10 @@ def deliver(
         write_binding_audit(store, binding, run_id)
         log.warning(binding.note)
     state = manager.preflight_audience(audience_id)
-    if needs_rebase(store, audience, plan, audience_id):
-        plan = rebase(store, audience, spec, audience_id)
-        review = review_removals(audience, plan, spec.max_removal, {})
-        if review.blocked and not approved_removals:
-            raise RemovalsHeld(review.message())
-    held = int(state.get("approximate_count_lower_bound") or -1)
+    plan = _current_plan(store, audience, spec, plan, audience_id, approved_removals)
     ledger = UploadLedger(store, audience, audience_id, plan.upload_id)
-    resuming = ledger.session("replace") is not None  # this plan's own rows
-    unrecorded = plan.mode == "replace" and not binding.created and plan.confirmed_rows == 0 and not resuming
-    if unrecorded and held > 0 and not approved_removals:
-        raise UnrecordedAudience(
-            f"{audience}: Meta's audience {audience_id} already holds about {held:,} people, but nothing this "
-            "deployment sent to it is on record (no confirmed rows): a replace would drop everyone not in the "
-            f"plan. Nothing was sent. If that is meant, approve removals for this run: --approve-removals {audience}"
-        )
-
-    with _connection_per_thread() as connection:
-
-        def read_chunk(chunk: Chunk) -> JsonText:
-            with store.local_copy(chunk.key) as path:
-                return JsonText(read_chunk_json(connection(), path, plan.schema))
-
-        uploader = AudienceUploader(client, ledger, read_chunk, report=report)
-        result = uploader.run(audience_id, plan)
+    _refuse_unrecorded_replace(audience, plan, binding, ledger, state, approved_removals)
+    result = _upload(store, client, ledger, audience_id, plan, report)
     confirmed_rows, digests = record_confirmed(store, audience, audience_id, plan)
     state = manager.read_settled(audience_id, extra_fields)
     delivery = Delivery(audience_id, binding.created, result, state, binding, plan)
@@ -130,6 +110,49 @@ def deliver(
         upload_seconds=time.monotonic() - started,
     )
     return delivery
+
+
+def _current_plan(
+    store: Store, audience: str, spec: Audience, plan: Plan, audience_id: str, approved_removals: bool
+) -> Plan:
+    """The plan, made again against the bound audience's record when it was made against another's (the bound
+    audience was deleted, or another adopted); its removals are reviewed again."""
+    if not needs_rebase(store, audience, plan, audience_id):
+        return plan
+    plan = rebase(store, audience, spec, audience_id)
+    review = review_removals(audience, plan, spec.max_removal, {})
+    if review.blocked and not approved_removals:
+        raise RemovalsHeld(review.message())
+    return plan
+
+
+def _refuse_unrecorded_replace(
+    audience: str, plan: Plan, binding: Binding, ledger: UploadLedger, state: Mapping[str, Any], approved: bool
+) -> None:
+    """A replace into a Meta audience that holds people while nothing this deployment sent to it is on record
+    would drop everyone not in the plan: refused unless the run approves removals."""
+    held = int(state.get("approximate_count_lower_bound") or -1)
+    resuming = ledger.session("replace") is not None  # this plan's own rows
+    unrecorded = plan.mode == "replace" and not binding.created and plan.confirmed_rows == 0 and not resuming
+    if unrecorded and held > 0 and not approved:
+        raise UnrecordedAudience(
+            f"{audience}: Meta's audience {binding.meta_audience_id} already holds about {held:,} people, but nothing "
+            "this deployment sent to it is on record (no confirmed rows): a replace would drop everyone not in the "
+            f"plan. Nothing was sent. If that is meant, approve removals for this run: --approve-removals {audience}"
+        )
+
+
+def _upload(
+    store: Store, client: GraphClient, ledger: UploadLedger, audience_id: str, plan: Plan, report: Callable | None
+) -> UploadResult:
+    """The plan's chunks through upload sessions, each read from the store as JSON by the sending thread."""
+    with _connection_per_thread() as connection:
+
+        def read_chunk(chunk: Chunk) -> JsonText:
+            with store.local_copy(chunk.key) as path:
+                return JsonText(read_chunk_json(connection(), path, plan.schema))
+
+        return AudienceUploader(client, ledger, read_chunk, report=report).run(audience_id, plan)
 
 
 @contextlib.contextmanager

@@ -14,17 +14,15 @@ from typing import Any
 import dagster as dg
 
 from audience_assets.core import layout
-from audience_assets.core.audience.approval import review_removals
-from audience_assets.core.audience.plan import store_plan
-from audience_assets.core.audience.planning import PlanRefused, make_plan
+from audience_assets.core.audience.plan import Plan
 from audience_assets.core.audience.selection import select_members
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
 from audience_assets.core.locks import LockBusy
-from audience_assets.core.meta.binding import planned_audience_id
-from audience_assets.core.meta.versions import lifecycle, today
-from audience_assets.core.store import Store, optional_copy
+from audience_assets.core.meta.sync import ChunksOutcome, MetaTarget, RunScope, SyncHeld, plan_chunks
+from audience_assets.core.store import optional_copy
 from audience_assets.defs.activation import checks
+from audience_assets.defs.findings import check_result
 from audience_assets.defs.metadata import begin_tenant_step, check_spec, publish, work_dir
 from audience_assets.defs.partitions import partner_to_audiences
 from audience_assets.defs.resources import MetaAudiences, Storage
@@ -114,14 +112,25 @@ def members_asset(shape: Shape) -> dg.AssetsDefinition:
 
 
 @contextlib.contextmanager
-def writing(store: Store, audience: str, run_id: str) -> Iterator[None]:
-    """One run at a time writes an audience (its plan, its upload, its record): a second one waits for the
-    lock, then fails naming the first (`core.locks`)."""
+def held_as_failure() -> Iterator[None]:
+    """A sync or plan stopped on purpose (`SyncHeld`) or by another run's lock on the audience (`LockBusy`, naming
+    that run) fails the step with the message and figures, not as a crash."""
     try:
-        with store.lock(f"audience-{audience}", owner=run_id):
-            yield
+        yield
+    except SyncHeld as held:
+        raise dg.Failure(str(held), metadata=held.metadata) from None
     except LockBusy as busy:
         raise dg.Failure(str(busy)) from None
+
+
+CHUNK_CHECKS = {
+    checks.HASHED_CELLS: "Every outbound cell is 64 lowercase hex or empty where Meta wants a hash, and no raw column "
+    "holds an email address or a phone number; otherwise no upload plan is published.",
+    checks.API_VERSION: "The Marketing API version the upload will speak (META_API_VERSION) is not within 90 days of "
+    "its expiration (a warning) and has not expired (then nothing is uploaded).",
+    checks.REMOVAL_GUARD: "A mirror/replace plan removes at most the audience's max_removal share of what Meta holds "
+    "(opt-outs aside), unless a run approves it; meta_custom_audience holds such a plan.",
+}
 
 
 def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
@@ -133,14 +142,7 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
         deps=[shape.key("audience_members"), "first_party_customers", "suppression_list"],
         check_specs=[
             check_spec(name, shape.key("audience_chunks"), text, blocking=True, partitions_def=shape.partitions)
-            for name, text in {
-                checks.HASHED_CELLS: "Every outbound cell is 64 lowercase hex or empty where Meta wants a hash, "
-                "and no raw column holds an email address or a phone number; otherwise no upload plan is published.",
-                checks.API_VERSION: "The Marketing API version the upload will speak (META_API_VERSION) is not "
-                "within 90 days of its expiration (a warning) and has not expired (then nothing is uploaded).",
-                checks.REMOVAL_GUARD: "A mirror/replace plan removes at most the audience's max_removal share of "
-                "what Meta holds (opt-outs aside), unless a run approves it; meta_custom_audience holds such a plan.",
-            }.items()
+            for name, text in CHUNK_CHECKS.items()
         ],
     )
     def audience_chunks(
@@ -152,52 +154,43 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
         name = context.partition_key
         audience = config.audiences[name]
         step = begin_tenant_step(context, storage, tenant=tenant, audience=name)
-        store = step.store
-        with writing(store, name, context.run.run_id):
-            basis = planned_audience_id(store, name, audience, meta.ad_account(config.tenant(tenant)))
-            with work_dir() as tmp:
-                try:
-                    planned = make_plan(store, name, audience, basis, tmp)
-                except PlanRefused as refused:
-                    raise dg.Failure(str(refused), metadata={"min_size": audience.min_size}) from None
-                plan, desired, keys, problems = planned.plan, planned.desired, planned.keys, planned.cell_problems
-                cell_check = checks.hashed_cells(problems, sum(op.rows for op in plan.operations) * len(keys))
-                review = review_removals(name, plan, audience.max_removal, context.run.tags)
-                removal_check = checks.removal_guard(review)
-                version_check = checks.api_version(lifecycle(meta.api_version, today()))
-                if problems:  # nothing may be uploaded from this plan, now or by a later run
-                    store.delete(layout.upload_plan(name))
-                    return step.result(
-                        metadata={"dagster/row_count": 0},
-                        rows=desired,
-                        check_results=[cell_check, removal_check, version_check],
-                    )
-                plan = store_plan(store, name, plan)
-        if review.blocked:
-            context.log.warning(review.message())
-        sizes = [c.rows for op in plan.operations for c in op.chunks]
-        context.log.info(
-            f"{name}: {desired} rows wanted, {plan.confirmed_rows} confirmed on Meta; "
-            + (", ".join(f"{op.kind} {op.rows}" for op in plan.operations) or "nothing to send")
-        )
-        return step.result(
-            rows=desired,
-            metadata={
-                "dagster/row_count": sum(sizes),
-                "dagster/uri": store.uri(layout.upload_plan(name)),
-                "upload_id": plan.upload_id,
-                "mode": audience.mode,
-                "desired_rows": desired,
-                "confirmed_rows": plan.confirmed_rows,
-                "chunk_count": len(sizes),
-                "largest_chunk_rows": max(sizes, default=0),
-                **{f"{op.kind}_rows": op.rows for op in plan.operations},
-                "schema": ", ".join(keys),
-                **review.metadata(),
-                "ldu_rows": plan.ldu_rows,
-                "basis_audience_id": plan.basis_audience_id or "none",
-            },
-            check_results=[cell_check, removal_check, version_check],
-        )
+        target = MetaTarget(meta.ad_account(config.tenant(tenant)), meta.api_version)
+        with work_dir() as tmp, held_as_failure():
+            outcome = plan_chunks(
+                step.store, name, audience, target, RunScope(context.run.run_id, context.run.tags), tmp
+            )
+        check_results = [
+            check_result(checks.HASHED_CELLS, outcome.cells),
+            check_result(checks.REMOVAL_GUARD, outcome.removals.finding()),
+            check_result(checks.API_VERSION, outcome.version.finding()),
+        ]
+        if outcome.plan is None:  # a cell that must not leave: no plan is published
+            return step.result(
+                metadata={"dagster/row_count": 0}, rows=outcome.desired_rows, check_results=check_results
+            )
+        if outcome.removals.blocked:
+            context.log.warning(outcome.removals.message())
+        context.log.info(outcome.summary(name))
+        metadata = chunks_metadata(outcome, outcome.plan, audience.mode, step.store.uri(layout.upload_plan(name)))
+        return step.result(rows=outcome.desired_rows, metadata=metadata, check_results=check_results)
 
     return audience_chunks
+
+
+def chunks_metadata(outcome: ChunksOutcome, plan: Plan, mode: str, uri: str) -> dict[str, Any]:
+    sizes = [c.rows for op in plan.operations for c in op.chunks]
+    return {
+        "dagster/row_count": sum(sizes),
+        "dagster/uri": uri,
+        "upload_id": plan.upload_id,
+        "mode": mode,
+        "desired_rows": outcome.desired_rows,
+        "confirmed_rows": plan.confirmed_rows,
+        "chunk_count": len(sizes),
+        "largest_chunk_rows": max(sizes, default=0),
+        **{f"{op.kind}_rows": op.rows for op in plan.operations},
+        "schema": ", ".join(outcome.keys),
+        **outcome.removals.metadata(),
+        "ldu_rows": plan.ldu_rows,
+        "basis_audience_id": plan.basis_audience_id or "none",
+    }

@@ -11,6 +11,7 @@ from audience_assets.core.audience.floor import below_floor
 from audience_assets.core.config import Audience
 from audience_assets.core.findings import Finding
 from audience_assets.core.meta.health import Judgement
+from audience_assets.core.meta.sync import cells_finding
 from audience_assets.core.meta.versions import Lifecycle
 from audience_assets.defs.findings import check_result
 
@@ -57,9 +58,7 @@ def removal_guard(review: RemovalReview) -> dg.AssetCheckResult:
 
 
 def hashed_cells(problems: dict[str, int], cells: int) -> dg.AssetCheckResult:
-    message = ("cells that must not leave: " + ", ".join(f"{k} {n}" for k, n in problems.items())) if problems else None
-    figures = {"cells_checked": cells, **{f"bad_{k}": n for k, n in problems.items()}}
-    return check_result(HASHED_CELLS, Finding(not problems, True, message, figures))
+    return check_result(HASHED_CELLS, cells_finding(problems, cells))
 
 
 def privacy_floor(name: str, members: int, audience: Audience) -> dg.AssetCheckResult:

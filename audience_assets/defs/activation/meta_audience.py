@@ -8,40 +8,21 @@ checks do not run on numbers that do not exist.
 """
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from audience_assets.core.audience.approval import approvals, awaiting_approval, plan_summary, review_removals
-from audience_assets.core.audience.plan import load_plan
-from audience_assets.core.audience.planning import PlanRefused
+from audience_assets.core.audience.approval import plan_summary
 from audience_assets.core.config import Audience, ProjectConfig
-from audience_assets.core.meta.client import GraphClient
-from audience_assets.core.meta.delivery import (
-    Delivery,
-    RemovalsHeld,
-    UnrecordedAudience,
-    client_figures,
-    deliver,
-    delivery_figures,
-)
-from audience_assets.core.meta.errors import MetaPreflightError
 from audience_assets.core.meta.health import delivery_health, operation_health
-from audience_assets.core.meta.uploader import UploadIncomplete
-from audience_assets.core.meta.versions import lifecycle, today
-from audience_assets.core.store import Store
+from audience_assets.core.meta.sync import MetaTarget, RunScope, SyncOutcome, sync
 from audience_assets.defs.activation import checks
-from audience_assets.defs.activation.assets import Shape, writing
+from audience_assets.defs.activation.assets import Shape, held_as_failure
 from audience_assets.defs.metadata import begin_tenant_step, check_spec, history_table
 from audience_assets.defs.resources import MetaAudiences, Metrics, Storage
 
 META_POOL = "meta_api"
-
-
-def freshness_lag(store: Store, landing_prefixes: list[str]) -> float:
-    """Seconds from the newest partner delivery the audience draws on to now (the end of its upload)."""
-    newest = max((o.last_modified for prefix in landing_prefixes for o in store.list(prefix)), default=None)
-    return (dt.datetime.now(dt.UTC) - newest).total_seconds() if newest else 0.0
 
 
 def meta_pool(config: ProjectConfig, tenant: str) -> str:
@@ -52,6 +33,10 @@ def meta_pool(config: ProjectConfig, tenant: str) -> str:
 
 
 def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    return [meta_audience_asset(shape), meta_audience_checks(shape)]
+
+
+def meta_audience_asset(shape: Shape) -> dg.AssetsDefinition:
     config, tenant = shape.config, shape.tenant
     stale_after = dt.timedelta(hours=min(config.audiences[a].freshness_hours for a in config.audiences_of(tenant)))
     key = shape.key("meta_custom_audience")
@@ -72,154 +57,120 @@ def meta_audience_definitions(shape: Shape) -> list[dg.AssetsDefinition | dg.Ass
         name = context.partition_key
         audience = config.audiences[name]
         step = begin_tenant_step(context, storage, tenant=tenant, audience=name)
-        store = step.store
-        plan = load_plan(store, name)
-        if plan is None:
-            raise dg.Failure(f"no upload plan for {name!r}: materialize audience_chunks first")
-        version = lifecycle(meta.api_version, today())
-        if version.blocked:  # before any call: Meta would refuse it (2635) or silently upgrade it
-            raise dg.Failure(version.message(), metadata={"api_version": meta.api_version})
-        tags = context.run.tags
-        if awaiting_approval(name, audience.approval == "manual", tags):
-            context.log.info(
-                f"{name}: approval is manual; the plan ({plan_summary(plan)}) waits until someone materializes "
-                "meta_custom_audience for it. Nothing was sent."
-            )
-            context.log_event(
-                dg.AssetObservation(
-                    asset_key=key,
-                    partition=name,
-                    metadata={"awaiting_approval": True, "upload_id": plan.upload_id, "plan": plan_summary(plan)},
-                )
-            )
+        target = meta_target(meta, config, tenant)
+        client = target.client
+        run = RunScope(
+            context.run.run_id,
+            context.run.tags,
+            report=context.log.info,
+            publish=lambda values: metrics.publish(values, tenant=tenant, audience=name),
+        )
+        prefixes = [config.sources.partner_prefix(p) for p in audience.select]
+        try:
+            with held_as_failure():
+                outcome = sync(step.store, name, audience, target, run, prefixes)
+        finally:
+            client.close()
+        if outcome.awaiting_approval:
+            context.log.info(outcome.summary(name))
+            summary = {
+                "awaiting_approval": True,
+                "upload_id": outcome.plan.upload_id,
+                "plan": plan_summary(outcome.plan),
+            }
+            context.log_event(dg.AssetObservation(asset_key=key, partition=name, metadata=summary))
             return
-        review = review_removals(name, plan, audience.max_removal, tags)
-        if review.blocked:
-            raise dg.Failure(review.message(), metadata=review.metadata())
-        if review.approved and review.over_limit:
-            context.log.warning(review.message())
-        with writing(store, name, context.run.run_id):  # one run at a time uploads an audience
-            client = meta.client(config.tenant(tenant))
-            try:
-                delivery = deliver(
-                    store,
-                    name,
-                    audience,
-                    plan,
-                    client,
-                    ad_account_id=meta.ad_account(config.tenant(tenant)),
-                    run_id=context.run.run_id,
-                    approvals=approvals(review, audience.approval == "manual", tags),
-                    approved_removals=review.approved,
-                    extra_fields=["sandbox_member_count"] if meta.sandbox_state else [],
-                    report=context.log.info,
-                )
-            except (
-                Exception
-            ) as error:  # every failed upload counts (the failed-upload alarm watches it), whatever failed
-                try:
-                    metrics.publish(
-                        {"upload_failures": 1, "throttled_requests": client.stats.throttled},
-                        tenant=tenant,
-                        audience=name,
-                    )
-                except Exception as unpublished:  # never hide the upload's own error behind the metric's
-                    context.log.warning(f"could not publish the failed upload's metrics: {unpublished}")
-                if isinstance(error, (UnrecordedAudience, RemovalsHeld, PlanRefused, MetaPreflightError)):
-                    raise dg.Failure(str(error)) from None  # held, with what to do: not a crash
-                if not isinstance(error, UploadIncomplete):
-                    raise
-                raise dg.Failure(
-                    str(error),
-                    metadata={"upload_id": error.upload_id, "dead_letters": error.dead, **client_figures(client)},
-                ) from None
-            finally:
-                client.close()
-        plan = delivery.plan or plan
-        metadata = delivery_metadata(delivery, audience, plan.upload_id, client)
-        if delivery.binding and delivery.binding.note:
-            context.log.warning(delivery.binding.note)
-        before = previous_count(context, name, delivery.audience_id)
-        received, invalid = metadata["num_received"], metadata["num_invalid_entries"]
-        metadata["audience_size_history"] = history_table(
-            context, metadata, ("approximate_count_lower_bound", "rows_sent", "num_invalid_entries")
+        if outcome.review.approved and outcome.review.over_limit:
+            context.log.warning(outcome.review.message())
+        if outcome.delivery.binding and outcome.delivery.binding.note:
+            context.log.warning(outcome.delivery.binding.note)
+        context.log.info(outcome.summary(name))
+        yield step.result(
+            metadata=sync_metadata(context, outcome),
+            rows=outcome.figures["rows_sent"],
+            meta_requests=client.stats.requests,
         )
-        context.log.info(
-            f"{name}: audience {delivery.audience_id} {'created and ' if delivery.created else ''}updated; "
-            f"Meta received {received} rows, {invalid} invalid"
-        )
-        metrics.publish(
-            {
-                "rows_uploaded": metadata["rows_sent"],
-                "invalid_entries": invalid,
-                "upload_failures": 0,
-                "throttled_requests": client.stats.throttled,
-                "upload_latency": round(client.stats.latency_seconds / client.stats.requests, 4)
-                if client.stats.requests
-                else 0.0,
-                "freshness_lag": round(
-                    freshness_lag(store, [config.sources.partner_prefix(p) for p in audience.select]), 1
-                ),
-            },
-            tenant=tenant,
-            audience=name,
-        )
-        metadata["count_before"] = before if before is not None else -1
-        metadata["api_version"] = meta.api_version
-        metadata["ldu_rows"] = plan.ldu_rows
-        metadata["api_version_warning"] = client.stats.version_warning
-        metadata.update(review.metadata())
-        yield step.result(metadata=metadata, rows=metadata["rows_sent"], meta_requests=client.stats.requests)
 
-    descriptions = {
-        checks.INVALID_ENTRY_RATE: "Meta rejected at most the audience's max_invalid_rate of the entries sent.",
-        checks.COUNT_DIRECTION: "Meta's approximate count moved the way the sync did (up after adds, down after "
-        "removals).",
-        checks.DELIVERY_STATUS: "Meta can deliver ads to the audience (delivery_status 200); too small or unusable "
-        "is explained with the audience's own numbers.",
-        checks.OPERATION_STATUS: "Meta reports the audience normal (operation_status 200): not low-match, "
-        "invalid-heavy, populating, stale, expiring, of an inactive account or flagged.",
-        checks.API_VERSION_ANSWER: "Meta answered the configured Marketing API version itself (no "
-        "X-Ad-Api-Version-Warning saying it upgraded a retired version).",
-        checks.AUDIENCE_BINDING: "The sync wrote to the Meta audience this deployment filled before (or created it); "
-        "warns when that audience was gone and recreated, renamed, adopted or found by name.",
-    }
+    return meta_custom_audience
 
-    # One step judges every number the sync produced (a step per check would cost a process each in a
-    # multiprocess run). A held upload materializes nothing, so these are skipped with it.
+
+def meta_target(meta: MetaAudiences, config: ProjectConfig, tenant: str) -> MetaTarget:
+    """The tenant's ad account and a client for it; the built-in sandbox also reports how many people it holds."""
+    declared = config.tenant(tenant)
+    extra_fields = ["sandbox_member_count"] if meta.sandbox_state else []
+    return MetaTarget(meta.ad_account(declared), meta.api_version, meta.client(declared), extra_fields)
+
+
+def sync_metadata(context: dg.AssetExecutionContext, outcome: SyncOutcome) -> dict[str, Any]:
+    """The sync's figures for the UI: the summary as Markdown, Meta's count before (of the same Meta audience),
+    and the audience's size history as a table."""
+    metadata = dict(outcome.figures)
+    metadata["summary"] = dg.MetadataValue.md(metadata["summary"])
+    before = previous_count(context, context.partition_key, outcome.delivery.audience_id)
+    metadata["audience_size_history"] = history_table(
+        context, metadata, ("approximate_count_lower_bound", "rows_sent", "num_invalid_entries")
+    )
+    metadata["count_before"] = before if before is not None else -1
+    return metadata
+
+
+CHECKS = {
+    checks.INVALID_ENTRY_RATE: "Meta rejected at most the audience's max_invalid_rate of the entries sent.",
+    checks.COUNT_DIRECTION: "Meta's approximate count moved the way the sync did (up after adds, down after removals).",
+    checks.DELIVERY_STATUS: "Meta can deliver ads to the audience (delivery_status 200); too small or unusable is "
+    "explained with the audience's own numbers.",
+    checks.OPERATION_STATUS: "Meta reports the audience normal (operation_status 200): not low-match, invalid-heavy, "
+    "populating, stale, expiring, of an inactive account or flagged.",
+    checks.API_VERSION_ANSWER: "Meta answered the configured Marketing API version itself (no "
+    "X-Ad-Api-Version-Warning saying it upgraded a retired version).",
+    checks.AUDIENCE_BINDING: "The sync wrote to the Meta audience this deployment filled before (or created it); "
+    "warns when that audience was gone and recreated, renamed, adopted or found by name.",
+}
+
+
+def meta_audience_checks(shape: Shape) -> dg.AssetChecksDefinition:
+    """One step judges every number the sync produced (a step per check would cost a process each in a
+    multiprocess run). A held upload materializes nothing, so these are skipped with it."""
+    config, key = shape.config, shape.key("meta_custom_audience")
+
     @dg.multi_asset_check(
-        specs=[check_spec(name, key, text, partitions_def=shape.partitions) for name, text in descriptions.items()],
+        specs=[check_spec(name, key, text, partitions_def=shape.partitions) for name, text in CHECKS.items()],
         name="meta_audience_checks",
     )
     def meta_audience_checks(context: dg.AssetCheckExecutionContext):
         figures = latest_figures(context, key)
         audience = config.audiences[context.op_execution_context.partition_key]
-        before = int(figures["count_before"])
-        net = int(figures.get("add_rows", 0)) - int(figures.get("remove_rows", 0))
-        yield checks.invalid_entry_rate(
-            int(figures["num_invalid_entries"]), int(figures["num_received"]), audience.max_invalid_rate
-        )
-        yield checks.count_direction(None if before < 0 else before, int(figures["approximate_count_lower_bound"]), net)
-        yield checks.health(
-            checks.DELIVERY_STATUS,
-            delivery_health(
-                {"code": figures.get("delivery_status_code"), "description": figures.get("delivery_status")},
-                rows_held=int(figures.get("dagster/row_count", figures.get("rows_sent", 0))),
-                approximate_count=int(figures.get("approximate_count_lower_bound", -1)),
-            ),
-        )
-        yield checks.health(
-            checks.OPERATION_STATUS,
-            operation_health(
-                {"code": figures.get("operation_status_code"), "description": figures.get("operation_status")}
-            ),
-        )
-        yield checks.version_warning(str(figures.get("api_version", "")), str(figures.get("api_version_warning", "")))
-        yield checks.audience_binding(
-            str(figures.get("binding_event", "")), str(figures.get("binding_note", "")), str(figures["audience_id"])
-        )
+        yield from judge_sync(figures, audience)
 
-    return [meta_custom_audience, meta_audience_checks]
+    return meta_audience_checks
+
+
+def judge_sync(figures: dict[str, Any], audience: Audience) -> Iterator[dg.AssetCheckResult]:
+    """The checks on what Meta says after a sync, from the sync's recorded figures."""
+    before = int(figures["count_before"])
+    net = int(figures.get("add_rows", 0)) - int(figures.get("remove_rows", 0))
+    yield checks.invalid_entry_rate(
+        int(figures["num_invalid_entries"]), int(figures["num_received"]), audience.max_invalid_rate
+    )
+    yield checks.count_direction(None if before < 0 else before, int(figures["approximate_count_lower_bound"]), net)
+    yield checks.health(
+        checks.DELIVERY_STATUS,
+        delivery_health(
+            {"code": figures.get("delivery_status_code"), "description": figures.get("delivery_status")},
+            rows_held=int(figures.get("dagster/row_count", figures.get("rows_sent", 0))),
+            approximate_count=int(figures.get("approximate_count_lower_bound", -1)),
+        ),
+    )
+    yield checks.health(
+        checks.OPERATION_STATUS,
+        operation_health(
+            {"code": figures.get("operation_status_code"), "description": figures.get("operation_status")}
+        ),
+    )
+    yield checks.version_warning(str(figures.get("api_version", "")), str(figures.get("api_version_warning", "")))
+    yield checks.audience_binding(
+        str(figures.get("binding_event", "")), str(figures.get("binding_note", "")), str(figures["audience_id"])
+    )
 
 
 def latest_figures(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
@@ -232,13 +183,6 @@ def latest_figures(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> 
     if materialization is None:
         raise dg.Failure(f"no materialization of {key.to_user_string()} [{partition}] to check")
     return {k: v.value for k, v in materialization.metadata.items()}
-
-
-def delivery_metadata(delivery: Delivery, audience: Audience, upload_id: str, client: GraphClient) -> dict[str, Any]:
-    """`core.meta.delivery.delivery_figures`, its one-line summary as Markdown for the UI."""
-    figures = delivery_figures(delivery, audience, upload_id, client)
-    figures["summary"] = dg.MetadataValue.md(figures["summary"])
-    return figures
 
 
 def previous_count(context: dg.AssetExecutionContext, partition: str, audience_id: str) -> int | None:
