@@ -109,12 +109,19 @@ def world(baseline: Path, tmp_path: Path) -> dict:
 # ##### ORDER: the longest tests first, so parallel workers (pytest-xdist) finish together
 
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The browser test, then the other `slow` tests, then the rest, each group in its collected order: the
-    workers take the long tests while everything else still waits, and no worker is left running one alone at
-    the end."""
+    """Every test under e2e/ (the pipeline, a subprocess, the browser, aws mode on the stand-ins) and every test
+    marked slow is `e2e`, so `-m "not e2e"` is the inner loop. Order: the browser test, then the other e2e tests,
+    then the rest, each group in its collected order: the workers take the long tests while everything else
+    still waits, and no worker is left running one alone at the end."""
+    for item in items:
+        if E2E in item.path.parents or item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.e2e)
 
     def weight(item: pytest.Item) -> int:
-        return 0 if item.path.name == "test_ui_browser.py" else 1 if item.get_closest_marker("slow") else 2
+        return 0 if item.path.name == "test_ui_browser.py" else 1 if item.get_closest_marker("e2e") else 2
 
     items.sort(key=weight)

@@ -254,7 +254,7 @@ def test_a_member_partner_gets_templates_but_no_table_and_its_data_is_not_readab
 
 
 def test_each_tenant_gets_its_token_secret_and_its_alarms(tmp_path: Path):
-    from audience_assets_tests.defs.test_tenants import TENANTS, _config_dir
+    from audience_assets_tests.e2e.test_tenants import TENANTS, _config_dir
 
     config = load_config(_config_dir(tmp_path))
     template, _, resolved = dry(config)
