@@ -68,7 +68,8 @@ def deploy_command(config: ProjectConfig, stack_name: str, pairs: Sequence[str],
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The commands and their options (each option's help names the command that takes it)."""
     parser = argparse.ArgumentParser(prog="python -m audience_assets", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "command",
@@ -113,14 +114,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--template-bucket", help="deploy: an existing bucket to pass a template over 51,200 bytes through"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (exit 2, with usage) options given to a command that does not take them."""
     if args.audiences and args.command != "plan":
         parser.error("audience names are taken by the plan command only")
     if args.command == "deploy" and not args.stack_name:
         parser.error("deploy needs --stack-name")
     if (args.parameter or args.template_bucket or args.stack_name) and args.command != "deploy":
         parser.error("--stack-name, --parameter and --template-bucket are taken by the deploy command only")
-    tags = {
+
+
+def run_tags(args: argparse.Namespace) -> dict[str, str]:
+    """The run's tags that overrule a guard: accepted deliveries, approved removals and uploads."""
+    return {
         tag: ",".join(values)
         for tag, values in (
             (ACCEPT_DELIVERY_TAG, args.accept_delivery),
@@ -129,6 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if values
     }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: arguments checked, names in them known to the config, then the command; its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
+    tags = run_tags(args)
     settings = Settings.from_env()
     problem = unknown_names(
         load_config(settings.config_dir),
@@ -138,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    return run_command(args, settings, tags)
+
+
+def run_command(args: argparse.Namespace, settings: Settings, tags: dict[str, str]) -> int:
+    """Carry out the checked command; its exit status (0 when it succeeded)."""
     if args.command == "templates":
         print_templates(load_config(settings.config_dir))
         return 0
@@ -147,14 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(to_json(load_config(settings.config_dir)))
         return 0
     if args.command == "try-aws":
-        import tempfile
-
-        from audience_assets.try_aws import try_aws
-
-        work = Path(tempfile.mkdtemp(prefix="audience-assets-aws-"))
-        ok = try_aws(work, sys.stdout)
-        print(f"\n{'done' if ok else 'FAILED'}; its files are under {work}")
-        return 0 if ok else 1
+        return try_aws_command()
     if args.command == "deploy":
         return deploy_command(load_config(settings.config_dir), args.stack_name, args.parameter, args.template_bucket)
     if args.command == "demo":
@@ -165,3 +180,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plan":
             return 0 if plan_pipeline(settings, instance, args.audiences, verbose=args.verbose) else 1
         return 0 if run_pipeline(settings, instance, tags=tags, verbose=args.verbose) else 1
+
+
+def try_aws_command() -> int:
+    """The demo in aws mode on local stand-ins, in a fresh folder that is kept for a look afterwards."""
+    import tempfile
+
+    from audience_assets.try_aws import try_aws
+
+    work = Path(tempfile.mkdtemp(prefix="audience-assets-aws-"))
+    ok = try_aws(work, sys.stdout)
+    print(f"\n{'done' if ok else 'FAILED'}; its files are under {work}")
+    return 0 if ok else 1

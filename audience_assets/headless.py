@@ -57,17 +57,7 @@ def run_pipeline(
     ok = True
     ingesting = [i for i, (keys, _) in enumerate(stages) if {"first_party_customers", "partner_data"} & set(keys)]
     for number, (keys, partitioned_by) in enumerate(stages):
-        if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
-            batches = [
-                (
-                    [f"{tenant}/{k}" if config.multi_tenant else k for k in keys],
-                    [a for a in config.audiences_of(tenant) if audiences is None or a in audiences],
-                )
-                for tenant in config.tenant_names
-            ]
-        else:
-            batches = [(keys, sorted(config.partners) if partitioned_by == "partner" else [None])]
-        for selection, partition in ((selection, p) for selection, partitions in batches for p in partitions):
+        for selection, partition in stage_runs(config, keys, partitioned_by, audiences):
             result = dg.materialize(
                 assets,
                 selection=selection,
@@ -78,32 +68,60 @@ def run_pipeline(
                 tags={"audience_assets/trigger": "headless", **runner_tag(), **(tags or {})},
                 run_config=None if verbose else QUIET,
             )
-            label = ", ".join(selection) + (f" [{partition}]" if partition else "")
-            print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)
-            for event in result.get_asset_materialization_events():
-                materialization = event.materialization
-                rows = materialization.metadata.get("dagster/row_count")
-                print(
-                    f"         {materialization.asset_key.to_user_string()}: {rows.value if rows else '-'} rows",
-                    file=out,
-                )
-            if not result.success:
-                for event in result.all_events:
-                    is_check = event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
-                    evaluation = event.asset_check_evaluation_data if is_check else None
-                    if evaluation is not None and not evaluation.passed and evaluation.description:
-                        print(f"         check {evaluation.check_name}: {evaluation.description}", file=out)
-                    if event.is_step_failure:
-                        error = event.step_failure_data.error
-                        while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
-                            error = error.cause  # the step's own exception, not Dagster's wrapper
-                        message = " ".join(line.strip() for line in error.message.splitlines() if line.strip())
-                        print(f"         {event.step_key}: {error.cls_name}: {message[:500]}", file=out)
+            print_run(result, selection, partition, out)
             ok &= result.success
         if ingesting and number == ingesting[-1]:  # every source ingested: what the landing zone holds that none reads
             for item in ignored_objects(store, config):
                 print(f"not read: {item.key} ({item.size:,} bytes): {item.reason}", file=out)
     return ok
+
+
+def stage_runs(
+    config: ProjectConfig, keys: list[str], partitioned_by: str | None, audiences: Sequence[str] | None
+) -> list[tuple[list[str], str | None]]:
+    """A stage's runs, as (asset selection, partition): one per partner, one per audience (each tenant's under its
+    key prefix once tenants are declared, only the `audiences` chosen), or one unpartitioned."""
+    if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
+        batches = [
+            (
+                [f"{tenant}/{k}" if config.multi_tenant else k for k in keys],
+                [a for a in config.audiences_of(tenant) if audiences is None or a in audiences],
+            )
+            for tenant in config.tenant_names
+        ]
+    else:
+        batches = [(keys, sorted(config.partners) if partitioned_by == "partner" else [None])]
+    return [(selection, p) for selection, partitions in batches for p in partitions]
+
+
+def print_run(result: dg.ExecuteInProcessResult, selection: list[str], partition: str | None, out) -> None:
+    """One line per run (ok or FAILED), the rows each asset materialized, and for a failure why."""
+    label = ", ".join(selection) + (f" [{partition}]" if partition else "")
+    print(f"{'ok    ' if result.success else 'FAILED'} {label} (run {result.run_id})", file=out)
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        rows = materialization.metadata.get("dagster/row_count")
+        print(
+            f"         {materialization.asset_key.to_user_string()}: {rows.value if rows else '-'} rows",
+            file=out,
+        )
+    if not result.success:
+        print_failures(result, out)
+
+
+def print_failures(result: dg.ExecuteInProcessResult, out) -> None:
+    """What failed a run: each failed check with its description, each failed step with its own exception."""
+    for event in result.all_events:
+        is_check = event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        evaluation = event.asset_check_evaluation_data if is_check else None
+        if evaluation is not None and not evaluation.passed and evaluation.description:
+            print(f"         check {evaluation.check_name}: {evaluation.description}", file=out)
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+                error = error.cause  # the step's own exception, not Dagster's wrapper
+            message = " ".join(line.strip() for line in error.message.splitlines() if line.strip())
+            print(f"         {event.step_key}: {error.cls_name}: {message[:500]}", file=out)
 
 
 def unknown_names(config: ProjectConfig, **named: Sequence[str]) -> str | None:

@@ -248,46 +248,13 @@ def plan_upload(
     rerun of the same plan resumes its ledger and a changed plan starts afresh."""
     if not 0 < chunk_rows <= MAX_ROWS_PER_REQUEST:
         raise ValueError(f"chunk_rows must be 1..{MAX_ROWS_PER_REQUEST} (Meta's limit per request)")
-    cells = ", ".join(ident(k) for k in keys)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW aa_desired AS SELECT row_id, {cells} FROM {_parquet(desired)}")
-    if confirmed is not None:
-        held_cells = confirmed_cells(con, confirmed, keys)
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
-        )
-    else:
-        con.execute("CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT * FROM aa_desired WHERE FALSE")
+    _compared_rows(con, keys, desired, confirmed)
     suppressed = _suppressed_rows_sql(keys, suppression)
     digest = hashlib.sha256(f"{mode}|{','.join(keys)}".encode())
     written: list[tuple[str, list[tuple[int, int, Path, str]]]] = []
     for kind, sql in _operations_sql(mode, "aa_desired", "aa_confirmed", suppressed, keys).items():
-        folder = out_dir / kind
-        # Chunks are consecutive runs of row ids. Only the ids are sorted; the wide rows are then streamed
-        # once into their chunk's file (in no particular order: a chunk is read sorted, 10,000 rows at most).
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE aa_op AS SELECT row_id, (row_number() OVER (ORDER BY row_id) - 1) "
-            f"// {chunk_rows} AS aa_chunk FROM (SELECT row_id FROM ({sql}))"
-        )
-        stats = con.execute(
-            "SELECT aa_chunk, count(*), sha256(string_agg(row_id, ',' ORDER BY row_id)) FROM aa_op "
-            "GROUP BY aa_chunk ORDER BY aa_chunk"
-        ).fetchall()
-        if stats:
-            folder.mkdir(parents=True, exist_ok=True)
-        # A partitioned write holds every open partition's rows until it ends, so chunks are written a
-        # bounded group at a time: memory stays at CHUNKS_PER_WRITE chunks whatever the audience's size.
-        for first in range(0, len(stats), CHUNKS_PER_WRITE):
-            con.execute(
-                f"COPY (SELECT o.row_id, {cells}, o.aa_chunk FROM ({sql}) r JOIN aa_op o ON o.row_id = r.row_id "
-                f"WHERE o.aa_chunk BETWEEN {first} AND {first + CHUNKS_PER_WRITE - 1}) "
-                f"TO {sql_path(folder)} ({DIGEST_PARQUET}, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)"
-            )
-        chunks = []
-        for index, rows, chunk_digest in stats:
-            files = sorted((folder / f"aa_chunk={index}").glob("*.parquet"))
-            if len(files) != 1:
-                raise RuntimeError(f"expected one Parquet file for chunk {index} of {kind}, found {len(files)}")
-            chunks.append((int(index), int(rows), files[0], chunk_digest))
+        chunks = _write_chunks(con, sql, keys, out_dir / kind, chunk_rows)
+        for index, _, _, chunk_digest in chunks:
             digest.update(f"|{kind}:{index}:{chunk_digest}".encode())
         if chunks:
             written.append((kind, chunks))
@@ -298,6 +265,64 @@ def plan_upload(
         )
         for kind, chunks in written
     )
+    desired_rows, confirmed_rows, leaving, ldu_rows = _plan_counts(con, mode, keys, suppressed)
+    return Plan(upload_id, tuple(keys), operations, mode, desired_rows, confirmed_rows, leaving, ldu_rows)
+
+
+def _compared_rows(con: duckdb.DuckDBPyConnection, keys: Sequence[str], desired: Path, confirmed: Path | None) -> None:
+    """The views every operation's SQL compares: `aa_desired` (the rows wanted) and `aa_confirmed` (the rows
+    Meta holds, none when nothing is on record), both as `row_id` plus the audience's keys."""
+    cells = ", ".join(ident(k) for k in keys)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW aa_desired AS SELECT row_id, {cells} FROM {_parquet(desired)}")
+    if confirmed is not None:
+        held_cells = confirmed_cells(con, confirmed, keys)
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
+        )
+    else:
+        con.execute("CREATE OR REPLACE TEMP VIEW aa_confirmed AS SELECT * FROM aa_desired WHERE FALSE")
+
+
+def _write_chunks(
+    con: duckdb.DuckDBPyConnection, sql: str, keys: Sequence[str], folder: Path, chunk_rows: int
+) -> list[tuple[int, int, Path, str]]:
+    """Write one operation's rows (`sql`) as chunk files under `folder`: (index, rows, file, digest of its row
+    ids) per chunk, in order."""
+    cells = ", ".join(ident(k) for k in keys)
+    # Chunks are consecutive runs of row ids. Only the ids are sorted; the wide rows are then streamed
+    # once into their chunk's file (in no particular order: a chunk is read sorted, 10,000 rows at most).
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE aa_op AS SELECT row_id, (row_number() OVER (ORDER BY row_id) - 1) "
+        f"// {chunk_rows} AS aa_chunk FROM (SELECT row_id FROM ({sql}))"
+    )
+    stats = con.execute(
+        "SELECT aa_chunk, count(*), sha256(string_agg(row_id, ',' ORDER BY row_id)) FROM aa_op "
+        "GROUP BY aa_chunk ORDER BY aa_chunk"
+    ).fetchall()
+    if stats:
+        folder.mkdir(parents=True, exist_ok=True)
+    # A partitioned write holds every open partition's rows until it ends, so chunks are written a
+    # bounded group at a time: memory stays at CHUNKS_PER_WRITE chunks whatever the audience's size.
+    for first in range(0, len(stats), CHUNKS_PER_WRITE):
+        con.execute(
+            f"COPY (SELECT o.row_id, {cells}, o.aa_chunk FROM ({sql}) r JOIN aa_op o ON o.row_id = r.row_id "
+            f"WHERE o.aa_chunk BETWEEN {first} AND {first + CHUNKS_PER_WRITE - 1}) "
+            f"TO {sql_path(folder)} ({DIGEST_PARQUET}, PARTITION_BY (aa_chunk), OVERWRITE_OR_IGNORE)"
+        )
+    chunks = []
+    for index, rows, chunk_digest in stats:
+        files = sorted((folder / f"aa_chunk={index}").glob("*.parquet"))
+        if len(files) != 1:
+            raise RuntimeError(f"expected one Parquet file for chunk {index} of {folder.name}, found {len(files)}")
+        chunks.append((int(index), int(rows), files[0], chunk_digest))
+    return chunks
+
+
+def _plan_counts(
+    con: duckdb.DuckDBPyConnection, mode: str, keys: Sequence[str], suppressed: str
+) -> tuple[int, int, int, int]:
+    """Desired rows, confirmed rows, the rows the plan takes away although nobody opted out (reviewed before
+    sending), and the desired rows marked Limited Data Use."""
     leaving = (
         f"(SELECT count(*) FROM aa_confirmed WHERE row_id NOT IN (SELECT row_id FROM aa_desired) "
         f"AND row_id NOT IN ({suppressed}))"
@@ -310,7 +335,7 @@ def plan_upload(
     counts = con.execute(
         f"SELECT (SELECT count(*) FROM aa_desired), (SELECT count(*) FROM aa_confirmed), {leaving}, {ldu}"
     ).fetchall()[0]
-    return Plan(upload_id, tuple(keys), operations, mode, counts[0], counts[1], counts[2], counts[3])
+    return counts[0], counts[1], counts[2], counts[3]
 
 
 def _suppressed_rows_sql(keys: Sequence[str], suppression: Path | None) -> str:

@@ -215,35 +215,15 @@ class GraphClient:
             call = self.pacer.before_call(deadline)
             started = time.monotonic()
             try:
-                if method == "GET":
-                    response = self._http.get(path, params={**(params or {}), **self._proof()})
-                else:
-                    response = self._http.request(
-                        method,
-                        path,
-                        params=params,
-                        content=encode_body({**(body or {}), **self._proof()}),
-                        headers={"Content-Type": "application/json"},
-                    )
+                response = self._send(method, path, params, body)
             except httpx.TransportError as error:  # timeouts, refused or reset connections, protocol errors
                 self.pacer.lost(call)
                 self._count(requests=1, transient_failures=1, latency_seconds=time.monotonic() - started)
-                if not retry_on_timeout:
-                    raise MetaTransportError(
-                        f"{method} {path} did not complete ({type(error).__name__}); it may have been applied"
-                    ) from None
                 transient += 1
-                if transient >= self.policy.transient_attempts:
-                    raise MetaTransportError(
-                        f"{method} {path} failed {transient} times ({type(error).__name__}); giving up"
-                    ) from None
-                self._back_off(transient, f"{method} {path} did not complete ({type(error).__name__})", deadline)
+                self._retry_lost_connection(f"{method} {path}", error, transient, retry_on_timeout, deadline)
                 continue
             self._count(requests=1, latency_seconds=time.monotonic() - started)
-            warning = response.headers.get("x-ad-api-version-warning")
-            if warning and not self.stats.version_warning:
-                self.stats.version_warning = self._redact(warning)[:300]
-                log.warning("Meta: %s (X-Ad-Api-Version-Warning); set META_API_VERSION", self.stats.version_warning)
+            self._note_version_warning(response)
             usage = usage_from_headers(response.headers)
             payload = self._decode(response)
             if "error" not in payload:
@@ -251,30 +231,74 @@ class GraphClient:
                 return payload
             error = self._error(payload["error"], response.status_code)
             if error.error_class is ErrorClass.THROTTLED:
-                self._count(throttled=1)
-                what = f"code {error.code}" + (f"/{error.subcode}" if error.subcode else "")
-                pause = self.pacer.refused(call, usage.regain_seconds, f"throttled by Meta ({what})")
-                self._count(retries=1)
-                log.info("Meta throttled %s %s (%s): pausing %.0f s", method, path, what, pause)
+                self._pause_throttled(call, error, usage, method, path)
                 continue  # the pause is waited out in before_call, by every thread
             self.pacer.lost(call)  # an error (or an edge page): Meta may have counted the call, it proves nothing
-            if error.error_class is ErrorClass.TRANSIENT:
-                self._count(transient_failures=1)
-                if payload.get("_html") and not retry_on_timeout:  # applied or not, unknown
-                    raise MetaTransportError(
-                        f"{method} {path} got HTTP {response.status_code} without a Graph "
-                        "error body; it may have been applied"
-                    )
-                transient += 1
-                if transient >= self.policy.transient_attempts:
-                    raise error
-                self._back_off(
-                    transient,
-                    f"{method} {path}: Meta answered HTTP {response.status_code} (code {error.code})",
-                    deadline,
-                )
-                continue
+            if error.error_class is not ErrorClass.TRANSIENT:
+                raise error
+            transient += 1
+            self._retry_transient_error(
+                f"{method} {path}", error, response.status_code, payload, transient, retry_on_timeout, deadline
+            )
+
+    def _send(
+        self, method: str, path: str, params: Mapping[str, Any] | None, body: Mapping[str, Any] | None
+    ) -> httpx.Response:
+        """One HTTP call, proof attached: a GET in its query, anything else in a JSON body (never a query string)."""
+        if method == "GET":
+            return self._http.get(path, params={**(params or {}), **self._proof()})
+        return self._http.request(
+            method,
+            path,
+            params=params,
+            content=encode_body({**(body or {}), **self._proof()}),
+            headers={"Content-Type": "application/json"},
+        )
+
+    def _retry_lost_connection(
+        self, call: str, error: httpx.TransportError, attempt: int, retry_on_timeout: bool, deadline: float
+    ) -> None:
+        """A call that did not complete may have been applied: raise unless it is safe to repeat, else back off."""
+        if not retry_on_timeout:
+            raise MetaTransportError(
+                f"{call} did not complete ({type(error).__name__}); it may have been applied"
+            ) from None
+        if attempt >= self.policy.transient_attempts:
+            raise MetaTransportError(f"{call} failed {attempt} times ({type(error).__name__}); giving up") from None
+        self._back_off(attempt, f"{call} did not complete ({type(error).__name__})", deadline)
+
+    def _note_version_warning(self, response: httpx.Response) -> None:
+        """Log Meta's first version warning once: the version called was retired and silently upgraded."""
+        warning = response.headers.get("x-ad-api-version-warning")
+        if warning and not self.stats.version_warning:
+            self.stats.version_warning = self._redact(warning)[:300]
+            log.warning("Meta: %s (X-Ad-Api-Version-Warning); set META_API_VERSION", self.stats.version_warning)
+
+    def _pause_throttled(self, call: int, error: MetaApiError, usage: Usage, method: str, path: str) -> None:
+        """Tell the pacer Meta refused the call, so every thread pauses before the retry."""
+        self._count(throttled=1)
+        what = f"code {error.code}" + (f"/{error.subcode}" if error.subcode else "")
+        pause = self.pacer.refused(call, usage.regain_seconds, f"throttled by Meta ({what})")
+        self._count(retries=1)
+        log.info("Meta throttled %s %s (%s): pausing %.0f s", method, path, what, pause)
+
+    def _retry_transient_error(
+        self,
+        call: str,
+        error: MetaApiError,
+        status: int,
+        payload: Mapping[str, Any],
+        attempt: int,
+        retry_on_timeout: bool,
+        deadline: float,
+    ) -> None:
+        """A transient error is retried briefly; an edge page on an unsafe call is raised (applied or not, unknown)."""
+        self._count(transient_failures=1)
+        if payload.get("_html") and not retry_on_timeout:  # applied or not, unknown
+            raise MetaTransportError(f"{call} got HTTP {status} without a Graph error body; it may have been applied")
+        if attempt >= self.policy.transient_attempts:
             raise error
+        self._back_off(attempt, f"{call}: Meta answered HTTP {status} (code {error.code})", deadline)
 
     def _back_off(self, attempt: int, why: str, deadline: float) -> None:
         """Wait before retrying a transient failure: base, 2 x base, 4 x base ... with jitter (at most the cap)."""

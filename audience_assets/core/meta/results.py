@@ -25,6 +25,16 @@ class OperationResult:
     dead_letters: list[int] = dataclasses.field(default_factory=list)
     session_stages: dict[int, str] = dataclasses.field(default_factory=dict)  # Meta's last word on each session
 
+    def absorb(self, added: OperationResult) -> None:
+        """Count an add that completed this operation (a replace whose window closed first) as part of it."""
+        self.session_ids += added.session_ids
+        self.batches_sent += added.batches_sent
+        self.batches_resumed += added.batches_resumed
+        self.rows_sent += added.rows_sent
+        self.acknowledged_chunks = sorted(set(self.acknowledged_chunks) | set(added.acknowledged_chunks))
+        self.dead_letters += added.dead_letters
+        self.session_stages.update(added.session_stages)
+
 
 @dataclasses.dataclass
 class UploadResult:

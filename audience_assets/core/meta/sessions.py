@@ -25,6 +25,28 @@ def received_so_far(client: GraphClient, audience_id: str, session_id: int) -> i
     return int(state["num_received"]) if state else 0
 
 
+def batch_arrived(
+    client: GraphClient, audience_id: str, session_id: int, received_before: int, rows: int
+) -> dict[str, Any] | None:
+    """Whether Meta's session counter shows the batch: `received_before + rows` means it arrived,
+    `received_before` means it did not; anything else cannot be decided safely."""
+    state = session_state(client, audience_id, session_id)
+    received = int(state["num_received"]) if state else 0
+    if state is not None and received == received_before + rows:
+        return {
+            "num_received": received,
+            "num_invalid_entries": int(state.get("num_invalid_entries", 0)),
+            "session_id": str(session_id),
+            "reconciled": True,
+        }
+    if received != received_before:
+        raise MetaApiError(
+            f"session {session_id} reports {received} rows received, expected {received_before} "
+            f"or {received_before + rows}: cannot tell whether the batch arrived, so it is not sent again"
+        )
+    return None
+
+
 def settle(client: GraphClient, audience_id: str, session_id: int, *, first: float, limit: float) -> str:
     """Meta's last word on a session whose last batch was acknowledged: polled with back-off (from
     `first` seconds, doubling to a minute) while it says "uploading", for `limit` seconds at most;

@@ -27,13 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from audience_assets.core.audience.plan import Chunk, Kind, Operation, Plan
+from audience_assets.core.meta.batches import send_once, send_reconciled
 from audience_assets.core.meta.client import GraphClient, JsonText
 from audience_assets.core.meta.errors import ErrorClass, MetaApiError, MetaTransportError
 from audience_assets.core.meta.ledger import UploadLedger
 from audience_assets.core.meta.pacer import DeadlineExceeded
 from audience_assets.core.meta.progress import UploadProgress
 from audience_assets.core.meta.results import OperationResult, UploadIncomplete, UploadResult
-from audience_assets.core.meta.sessions import received_so_far, session_state, settle
+from audience_assets.core.meta.sessions import received_so_far, settle
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,12 @@ class AudienceUploader:
         return result
 
     # ------------------------------------------------------------------ helpers
-    def _body(self, schema: Sequence[str], rows: JsonText, session: dict[str, Any]) -> dict[str, Any]:
+    def _body(
+        self, schema: Sequence[str], chunk: Chunk, session_id: int, seq: int, last: bool, total: int
+    ) -> dict[str, Any]:
+        """A batch as Meta's upload session wants it: its rows (read only now) and its place in the session."""
+        session = {"session_id": session_id, "batch_seq": seq, "last_batch_flag": last, "estimated_num_total": total}
+        rows = self.read_chunk(chunk)
         return {"payload": {"schema": list(schema), "data": rows, "is_raw": True}, "session": session}
 
     def _new_session(self, kind: Kind, total: int, replay: bool = False) -> dict[str, Any]:
@@ -172,62 +178,6 @@ class AudienceUploader:
             op.num_received = max(op.num_received, ack["num_received"])
             op.num_invalid_entries = max(op.num_invalid_entries, ack["num_invalid_entries"])
 
-    def _send_once(self, audience_id: str, kind: Kind, body: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
-        path = f"{audience_id}/usersreplace" if kind == "replace" else f"{audience_id}/users"
-        if kind == "remove":
-            return self.client.delete(path, body, retry_on_timeout=idempotent)
-        return self.client.post(path, body, retry_on_timeout=idempotent)
-
-    def _arrived(self, audience_id: str, session_id: int, received_before: int, rows: int) -> dict[str, Any] | None:
-        """Whether Meta's session counter shows the batch: `received_before + rows` means it arrived,
-        `received_before` means it did not; anything else cannot be decided safely."""
-        state = session_state(self.client, audience_id, session_id)
-        received = int(state["num_received"]) if state else 0
-        if state is not None and received == received_before + rows:
-            return {
-                "num_received": received,
-                "num_invalid_entries": int(state.get("num_invalid_entries", 0)),
-                "session_id": str(session_id),
-                "reconciled": True,
-            }
-        if received != received_before:
-            raise MetaApiError(
-                f"session {session_id} reports {received} rows received, expected {received_before} "
-                f"or {received_before + rows}: cannot tell whether the batch arrived, so it is not sent again"
-            )
-        return None
-
-    def _send_reconciled(
-        self,
-        audience_id: str,
-        kind: Kind,
-        body: dict[str, Any],
-        *,
-        received_before: int,
-        rows: int,
-        check_first: bool = False,
-    ) -> dict[str, Any]:
-        """Send a batch that must not arrive twice, reconciling with Meta after every ambiguous failure
-        (and, when resuming after a crash, before the first attempt)."""
-        session_id = body["session"]["session_id"]
-        if check_first:
-            arrived = self._arrived(audience_id, session_id, received_before, rows)
-            if arrived:
-                return arrived
-        for _ in range(self.reconcile_attempts):
-            try:
-                return self._send_once(audience_id, kind, body, idempotent=False)
-            except MetaTransportError:
-                arrived = self._arrived(audience_id, session_id, received_before, rows)
-                if arrived:
-                    log.info(
-                        "batch %s of session %s arrived although its response was lost",
-                        body["session"].get("batch_seq"),
-                        session_id,
-                    )
-                    return arrived
-        raise MetaTransportError(f"a batch of session {session_id} failed {self.reconcile_attempts} times")
-
     def _dead_letter(self, op: OperationResult, kind: Kind, chunk: Chunk, error: Exception) -> None:
         named = getattr(error, "error_class", None)
         error_class = (
@@ -262,21 +212,41 @@ class AudienceUploader:
         if isinstance(error, MetaApiError) and error.error_class is ErrorClass.FATAL and error.code not in (100, 2650):
             self._stopped = f"{error.code}: {str(error)[:200]}"
 
-    def _resumed(self, acked: dict[int, dict[str, Any]]) -> None:
+    def _not_sent(self) -> NotSent:
+        """Why a batch after a final refusal is dead-lettered without being sent."""
+        return NotSent(f"not sent: the upload stopped after {self._stopped}")
+
+    def _take_resumed(self, op: OperationResult, acked: dict[int, dict[str, Any]]) -> None:
+        """Count the batches an earlier run had acknowledged as this run's, so none is sent twice."""
+        op.batches_resumed = len(acked)
+        op.acknowledged_chunks = sorted(acked)
         if self.progress is not None and acked:
             self.progress.resumed(len(acked), sum(int(a.get("rows", 0)) for a in acked.values()))
 
+    def _close_session(
+        self, audience_id: str, op: OperationResult, kind: Kind, session: dict[str, Any], *, settled: bool
+    ) -> None:
+        """Mark the session finished in the ledger, with Meta's last word on it once its last batch was acknowledged."""
+        finished = {**session, "finished": True}
+        if settled:
+            sid = session["session_id"]
+            stage = op.session_stages[sid] = settle(
+                self.client, audience_id, sid, first=self.settle_first, limit=self.settle_seconds
+            )
+            finished["meta_stage"] = stage
+        self.ledger.save_session(kind, finished)
+
     # ------------------------------------------------------------------ add / remove
     def _add_or_remove(self, audience_id: str, plan: Plan, operation: Operation) -> OperationResult:
+        """Send the batches not yet acknowledged through one session: all but the last concurrently, the last
+        (which closes the session) alone and reconciled, as it must not arrive twice."""
         kind = operation.kind
         op = OperationResult(kind, rows=operation.rows)
         acked = self.ledger.acknowledged(kind)
         for ack in acked.values():
             op.num_received = max(op.num_received, ack.get("num_received", 0))
             op.num_invalid_entries = max(op.num_invalid_entries, ack.get("num_invalid_entries", 0))
-        op.batches_resumed = len(acked)
-        op.acknowledged_chunks = sorted(acked)
-        self._resumed(acked)
+        self._take_resumed(op, acked)
         pending = [c for c in operation.chunks if c.index not in acked]
         if not pending:
             return op
@@ -293,53 +263,64 @@ class AudienceUploader:
         *middle, last = pending
 
         def send(chunk: Chunk, final: bool) -> None:
-            if self._stopped is not None:
-                self._dead_letter(op, kind, chunk, NotSent(f"not sent: the upload stopped after {self._stopped}"))
-                return
-            seq = order[chunk.index]
-            meta_session = {
-                "session_id": session["session_id"],
-                "batch_seq": seq,
-                "last_batch_flag": final,
-                "estimated_num_total": session["total"],
-            }
-            body = self._body(plan.schema, self.read_chunk(chunk), meta_session)
-            try:
-                if final:
-                    before = received_so_far(self.client, audience_id, session["session_id"])
-                    response = self._send_reconciled(audience_id, kind, body, received_before=before, rows=chunk.rows)
-                else:
-                    response = self._send_once(audience_id, kind, body, idempotent=True)
-            except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
-                self._stop_if_final(error)
-                self._dead_letter(op, kind, chunk, error)
-                return
-            self._record(op, kind, chunk, response, session["session_id"], seq, per_session=False)
+            self._send_batch(audience_id, plan, op, session, chunk, seq=order[chunk.index], final=final)
 
         if middle:
             with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"meta-{kind}") as pool:
                 for future in [pool.submit(send, chunk, False) for chunk in middle]:
                     future.result()
         send(last, True)
-        finished = {**session, "finished": True}
-        if last.index in op.acknowledged_chunks:
-            stage = op.session_stages[session["session_id"]] = settle(
-                self.client, audience_id, session["session_id"], first=self.settle_first, limit=self.settle_seconds
-            )
-            finished["meta_stage"] = stage
-        self.ledger.save_session(kind, finished)
+        self._close_session(audience_id, op, kind, session, settled=last.index in op.acknowledged_chunks)
         op.acknowledged_chunks.sort()
         return op
 
+    def _send_batch(
+        self,
+        audience_id: str,
+        plan: Plan,
+        op: OperationResult,
+        session: dict[str, Any],
+        chunk: Chunk,
+        *,
+        seq: int,
+        final: bool,
+    ) -> None:
+        """One add or remove batch: acknowledged into the ledger, or dead-lettered with why (never raised, so
+        the other threads' batches go on)."""
+        kind = op.kind
+        if self._stopped is not None:
+            self._dead_letter(op, kind, chunk, self._not_sent())
+            return
+        body = self._body(plan.schema, chunk, session["session_id"], seq, final, session["total"])
+        try:
+            if final:
+                before = received_so_far(self.client, audience_id, session["session_id"])
+                response = send_reconciled(
+                    self.client,
+                    audience_id,
+                    kind,
+                    body,
+                    received_before=before,
+                    rows=chunk.rows,
+                    attempts=self.reconcile_attempts,
+                )
+            else:
+                response = send_once(self.client, audience_id, kind, body, idempotent=True)
+        except (MetaApiError, MetaTransportError, DeadlineExceeded) as error:
+            self._stop_if_final(error)
+            self._dead_letter(op, kind, chunk, error)
+            return
+        self._record(op, kind, chunk, response, session["session_id"], seq, per_session=False)
+
     # ------------------------------------------------------------------ replace
     def _replace(self, audience_id: str, plan: Plan, operation: Operation) -> OperationResult:
+        """Replace through one session resumed within its window (or a new one), then add what it did not carry."""
         op = OperationResult("replace", rows=operation.rows)
         session = self.ledger.session("replace")
         now = self.clock()
         if session and session.get("finished"):
             acked = self.ledger.acknowledged("replace", session["session_id"])
-            op.batches_resumed, op.acknowledged_chunks = len(acked), sorted(acked)
-            self._resumed(acked)
+            self._take_resumed(op, acked)
             op.session_ids.append(session["session_id"])
             return self._finish_with_add(audience_id, plan, operation, op, set(acked))
         resuming = session is not None and now - session["started"] <= self.replace_window - REPLACE_SAFETY_SECONDS
@@ -349,33 +330,53 @@ class AudienceUploader:
         sid = session["session_id"]
         op.session_ids.append(sid)
         acked = self.ledger.acknowledged("replace", sid)
-        op.batches_resumed = len(acked)
-        op.acknowledged_chunks = sorted(acked)
-        self._resumed(acked)
+        self._take_resumed(op, acked)
+        if not self._send_replace_batches(audience_id, plan, operation, op, session, acked, resuming=resuming):
+            return op  # the deadline passed: the session stays open, the next run resumes it within its window
+        if self._stopped is not None:  # the session stays open: a run with a working token resumes it in its window
+            return op
+        self._close_session(audience_id, op, "replace", session, settled=True)
+        done = set(self.ledger.acknowledged("replace", sid))
+        return self._finish_with_add(audience_id, plan, operation, op, done)
+
+    def _send_replace_batches(
+        self,
+        audience_id: str,
+        plan: Plan,
+        operation: Operation,
+        op: OperationResult,
+        session: dict[str, Any],
+        acked: dict[int, dict[str, Any]],
+        *,
+        resuming: bool,
+    ) -> bool:
+        """Send the replace's batches in order, each acknowledged before the next, closing the session early when
+        its window runs out; False when the upload's deadline passed."""
         received = sum(a["rows"] for a in acked.values())
         for chunk in operation.chunks:
             if chunk.index in acked:
                 continue
             if self._stopped is not None:
-                self._dead_letter(op, "replace", chunk, NotSent(f"not sent: the upload stopped after {self._stopped}"))
+                self._dead_letter(op, "replace", chunk, self._not_sent())
                 continue
-            seq = chunk.index + 1
             is_last = chunk.index == operation.chunks[-1].index
             out_of_time = self.clock() - session["started"] > self.replace_window - REPLACE_SAFETY_SECONDS
-            meta_session = {
-                "session_id": sid,
-                "batch_seq": seq,
-                "last_batch_flag": is_last or out_of_time,
-                "estimated_num_total": operation.rows,
-            }
-            body = self._body(plan.schema, self.read_chunk(chunk), meta_session)
+            last = is_last or out_of_time
+            body = self._body(plan.schema, chunk, session["session_id"], chunk.index + 1, last, operation.rows)
             try:
-                response = self._send_reconciled(
-                    audience_id, "replace", body, received_before=received, rows=chunk.rows, check_first=resuming
+                response = send_reconciled(
+                    self.client,
+                    audience_id,
+                    "replace",
+                    body,
+                    received_before=received,
+                    rows=chunk.rows,
+                    check_first=resuming,
+                    attempts=self.reconcile_attempts,
                 )
             except DeadlineExceeded as error:  # the session stays open: the next run resumes it within its window
                 self._dead_letter(op, "replace", chunk, error)
-                return op
+                return False
             except MetaApiError as error:  # refused for good: the session is left to its 90-minute window
                 self._stop_if_final(error)
                 if self._stopped is None:
@@ -383,21 +384,11 @@ class AudienceUploader:
                 self._dead_letter(op, "replace", chunk, error)
                 continue
             resuming = False
-            self._record(op, "replace", chunk, response, sid, seq, per_session=True)
+            self._record(op, "replace", chunk, response, session["session_id"], chunk.index + 1, per_session=True)
             received += chunk.rows
             if out_of_time:
                 break
-        if self._stopped is not None:  # the session stays open: a run with a working token resumes it in its window
-            return op
-        finished = {
-            **session,
-            "finished": True,
-            "meta_stage": settle(self.client, audience_id, sid, first=self.settle_first, limit=self.settle_seconds),
-        }
-        op.session_stages[sid] = finished["meta_stage"]
-        self.ledger.save_session("replace", finished)
-        done = set(self.ledger.acknowledged("replace", sid))
-        return self._finish_with_add(audience_id, plan, operation, op, done)
+        return True
 
     def _finish_with_add(
         self, audience_id: str, plan: Plan, operation: Operation, op: OperationResult, replaced: set[int]
@@ -406,13 +397,6 @@ class AudienceUploader:
         add session: Meta's documented way to complete a replace that ran out of time."""
         rest = Operation("add", tuple(c for c in operation.chunks if c.index not in replaced))
         if rest.chunks:
-            added = self._add_or_remove(audience_id, plan, rest)
-            op.session_ids += added.session_ids
-            op.batches_sent += added.batches_sent
-            op.batches_resumed += added.batches_resumed
-            op.rows_sent += added.rows_sent
-            op.acknowledged_chunks = sorted(set(op.acknowledged_chunks) | set(added.acknowledged_chunks))
-            op.dead_letters += added.dead_letters
-            op.session_stages.update(added.session_stages)
+            op.absorb(self._add_or_remove(audience_id, plan, rest))
         op.acknowledged_chunks.sort()
         return op

@@ -7,8 +7,10 @@ columns; bad rows inside a good file go to the quarantine with a reason; a deliv
 published.
 """
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -95,86 +97,120 @@ def log_outcome(context: dg.AssetExecutionContext, outcome: Outcome) -> None:
         context.log.warning(outcome.verdict.message())
 
 
-def build_ingest_assets(
-    config: ProjectConfig, storage_kind: str, limits: InflationLimits = DEFAULT_LIMITS
-) -> list[dg.AssetsDefinition]:
-    kinds = {"duckdb", storage_kind}
-    sources = config.sources
-    partners = partner_partitions(config)
+@dataclasses.dataclass(frozen=True)
+class IngestSource:
+    """What sets one ingest asset apart from the others: its name, description, which source a run of it reads,
+    and the definition options only it has (partitions, code version, freshness)."""
 
-    def ingest_asset(
-        name: str, description: str, source_of: Callable[[dg.AssetExecutionContext], str], **options
-    ) -> dg.AssetsDefinition:
-        partitions = options.get("partitions_def")
-        specs = [
-            check_spec(
-                checks.ROW_ACCOUNTING,
-                name,
-                "Every delivered row is accepted or quarantined with a "
-                "reason: rows read (counted over the raw bytes) = accepted + quarantined, per file.",
-                blocking=True,
-                partitions_def=partitions,
-            ),
-            check_spec(
-                checks.DELIVERY_GUARD,
-                name,
-                "The delivery is not empty, did not shrink by more than max_shrink against the previous accepted "
-                "one and quarantined at most max_quarantine of its rows; else it is not published.",
-                blocking=True,
-                partitions_def=partitions,
-            ),
-        ]
+    name: str
+    description: str
+    source_of: Callable[[dg.AssetExecutionContext], str]
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-        @dg.asset(name=name, description=description, group_name=GROUP, kinds=kinds, check_specs=specs, **options)
-        def ingested(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
-            source = source_of(context)
-            partner = source if source not in (FIRST_PARTY, SUPPRESSION) else None
-            tenant = config.tenant_of_partner(partner) if partner else config.deployment_tenant
-            step = begin_tenant_step(context, storage, tenant=tenant, partner=partner)
-            accepted = {s.strip() for s in context.run.tags.get(ACCEPT_DELIVERY_TAG, "").split(",")}
-            try:
-                outcome = ingest_source(
-                    step.store,
-                    config,
-                    source,
-                    run_id=context.run.run_id,
-                    accept=source in accepted,
-                    fallback=lambda: last_materialized(context),
-                    limits=limits,
-                )
-            except LockBusy as busy:
-                raise dg.Failure(str(busy)) from None
-            log_outcome(context, outcome)
-            return step.result(
-                metadata=outcome_metadata(outcome),
-                rows=outcome.report.rows_read,
-                check_results=[checks.row_accounting(outcome.report), checks.delivery_guard(outcome.verdict)],
-            )
 
-        return ingested
-
-    partner_data = ingest_asset(
+def ingest_sources(config: ProjectConfig) -> tuple[IngestSource, ...]:
+    """The three ingest assets: a partner's delivery (one partition per partner), the CRM export, the opt-outs."""
+    partner_data = IngestSource(
         "partner_data",
         "A partner's delivery as its clean-room table: identifiers normalized and SHA-256 hashed per Meta's "
         "rules, one row per segment attribute; rows failing the contract are quarantined with a reason.",
         lambda context: context.partition_key,
-        partitions_def=partners,
-        code_version="2",  # the table carries partner_identity (tables of version 1 show as changed code in the UI)
-        freshness_policy=dg.FreshnessPolicy.time_window(
-            fail_window=dt.timedelta(hours=max(p.freshness_hours for p in sources.partners.values()))
-        ),
+        {
+            "partitions_def": partner_partitions(config),
+            # the table carries partner_identity (tables of version 1 show as changed code in the UI)
+            "code_version": "2",
+            "freshness_policy": dg.FreshnessPolicy.time_window(
+                fail_window=dt.timedelta(hours=max(p.freshness_hours for p in config.sources.partners.values()))
+            ),
+        },
     )
-    first_party_customers = ingest_asset(
+    first_party_customers = IngestSource(
         "first_party_customers",
         "The advertiser's CRM export, one row per customer id with every Meta key normalized and hashed (the "
         "payload the audiences are built from); unusable and duplicate rows are quarantined.",
         lambda context: FIRST_PARTY,
     )
-    suppression_list = ingest_asset(
+    suppression_list = IngestSource(
         "suppression_list",
         "Everyone who opted out, as hashed identifiers: never uploaded, and removed from Meta if they were.",
         lambda context: SUPPRESSION,
     )
+    return partner_data, first_party_customers, suppression_list
+
+
+def ingest_check_specs(name: str, partitions: dg.PartitionsDefinition | None) -> list[dg.AssetCheckSpec]:
+    """The blocking checks every ingest asset carries: rows add up, and the delivery's guards let it through."""
+    return [
+        check_spec(
+            checks.ROW_ACCOUNTING,
+            name,
+            "Every delivered row is accepted or quarantined with a "
+            "reason: rows read (counted over the raw bytes) = accepted + quarantined, per file.",
+            blocking=True,
+            partitions_def=partitions,
+        ),
+        check_spec(
+            checks.DELIVERY_GUARD,
+            name,
+            "The delivery is not empty, did not shrink by more than max_shrink against the previous accepted "
+            "one and quarantined at most max_quarantine of its rows; else it is not published.",
+            blocking=True,
+            partitions_def=partitions,
+        ),
+    ]
+
+
+def ingest(
+    context: dg.AssetExecutionContext, storage: Storage, config: ProjectConfig, source: str, limits: InflationLimits
+) -> dg.MaterializeResult:
+    """One run of an ingest asset: the source ingested in its tenant's store (unless its guards hold it and no
+    run tag accepts it), its outcome logged and reported with both checks."""
+    partner = source if source not in (FIRST_PARTY, SUPPRESSION) else None
+    tenant = config.tenant_of_partner(partner) if partner else config.deployment_tenant
+    step = begin_tenant_step(context, storage, tenant=tenant, partner=partner)
+    accepted = {s.strip() for s in context.run.tags.get(ACCEPT_DELIVERY_TAG, "").split(",")}
+    try:
+        outcome = ingest_source(
+            step.store,
+            config,
+            source,
+            run_id=context.run.run_id,
+            accept=source in accepted,
+            fallback=lambda: last_materialized(context),
+            limits=limits,
+        )
+    except LockBusy as busy:
+        raise dg.Failure(str(busy)) from None
+    log_outcome(context, outcome)
+    return step.result(
+        metadata=outcome_metadata(outcome),
+        rows=outcome.report.rows_read,
+        check_results=[checks.row_accounting(outcome.report), checks.delivery_guard(outcome.verdict)],
+    )
+
+
+def build_ingest_asset(
+    config: ProjectConfig, spec: IngestSource, kinds: set[str], limits: InflationLimits
+) -> dg.AssetsDefinition:
+    """One ingest asset from its spec: the skeleton all three share."""
+    specs = ingest_check_specs(spec.name, spec.options.get("partitions_def"))
+
+    @dg.asset(
+        name=spec.name,
+        description=spec.description,
+        group_name=GROUP,
+        kinds=kinds,
+        check_specs=specs,
+        **spec.options,
+    )
+    def ingested(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
+        return ingest(context, storage, config, spec.source_of(context), limits)
+
+    return ingested
+
+
+def build_landing_zone_report(config: ProjectConfig, storage_kind: str) -> dg.AssetsDefinition:
+    """The landing zone's unread objects, as an asset the sensor refreshes."""
 
     @dg.asset(group_name=GROUP, kinds={storage_kind})  # it reads the store's listing
     def landing_zone_report(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
@@ -193,4 +229,13 @@ def build_ingest_assets(
             }
         )
 
-    return [partner_data, first_party_customers, suppression_list, landing_zone_report]
+    return landing_zone_report
+
+
+def build_ingest_assets(
+    config: ProjectConfig, storage_kind: str, limits: InflationLimits = DEFAULT_LIMITS
+) -> list[dg.AssetsDefinition]:
+    """The three ingest assets, from one skeleton and their specs, and the landing zone's report."""
+    kinds = {"duckdb", storage_kind}
+    ingested = [build_ingest_asset(config, spec, kinds, limits) for spec in ingest_sources(config)]
+    return [*ingested, build_landing_zone_report(config, storage_kind)]

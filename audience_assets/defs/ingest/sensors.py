@@ -243,32 +243,14 @@ def build_landing_zone_sensor(
             context.log.info(f"the landing zone was empty: demo data seeded under {demo_dir / 'landing'}")
         cursor = LandingCursor.parse(context.cursor)
         store = storage.store()
-        listing: LandingListing | None = None
-        now = dt.datetime.now(dt.UTC)
-        missed: list[tuple[StoredObject, Target]] = []
         if queue_url:
-            chosen = from_events(LandingQueue(queue_url), getattr(store, "bucket", ""), targets, cursor, context.log)
-            if now.timestamp() - cursor.swept >= sweep_seconds:
-                listing = LandingListing(store, config)
-                missed = missed_by_events(listing, targets, cursor, now, context.log, event_grace)
-                chosen += missed
-                cursor.swept = now.timestamp()
-            cursor.forget_old()
+            chosen, missed, listing = from_events_and_sweep(
+                store, config, targets, cursor, context.log, queue_url, sweep_seconds, event_grace
+            )
         else:
             listing = LandingListing(store, config)  # one listing serves both questions below
-            chosen = new_deliveries(listing, targets, cursor)
-        requests = [
-            dg.RunRequest(
-                run_key=f"{obj.key}@{obj.version}",
-                job_name=target.job_name,
-                partition_key=target.partition_key,
-                tags={
-                    "audience_assets/object": obj.key[:255],
-                    **({MISSED_EVENT_TAG: "true"} if (obj, target) in missed else {}),
-                },
-            )
-            for obj, target in chosen
-        ]
+            chosen, missed = new_deliveries(listing, targets, cursor), []
+        requests = [delivery_request(obj, target, missed=(obj, target) in missed) for obj, target in chosen]
         if listing is not None and (report := unread_report(listing, cursor, context.log)) is not None:
             requests.append(report)  # the UI's landing_zone_report shows what is not read, and why
         if chosen:
@@ -278,6 +260,44 @@ def build_landing_zone_sensor(
         )
 
     return landing_zone_sensor
+
+
+def from_events_and_sweep(
+    store: Store,
+    config: ProjectConfig,
+    targets: list[Target],
+    cursor: LandingCursor,
+    log,
+    queue_url: str,
+    sweep_seconds: float,
+    event_grace: dt.timedelta,
+) -> tuple[list[tuple[StoredObject, Target]], list[tuple[StoredObject, Target]], LandingListing | None]:
+    """Events mode: the deliveries the queue announced, plus, when a sweep is due, those whose events were lost
+    (returned apart too, to be tagged); the sweep's listing, if one was made, serves the unread report."""
+    now = dt.datetime.now(dt.UTC)
+    listing: LandingListing | None = None
+    missed: list[tuple[StoredObject, Target]] = []
+    chosen = from_events(LandingQueue(queue_url), getattr(store, "bucket", ""), targets, cursor, log)
+    if now.timestamp() - cursor.swept >= sweep_seconds:
+        listing = LandingListing(store, config)
+        missed = missed_by_events(listing, targets, cursor, now, log, event_grace)
+        chosen += missed
+        cursor.swept = now.timestamp()
+    cursor.forget_old()
+    return chosen, missed, listing
+
+
+def delivery_request(obj: StoredObject, target: Target, *, missed: bool) -> dg.RunRequest:
+    """One ingestion run per delivered version (the run key), tagged when only the sweep found it."""
+    return dg.RunRequest(
+        run_key=f"{obj.key}@{obj.version}",
+        job_name=target.job_name,
+        partition_key=target.partition_key,
+        tags={
+            "audience_assets/object": obj.key[:255],
+            **({MISSED_EVENT_TAG: "true"} if missed else {}),
+        },
+    )
 
 
 def unread_report(listing: LandingListing, cursor: LandingCursor, log) -> dg.RunRequest | None:
