@@ -170,3 +170,24 @@ def test_every_variable_the_docs_or_code_name_is_declared():
     assert (documented | in_code) - not_variables - set(VARIABLES) == set()
     undocumented = set(VARIABLES) - documented - {"CLEANROOMS_ANALYSIS_TEMPLATE_ARN"}  # refused, with its fix
     assert not undocumented, f"document {sorted(undocumented)} in README.md or deploy/README.md"
+
+
+# Functions allowed past MAX_FUNCTION_LINES: declarative tables, read as data, not logic (a split would scatter them).
+DECLARED_TABLES = {
+    "core/identity/stages.py::key_stages",  # each Meta key's normalization stages, one entry per key
+}
+MAX_FUNCTION_LINES = 60
+
+
+def test_functions_do_one_job():
+    """No function (nested ones counted on their own and in their parent) is over MAX_FUNCTION_LINES lines, except
+    the declared tables."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                name = f"{path.relative_to(PACKAGE).as_posix()}::{node.name}"
+                if lines > MAX_FUNCTION_LINES and name not in DECLARED_TABLES:
+                    long.append(f"{name} ({lines} lines)")
+    assert not long, "split these into functions of one job:\n" + "\n".join(sorted(long))
