@@ -120,6 +120,7 @@ class SyncOutcome:
     delivery: Delivery | None = None
     figures: dict[str, Any] = dataclasses.field(default_factory=dict)  # counts only, for metadata
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # for CloudWatch / Prometheus
+    requests: int = 0  # Graph API requests the sync made (its cost)
 
     @property
     def awaiting_approval(self) -> bool:
@@ -143,23 +144,25 @@ HELD_ERRORS = (UnrecordedAudience, RemovalsHeld, PlanRefused, MetaPreflightError
 
 @dataclasses.dataclass(frozen=True)
 class MetaTarget:
-    """Where a sync writes: the tenant's ad account, the Marketing API version it speaks, a client for the account
-    (its `MetaPolicy` decides waits and concurrency), and fields to read back after the upload."""
+    """Where a sync writes: the tenant's ad account, the Marketing API version it speaks, how to connect to the
+    account (a client whose `MetaPolicy` decides waits and concurrency; called only once a sync will upload, so a
+    held or refused sync reads no token), and fields to read back after the upload."""
 
     ad_account_id: str
     api_version: str
-    client: GraphClient | None = None  # planning needs none; a sync does
+    connect: Callable[[], GraphClient] | None = None  # planning needs none; a sync does
     extra_fields: Sequence[str] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class RunScope:
     """The run a sync is part of: its id (the lock's owner, the audit's), its tags (approvals), where progress
-    lines go, and where its metrics go."""
+    lines and warnings go, and where its metrics go."""
 
     run_id: str
     tags: Mapping[str, str]
     report: Callable[[str], None] = log.info
+    warn: Callable[[str], None] = log.warning
     publish: Callable[[Mapping[str, float]], None] = lambda values: None
 
 
@@ -170,7 +173,7 @@ def sync(
     audience's plan waiting in an unattended run, hold removals over the limit unless the run approves them,
     then deliver (`core.meta.delivery`) under the audience's lock and gather Meta's figures. Every upload that
     fails counts in the metrics (`upload_failures`), whatever failed. Raises `SyncHeld`."""
-    assert meta.client is not None, "a sync talks to Meta: MetaTarget.client"
+    assert meta.connect is not None, "a sync talks to Meta: MetaTarget.connect"
     plan = load_plan(store, audience)
     if plan is None:
         raise SyncHeld(f"no upload plan for {audience!r}: materialize audience_chunks first")
@@ -183,38 +186,44 @@ def sync(
         return SyncOutcome(plan, review)
     if review.blocked:
         raise SyncHeld(review.message(), review.metadata())
+    if review.approved and review.over_limit:
+        run.warn(review.message())
     with store.lock(f"audience-{audience}", owner=run.run_id):
+        client = meta.connect()
         try:
-            delivery = _deliver(store, audience, spec, plan, meta, run, review, approvals(review, manual, run.tags))
+            delivery = _deliver(store, audience, spec, plan, client, meta, run, review, manual)
         except Exception:
-            _count_failure(run, meta.client)
+            _count_failure(run, client)
             raise
+        finally:
+            client.close()
     plan = delivery.plan or plan
-    figures = delivery_figures(delivery, spec, plan.upload_id, meta.client)
+    figures = delivery_figures(delivery, spec, plan.upload_id, client)
     figures["api_version"], figures["ldu_rows"] = meta.api_version, plan.ldu_rows
-    figures["api_version_warning"] = meta.client.stats.version_warning
+    figures["api_version_warning"] = client.stats.version_warning
     figures.update(review.metadata())
-    outcome = SyncOutcome(plan, review, delivery, figures, _metrics(store, figures, meta.client, landing_prefixes))
+    metrics = _metrics(store, figures, client, landing_prefixes)
+    outcome = SyncOutcome(plan, review, delivery, figures, metrics, requests=client.stats.requests)
     run.publish(outcome.metrics)
     return outcome
 
 
 def _deliver(
-    store: Store, audience: str, spec: Audience, plan: Plan, meta: MetaTarget, run: RunScope, review: RemovalReview,
-    approved: Mapping[str, Any],
+    store: Store, audience: str, spec: Audience, plan: Plan, client: GraphClient, meta: MetaTarget, run: RunScope,
+    review: RemovalReview, manual: bool,
 ) -> Delivery:  # fmt: skip
-    """`deliver`, with the failures that send nothing on purpose (or dead-letter what was not acknowledged)
-    raised as `SyncHeld`."""
+    """`deliver`, with what a person approved for its audit record, and the failures that send nothing on purpose
+    (or dead-letter what was not acknowledged) raised as `SyncHeld`."""
     try:
         return deliver(
             store,
             audience,
             spec,
             plan,
-            meta.client,
+            client,
             ad_account_id=meta.ad_account_id,
             run_id=run.run_id,
-            approvals=approved,
+            approvals=approvals(review, manual, run.tags),
             approved_removals=review.approved,
             extra_fields=meta.extra_fields,
             report=run.report,
@@ -222,7 +231,7 @@ def _deliver(
     except HELD_ERRORS as held:
         raise SyncHeld(str(held)) from None
     except UploadIncomplete as incomplete:
-        figures = {"upload_id": incomplete.upload_id, "dead_letters": incomplete.dead, **client_figures(meta.client)}
+        figures = {"upload_id": incomplete.upload_id, "dead_letters": incomplete.dead, **client_figures(client)}
         raise SyncHeld(str(incomplete), figures) from None
 
 
@@ -232,7 +241,7 @@ def _count_failure(run: RunScope, client: GraphClient) -> None:
     try:
         run.publish({"upload_failures": 1, "throttled_requests": client.stats.throttled})
     except Exception as unpublished:
-        log.warning(f"could not publish the failed upload's metrics: {unpublished}")
+        run.warn(f"could not publish the failed upload's metrics: {unpublished}")
 
 
 def _metrics(store: Store, figures: Mapping[str, Any], client: GraphClient, prefixes: Sequence[str]) -> dict:

@@ -58,19 +58,16 @@ def meta_audience_asset(shape: Shape) -> dg.AssetsDefinition:
         audience = config.audiences[name]
         step = begin_tenant_step(context, storage, tenant=tenant, audience=name)
         target = meta_target(meta, config, tenant)
-        client = target.client
         run = RunScope(
             context.run.run_id,
             context.run.tags,
             report=context.log.info,
+            warn=context.log.warning,
             publish=lambda values: metrics.publish(values, tenant=tenant, audience=name),
         )
         prefixes = [config.sources.partner_prefix(p) for p in audience.select]
-        try:
-            with held_as_failure():
-                outcome = sync(step.store, name, audience, target, run, prefixes)
-        finally:
-            client.close()
+        with held_as_failure():
+            outcome = sync(step.store, name, audience, target, run, prefixes)
         if outcome.awaiting_approval:
             context.log.info(outcome.summary(name))
             summary = {
@@ -80,25 +77,24 @@ def meta_audience_asset(shape: Shape) -> dg.AssetsDefinition:
             }
             context.log_event(dg.AssetObservation(asset_key=key, partition=name, metadata=summary))
             return
-        if outcome.review.approved and outcome.review.over_limit:
-            context.log.warning(outcome.review.message())
         if outcome.delivery.binding and outcome.delivery.binding.note:
             context.log.warning(outcome.delivery.binding.note)
         context.log.info(outcome.summary(name))
         yield step.result(
             metadata=sync_metadata(context, outcome),
             rows=outcome.figures["rows_sent"],
-            meta_requests=client.stats.requests,
+            meta_requests=outcome.requests,
         )
 
     return meta_custom_audience
 
 
 def meta_target(meta: MetaAudiences, config: ProjectConfig, tenant: str) -> MetaTarget:
-    """The tenant's ad account and a client for it; the built-in sandbox also reports how many people it holds."""
+    """The tenant's ad account and how to connect to it (the token is read only when a sync uploads); the built-in
+    sandbox also reports how many people it holds."""
     declared = config.tenant(tenant)
     extra_fields = ["sandbox_member_count"] if meta.sandbox_state else []
-    return MetaTarget(meta.ad_account(declared), meta.api_version, meta.client(declared), extra_fields)
+    return MetaTarget(meta.ad_account(declared), meta.api_version, lambda: meta.client(declared), extra_fields)
 
 
 def sync_metadata(context: dg.AssetExecutionContext, outcome: SyncOutcome) -> dict[str, Any]:
