@@ -14,7 +14,7 @@ from audience_assets.core.config import ConfigError, load_config
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.settings import Settings, SettingsError
 from audience_assets.definitions import build_definitions
-from audience_assets_tests.conftest import REPO, copy_config, make_dagster_home
+from audience_assets_tests.conftest import REPO, copy_config
 
 LINEAGE = {  # asset -> what it is computed from (README's diagram)
     "partner_data": set(),
@@ -142,39 +142,6 @@ def test_new_partner_data_flows_on_by_itself_and_everything_has_freshness_and_ow
         )
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
         assert result.get_requested_partitions(dg.AssetKey("clean_room_matches")) == {"acme_data", "beta_insights"}
-
-
-def test_validating_the_code_location_writes_nothing_and_demo_seeds_an_empty_folder(tmp_path: Path):
-    """`dagster definitions validate` loads the location without writing (no demo data in the working
-    directory); `python -m audience_assets demo` then seeds an empty folder and says so."""
-    import subprocess
-    import sys
-
-    from audience_assets_tests.conftest import clean_env
-
-    cwd = tmp_path / "elsewhere"
-    cwd.mkdir()
-    env = clean_env(DAGSTER_HOME=str(make_dagster_home(tmp_path / "home")))
-    validated = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "audience_assets.definitions"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert validated.returncode == 0, validated.stdout + validated.stderr
-    assert list(cwd.iterdir()) == [], "loading the code location wrote files"
-    seeded = subprocess.run(
-        [sys.executable, "-m", "audience_assets", "demo"],
-        cwd=cwd,
-        env={**env, "AUDIENCE_DATA_DIR": str(tmp_path / "data")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert seeded.returncode == 0 and "written to" in seeded.stdout, seeded.stdout + seeded.stderr
-    assert len([p for p in (tmp_path / "data" / "landing").rglob("*") if p.is_file()]) == 4
 
 
 def test_each_audience_is_refreshed_on_its_own_cron(tmp_path: Path):
