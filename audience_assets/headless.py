@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from audience_assets.core.audience.approval import TRIGGER_TAG
 from audience_assets.core.audience.plan import load_plan
 from audience_assets.core.audience.review import describe, learned_rate
 from audience_assets.core.config import ProjectConfig, load_config
@@ -65,7 +66,7 @@ def run_pipeline(
                 resources=resources,
                 instance=instance,
                 raise_on_error=False,
-                tags={"audience_assets/trigger": "headless", **runner_tag(), **(tags or {})},
+                tags={TRIGGER_TAG: "headless", **runner_tag(), **(tags or {})},
                 run_config=None if verbose else QUIET,
             )
             print_run(result, selection, partition, out)

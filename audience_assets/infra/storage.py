@@ -64,6 +64,18 @@ def key(config: ProjectConfig) -> dict[str, Any]:
     }
 
 
+# Every bucket of the stack: no public access of any kind, and object ownership by the bucket owner (no ACLs).
+PRIVATE: dict[str, Any] = {
+    "PublicAccessBlockConfiguration": {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    },
+    "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+}
+
+
 def _bucket(logs_prefix: str, lifecycle: list[dict[str, Any]], *, events: bool = False) -> dict[str, Any]:
     """A project bucket: SSE-KMS under the project key, versioned, private, logged, its lifecycle `lifecycle` plus
     aborting interrupted uploads; `events`: its object events go to EventBridge (the landing zone)."""
@@ -80,13 +92,7 @@ def _bucket(logs_prefix: str, lifecycle: list[dict[str, Any]], *, events: bool =
             ]
         },
         "VersioningConfiguration": {"Status": "Enabled"},
-        "PublicAccessBlockConfiguration": {
-            "BlockPublicAcls": True,
-            "BlockPublicPolicy": True,
-            "IgnorePublicAcls": True,
-            "RestrictPublicBuckets": True,
-        },
-        "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        **PRIVATE,
         "LoggingConfiguration": {"DestinationBucketName": ref("AccessLogBucket"), "LogFilePrefix": logs_prefix},
         "LifecycleConfiguration": {
             "Rules": [
@@ -216,13 +222,7 @@ def _access_log_bucket() -> dict[str, Any]:
                 "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
             "VersioningConfiguration": {"Status": "Enabled"},
-            "PublicAccessBlockConfiguration": {
-                "BlockPublicAcls": True,
-                "BlockPublicPolicy": True,
-                "IgnorePublicAcls": True,
-                "RestrictPublicBuckets": True,
-            },
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            **PRIVATE,
             "LifecycleConfiguration": {
                 "Rules": [
                     {

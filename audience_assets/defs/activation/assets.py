@@ -161,8 +161,8 @@ def chunks_asset(shape: Shape) -> dg.AssetsDefinition:
             )
         check_results = [
             check_result(checks.HASHED_CELLS, outcome.cells),
-            check_result(checks.REMOVAL_GUARD, outcome.removals.finding()),
-            check_result(checks.API_VERSION, outcome.version.finding()),
+            checks.removal_guard(outcome.removals),
+            checks.api_version(outcome.version),
         ]
         if outcome.plan is None:  # a cell that must not leave: no plan is published
             return step.result(
