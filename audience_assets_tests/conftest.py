@@ -93,10 +93,12 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
 
 
 @pytest.fixture(scope="session")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def baseline(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Read-only. Under xdist, every worker's base temp dir sits in the session's, so the world is built once."""
     from audience_assets_tests.world import make_baseline
 
-    return make_baseline(tmp_path_factory.mktemp("world"))
+    session = tmp_path_factory.getbasetemp()
+    return make_baseline((session if worker_id == "master" else session.parent) / "world")
 
 
 @pytest.fixture

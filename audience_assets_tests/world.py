@@ -1,30 +1,52 @@
-"""A small world for end-to-end tests of what reaches Meta: a demo landing zone run once through the headless
-pipeline into the built-in Meta sandbox (the session fixture `baseline` in conftest), copied per test
-(`world`), and helpers to change a delivery, run again and read what Meta holds."""
+"""One small world for every whole-pipeline test: a demo landing zone run once, by README's headless command,
+into the built-in Meta sandbox (the session fixture `baseline` in conftest, built by whichever xdist worker asks
+first while the others wait), copied per test (`world`, or `landing` for a test that needs a first run of its
+own), and helpers to change a delivery, run again and read what Meta holds."""
 
 from __future__ import annotations
 
 import io
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
+from filelock import FileLock
 
 from audience_assets.core.config import load_config
 from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
 from audience_assets.headless import run_pipeline
 from audience_assets.standins.graph_sandbox import GraphSandbox
-from audience_assets_tests.conftest import copy_config
+from audience_assets_tests.conftest import REPO, clean_env, copy_config, make_dagster_home
+
+CHUNK_ROWS = {"travel_enthusiasts": 500}  # small chunks so one audience spans several requests
 
 
 def make_baseline(root: Path) -> Path:
-    generate(root / "data", customers=10_000, seed=3)
-    config_dir = copy_config(root / "config")
-    out = io.StringIO()
-    assert run(root / "data", config_dir, out=out), out.getvalue()
+    """The world under `root`, built once: the first caller builds it, later callers (other xdist workers) wait on
+    the lock and find it ready. Its run's console output and Dagster home are kept for the tests that read them."""
+    with FileLock(f"{root}.lock"):
+        if not (root / "ready").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            _build(root)
+            (root / "ready").touch()
     return root
+
+
+def _build(root: Path) -> None:
+    generate(root / "data", customers=10_000, seed=3)
+    config_dir = world_config(root / "config")
+    home = make_dagster_home(root / "dagster_home")
+    env = clean_env(AUDIENCE_DATA_DIR=str(root / "data"), AUDIENCE_CONFIG_DIR=str(config_dir), DAGSTER_HOME=str(home))
+    done = subprocess.run(
+        [sys.executable, "-m", "audience_assets", "run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    (root / "stdout.txt").write_text(done.stdout)
+    (root / "stderr.txt").write_text(done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
 
 
 def copy_world(baseline: Path, target: Path) -> dict:
@@ -33,6 +55,20 @@ def copy_world(baseline: Path, target: Path) -> dict:
     shutil.copytree(baseline / "config", target / "config")
     config = load_config(target / "config")
     return {"data": target / "data", "config_dir": target / "config", "config": config, "held": meta(target)}
+
+
+def copy_landing(baseline: Path, data: Path) -> Path:
+    """The baseline's landing zone alone, as `data`'s (nothing run yet), for a test whose first run is its own."""
+    shutil.copytree(baseline / "data" / "landing", data / "landing")
+    return data
+
+
+def world_config(target: Path, audiences_patch: dict | None = None) -> Path:
+    """The world's config (the package's, with its chunk sizes) copied to `target`, with audience settings patched."""
+    patch = {a: {"chunk_rows": n} for a, n in CHUNK_ROWS.items()}
+    for name, changes in (audiences_patch or {}).items():
+        patch[name] = {**patch.get(name, {}), **changes}
+    return copy_config(target, patch)
 
 
 def run(data: Path, config_dir: Path, out: io.StringIO, instance=None, settings: dict | None = None, **options) -> bool:

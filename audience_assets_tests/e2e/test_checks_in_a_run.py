@@ -4,7 +4,6 @@ payload stops the upload plan and nothing reaches Meta."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -12,7 +11,6 @@ import pytest
 
 from audience_assets.core import layout
 from audience_assets.core.config import load_config
-from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
 from audience_assets.definitions import build_definitions
 from audience_assets.defs.activation import checks
@@ -20,14 +18,11 @@ from audience_assets.defs.clean_room.checks import MATCH_RATE
 from audience_assets.defs.resources import build_resources
 from audience_assets.headless import run_pipeline
 from audience_assets.standins.graph_sandbox import GraphSandbox
-from audience_assets_tests.conftest import copy_config
 
 
 @pytest.mark.slow
-def test_a_plaintext_cell_stops_the_upload_and_a_low_match_rate_only_warns(tmp_path: Path):
-    data = tmp_path / "data"
-    generate(data, customers=20_000, seed=5)
-    config_dir = copy_config(tmp_path / "config")
+def test_a_plaintext_cell_stops_the_upload_and_a_low_match_rate_only_warns(world: dict):
+    data, config_dir = world["data"], world["config_dir"]
     (config_dir / "partners.yaml").write_text(
         (config_dir / "partners.yaml")
         .read_text()

@@ -10,15 +10,14 @@ from pathlib import Path
 import dagster as dg
 
 from audience_assets.core import layout
-from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
 from audience_assets.definitions import build_definitions
 from audience_assets.defs.resources import LocalStorage
+from audience_assets_tests.world import copy_landing
 
 
-def test_a_failed_run_is_dead_lettered_and_replayed(tmp_path: Path):
-    data = tmp_path / "data"
-    generate(data, customers=5_000, seed=2)
+def test_a_failed_run_is_dead_lettered_and_replayed(baseline: Path, tmp_path: Path):
+    data = copy_landing(baseline, tmp_path / "data")
     acme = data / "landing" / "partners" / "acme_data"
     parked = tmp_path / "parked"
     shutil.move(acme, parked)  # the partner's delivery is missing: the run fails

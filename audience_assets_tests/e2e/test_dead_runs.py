@@ -12,15 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from audience_assets.core.demo import generate
 from audience_assets.defs.operations.dead_runs import RUNNER_TAG, fail_dead_runs, runner_tag
 from audience_assets_tests.conftest import REPO, clean_env, make_dagster_home
+from audience_assets_tests.world import copy_landing
 
 
-def test_a_killed_headless_run_is_marked_failed_by_the_next_one(tmp_path: Path):
+def test_a_killed_headless_run_is_marked_failed_by_the_next_one(baseline: Path, tmp_path: Path):
     home = make_dagster_home(tmp_path / "dagster_home")
-    data = tmp_path / "data"
-    generate(data, customers=3_000, seed=4)
+    data = copy_landing(baseline, tmp_path / "data")
     process = subprocess.Popen(
         [sys.executable, "-m", "audience_assets", "run"],
         cwd=REPO,

@@ -22,10 +22,10 @@ import dagster as dg
 import pytest
 
 from audience_assets.core.config import load_config
-from audience_assets.core.demo import generate
 from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests import oracle
-from audience_assets_tests.conftest import REPO, clean_env, copy_config, make_dagster_home
+from audience_assets_tests.conftest import REPO, clean_env, make_dagster_home
+from audience_assets_tests.world import copy_landing, world_config
 
 pytestmark = pytest.mark.slow
 TOKEN = "live-token-Throttled-5e1"
@@ -33,10 +33,10 @@ ACCOUNT = "act_4000000004"
 PROFILE = "throttle:0.15,5xx:0.05,regain0,seed:5"
 
 
-def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(tmp_path: Path):
-    data, home = tmp_path / "data", make_dagster_home(tmp_path / "home")
-    generate(data, customers=8_000, seed=5)
-    config_dir = copy_config(
+def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(baseline: Path, tmp_path: Path):
+    home = make_dagster_home(tmp_path / "home")
+    data = copy_landing(baseline, tmp_path / "data")
+    config_dir = world_config(
         tmp_path / "config", {a: {"chunk_rows": 200} for a in ("new_parents", "travel_enthusiasts", "young_gamers")}
     )
     state = tmp_path / "graph.sqlite"

@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from audience_assets.core.demo import generate
 from audience_assets_tests.conftest import REPO, clean_env, make_dagster_home
+from audience_assets_tests.world import copy_landing, world_config
 
 pytestmark = pytest.mark.slow
 PLANTED = {
@@ -65,25 +65,30 @@ def texts(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
-def headless_run(data: Path, home: Path, scratch: Path) -> subprocess.CompletedProcess:
+def headless_run(data: Path, config_dir: Path, home: Path, scratch: Path) -> subprocess.CompletedProcess:
     """The README's headless command on `data`, recorded in `home`, staging under `scratch` (all scanned)."""
     return subprocess.run(
         [sys.executable, "-m", "audience_assets", "run"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=clean_env(AUDIENCE_DATA_DIR=str(data), DAGSTER_HOME=str(home), AUDIENCE_SCRATCH_DIR=str(scratch)),
+        env=clean_env(
+            AUDIENCE_DATA_DIR=str(data),
+            AUDIENCE_CONFIG_DIR=str(config_dir),
+            DAGSTER_HOME=str(home),
+            AUDIENCE_SCRATCH_DIR=str(scratch),
+        ),
         timeout=600,
     )
 
 
-def test_planted_pii_appears_nowhere_it_must_not(tmp_path: Path):
-    data, home = tmp_path / "data", make_dagster_home(tmp_path / "dagster_home")
+def test_planted_pii_appears_nowhere_it_must_not(baseline: Path, tmp_path: Path):
+    data, config_dir = copy_landing(baseline, tmp_path / "data"), world_config(tmp_path / "config")
+    home = make_dagster_home(tmp_path / "dagster_home")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\npython_logs:\n  python_log_level: DEBUG\n")
-    generate(data, customers=20_000, seed=9)
     plant(data)
     scratch = tmp_path / "scratch"
-    done = headless_run(data, home, scratch)
+    done = headless_run(data, config_dir, home, scratch)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
 
     # the planted customer really went through: matched, selected and uploaded (hashed)
@@ -104,7 +109,7 @@ def test_planted_pii_appears_nowhere_it_must_not(tmp_path: Path):
     (data / "landing" / "suppression" / "optouts_bad.csv").write_bytes(
         f"email\n{PLANTED['email']}\n{PLANTED['first_name']}\xe9@example.com\n".encode("latin-1")
     )
-    failed = headless_run(data, home, scratch)
+    failed = headless_run(data, config_dir, home, scratch)
     assert failed.returncode == 1
     assert (
         "z_headerless.csv does not satisfy" in failed.stdout and "optouts_bad.csv is not valid UTF-8" in failed.stdout

@@ -1,16 +1,15 @@
 """The walking pipeline end to end: the README's headless command on generated demo data.
 
-`python -m audience_assets run` runs in a subprocess against a temporary landing zone, a Dagster home and
-the built-in Meta sandbox. Its outputs are checked against `oracle`, an independent computation
-(Python csv/pyarrow readers and the pure-Python normalization reference instead of DuckDB SQL).
+The session's world (`baseline`, world.py) is that command's run: `python -m audience_assets run` in a
+subprocess against a landing zone of generated demo data, a Dagster home and the built-in Meta sandbox. Its outputs
+are checked here against `oracle`, an independent computation (Python csv/pyarrow readers and the pure-Python
+normalization reference instead of DuckDB SQL).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -19,39 +18,32 @@ import pytest
 
 from audience_assets.core import layout
 from audience_assets.core.config import load_config
-from audience_assets.core.demo import generate
 from audience_assets.core.identity import HASHED_KEYS
 from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests import oracle
-from audience_assets_tests.conftest import REPO, clean_env, copy_config, make_dagster_home
+from audience_assets_tests.world import CHUNK_ROWS
 
 pytestmark = pytest.mark.slow
 HEX64_OR_EMPTY = re.compile(r"^([0-9a-f]{64})?$")
-CHUNK_ROWS = {"travel_enthusiasts": 1_000}  # small chunks so one audience spans several requests
 
 
 # ##### FIXTURES
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("pipeline")
-    data, home = root / "data", make_dagster_home(root / "dagster_home")
-    generate(data, customers=20_000, seed=11)
-    config_dir = copy_config(root / "config", {a: {"chunk_rows": n} for a, n in CHUNK_ROWS.items()})
-    env = clean_env(AUDIENCE_DATA_DIR=str(data), AUDIENCE_CONFIG_DIR=str(config_dir), DAGSTER_HOME=str(home))
-    done = subprocess.run(
-        [sys.executable, "-m", "audience_assets", "run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    config = load_config(config_dir)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+def run(baseline: Path):
+    """What the world's run left: its console, its Dagster home's materializations, its outputs (read only)."""
+    data = baseline / "data"
+    config = load_config(baseline / "config")
+    with dg.DagsterInstance.from_config(str(baseline / "dagster_home")) as instance:
         metadata = {}
         for key in instance.get_asset_keys():
             for record in instance.fetch_materializations(key, limit=100).records:
                 m = record.asset_materialization
                 metadata[(m.asset_key.to_user_string(), m.partition)] = {k: v.value for k, v in m.metadata.items()}
     return {
-        "process": done,
+        "stdout": (baseline / "stdout.txt").read_text(),
+        "stderr": (baseline / "stderr.txt").read_text(),
         "data": data,
         "config": config,
         "metadata": metadata,
@@ -66,15 +58,13 @@ def parquet_rows(path: Path) -> list[dict]:
 # ##### TESTS
 
 
-def test_headless_command_exits_zero_and_reports_every_step(run):
-    process = run["process"]
-    assert process.returncode == 0, process.stdout + process.stderr
-    steps = [line for line in process.stdout.splitlines() if line.startswith(("ok", "FAILED"))]
+def test_headless_command_reports_every_step(run):
+    steps = [line for line in run["stdout"].splitlines() if line.startswith(("ok", "FAILED"))]
     assert len(steps) == 1 + len(run["config"].partners) + len(run["config"].audiences) + 1  # + the cost report
     assert all(line.startswith("ok") for line in steps)
     # a quiet terminal: the steps' own lines, none of Dagster's DEBUG event stream (the instance keeps it)
-    logged = process.stderr.splitlines()
-    assert not [line for line in logged if " - DEBUG - " in line] and len(logged) < 40, process.stderr[-3000:]
+    logged = run["stderr"].splitlines()
+    assert not [line for line in logged if " - DEBUG - " in line] and len(logged) < 40, run["stderr"][-3000:]
     assert any("rows read from 1 file(s)" in line for line in logged)
 
 
@@ -146,5 +136,5 @@ def test_sandbox_audiences_hold_exactly_the_members(run):
 def test_no_plaintext_identifier_reaches_metadata_or_logs(run):
     crm = next((run["data"] / "landing" / "first_party").glob("*.csv")).read_text(encoding="utf-8").splitlines()[1:200]
     emails = {line.split(",")[1].strip().lower() for line in crm if "@" in line}
-    text = (repr(run["metadata"]) + run["process"].stdout + run["process"].stderr).lower()
+    text = (repr(run["metadata"]) + run["stdout"] + run["stderr"]).lower()
     assert emails and not [e for e in emails if e and e in text]

@@ -19,12 +19,11 @@ from audience_assets.core import layout
 from audience_assets.core.audience.floor import below_floor, members_after
 from audience_assets.core.audience.plan import Chunk, Operation, Plan
 from audience_assets.core.config import load_config
-from audience_assets.core.demo import generate
 from audience_assets.core.settings import Settings
 from audience_assets.headless import run_pipeline
 from audience_assets.standins.graph_sandbox import GraphSandbox
 from audience_assets_tests import oracle
-from audience_assets_tests.conftest import copy_config
+from audience_assets_tests.world import copy_landing, world_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +48,9 @@ def row_keys(expected: oracle.Expected, config, audience: str, customers) -> set
     return {oracle.canonical_row_key({k: expected.customers[c][k] for k in keys}) for c in customers}
 
 
-def test_opt_outs_never_reach_meta_and_later_opt_outs_are_removed(tmp_path: Path):
-    data = tmp_path / "data"
-    generate(data, customers=20_000, seed=5)
-    config_dir = copy_config(tmp_path / "config")
-    config = load_config(config_dir)
+def test_opt_outs_never_reach_meta_and_later_opt_outs_are_removed(world: dict):
+    data, config_dir, config = world["data"], world["config_dir"], world["config"]
     assert {spec.mode for spec in config.audiences.values()} == {"add", "mirror", "replace"}
-    assert run(data, config_dir)
 
     expected = oracle.compute(data / "landing", config)
     suppressed = expected.suppressed()
@@ -91,10 +86,9 @@ def test_opt_outs_never_reach_meta_and_later_opt_outs_are_removed(tmp_path: Path
     assert all(len(sorted((data / "audit" / a).glob("*.json"))) == 2 for a in config.audiences)  # one per upload
 
 
-def test_an_audience_below_its_floor_uploads_nothing(tmp_path: Path):
-    data = tmp_path / "data"
-    generate(data, customers=20_000, seed=5)
-    config_dir = copy_config(tmp_path / "config", {"young_gamers": {"min_size": 5_000}})
+def test_an_audience_below_its_floor_uploads_nothing(baseline: Path, tmp_path: Path):
+    data = copy_landing(baseline, tmp_path / "data")
+    config_dir = world_config(tmp_path / "config", {"young_gamers": {"min_size": 5_000}})
     report = io.StringIO()
     assert not run(data, config_dir, report)  # the run reports the blocked audience, and why
     blocked = [line for line in report.getvalue().splitlines() if "young_gamers" in line or "privacy_floor" in line]

@@ -23,7 +23,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audience_assets.core import layout
 from audience_assets.core.config import ConfigError, load_config
-from audience_assets.core.demo import generate
 from audience_assets.core.policies import MetaPolicy
 from audience_assets.core.settings import Settings
 from audience_assets.core.store import LocalStore
@@ -33,6 +32,7 @@ from audience_assets.defs.resources import METRICS_FILE, MetaAudiences, build_re
 from audience_assets.headless import STAGES
 from audience_assets.standins.graph_sandbox import GraphSandbox, SandboxConfig
 from audience_assets_tests.conftest import copy_config
+from audience_assets_tests.world import copy_landing
 
 NORTHWIND, SOUTHPAW = "act_2000000001", "act_3000000001"
 TENANTS = {
@@ -228,8 +228,8 @@ def _materialize(assets, resources, instance, selection, partition=None):
 
 
 @pytest.mark.slow
-def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_other(tmp_path, monkeypatch):
-    generate(tmp_path / "data", customers=8_000, seed=5)
+def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_other(baseline, tmp_path, monkeypatch):
+    copy_landing(baseline, tmp_path / "data")
     config_dir = _config_dir(tmp_path)
     config = load_config(config_dir)
     # each token may write only to its own tenant's ad account; northwind's account allows 1 call per 1.5 s
