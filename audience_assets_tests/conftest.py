@@ -115,12 +115,14 @@ E2E = Path(__file__).resolve().parent / "e2e"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under e2e/ (the pipeline, a subprocess, the browser, aws mode on the stand-ins) and every test
-    marked slow is `e2e`, so `-m "not e2e"` is the inner loop. Order: the browser test, then the other e2e tests,
-    then the rest, each group in its collected order: the workers take the long tests while everything else
-    still waits, and no worker is left running one alone at the end."""
+    """Every test under e2e/ (the pipeline, a subprocess, the browser, aws mode on the stand-ins), every test that
+    reads the session world (its fixture runs the pipeline) and every test marked slow is `e2e`, so
+    `-m "not e2e"` is the inner loop. Order: the browser test, then the other e2e tests, then the rest, each group
+    in its collected order: the workers take the long tests while everything else still waits, and no worker is
+    left running one alone at the end."""
     for item in items:
-        if E2E in item.path.parents or item.get_closest_marker("slow"):
+        world = "baseline" in getattr(item, "fixturenames", ())
+        if E2E in item.path.parents or world or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.e2e)
 
     def weight(item: pytest.Item) -> int:

@@ -10,29 +10,30 @@ import boto3
 import pytest
 
 from audience_assets.cli import main
+from audience_assets.core.config import load_config
 from audience_assets.infra import deploy as deploying
 from audience_assets.infra.deploy import DeployError, deploy
 from audience_assets.standins.aws import aws_world
 from audience_assets.standins.cloudformation import CloudFormationClient
 
 
-def test_missing_and_unknown_parameters_are_named_before_anything_is_called(world: dict):
+def test_missing_and_unknown_parameters_are_named_before_anything_is_called():
     stand_in = CloudFormationClient()
     with pytest.raises(DeployError) as missing:
-        deploy(world["config"], "aa", {"VpcId": "vpc-1"}, cloudformation=stand_in, out=io.StringIO())
+        deploy(load_config(), "aa", {"VpcId": "vpc-1"}, cloudformation=stand_in, out=io.StringIO())
     named = str(missing.value)
     assert "MembershipId: The AWS Clean Rooms membership" in named and "VpcId" not in named
     with pytest.raises(DeployError, match="no parameter Colour"):
         given = {"MembershipId": "m", "CodeLocationImage": "i", "VpcId": "v", "PrivateSubnetIds": "s"}
-        deploy(world["config"], "aa", {**given, "MetaAdAccountId": "act_1", "Colour": "red"}, cloudformation=stand_in)
+        deploy(load_config(), "aa", {**given, "MetaAdAccountId": "act_1", "Colour": "red"}, cloudformation=stand_in)
     assert stand_in.calls == []
     assert main(["deploy", "--stack-name", "aa", "--parameter", "VpcId"]) == 2  # NAME=VALUE, or a clear no
 
 
 def test_a_redeploy_changes_nothing_and_a_large_template_goes_through_s3(
-    world: dict, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ):
-    config = world["config"]
+    config = load_config()
     with aws_world(config, moto_endpoint, "aa-redeploy") as aws:
         again = deploy(config, "aa-redeploy", aws.parameters, cloudformation=aws.cloudformation, out=io.StringIO())
         assert again.passes == 0 and again.outputs["DataBucket"] == aws.env["AUDIENCE_BUCKET"]
