@@ -108,7 +108,14 @@ def world(baseline: Path, tmp_path: Path) -> dict:
     return copy_world(baseline, tmp_path)
 
 
-# ##### ORDER: the longest tests first, so parallel workers (pytest-xdist) finish together
+# ##### WORKERS AND ORDER: one worker more than cores, the longest tests first (pytest-xdist)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker per core and one more. The browser test spends most of its minutes waiting on the
+    daemon of its `dagster dev` (a backfill's runs launched one stage after another), holding a worker and little
+    of a core; the extra worker puts that core to work on the rest of the suite."""
+    return (os.cpu_count() or 1) + 1
 
 
 E2E = Path(__file__).resolve().parent / "e2e"
