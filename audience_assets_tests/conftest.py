@@ -92,13 +92,26 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
 # ##### A WORLD: demo data run once into the Meta sandbox, copied per test (see world.py)
 
 
+def session_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Under xdist, every worker's base temp dir sits in the session's: what is built there is built once."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """Read-only. Under xdist, every worker's base temp dir sits in the session's, so the world is built once."""
-    from audience_assets_tests.world import make_baseline
+    """The world after its run (read-only)."""
+    from audience_assets_tests.world import make_baseline, once
 
-    session = tmp_path_factory.getbasetemp()
-    return make_baseline((session if worker_id == "master" else session.parent) / "world")
+    return once(session_dir(tmp_path_factory, worker_id) / "world", make_baseline)
+
+
+@pytest.fixture(scope="session")
+def landing(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The world's landing zone before any run (read-only; `world.copy_landing` copies it for a test)."""
+    from audience_assets_tests.world import make_landing, once
+
+    return once(session_dir(tmp_path_factory, worker_id) / "landing", make_landing)
 
 
 @pytest.fixture
@@ -123,12 +136,12 @@ E2E = Path(__file__).resolve().parent / "e2e"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under e2e/ (the pipeline, a subprocess, the browser, aws mode on the stand-ins), every test that
-    reads the session world (its fixture runs the pipeline) and every test marked slow is `e2e`, so
+    reads the session world (its fixtures generate data and run the pipeline) and every test marked slow is `e2e`, so
     `-m "not e2e"` is the inner loop. Order: the browser test, then the other e2e tests, then the rest, each group
     in its collected order: the workers take the long tests while everything else still waits, and no worker is
     left running one alone at the end."""
     for item in items:
-        world = "baseline" in getattr(item, "fixturenames", ())
+        world = {"baseline", "landing"} & set(getattr(item, "fixturenames", ()))
         if E2E in item.path.parents or world or item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.e2e)
 

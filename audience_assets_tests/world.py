@@ -25,19 +25,27 @@ from audience_assets_tests.conftest import REPO, clean_env, copy_config, make_da
 CHUNK_ROWS = {"travel_enthusiasts": 500}  # small chunks so one audience spans several requests
 
 
-def make_baseline(root: Path) -> Path:
-    """The world under `root`, built once: the first caller builds it, later callers (other xdist workers) wait on
-    the lock and find it ready. Its run's console output and Dagster home are kept for the tests that read them."""
+def once(root: Path, build) -> Path:
+    """`build(root)` done once per session: the first caller builds, later callers (other xdist workers) wait on
+    the lock and find it ready."""
     with FileLock(f"{root}.lock"):
         if not (root / "ready").exists():
             shutil.rmtree(root, ignore_errors=True)
-            _build(root)
+            build(root)
             (root / "ready").touch()
     return root
 
 
-def _build(root: Path) -> None:
+def make_landing(root: Path) -> None:
+    """The world's landing zone alone (`root/data/landing`), for tests whose first run is their own: they need
+    not wait for the world's run."""
     generate(root / "data", customers=10_000, seed=3)
+
+
+def make_baseline(root: Path) -> None:
+    """The world: its landing zone run through README's headless command. Its run's console output and Dagster
+    home are kept for the tests that read them."""
+    make_landing(root)
     config_dir = world_config(root / "config")
     home = make_dagster_home(root / "dagster_home")
     env = clean_env(AUDIENCE_DATA_DIR=str(root / "data"), AUDIENCE_CONFIG_DIR=str(config_dir), DAGSTER_HOME=str(home))
@@ -57,9 +65,9 @@ def copy_world(baseline: Path, target: Path) -> dict:
     return {"data": target / "data", "config_dir": target / "config", "config": config, "held": meta(target)}
 
 
-def copy_landing(baseline: Path, data: Path) -> Path:
-    """The baseline's landing zone alone, as `data`'s (nothing run yet), for a test whose first run is its own."""
-    shutil.copytree(baseline / "data" / "landing", data / "landing")
+def copy_landing(landing: Path, data: Path) -> Path:
+    """The world's landing zone (the `landing` fixture) as `data`'s, nothing run yet."""
+    shutil.copytree(landing / "data" / "landing", data / "landing")
     return data
 
 

@@ -16,8 +16,8 @@ from audience_assets.defs.resources import LocalStorage
 from audience_assets_tests.world import copy_landing
 
 
-def test_a_failed_run_is_dead_lettered_and_replayed(baseline: Path, tmp_path: Path):
-    data = copy_landing(baseline, tmp_path / "data")
+def test_a_failed_run_is_dead_lettered_and_replayed(landing: Path, tmp_path: Path):
+    data = copy_landing(landing, tmp_path / "data")
     acme = data / "landing" / "partners" / "acme_data"
     parked = tmp_path / "parked"
     shutil.move(acme, parked)  # the partner's delivery is missing: the run fails

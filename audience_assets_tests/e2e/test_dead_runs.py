@@ -17,9 +17,9 @@ from audience_assets_tests.conftest import REPO, clean_env, make_dagster_home
 from audience_assets_tests.world import copy_landing
 
 
-def test_a_killed_headless_run_is_marked_failed_by_the_next_one(baseline: Path, tmp_path: Path):
+def test_a_killed_headless_run_is_marked_failed_by_the_next_one(landing: Path, tmp_path: Path):
     home = make_dagster_home(tmp_path / "dagster_home")
-    data = copy_landing(baseline, tmp_path / "data")
+    data = copy_landing(landing, tmp_path / "data")
     process = subprocess.Popen(
         [sys.executable, "-m", "audience_assets", "run"],
         cwd=REPO,

@@ -33,9 +33,9 @@ ACCOUNT = "act_4000000004"
 PROFILE = "throttle:0.15,5xx:0.05,regain0,seed:5"
 
 
-def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(baseline: Path, tmp_path: Path):
+def test_a_throttled_live_run_killed_and_resumed_ends_with_the_exact_sets(landing: Path, tmp_path: Path):
     home = make_dagster_home(tmp_path / "home")
-    data = copy_landing(baseline, tmp_path / "data")
+    data = copy_landing(landing, tmp_path / "data")
     config_dir = world_config(
         tmp_path / "config", {a: {"chunk_rows": 200} for a in ("new_parents", "travel_enthusiasts", "young_gamers")}
     )

@@ -82,8 +82,8 @@ def headless_run(data: Path, config_dir: Path, home: Path, scratch: Path) -> sub
     )
 
 
-def test_planted_pii_appears_nowhere_it_must_not(baseline: Path, tmp_path: Path):
-    data, config_dir = copy_landing(baseline, tmp_path / "data"), world_config(tmp_path / "config")
+def test_planted_pii_appears_nowhere_it_must_not(landing: Path, tmp_path: Path):
+    data, config_dir = copy_landing(landing, tmp_path / "data"), world_config(tmp_path / "config")
     home = make_dagster_home(tmp_path / "dagster_home")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\npython_logs:\n  python_log_level: DEBUG\n")
     plant(data)

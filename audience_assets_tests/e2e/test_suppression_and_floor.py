@@ -86,8 +86,8 @@ def test_opt_outs_never_reach_meta_and_later_opt_outs_are_removed(world: dict):
     assert all(len(sorted((data / "audit" / a).glob("*.json"))) == 2 for a in config.audiences)  # one per upload
 
 
-def test_an_audience_below_its_floor_uploads_nothing(baseline: Path, tmp_path: Path):
-    data = copy_landing(baseline, tmp_path / "data")
+def test_an_audience_below_its_floor_uploads_nothing(landing: Path, tmp_path: Path):
+    data = copy_landing(landing, tmp_path / "data")
     config_dir = world_config(tmp_path / "config", {"young_gamers": {"min_size": 5_000}})
     report = io.StringIO()
     assert not run(data, config_dir, report)  # the run reports the blocked audience, and why

@@ -228,8 +228,8 @@ def _materialize(assets, resources, instance, selection, partition=None):
 
 
 @pytest.mark.slow
-def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_other(baseline, tmp_path, monkeypatch):
-    copy_landing(baseline, tmp_path / "data")
+def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_other(landing, tmp_path, monkeypatch):
+    copy_landing(landing, tmp_path / "data")
     config_dir = _config_dir(tmp_path)
     config = load_config(config_dir)
     # each token may write only to its own tenant's ad account; northwind's account allows 1 call per 1.5 s
