@@ -5,8 +5,9 @@ and the clean-room table, then each partner's data and match, then each audience
 `DAGSTER_HOME` set the runs are recorded in that instance (the UI shows them); otherwise in a throwaway
 one. Exit status 0 means every step succeeded. `--accept-delivery SOURCE` overrules a source's delivery
 guards for this run, `--approve-removals AUDIENCE` a large removal, `--approve-upload AUDIENCE` an
-`approval: manual` audience's upload. `python -m audience_assets plan [AUDIENCE ...]` builds everything up
-to the upload plans and prints them, sending nothing to Meta. `python -m audience_assets demo` seeds the
+`approval: manual` audience's upload, `--approve-holdout AUDIENCE` a changed holdout split.
+`python -m audience_assets plan [AUDIENCE ...]` builds everything up to the upload plans and prints them, sending
+nothing to Meta. `python -m audience_assets demo` seeds the
 demo data; `python -m audience_assets templates` prints each partner's analysis templates (for AWS).
 `python -m audience_assets stack` prints the deployment's CloudFormation template (`infra.stack`) and
 `python -m audience_assets deploy --stack-name NAME --parameter NAME=VALUE ...` creates or updates it on AWS
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from audience_assets.core.audience.approval import APPROVE_REMOVALS_TAG, APPROVE_UPLOAD_TAG
+from audience_assets.core.audience.approval import APPROVE_HOLDOUT_TAG, APPROVE_REMOVALS_TAG, APPROVE_UPLOAD_TAG
 from audience_assets.core.cleanroom import collaboration
 from audience_assets.core.config import ProjectConfig, load_config
 from audience_assets.core.demo import ensure_demo_data
@@ -101,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run: upload this approval: manual audience",
     )
     parser.add_argument(
+        "--approve-holdout",
+        action="append",
+        default=[],
+        metavar="AUDIENCE",
+        help="run: let this audience's changed holdout (share or salt) move people between arms",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="run, plan: print Dagster's whole event stream (DEBUG) too"
     )
     parser.add_argument("--stack-name", help="deploy: the CloudFormation stack (one per deployment and region)")
@@ -128,13 +136,14 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def run_tags(args: argparse.Namespace) -> dict[str, str]:
-    """The run's tags that overrule a guard: accepted deliveries, approved removals and uploads."""
+    """The run's tags that overrule a guard: accepted deliveries, approved removals, uploads and holdout changes."""
     return {
         tag: ",".join(values)
         for tag, values in (
             (ACCEPT_DELIVERY_TAG, args.accept_delivery),
             (APPROVE_REMOVALS_TAG, args.approve_removals),
             (APPROVE_UPLOAD_TAG, args.approve_upload),
+            (APPROVE_HOLDOUT_TAG, args.approve_holdout),
         )
         if values
     }
@@ -150,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = unknown_names(
         load_config(settings.config_dir),
         sources=args.accept_delivery,
-        audiences=[*args.approve_removals, *args.approve_upload],
+        audiences=[*args.approve_removals, *args.approve_upload, *args.approve_holdout],
     )
     if problem:
         print(problem, file=sys.stderr)

@@ -23,10 +23,10 @@ from audience_assets.defs.resources import build_resources
 STAGES = (  # (asset keys, partitioned by)
     (["landing_zone_report", "first_party_customers", "suppression_list", "clean_room_first_party_table"], None),
     (["partner_data", "clean_room_matches"], "partner"),
-    (["audience_members", "audience_chunks", "meta_custom_audience"], "audience"),
+    (["audience_members", "audience_holdout", "audience_chunks", "meta_custom_audience"], "audience"),
     (["tenant_costs"], None),
 )
-PLAN_STAGES = (*STAGES[:2], (["audience_members", "audience_chunks"], "audience"))  # everything but Meta
+PLAN_STAGES = (*STAGES[:2], (STAGES[2][0][:-1], "audience"))  # everything but Meta (the audience stage's last)
 # The console logger at INFO: the steps' own lines and Dagster's warnings and errors, without its DEBUG events
 # (RESOURCE_INIT_STARTED, STEP_OUTPUT "... (Type check passed)", ...), which the instance still records.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -163,9 +163,20 @@ def plan_pipeline(
     for name in chosen:
         problems = latest_check_metadata(instance, config, name, "audience_chunks", "hashed_cells")
         bad = {k.removeprefix("bad_"): int(v) for k, v in problems.items() if k.startswith("bad_")}
-        for line in describe(name, config.audiences[name], load_plan(store, name), rate, bad):
+        arms = latest_metadata(instance, config, name, "audience_members")
+        holdout = {k.removeprefix("holdout/"): v for k, v in arms.items() if k.startswith("holdout/")}
+        for line in describe(name, config.audiences[name], load_plan(store, name), rate, bad, holdout):
             print(line, file=out)
     return ok
+
+
+def latest_metadata(instance: dg.DagsterInstance, config: ProjectConfig, audience: str, asset: str) -> dict:
+    """The metadata of an asset's latest materialization for one audience (empty when it has none)."""
+    prefix = [config.tenant_of_audience(audience)] if config.multi_tenant else []
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey([*prefix, asset]), asset_partitions=[audience]), limit=1
+    ).records
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()} if records else {}
 
 
 def latest_check_metadata(

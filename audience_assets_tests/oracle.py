@@ -62,7 +62,8 @@ class Expected:
             or (c["PHONE"] and c["PHONE"] in self.suppressed_phones)
         }
 
-    def members(self, config: ProjectConfig, audience: str) -> set[str]:
+    def eligible(self, config: ProjectConfig, audience: str) -> set[str]:
+        """Qualified through a selected partner segment and not suppressed: both arms of a holdout."""
         qualified = set()
         for partner, wanted in config.audiences[audience].select.items():
             for cid, records in self.matches(partner).items():
@@ -70,10 +71,26 @@ class Expected:
                     qualified.add(cid)
         return qualified - self.suppressed()
 
+    def control(self, config: ProjectConfig, audience: str) -> set[str]:
+        """The holdout's control arm (kept out of the upload)."""
+        holdout = config.audiences[audience].holdout
+        if holdout is None:
+            return set()
+        return {c for c in self.eligible(config, audience) if in_control(holdout.salt, holdout.share, c)}
+
+    def members(self, config: ProjectConfig, audience: str) -> set[str]:
+        return self.eligible(config, audience) - self.control(config, audience)
+
     def row_keys(self, config: ProjectConfig, audience: str) -> set[str]:
         """What the sandbox must hold: its canonical key of each member's payload row."""
         keys = config.audiences[audience].keys
         return {canonical_row_key({k: self.customers[cid][k] for k in keys}) for cid in self.members(config, audience)}
+
+
+def in_control(salt: str, share: float, customer_id: str) -> bool:
+    """The holdout's rule as its docstring states it: the first 52 bits of SHA-256(salt, U+001F, id) below share."""
+    bucket = int(hashlib.sha256(f"{salt}\x1f{customer_id}".encode()).hexdigest()[:13], 16)
+    return bucket < share * 2**52
 
 
 def canonical_row_key(cells: dict[str, str]) -> str:

@@ -24,3 +24,12 @@ class Finding:
     @property
     def blocked(self) -> bool:
         return self.blocking and not self.passed
+
+
+class Held(RuntimeError):
+    """Nothing was published or sent, on purpose: the message says why and what to do, `metadata` carries the
+    figures. (A step that raises it fails with that message, not as a crash.)"""
+
+    def __init__(self, message: str, metadata: Mapping[str, object] | None = None):
+        super().__init__(message)
+        self.metadata = dict(metadata or {})

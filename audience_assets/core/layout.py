@@ -45,6 +45,16 @@ def audience_members(audience: str) -> str:
     return f"audiences/{audience}/members.parquet"
 
 
+def holdout_arms(audience: str) -> str:
+    """Every eligible customer id with its arm (control or treatment): stays in the advertiser's storage."""
+    return f"audiences/{audience}/holdout.parquet"
+
+
+def holdout_record(audience: str) -> str:
+    """The holdout split the audience's members were last published with (a change waits for approval)."""
+    return f"audiences/{audience}/holdout.json"
+
+
 def upload_plan(audience: str) -> str:
     return f"audiences/{audience}/upload_plan.json"
 

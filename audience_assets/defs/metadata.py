@@ -62,6 +62,7 @@ class TenantStep:
         check_results: list | None = None,
         meta_requests: int = 0,
         clean_room_seconds: float = 0.0,
+        asset_key: dg.AssetKey | None = None,
     ) -> dg.MaterializeResult:
         cost = {
             "cost/compute_seconds": dg.MetadataValue.float(round(time.monotonic() - self.started, 3)),
@@ -71,7 +72,10 @@ class TenantStep:
         }
         scratch_figures = self.swept.metadata() if self.swept else {}
         return dg.MaterializeResult(
-            metadata={**metadata, **cost, **scratch_figures}, check_results=check_results or [], tags=self.tags
+            asset_key=asset_key,
+            metadata={**metadata, **cost, **scratch_figures},
+            check_results=check_results or [],
+            tags=self.tags,
         )
 
 

@@ -23,6 +23,7 @@ LINEAGE = {  # asset -> what it is computed from (README's diagram)
     "clean_room_first_party_table": {"first_party_customers"},
     "clean_room_matches": {"partner_data", "clean_room_first_party_table"},
     "audience_members": {"clean_room_matches", "first_party_customers", "suppression_list"},
+    "audience_holdout": {"clean_room_matches", "first_party_customers", "suppression_list"},
     "audience_chunks": {"audience_members", "first_party_customers", "suppression_list"},
     "meta_custom_audience": {"audience_chunks"},
 }

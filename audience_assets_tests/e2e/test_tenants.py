@@ -265,7 +265,7 @@ def test_two_tenants_never_cross_and_one_tenants_throttling_does_not_slow_the_ot
                         assets,
                         resources,
                         instance,
-                        [f"{tenant}/audience_members", f"{tenant}/audience_chunks"],
+                        [f"{tenant}/audience_members", f"{tenant}/audience_holdout", f"{tenant}/audience_chunks"],
                         audience,
                     )
 

@@ -79,7 +79,7 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
             page.screenshot(path=ARTIFACTS / "1-graph.png")
 
             page.get_by_role("button", name="Materialize all…").click()
-            expect(page.get_by_text("Launch runs to materialize 10 assets")).to_be_visible()
+            expect(page.get_by_text("Launch runs to materialize 11 assets")).to_be_visible()
             page.get_by_role("button", name="All", exact=True).click()
             page.screenshot(path=ARTIFACTS / "2-materialize-all.png")
             page.get_by_role("button", name="Launch backfill").click()

@@ -171,7 +171,7 @@ def test_a_linked_landing_folder_works_and_a_second_writer_of_an_audience_waits_
     assert "This step wrote nothing" in text
     assert (
         text.count("FAILED") == 1
-        and "ok     audience_members, audience_chunks, meta_custom_audience [young_gamers]" in text
+        and "ok     audience_members, audience_holdout, audience_chunks, meta_custom_audience [young_gamers]" in text
     )
     assert meta(data.parent) == world["held"]
     assert (mounted / "first_party").is_dir() and os.path.islink(data / "landing")

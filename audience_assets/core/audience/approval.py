@@ -19,6 +19,7 @@ from audience_assets.core.findings import Finding
 
 APPROVE_REMOVALS_TAG = "audience_assets/approve_removals"
 APPROVE_UPLOAD_TAG = "audience_assets/approve_upload"
+APPROVE_HOLDOUT_TAG = "audience_assets/approve_holdout"  # a changed holdout split (audience.holdout)
 TRIGGER_TAG = "audience_assets/trigger"
 # Dagster marks runs its automation launches with these tags (dagster/_core/storage/tags.py).
 AUTOMATION_TAGS = ("dagster/from_automation_condition", "dagster/auto_materialize")

@@ -125,7 +125,7 @@ def recorded_spec(store: Store, name: str) -> tuple[bool, dict[str, Any] | None]
     raw = store.get_bytes(layout.holdout_record(name))
     if raw:
         return True, json.loads(raw).get("holdout")
-    return any(store.list(layout.audience_members(name))), None
+    return store.version(layout.audience_members(name)) is not None, None
 
 
 def record_spec(store: Store, name: str, audience: Audience) -> None:

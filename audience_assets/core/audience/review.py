@@ -43,9 +43,14 @@ def learned_rate(store: Store, limit: int = 200) -> UploadRate:
 
 
 def describe(
-    name: str, audience: Audience, plan: Plan | None, rate: UploadRate, cell_problems: Mapping[str, int]
+    name: str,
+    audience: Audience,
+    plan: Plan | None,
+    rate: UploadRate,
+    cell_problems: Mapping[str, int],
+    holdout: Mapping[str, object] | None = None,
 ) -> list[str]:
-    """The lines printed for one audience."""
+    """The lines printed for one audience; `holdout`: the split's figures as the selection recorded them."""
     if plan is None:
         return [f"{name}: no upload plan (audience_chunks did not publish one; see its checks)"]
     adds, removes, replaces = plan.rows("add"), plan.rows("remove"), plan.rows("replace")
@@ -68,6 +73,12 @@ def describe(
         + (", ".join(f"{k} {n:,}" for k, n in cell_problems.items()) if cell_problems else "0"),
         f"  requests {requests:,}; time {estimate}",
     ]
+    if audience.holdout is not None and holdout:
+        lines.append(
+            f"  holdout {audience.holdout.share:.0%} (salt {audience.holdout.salt!r}): treatment "
+            f"{int(holdout['treatment']):,} (uploaded), control {int(holdout['control']):,} (kept here; "
+            f"share {float(holdout['control_share']):.1%}, {float(holdout['z']):+.1f} sd from expected)"
+        )
     if review.blocked:
         lines.append(f"  BLOCKED by the removal guard: {review.message()}")
     elif audience.approval == "manual":

@@ -1,5 +1,6 @@
 """Who is in an audience: anyone a selected partner segment matched, deduplicated, minus everyone on the
-opt-out list. DuckDB over Parquet; Python sees counts and file names only."""
+opt-out list, minus the control arm of its holdout (`holdout`). DuckDB over Parquet; Python sees counts and file
+names only."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from audience_assets.core.audience.holdout import CONTROL, Arms, write_arms
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import literal, parquet_columns, sql_path
 
@@ -17,7 +19,8 @@ from audience_assets.core.duck import literal, parquet_columns, sql_path
 class MemberCounts:
     qualified: int  # matched a partner selection
     suppressed: int  # of those, opted out
-    members: int  # what remains
+    members: int  # what remains, less the holdout's control arm
+    arms: Arms | None = None  # the holdout's split, when the audience has one
 
 
 def _parquet(path: Path) -> str:
@@ -59,9 +62,11 @@ def select_members(
     customers: Path,
     suppression: Path | None,
     out: Path,
+    arms_out: Path | None = None,
 ) -> MemberCounts:
     """Write the audience's member customer ids (sorted) to `out`: anyone qualifying through any of its
-    partners, minus everyone suppressed."""
+    partners, minus everyone suppressed, minus its holdout's control arm; with a holdout, every eligible id and
+    its arm go to `arms_out`."""
     qualified = " UNION ".join(_qualify_sql(p, matches[p], segments) for p, segments in audience.select.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_qualified AS {qualified}")
     con.execute(
@@ -69,10 +74,18 @@ def select_members(
         f"WHERE customer_id IN ({suppressed_customers_sql(con, customers, suppression)})"
     )
     con.execute(
-        f"COPY (SELECT customer_id FROM aa_qualified EXCEPT SELECT customer_id FROM aa_suppressed "
-        f"ORDER BY customer_id) TO {sql_path(out)} (FORMAT parquet)"
+        "CREATE OR REPLACE TEMP TABLE aa_eligible AS "
+        "SELECT customer_id FROM aa_qualified EXCEPT SELECT customer_id FROM aa_suppressed"
     )
-    counts = con.execute("SELECT (SELECT count(*) FROM aa_qualified), (SELECT count(*) FROM aa_suppressed)").fetchall()[
-        0
-    ]
-    return MemberCounts(counts[0], counts[1], counts[0] - counts[1])
+    arms = None
+    members = "SELECT customer_id FROM aa_eligible"
+    if audience.holdout is not None:
+        assert arms_out is not None, "an audience with a holdout writes its arms"
+        arms = write_arms(con, audience, "aa_eligible", customers, arms_out)
+        members = f"SELECT customer_id FROM aa_arms WHERE arm <> {literal(CONTROL)}"
+    con.execute(f"COPY ({members} ORDER BY customer_id) TO {sql_path(out)} (FORMAT parquet)")
+    qualified, suppressed, eligible = con.execute(
+        "SELECT (SELECT count(*) FROM aa_qualified), (SELECT count(*) FROM aa_suppressed), "
+        "(SELECT count(*) FROM aa_eligible)"
+    ).fetchall()[0]
+    return MemberCounts(qualified, suppressed, arms.treatment if arms else eligible, arms)

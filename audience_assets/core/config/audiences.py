@@ -36,6 +36,15 @@ class DataProcessing(Strict):
         return self
 
 
+class Holdout(Strict):
+    """A control group kept out of the upload to measure lift: each member falls in control or treatment by a
+    salted SHA-256 of their customer id, so a person stays in their arm across runs and across audiences with the
+    same salt. Only the treatment arm reaches Meta; both arms are recorded in the advertiser's storage."""
+
+    share: float = Field(gt=0, le=0.5, description="the control arm's share of the members (0 < share <= 0.5)")
+    salt: str = Field(min_length=1, max_length=100, description="names the split; change it to draw new arms")
+
+
 class AudienceDefaults(Strict):
     mode: Literal["add", "remove", "mirror", "replace"] = "mirror"
     min_size: int = PRIVACY_FLOOR
@@ -116,6 +125,9 @@ class Audience(AudienceDefaults):
         default=None, description="the advertiser it belongs to (tenants.yaml); required once tenants are declared"
     )
     description: str = ""
+    holdout: Holdout | None = Field(
+        default=None, description="keep a control group out of the upload (see Holdout); changing it waits for approval"
+    )
     select: dict[str, dict[str, list[str]]] = Field(
         description="partner -> {segment column: accepted values}; a person qualifies through any partner "
         "whose every listed segment matches one of its values"

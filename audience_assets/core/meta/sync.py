@@ -28,7 +28,7 @@ from audience_assets.core.audience.approval import (
 from audience_assets.core.audience.plan import Plan, load_plan, store_plan
 from audience_assets.core.audience.planning import PlanRefused, make_plan
 from audience_assets.core.config import Audience
-from audience_assets.core.findings import Finding
+from audience_assets.core.findings import Finding, Held
 from audience_assets.core.meta.binding import planned_audience_id
 from audience_assets.core.meta.client import GraphClient
 from audience_assets.core.meta.delivery import (
@@ -47,14 +47,10 @@ from audience_assets.core.store import Store
 log = logging.getLogger(__name__)
 
 
-class SyncHeld(RuntimeError):
+class SyncHeld(Held):
     """Nothing was sent, on purpose (a refused plan, an expired API version, removals over the limit, an audience
     with no record, a failed preflight, or batches not acknowledged and dead-lettered); the message says why and
     what to do, `metadata` carries the figures."""
-
-    def __init__(self, message: str, metadata: Mapping[str, Any] | None = None):
-        super().__init__(message)
-        self.metadata = dict(metadata or {})
 
 
 @dataclasses.dataclass

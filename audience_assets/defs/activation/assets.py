@@ -14,12 +14,14 @@ from typing import Any
 import dagster as dg
 
 from audience_assets.core import layout
+from audience_assets.core.audience.holdout import hold_unapproved_change, record_spec
 from audience_assets.core.audience.plan import Plan
 from audience_assets.core.audience.selection import select_members
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
+from audience_assets.core.findings import Held
 from audience_assets.core.locks import LockBusy
-from audience_assets.core.meta.sync import ChunksOutcome, MetaTarget, RunScope, SyncHeld, plan_chunks
+from audience_assets.core.meta.sync import ChunksOutcome, MetaTarget, RunScope, plan_chunks
 from audience_assets.core.store import optional_copy
 from audience_assets.defs.activation import checks
 from audience_assets.defs.findings import check_result
@@ -54,18 +56,46 @@ class Shape:
         }
 
 
-def members_asset(shape: Shape) -> dg.AssetsDefinition:
-    config, tenant = shape.config, shape.tenant
-
-    @dg.asset(
-        **shape.options({"duckdb", shape.storage_kind}),
+def selection_specs(shape: Shape) -> list[dg.AssetSpec]:
+    """`audience_members` (who goes to Meta) and `audience_holdout` (both arms of the audience's holdout)."""
+    common = {
+        "group_name": GROUP,
+        "kinds": {"duckdb", shape.storage_kind},
+        "partitions_def": shape.partitions,
+        "tags": {"tenant": shape.tenant},
         # new matches flow on by themselves; each audience's own refresh_cron is a schedule (`schedules`)
-        automation_condition=dg.AutomationCondition.eager(),
-        deps=[
-            dg.AssetDep("clean_room_matches", partition_mapping=partner_to_audiences(config, tenant)),
+        "automation_condition": dg.AutomationCondition.eager(),
+        "deps": [
+            dg.AssetDep("clean_room_matches", partition_mapping=partner_to_audiences(shape.config, shape.tenant)),
             "first_party_customers",
             "suppression_list",
         ],
+    }
+    return [
+        dg.AssetSpec(
+            shape.key("audience_members"),
+            description="The audience's customers: anyone a selected partner segment matched, deduplicated, minus "
+            "everyone on the opt-out list, minus its holdout's control arm.",
+            **common,
+        ),
+        dg.AssetSpec(
+            shape.key("audience_holdout"),
+            description="Both arms of the audience's holdout (customer id and arm), for lift measurement: kept in "
+            "the advertiser's storage, never sent anywhere. Only audiences with a holdout have one.",
+            skippable=True,
+            **common,
+        ),
+    ]
+
+
+def members_asset(shape: Shape) -> dg.AssetsDefinition:
+    """One step writes both selection assets: the holdout's split decides the members."""
+
+    @dg.multi_asset(
+        name="_".join([*shape.prefix, "audience_selection"]),
+        partitions_def=shape.partitions,
+        can_subset=False,
+        specs=selection_specs(shape),
         check_specs=[
             check_spec(
                 checks.PRIVACY_FLOOR,
@@ -76,48 +106,73 @@ def members_asset(shape: Shape) -> dg.AssetsDefinition:
             )
         ],
     )
-    def audience_members(context: dg.AssetExecutionContext, storage: Storage) -> dg.MaterializeResult:
-        """The audience's customers: anyone a selected partner segment matched, deduplicated, minus everyone
-        on the opt-out list."""
-        name = context.partition_key
-        audience = config.audiences[name]
-        step = begin_tenant_step(context, storage, tenant=tenant, audience=name)
-        store = step.store
-        with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
-            matches = {p: stack.enter_context(store.local_copy(layout.matches(p))) for p in audience.select}
-            customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
-            suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
-            out = tmp / "members.parquet"
-            counts = select_members(
-                con, audience=audience, matches=matches, customers=customers, suppression=suppression, out=out
-            )
-            metadata = publish(con, store, out, layout.audience_members(name))
-        context.log.info(
-            f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed, {counts.members} members"
-        )
-        return step.result(
-            metadata={
-                **metadata,
-                "qualified": counts.qualified,
-                "suppressed": counts.suppressed,
-                "members": counts.members,
-                "min_size": audience.min_size,
-                "partners": ", ".join(sorted(audience.select)),
-            },
-            rows=counts.qualified,
-            check_results=[checks.privacy_floor(name, counts.members, audience)],
-        )
+    def audience_selection(context: dg.AssetExecutionContext, storage: Storage) -> Iterator[dg.MaterializeResult]:
+        yield from select_audience(context, storage, shape)
 
-    return audience_members
+    return audience_selection
+
+
+def select_audience(
+    context: dg.AssetExecutionContext, storage: Storage, shape: Shape
+) -> Iterator[dg.MaterializeResult]:
+    """Members (and a holdout's arms) of the partition's audience, unless its holdout changed unapproved."""
+    name = context.partition_key
+    audience = shape.config.audiences[name]
+    step = begin_tenant_step(context, storage, tenant=shape.tenant, audience=name)
+    store = step.store
+    with held_as_failure():
+        approved_change = hold_unapproved_change(store, name, audience, context.run.tags)
+    if approved_change:
+        context.log.warning(approved_change)
+    with work_dir() as tmp, connect(tmp) as con, contextlib.ExitStack() as stack:
+        matches = {p: stack.enter_context(store.local_copy(layout.matches(p))) for p in audience.select}
+        customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
+        suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
+        out, arms_out = tmp / "members.parquet", tmp / "holdout.parquet"
+        counts = select_members(
+            con,
+            audience=audience,
+            matches=matches,
+            customers=customers,
+            suppression=suppression,
+            out=out,
+            arms_out=arms_out,
+        )
+        arms_metadata = publish(con, store, arms_out, layout.holdout_arms(name)) if counts.arms else None
+        metadata = publish(con, store, out, layout.audience_members(name))
+    record_spec(store, name, audience)
+    split = f", {counts.arms.control} held out as control" if counts.arms else ""
+    context.log.info(
+        f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed{split}, {counts.members} members"
+    )
+    figures = counts.arms.metadata() if counts.arms else {}
+    yield step.result(
+        asset_key=shape.key("audience_members"),
+        metadata={
+            **metadata,
+            "qualified": counts.qualified,
+            "suppressed": counts.suppressed,
+            "members": counts.members,
+            "min_size": audience.min_size,
+            "partners": ", ".join(sorted(audience.select)),
+            **figures,
+        },
+        rows=counts.qualified,
+        check_results=[checks.privacy_floor(name, counts.members, audience)],
+    )
+    if arms_metadata is not None:
+        yield dg.MaterializeResult(
+            asset_key=shape.key("audience_holdout"), metadata={**arms_metadata, **figures}, tags=step.tags
+        )
 
 
 @contextlib.contextmanager
 def held_as_failure() -> Iterator[None]:
-    """A sync or plan stopped on purpose (`SyncHeld`) or by another run's lock on the audience (`LockBusy`, naming
-    that run) fails the step with the message and figures, not as a crash."""
+    """A selection, plan or sync stopped on purpose (`Held`) or by another run's lock on the audience (`LockBusy`,
+    naming that run) fails the step with the message and figures, not as a crash."""
     try:
         yield
-    except SyncHeld as held:
+    except Held as held:
         raise dg.Failure(str(held), metadata=held.metadata) from None
     except LockBusy as busy:
         raise dg.Failure(str(busy)) from None

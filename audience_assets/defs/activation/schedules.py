@@ -19,7 +19,7 @@ def refresh_schedules(shape: Shape) -> tuple[list[Any], list[dg.ScheduleDefiniti
     label = f"{tenant}_" if config.multi_tenant else ""
     job = dg.define_asset_job(
         f"{label}audience_refresh_job",
-        selection=[shape.key("audience_members")],
+        selection=[shape.key("audience_members"), shape.key("audience_holdout")],
         description="Refreshes audience members (their own refresh_cron); automation carries the change to Meta.",
     )
     schedules = []
