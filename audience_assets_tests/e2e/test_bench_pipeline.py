@@ -14,7 +14,7 @@ STAGES = (
     "clean_room_first_party_table",
     "partner_data",
     "clean_room_matches",
-    "audience_members",
+    "audience_selection",  # audience_members and audience_holdout, one step
     "audience_chunks",
     "meta_custom_audience",
 )

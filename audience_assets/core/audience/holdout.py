@@ -4,7 +4,8 @@ A member's arm is a pure function of the audience's salt and their customer id: 
 SHA-256(salt, U+001F, customer id), read as an integer, below `share` of 2^52 is control. So a person stays in their
 arm across runs, whatever else changes in the data, and across every audience split with the same salt. Only the
 treatment arm becomes the audience's members (what reaches Meta); both arms are written to the advertiser's
-storage (`audience_holdout`) and never sent anywhere.
+storage (`audience_holdout`) and never sent anywhere. An audience without a holdout records everyone as
+treatment, so every audience partition of `audience_holdout` materializes (a backfill of all asks for all).
 
 Changing the share or the salt moves people between arms (some leave Meta's audience, others join it), so it is a
 reviewed change: the selection holds, publishing nothing, until a run approves it for that audience by name, as a
@@ -67,6 +68,9 @@ class Arms:
         return (self.control - n * self.share) / spread if spread else 0.0
 
     def metadata(self) -> dict[str, Any]:
+        """Arm sizes; with a holdout, the control count's z and the arms' balance too."""
+        if not self.share:
+            return {"holdout/share": 0.0, "holdout/treatment": self.treatment, "holdout/control": self.control}
         figures: dict[str, Any] = {
             "holdout/share": self.share,
             "holdout/treatment": self.treatment,

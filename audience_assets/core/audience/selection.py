@@ -20,7 +20,7 @@ class MemberCounts:
     qualified: int  # matched a partner selection
     suppressed: int  # of those, opted out
     members: int  # what remains, less the holdout's control arm
-    arms: Arms | None = None  # the holdout's split, when the audience has one
+    arms: Arms  # the split (without a holdout, everyone is treatment)
 
 
 def _parquet(path: Path) -> str:
@@ -62,11 +62,11 @@ def select_members(
     customers: Path,
     suppression: Path | None,
     out: Path,
-    arms_out: Path | None = None,
+    arms_out: Path,
 ) -> MemberCounts:
     """Write the audience's member customer ids (sorted) to `out`: anyone qualifying through any of its
-    partners, minus everyone suppressed, minus its holdout's control arm; with a holdout, every eligible id and
-    its arm go to `arms_out`."""
+    partners, minus everyone suppressed, minus its holdout's control arm; every eligible id and its arm go to
+    `arms_out` (all treatment when the audience has no holdout)."""
     qualified = " UNION ".join(_qualify_sql(p, matches[p], segments) for p, segments in audience.select.items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE aa_qualified AS {qualified}")
     con.execute(
@@ -77,15 +77,12 @@ def select_members(
         "CREATE OR REPLACE TEMP TABLE aa_eligible AS "
         "SELECT customer_id FROM aa_qualified EXCEPT SELECT customer_id FROM aa_suppressed"
     )
-    arms = None
-    members = "SELECT customer_id FROM aa_eligible"
-    if audience.holdout is not None:
-        assert arms_out is not None, "an audience with a holdout writes its arms"
-        arms = write_arms(con, audience, "aa_eligible", customers, arms_out)
-        members = f"SELECT customer_id FROM aa_arms WHERE arm <> {literal(CONTROL)}"
-    con.execute(f"COPY ({members} ORDER BY customer_id) TO {sql_path(out)} (FORMAT parquet)")
-    qualified, suppressed, eligible = con.execute(
-        "SELECT (SELECT count(*) FROM aa_qualified), (SELECT count(*) FROM aa_suppressed), "
-        "(SELECT count(*) FROM aa_eligible)"
+    arms = write_arms(con, audience, "aa_eligible", customers, arms_out)
+    con.execute(
+        f"COPY (SELECT customer_id FROM aa_arms WHERE arm <> {literal(CONTROL)} ORDER BY customer_id) "
+        f"TO {sql_path(out)} (FORMAT parquet)"
+    )
+    qualified, suppressed = con.execute(
+        "SELECT (SELECT count(*) FROM aa_qualified), (SELECT count(*) FROM aa_suppressed)"
     ).fetchall()[0]
-    return MemberCounts(qualified, suppressed, arms.treatment if arms else eligible, arms)
+    return MemberCounts(qualified, suppressed, arms.treatment, arms)

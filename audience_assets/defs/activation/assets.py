@@ -81,8 +81,7 @@ def selection_specs(shape: Shape) -> list[dg.AssetSpec]:
         dg.AssetSpec(
             shape.key("audience_holdout"),
             description="Both arms of the audience's holdout (customer id and arm), for lift measurement: kept in "
-            "the advertiser's storage, never sent anywhere. Only audiences with a holdout have one.",
-            skippable=True,
+            "the advertiser's storage, never sent anywhere. Without a holdout, every member is treatment.",
             **common,
         ),
     ]
@@ -138,14 +137,14 @@ def select_audience(
             out=out,
             arms_out=arms_out,
         )
-        arms_metadata = publish(con, store, arms_out, layout.holdout_arms(name)) if counts.arms else None
+        arms_metadata = publish(con, store, arms_out, layout.holdout_arms(name))
         metadata = publish(con, store, out, layout.audience_members(name))
     record_spec(store, name, audience)
-    split = f", {counts.arms.control} held out as control" if counts.arms else ""
+    split = f", {counts.arms.control} held out as control" if audience.holdout else ""
     context.log.info(
         f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed{split}, {counts.members} members"
     )
-    figures = counts.arms.metadata() if counts.arms else {}
+    figures = counts.arms.metadata()
     yield step.result(
         asset_key=shape.key("audience_members"),
         metadata={
@@ -160,10 +159,9 @@ def select_audience(
         rows=counts.qualified,
         check_results=[checks.privacy_floor(name, counts.members, audience)],
     )
-    if arms_metadata is not None:
-        yield dg.MaterializeResult(
-            asset_key=shape.key("audience_holdout"), metadata={**arms_metadata, **figures}, tags=step.tags
-        )
+    yield dg.MaterializeResult(
+        asset_key=shape.key("audience_holdout"), metadata={**arms_metadata, **figures}, tags=step.tags
+    )
 
 
 @contextlib.contextmanager

@@ -85,6 +85,12 @@ def test_the_arms_are_measured_and_balanced_on_identifiers(tmp_path: Path):
     assert figures["holdout/phone_present/control"] == 0.0
 
 
+def test_without_a_holdout_everyone_is_treatment(tmp_path: Path):
+    by_id, arms = split(tmp_path, audience(None), ["C1", "C2", "C3"])
+    assert set(by_id.values()) == {TREATMENT}
+    assert arms.metadata() == {"holdout/share": 0.0, "holdout/treatment": 3, "holdout/control": 0}
+
+
 def test_another_salt_draws_other_arms_and_the_same_salt_the_same_across_audiences(tmp_path: Path):
     ids = [f"C{i:05d}" for i in range(2_000)]
     spring, _ = split(tmp_path, audience(0.1, "spring"), ids)
