@@ -27,7 +27,7 @@ import duckdb
 from audience_assets.core import layout
 from audience_assets.core.audience.approval import APPROVE_HOLDOUT_TAG, named_in
 from audience_assets.core.config import Audience
-from audience_assets.core.duck import literal, sql_path
+from audience_assets.core.duck import literal, parquet_columns, sql_path
 from audience_assets.core.findings import Held
 from audience_assets.core.store import Store
 
@@ -99,12 +99,12 @@ def write_arms(con: duckdb.DuckDBPyConnection, audience: Audience, eligible: str
         f"CREATE OR REPLACE TEMP TABLE aa_arms AS SELECT customer_id, {arm_sql(audience)} AS arm FROM {eligible}"
     )
     con.execute(f"COPY (SELECT customer_id, arm FROM aa_arms ORDER BY customer_id) TO {sql_path(out)} (FORMAT parquet)")
-    columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(customers)})").fetchall()}
-    keys = [k for k in BALANCE_KEYS if k in columns]
-    present = ", ".join(f"avg(CASE WHEN coalesce(c.{k}, '') <> '' THEN 1.0 ELSE 0.0 END)" for k in keys)
-    rows = con.execute(
-        f"SELECT a.arm, count(*){', ' + present if keys else ''} FROM aa_arms a "
-        f"LEFT JOIN read_parquet({sql_path(customers)}) c USING (customer_id) GROUP BY a.arm"
+    keys = [k for k in BALANCE_KEYS if k in parquet_columns(con, customers)]
+    has = "".join(f", bool_or(coalesce({k}, '') <> '') AS has_{k}" for k in keys)
+    present = "".join(f", avg(CASE WHEN c.has_{k} THEN 1.0 ELSE 0.0 END)" for k in keys)
+    rows = con.execute(  # one row per customer id on the first-party side, so no arm is counted twice
+        f"SELECT a.arm, count(*){present} FROM aa_arms a LEFT JOIN (SELECT customer_id{has} "
+        f"FROM read_parquet({sql_path(customers)}) GROUP BY customer_id) c USING (customer_id) GROUP BY a.arm"
     ).fetchall()
     by_arm = {row[0]: row for row in rows}
     count = {arm: by_arm[arm][1] if arm in by_arm else 0 for arm in (TREATMENT, CONTROL)}

@@ -105,5 +105,6 @@ def test_a_segment_name_with_a_quote_reaches_sql_quoted(tmp_path: Path):
             customers=customers,
             suppression=None,
             out=tmp_path / "members.parquet",
+            arms_out=tmp_path / "arms.parquet",
         )
     assert counts.members == 20
