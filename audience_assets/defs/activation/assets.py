@@ -1,7 +1,8 @@
 """Activation: audience members, the hashed chunks Meta receives, and the Meta custom audience itself.
 
-All three are partitioned by audience (audiences.yaml). `audience_members` refuses, through a blocking
-check, to let an audience below its privacy floor flow on; `audience_chunks` writes the delta against
+All are partitioned by audience (audiences.yaml). One step selects `audience_members` and records the arms of
+the audience's holdout as `audience_holdout` (`core.audience.holdout`); `audience_members` refuses, through a
+blocking check, to let an audience below its privacy floor flow on; `audience_chunks` writes the delta against
 what Meta last confirmed as chunks of at most 10,000 rows; `meta_custom_audience` creates the audience
 if missing and uploads the chunks, resuming from the upload ledger after a crash.
 """

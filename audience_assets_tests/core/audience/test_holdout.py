@@ -91,6 +91,22 @@ def test_without_a_holdout_everyone_is_treatment(tmp_path: Path):
     assert arms.metadata() == {"holdout/share": 0.0, "holdout/treatment": 3, "holdout/control": 0}
 
 
+def test_a_customer_id_twice_on_the_first_party_side_counts_once(tmp_path: Path):
+    con = duckdb.connect()
+    try:
+        customers = tmp_path / "customers.parquet"
+        con.execute(
+            f"COPY (SELECT * FROM (VALUES ('C1', 'h', ''), ('C1', '', ''), ('C2', '', ''))"
+            f" t(customer_id, EMAIL, PHONE)) TO '{customers}' (FORMAT parquet)"
+        )
+        con.execute("CREATE TABLE eligible AS SELECT * FROM (VALUES ('C1'), ('C2')) t(customer_id)")
+        arms = write_arms(con, audience(None), "eligible", customers, tmp_path / "arms.parquet")
+    finally:
+        con.close()
+    assert (arms.treatment, arms.control) == (2, 0)
+    assert arms.present["EMAIL"]["treatment"] == 0.5  # C1 has an email, C2 none: each counted once
+
+
 def test_another_salt_draws_other_arms_and_the_same_salt_the_same_across_audiences(tmp_path: Path):
     ids = [f"C{i:05d}" for i in range(2_000)]
     spring, _ = split(tmp_path, audience(0.1, "spring"), ids)
