@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from audience_assets.core.audience.approval import TRIGGER_TAG
+from audience_assets.core.audience.holdout import recorded_spec
 from audience_assets.core.audience.plan import load_plan
 from audience_assets.core.audience.review import describe, learned_rate
 from audience_assets.core.config import ProjectConfig, load_config
@@ -164,7 +165,8 @@ def plan_pipeline(
         problems = latest_check_metadata(instance, config, name, "audience_chunks", "hashed_cells")
         bad = {k.removeprefix("bad_"): int(v) for k, v in problems.items() if k.startswith("bad_")}
         arms = latest_metadata(instance, config, name, "audience_members")
-        holdout = {k.removeprefix("holdout/"): v for k, v in arms.items() if k.startswith("holdout/")}
+        figures = {k.removeprefix("holdout/"): v for k, v in arms.items() if k.startswith("holdout/")}
+        holdout = (recorded_spec(store, name)[1], figures)
         for line in describe(name, config.audiences[name], load_plan(store, name), rate, bad, holdout):
             print(line, file=out)
     return ok

@@ -224,8 +224,9 @@ with dg.DagsterInstance.ephemeral() as instance:
             elif event.event_type_value == "STEP_SUCCESS":
                 stages[event.step_key] += entry.timestamp - starts[event.step_key]
             elif event.event_type_value == "ASSET_MATERIALIZATION":
-                count = event.event_specific_data.materialization.metadata.get("dagster/row_count")
-                if count is not None:
+                materialization = event.event_specific_data.materialization
+                count = materialization.metadata.get("dagster/row_count")
+                if count is not None and materialization.asset_key.path[-1] != "audience_holdout":  # members again
                     rows[event.step_key] += count.value
 print(json.dumps({"ok": ok, "log": out.getvalue(), "seconds": total, "stages": stages, "rows": rows,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -29,6 +29,14 @@ LINEAGE = {  # asset -> what it is computed from (README's diagram)
 }
 
 
+def test_a_dead_letter_names_every_asset_of_its_failed_step():
+    from audience_assets.defs.operations.definitions import assets_of_step
+
+    steps = assets_of_step(list(build_definitions(Settings(demo_data=False)).assets))
+    assert steps["audience_selection"] == ["audience_holdout", "audience_members"]
+    assert steps["partner_data"] == ["partner_data"]
+
+
 def test_pyproject_workspace_and_dagster_cloud_name_the_same_location():
     tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]
     workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]

@@ -57,8 +57,12 @@ def test_the_plan_shows_the_arms(world: dict):
     with dg.DagsterInstance.ephemeral() as instance:
         settings = Settings(data_dir=world["data"], config_dir=world["config_dir"], demo_data=False)
         assert plan_pipeline(settings, instance, [AUDIENCE], out)
+    config = world["config"]
+    expected = oracle.compute(world["data"] / "landing", config)
+    treatment, control = len(expected.members(config, AUDIENCE)), len(expected.control(config, AUDIENCE))
     line = next(x for x in out.getvalue().splitlines() if x.strip().startswith("holdout"))
-    assert "holdout 10% (salt 'demo-2026'): treatment" in line and "control" in line, out.getvalue()
+    assert line.strip().startswith(f"holdout share 10%, salt 'demo-2026': treatment {treatment:,} (in the plan)")
+    assert f"control {control:,} (kept in audience_holdout" in line, out.getvalue()
 
 
 def test_a_changed_salt_waits_for_approval_then_moves_people_between_arms(world: dict):
@@ -72,6 +76,14 @@ def test_a_changed_salt_waits_for_approval_then_moves_people_between_arms(world:
     out = io.StringIO()
     assert not run(data, config_dir, out)
     assert "--approve-holdout travel_enthusiasts" in out.getvalue(), out.getvalue()
+    planned = io.StringIO()
+    with dg.DagsterInstance.ephemeral() as instance:
+        settings = Settings(data_dir=data, config_dir=config_dir, demo_data=False)
+        plan_pipeline(settings, instance, [AUDIENCE], planned)
+    assert (
+        "holdout: the configuration changes it from share 10%, salt 'demo-2026' to share 10%, salt 'autumn-2027'"
+        in planned.getvalue()
+    ), planned.getvalue()
     assert meta(data.parent) == world["held"], "nothing moved"
     assert (data / layout.holdout_arms(AUDIENCE)).read_bytes() == before_arms
 

@@ -37,8 +37,8 @@ BALANCE_KEYS = ("EMAIL", "PHONE")  # first-party attributes the arms are compare
 
 
 def threshold(share: float) -> int:
-    """Buckets below this are control."""
-    return math.floor(share * 2**BUCKET_BITS)
+    """Buckets below this are control: for an integer bucket, `bucket < share * 2^52` exactly."""
+    return math.ceil(share * 2**BUCKET_BITS)
 
 
 def arm_sql(audience: Audience, column: str = "customer_id") -> str:
@@ -56,6 +56,7 @@ class Arms:
     """The split as written: arm sizes and, per balance key, the share of each arm that has that identifier."""
 
     share: float
+    salt: str
     treatment: int
     control: int
     present: Mapping[str, Mapping[str, float]]  # key -> arm -> share with the identifier
@@ -73,6 +74,7 @@ class Arms:
             return {"holdout/share": 0.0, "holdout/treatment": self.treatment, "holdout/control": self.control}
         figures: dict[str, Any] = {
             "holdout/share": self.share,
+            "holdout/salt": self.salt,
             "holdout/treatment": self.treatment,
             "holdout/control": self.control,
             "holdout/control_share": round(self.control / max(1, self.treatment + self.control), 4),
@@ -100,11 +102,10 @@ def write_arms(con: duckdb.DuckDBPyConnection, audience: Audience, eligible: str
     )
     con.execute(f"COPY (SELECT customer_id, arm FROM aa_arms ORDER BY customer_id) TO {sql_path(out)} (FORMAT parquet)")
     keys = [k for k in BALANCE_KEYS if k in parquet_columns(con, customers)]
-    has = "".join(f", bool_or(coalesce({k}, '') <> '') AS has_{k}" for k in keys)
-    present = "".join(f", avg(CASE WHEN c.has_{k} THEN 1.0 ELSE 0.0 END)" for k in keys)
-    rows = con.execute(  # one row per customer id on the first-party side, so no arm is counted twice
-        f"SELECT a.arm, count(*){present} FROM aa_arms a LEFT JOIN (SELECT customer_id{has} "
-        f"FROM read_parquet({sql_path(customers)}) GROUP BY customer_id) c USING (customer_id) GROUP BY a.arm"
+    present = "".join(f", avg(CASE WHEN coalesce(c.{k}, '') <> '' THEN 1.0 ELSE 0.0 END)" for k in keys)
+    rows = con.execute(  # first_party_customers holds one row per customer id (ingestion keeps the first)
+        f"SELECT a.arm, count(*){present} FROM aa_arms a "
+        f"LEFT JOIN read_parquet({sql_path(customers)}) c USING (customer_id) GROUP BY a.arm"
     ).fetchall()
     by_arm = {row[0]: row for row in rows}
     count = {arm: by_arm[arm][1] if arm in by_arm else 0 for arm in (TREATMENT, CONTROL)}
@@ -112,8 +113,10 @@ def write_arms(con: duckdb.DuckDBPyConnection, audience: Audience, eligible: str
         key: {arm: float(by_arm[arm][2 + i] or 0.0) if arm in by_arm else 0.0 for arm in (TREATMENT, CONTROL)}
         for i, key in enumerate(keys)
     }
-    share = audience.holdout.share if audience.holdout else 0.0
-    return Arms(share, count[TREATMENT], count[CONTROL], shares)
+    holdout = audience.holdout
+    return Arms(
+        holdout.share if holdout else 0.0, holdout.salt if holdout else "", count[TREATMENT], count[CONTROL], shares
+    )
 
 
 # ##### A CHANGED SPLIT WAITS FOR APPROVAL
@@ -137,7 +140,7 @@ def record_spec(store: Store, name: str, audience: Audience) -> None:
 
 
 def describe_spec(holdout: Mapping[str, Any] | None) -> str:
-    return f"share {holdout['share']:.0%}, salt {holdout['salt']!r}" if holdout else "no holdout"
+    return f"share {holdout['share'] * 100:g}%, salt {holdout['salt']!r}" if holdout else "no holdout"
 
 
 def hold_unapproved_change(store: Store, name: str, audience: Audience, tags: Mapping[str, str]) -> str | None:

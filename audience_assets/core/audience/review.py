@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from audience_assets.core.audience.approval import review_removals
+from audience_assets.core.audience.holdout import describe_spec, spec
 from audience_assets.core.audience.plan import Plan
 from audience_assets.core.config import Audience
 from audience_assets.core.store import Store
@@ -42,15 +43,38 @@ def learned_rate(store: Store, limit: int = 200) -> UploadRate:
     return UploadRate(seconds, batches)
 
 
+def holdout_lines(
+    name: str, audience: Audience, published: Mapping[str, object] | None, figures: Mapping[str, object]
+) -> list[str]:
+    """The split as the last selection published it (`published`, with its `figures`), or, when the configuration
+    changed it since, that the selection waits for the change's approval."""
+    wanted = spec(audience)
+    if wanted is None and published is None:
+        return []
+    if wanted != published:
+        return [
+            f"  holdout: the configuration changes it from {describe_spec(published)} to {describe_spec(wanted)}; "
+            f"the selection waits for `run --approve-holdout {name}` (nothing moves before)"
+        ]
+    if wanted is None or "z" not in figures:  # no holdout now, or no figures of this selection at hand
+        return [f"  holdout: {describe_spec(wanted)}"]
+    return [
+        f"  holdout {describe_spec(wanted)}: treatment {int(figures['treatment']):,} (in the plan), control "
+        f"{int(figures['control']):,} (kept in audience_holdout; share {float(figures['control_share']):.1%}, "
+        f"{float(figures['z']):+.1f} sd from expected)"
+    ]
+
+
 def describe(
     name: str,
     audience: Audience,
     plan: Plan | None,
     rate: UploadRate,
     cell_problems: Mapping[str, int],
-    holdout: Mapping[str, object] | None = None,
+    holdout: tuple[Mapping[str, object] | None, Mapping[str, object]] | None = None,
 ) -> list[str]:
-    """The lines printed for one audience; `holdout`: the split's figures as the selection recorded them."""
+    """The lines printed for one audience; `holdout`: the split its members were last published with, and that
+    selection's figures."""
     if plan is None:
         return [f"{name}: no upload plan (audience_chunks did not publish one; see its checks)"]
     adds, removes, replaces = plan.rows("add"), plan.rows("remove"), plan.rows("replace")
@@ -73,12 +97,8 @@ def describe(
         + (", ".join(f"{k} {n:,}" for k, n in cell_problems.items()) if cell_problems else "0"),
         f"  requests {requests:,}; time {estimate}",
     ]
-    if audience.holdout is not None and holdout:
-        lines.append(
-            f"  holdout {audience.holdout.share:.0%} (salt {audience.holdout.salt!r}): treatment "
-            f"{int(holdout['treatment']):,} (uploaded), control {int(holdout['control']):,} (kept here; "
-            f"share {float(holdout['control_share']):.1%}, {float(holdout['z']):+.1f} sd from expected)"
-        )
+    if holdout is not None:
+        lines += holdout_lines(name, audience, *holdout)
     if review.blocked:
         lines.append(f"  BLOCKED by the removal guard: {review.message()}")
     elif audience.approval == "manual":

@@ -133,6 +133,14 @@ class Audience(AudienceDefaults):
         "whose every listed segment matches one of its values"
     )
 
+    @model_validator(mode="after")
+    def _holdout_needs_a_mirrored_audience(self) -> Audience:
+        """Only mirror and replace make Meta hold exactly the treatment arm: add never takes a member who moved
+        to control out again, and in remove mode the members are whom to take out."""
+        if self.holdout is not None and self.mode not in ("mirror", "replace"):
+            raise ValueError(f"holdout needs mode mirror or replace (this audience's mode is {self.mode})")
+        return self
+
     @field_validator("meta_audience_id", mode="before")
     @classmethod
     def _id_as_text(cls, value: object) -> object:

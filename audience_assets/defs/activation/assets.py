@@ -139,8 +139,8 @@ def select_audience(
             arms_out=arms_out,
         )
         arms_metadata = publish(con, store, arms_out, layout.holdout_arms(name))
+        record_spec(store, name, audience)  # before the members: a crash in between never asks twice
         metadata = publish(con, store, out, layout.audience_members(name))
-    record_spec(store, name, audience)
     split = f", {counts.arms.control} held out as control" if audience.holdout else ""
     context.log.info(
         f"{name}: {counts.qualified} qualified, {counts.suppressed} suppressed{split}, {counts.members} members"

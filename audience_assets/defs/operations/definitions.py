@@ -7,6 +7,11 @@ from audience_assets.defs.operations.jobs import build_replay_job, build_retenti
 from audience_assets.defs.operations.sensors import build_dead_letter_sensor, build_replay_sensor
 
 
+def assets_of_step(assets: list[dg.AssetsDefinition]) -> dict[str, list[str]]:
+    """Step (op) name -> the assets it materializes: one step may write several (audience_selection)."""
+    return {a.node_def.name: sorted(k.to_user_string() for k in a.keys) for a in assets if a.is_executable}
+
+
 def build(config: ProjectConfig, retention_days: int, assets: list[dg.AssetsDefinition]) -> dg.Definitions:
     """`assets`: what a replay may materialize again; one replay job per partitions definition among them (a run
     materializes assets of one partitions definition)."""
@@ -32,5 +37,5 @@ def build(config: ProjectConfig, retention_days: int, assets: list[dg.AssetsDefi
     return dg.Definitions(
         jobs=[retention_job, build_replay_job(), *replay_jobs],
         schedules=[retention_schedule],
-        sensors=[build_dead_letter_sensor(), build_replay_sensor(job_of, replay_jobs)],
+        sensors=[build_dead_letter_sensor(assets_of_step(assets)), build_replay_sensor(job_of, replay_jobs)],
     )

@@ -24,7 +24,7 @@ def _root_error_class(error) -> str:
 REPLAY_OF = "audience_assets/replay_of"
 
 
-def build_dead_letter_sensor() -> dg.SensorDefinition:
+def build_dead_letter_sensor(assets_of_step: dict[str, list[str]]) -> dg.SensorDefinition:
     @dg.run_failure_sensor(
         name="dead_letter_sensor",
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -40,7 +40,7 @@ def build_dead_letter_sensor() -> dg.SensorDefinition:
             "job": run.job_name,
             "partition": run.tags.get("dagster/partition"),
             "assets": sorted(k.to_user_string() for k in (run.asset_selection or []))
-            or sorted({e.step_key for e in steps}),
+            or sorted({a for e in steps for a in assets_of_step.get(e.step_key, [e.step_key])}),
             "failed_steps": sorted({e.step_key for e in steps}),
             "error_class": _root_error_class(steps[0].event_specific_data.error) if steps else "RunFailure",
             "failed_at": dt.datetime.now(dt.UTC).isoformat(),

@@ -91,22 +91,6 @@ def test_without_a_holdout_everyone_is_treatment(tmp_path: Path):
     assert arms.metadata() == {"holdout/share": 0.0, "holdout/treatment": 3, "holdout/control": 0}
 
 
-def test_a_customer_id_twice_on_the_first_party_side_counts_once(tmp_path: Path):
-    con = duckdb.connect()
-    try:
-        customers = tmp_path / "customers.parquet"
-        con.execute(
-            f"COPY (SELECT * FROM (VALUES ('C1', 'h', ''), ('C1', '', ''), ('C2', '', ''))"
-            f" t(customer_id, EMAIL, PHONE)) TO '{customers}' (FORMAT parquet)"
-        )
-        con.execute("CREATE TABLE eligible AS SELECT * FROM (VALUES ('C1'), ('C2')) t(customer_id)")
-        arms = write_arms(con, audience(None), "eligible", customers, tmp_path / "arms.parquet")
-    finally:
-        con.close()
-    assert (arms.treatment, arms.control) == (2, 0)
-    assert arms.present["EMAIL"]["treatment"] == 0.5  # C1 has an email, C2 none: each counted once
-
-
 def test_another_salt_draws_other_arms_and_the_same_salt_the_same_across_audiences(tmp_path: Path):
     ids = [f"C{i:05d}" for i in range(2_000)]
     spring, _ = split(tmp_path, audience(0.1, "spring"), ids)
@@ -117,6 +101,15 @@ def test_another_salt_draws_other_arms_and_the_same_salt_the_same_across_audienc
     control = {i for i, arm in spring.items() if arm == CONTROL}
     moved = control ^ {i for i, arm in autumn.items() if arm == CONTROL}
     assert len(moved) > len(control)  # independent draws overlap by about share², not by share
+
+
+@pytest.mark.parametrize("mode", ["add", "remove"])
+def test_a_holdout_needs_an_audience_meta_mirrors(tmp_path: Path, mode: str):
+    config_dir = copy_config(
+        tmp_path / "config", {"young_gamers": {"mode": mode, "holdout": {"share": 0.1, "salt": "s"}}}
+    )
+    with pytest.raises(ConfigError, match=f"holdout needs mode mirror or replace .this audience's mode is {mode}"):
+        load_config(config_dir)
 
 
 @pytest.mark.parametrize(
