@@ -56,7 +56,7 @@ def holdout_lines(
             f"  holdout: the configuration changes it from {describe_spec(published)} to {describe_spec(wanted)}; "
             f"the selection waits for `run --approve-holdout {name}` (nothing moves before)"
         ]
-    if wanted is None or "z" not in figures:  # no holdout now, or no figures of this selection at hand
+    if "z" not in figures:  # the selection's figures are not at hand
         return [f"  holdout: {describe_spec(wanted)}"]
     return [
         f"  holdout {describe_spec(wanted)}: treatment {int(figures['treatment']):,} (in the plan), control "
