@@ -81,10 +81,12 @@ class Expected:
     def members(self, config: ProjectConfig, audience: str) -> set[str]:
         return self.eligible(config, audience) - self.control(config, audience)
 
-    def row_keys(self, config: ProjectConfig, audience: str) -> set[str]:
-        """What the sandbox must hold: its canonical key of each member's payload row."""
+    def row_keys(self, config: ProjectConfig, audience: str, customers: set[str] | None = None) -> set[str]:
+        """The canonical key of each payload row the audience would send for `customers` (default: its members),
+        as the sandbox stores it: what it must hold, or must not."""
         keys = config.audiences[audience].keys
-        return {canonical_row_key({k: self.customers[cid][k] for k in keys}) for cid in self.members(config, audience)}
+        chosen = self.members(config, audience) if customers is None else customers
+        return {canonical_row_key({k: self.customers[cid][k] for k in keys}) for cid in chosen}
 
 
 def in_control(salt: str, share: float, customer_id: str) -> bool:

@@ -22,11 +22,6 @@ pytestmark = pytest.mark.slow
 AUDIENCE = "travel_enthusiasts"
 
 
-def row_keys(expected: oracle.Expected, config, customers: set[str]) -> set[str]:
-    keys = config.audiences[AUDIENCE].keys
-    return {oracle.canonical_row_key({k: expected.customers[c][k] for k in keys}) for c in customers}
-
-
 def test_the_control_arm_never_reaches_meta_and_both_arms_are_recorded(world: dict, baseline):
     config, data = world["config"], world["data"]
     holdout = config.audiences[AUDIENCE].holdout
@@ -35,7 +30,7 @@ def test_the_control_arm_never_reaches_meta_and_both_arms_are_recorded(world: di
     control, eligible = expected.control(config, AUDIENCE), expected.eligible(config, AUDIENCE)
     held = world["held"][AUDIENCE]
     assert held == expected.row_keys(config, AUDIENCE)  # exactly the treatment arm
-    assert not held & row_keys(expected, config, control), "a control member's hashes reached Meta"
+    assert not held & expected.row_keys(config, AUDIENCE, control), "a control member's hashes reached Meta"
 
     arms = {r["customer_id"]: r["arm"] for r in pq.read_table(data / layout.holdout_arms(AUDIENCE)).to_pylist()}
     assert set(arms) == eligible and {c for c, arm in arms.items() if arm == "control"} == control
@@ -94,5 +89,5 @@ def test_a_changed_salt_waits_for_approval_then_moves_people_between_arms(world:
     after = meta(data.parent)
     assert after[AUDIENCE] == expected.row_keys(config, AUDIENCE)
     assert after[AUDIENCE] - world["held"][AUDIENCE] and world["held"][AUDIENCE] - after[AUDIENCE]
-    assert not after[AUDIENCE] & row_keys(expected, config, expected.control(config, AUDIENCE))
+    assert not after[AUDIENCE] & expected.row_keys(config, AUDIENCE, expected.control(config, AUDIENCE))
     assert run(data, config_dir, io.StringIO()), "the new split is the recorded one: no further approval"

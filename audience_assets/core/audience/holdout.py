@@ -101,12 +101,15 @@ def write_arms(con: duckdb.DuckDBPyConnection, audience: Audience, eligible: str
         f"CREATE OR REPLACE TEMP TABLE aa_arms AS SELECT customer_id, {arm_sql(audience)} AS arm FROM {eligible}"
     )
     con.execute(f"COPY (SELECT customer_id, arm FROM aa_arms ORDER BY customer_id) TO {sql_path(out)} (FORMAT parquet)")
-    keys = [k for k in BALANCE_KEYS if k in parquet_columns(con, customers)]
-    present = "".join(f", avg(CASE WHEN coalesce(c.{k}, '') <> '' THEN 1.0 ELSE 0.0 END)" for k in keys)
-    rows = con.execute(  # first_party_customers holds one row per customer id (ingestion keeps the first)
-        f"SELECT a.arm, count(*){present} FROM aa_arms a "
-        f"LEFT JOIN read_parquet({sql_path(customers)}) c USING (customer_id) GROUP BY a.arm"
-    ).fetchall()
+    if audience.holdout is None:  # one arm: nothing to balance, so no join with the first-party table
+        keys, rows = [], con.execute("SELECT arm, count(*) FROM aa_arms GROUP BY arm").fetchall()
+    else:
+        keys = [k for k in BALANCE_KEYS if k in parquet_columns(con, customers)]
+        present = "".join(f", avg(CASE WHEN coalesce(c.{k}, '') <> '' THEN 1.0 ELSE 0.0 END)" for k in keys)
+        rows = con.execute(  # first_party_customers holds one row per customer id (ingestion keeps the first)
+            f"SELECT a.arm, count(*){present} FROM aa_arms a "
+            f"LEFT JOIN read_parquet({sql_path(customers)}) c USING (customer_id) GROUP BY a.arm"
+        ).fetchall()
     by_arm = {row[0]: row for row in rows}
     count = {arm: by_arm[arm][1] if arm in by_arm else 0 for arm in (TREATMENT, CONTROL)}
     shares = {
