@@ -28,6 +28,7 @@ class SandboxConfig:
     rate_limit_window_seconds: float = 3600.0
     faults: Faults = dataclasses.field(default_factory=Faults)
     expired_tokens: list[str] = dataclasses.field(default_factory=list)
+    lookalike_populating_reads: int = 0  # a new lookalike reports operation_status 441 for this many reads
 
     def version_window(self) -> tuple[int, int]:
         """(oldest, newest) version number answered."""

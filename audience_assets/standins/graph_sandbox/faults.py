@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+import time
 from typing import Any
 
 
@@ -73,3 +75,21 @@ class Faults:
         if faults.server_error + faults.timeout_before + faults.timeout_after + faults.throttle + faults.reset > 1:
             raise ValueError(f"{name}: the probabilities of 5xx, timeouts, throttles and resets add up to more than 1")
         return faults
+
+    def draw(self, rng: random.Random) -> str | None:
+        """This request's fault, if any: one roll against the rates in turn (they add up to at most 1), after
+        a separate roll for a slow answer, which sleeps here."""
+        if self.slow and rng.random() < self.slow:
+            time.sleep(self.slow_seconds)
+        roll = rng.random()
+        for name, p in (
+            ("server_error", self.server_error),
+            ("timeout_before", self.timeout_before),
+            ("timeout_after", self.timeout_after),
+            ("throttle", self.throttle),
+            ("reset", self.reset),
+        ):
+            if roll < p:
+                return name
+            roll -= p
+        return None

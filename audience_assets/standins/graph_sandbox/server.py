@@ -17,10 +17,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from audience_assets.standins.graph_sandbox import uploads, validation
+from audience_assets.standins.graph_sandbox import lookalikes, uploads, validation
 from audience_assets.standins.graph_sandbox.budget import RateBudget
 from audience_assets.standins.graph_sandbox.config import SandboxConfig, SandboxResponse
-from audience_assets.standins.graph_sandbox.objects import account_fields, audience_fields
+from audience_assets.standins.graph_sandbox.objects import OPTIONAL_AUDIENCE_FIELDS, account_fields, audience_fields
 from audience_assets.standins.graph_sandbox.state import SandboxState
 from audience_assets.standins.graph_sandbox.validation import (
     GraphError,
@@ -58,7 +58,7 @@ class GraphSandbox:
         headers = {k.lower(): v for k, v in headers.items()}
         if split.path.startswith("/_sandbox/"):
             return self._admin(method, split.path, dict(parse_qsl(split.query)), body)
-        fault = self._draw_fault()
+        fault = self.config.faults.draw(self._random)
         if fault == "timeout_before":
             return SandboxResponse(504, b"", {}, drop=True)
         if fault == "reset":
@@ -132,23 +132,6 @@ class GraphSandbox:
 
         return SandboxServer(self, host, port)
 
-    def _draw_fault(self) -> str | None:
-        f = self.config.faults
-        if f.slow and self._random.random() < f.slow:
-            time.sleep(f.slow_seconds)
-        roll = self._random.random()
-        for name, p in (
-            ("server_error", f.server_error),
-            ("timeout_before", f.timeout_before),
-            ("timeout_after", f.timeout_after),
-            ("throttle", f.throttle),
-            ("reset", f.reset),
-        ):
-            if roll < p:
-                return name
-            roll -= p
-        return None
-
     @staticmethod
     def _json(status: int, payload: Any, headers: dict[str, str]) -> SandboxResponse:
         return SandboxResponse(status, json.dumps(payload).encode(), {"content-type": "application/json", **headers})
@@ -218,9 +201,9 @@ class GraphSandbox:
         account = context["account"] = audience["account"]
         self.budget.charge(account, forced_throttle)
         if len(parts) == 1 and verb == "GET":
-            fields = audience_fields(audience, self.state.member_count(audience["id"]))
+            fields = self._fields(audience)
             self.state.read_once(audience["id"])
-            return account, select_fields(fields, params, default=("id",))
+            return account, select_fields(fields, params, default=("id",), optional=OPTIONAL_AUDIENCE_FIELDS)
         if len(parts) == 1 and verb == "DELETE":
             self.state.delete_audience(head)
             return account, {"success": True}
@@ -255,12 +238,8 @@ class GraphSandbox:
         after = str(params.get("after", "") or "")
         ids = self.state.audience_ids(account, after, limit + 1)
         page = ids[:limit]
-        data = [
-            select_fields(
-                audience_fields(self.state.audience(i) or {}, self.state.member_count(i)), params, default=("id",)
-            )
-            for i in page
-        ]
+        audiences = [a for a in map(self.state.audience, page) if a is not None]
+        data = [select_fields(self._fields(a), params, ("id",), OPTIONAL_AUDIENCE_FIELDS) for a in audiences]
         result: dict[str, Any] = {"data": data}
         if page:
             result["paging"] = {"cursors": {"before": page[0], "after": page[-1]}}
@@ -300,6 +279,8 @@ class GraphSandbox:
             raise GraphError(
                 400, 2654, "(#2654) You have reached the maximum number of customer file custom audiences (500)."
             )
+        if subtype == "LOOKALIKE":
+            return lookalikes.create(self.state, self.config, account, name, params)
         value_based = str(params.get("is_value_based", "false")).lower() in ("true", "1")
         audience_id = self.state.create_audience(
             account,
@@ -311,6 +292,12 @@ class GraphSandbox:
             value_based,
         )
         return {"id": audience_id}
+
+    def _fields(self, audience: dict[str, Any]) -> dict[str, Any]:
+        """An audience's fields; a lookalike names its origin, deleted or not (a lookalike outlives its seed)."""
+        origin = audience.get("origin_audience_id")
+        name = self.state.audience_name(origin) if origin else None
+        return audience_fields(audience, self.state.member_count(audience["id"]), name)
 
     def _update(self, audience: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
         """`POST /{audience_id}`: a new name or description for the same audience (its members stay)."""
@@ -343,6 +330,15 @@ class GraphSandbox:
 
     def member_keys(self, audience_id: str) -> set[str]:
         return self.state.member_keys(audience_id)
+
+    def member_values(self, audience_id: str) -> dict[str, float]:
+        """A value-based audience's LOOKALIKE_VALUE per member (row key)."""
+        return self.state.member_values(audience_id)
+
+    def lookalikes(self, origin_id: str) -> list[dict[str, Any]]:
+        """The live lookalikes of an audience: id, country, starting_ratio and ratio of each, oldest first."""
+        keep = ("id", "country", "starting_ratio", "ratio")
+        return [{k: held[k] for k in keep} for held in self.state.lookalikes(origin_id)]
 
     def audience_id(self, name: str, account: str | None = None) -> str | None:
         return self.state.audience_id(name, account)
@@ -379,6 +375,10 @@ class GraphSandbox:
                 return self._json(200, {"data": self.state.listing()}, {})
             if path == "/_sandbox/members":
                 return self._json(200, {"data": sorted(self.member_keys(query.get("audience_id", "")))}, {})
+            if path == "/_sandbox/values":
+                return self._json(
+                    200, {"data": dict(sorted(self.member_values(query.get("audience_id", "")).items()))}, {}
+                )
             if path == "/_sandbox/stats":
                 return self._json(
                     200, {**self.state.counters(), "resent_replace_batches": self.resent_replace_batches()}, {}

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS audiences (
   status_code INTEGER NOT NULL DEFAULT 200, status_text TEXT NOT NULL DEFAULT 'Normal',
   flagged INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
   updated REAL NOT NULL, data_source TEXT, delivery_code INTEGER NOT NULL DEFAULT 200,
-  delivery_text TEXT NOT NULL DEFAULT 'This audience is ready for use.', populating_reads INTEGER NOT NULL DEFAULT 0);
+  delivery_text TEXT NOT NULL DEFAULT 'This audience is ready for use.', populating_reads INTEGER NOT NULL DEFAULT 0,
+  origin_audience_id TEXT, lookalike_spec TEXT);
 CREATE TABLE IF NOT EXISTS members (audience TEXT NOT NULL, row_key TEXT NOT NULL, PRIMARY KEY (audience, row_key))
 WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
@@ -34,6 +35,10 @@ CREATE TABLE IF NOT EXISTS batches (audience TEXT NOT NULL, session_id TEXT NOT 
 CREATE TABLE IF NOT EXISTS replace_rows (audience TEXT NOT NULL, session_id TEXT NOT NULL, row_key TEXT NOT NULL,
   PRIMARY KEY (audience, session_id, row_key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS member_values (audience TEXT NOT NULL, row_key TEXT NOT NULL, value REAL NOT NULL,
+  PRIMARY KEY (audience, row_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS replace_values (audience TEXT NOT NULL, session_id TEXT NOT NULL, row_key TEXT NOT NULL,
+  value REAL NOT NULL, PRIMARY KEY (audience, session_id, row_key)) WITHOUT ROWID;
 """
 
 
@@ -42,6 +47,7 @@ HEALTH_COLUMNS = {
     "delivery_text": "TEXT NOT NULL DEFAULT 'This audience is ready for use.'",
     "populating_reads": "INTEGER NOT NULL DEFAULT 0",
 }
+LOOKALIKE_COLUMNS = {"origin_audience_id": "TEXT", "lookalike_spec": "TEXT"}
 
 
 class SandboxState:
@@ -59,7 +65,8 @@ class SandboxState:
         self.db.execute("PRAGMA cache_size=-262144")
         self.db.executescript(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(audiences)")}
-        for column, kind in HEALTH_COLUMNS.items():  # a state file from before audience health was modelled
+        # a state file from before audience health, or lookalikes, were modelled
+        for column, kind in {**HEALTH_COLUMNS, **LOOKALIKE_COLUMNS}.items():
             if column not in columns:
                 self.db.execute(f"ALTER TABLE audiences ADD COLUMN {column} {kind}")
 
@@ -128,6 +135,29 @@ class SandboxState:
             (audience_id, account, name, subtype, description, source, retention_days, int(value_based), now, now),
         )
         return audience_id
+
+    def create_lookalike(self, account: str, name: str, description: str, origin: str, spec: dict[str, Any]) -> str:
+        """A LOOKALIKE audience of `origin`, with its normalized spec (country, ratio, starting_ratio, type)."""
+        audience_id = self.create_audience(account, name, "LOOKALIKE", description, None, None, False)
+        self.db.execute(
+            "UPDATE audiences SET origin_audience_id = ?, lookalike_spec = ? WHERE id = ?",
+            (origin, json.dumps(spec), audience_id),
+        )
+        return audience_id
+
+    def lookalikes(self, origin: str, account: str | None = None) -> list[dict[str, Any]]:
+        """The live lookalikes of `origin` (of one ad account, or of any), oldest first, each its id and spec."""
+        rows = self.db.execute(
+            "SELECT id, lookalike_spec FROM audiences WHERE origin_audience_id = ? AND subtype = 'LOOKALIKE' "
+            "AND deleted = 0 AND (? IS NULL OR account = ?) ORDER BY id",
+            (origin, account, account),
+        ).fetchall()
+        return [{"id": r[0], **json.loads(r[1])} for r in rows]
+
+    def audience_name(self, audience_id: str) -> str | None:
+        """An audience's name, deleted or not (a lookalike still names its origin after the origin is gone)."""
+        row = self.db.execute("SELECT name FROM audiences WHERE id = ?", (audience_id,)).fetchone()
+        return row[0] if row else None
 
     def update_audience(self, audience_id: str, **fields: str) -> None:
         for column in ("name", "description"):
@@ -204,6 +234,28 @@ class SandboxState:
                 (audience_id, array),
             )
 
+    # ------------------------------------------------------------------ values of a value-based audience
+    def set_values(self, audience_id: str, keys: list[str], values: list[float], session_id: str | None = None) -> None:
+        """Each row's LOOKALIKE_VALUE, for its members (or, with `session_id`, for the replace session's rows):
+        the latest value of a row wins, in a request (a stable sort keeps the rows' order) and across requests."""
+        pairs = json.dumps(sorted(zip(keys, map(float, values)), key=lambda pair: pair[0]))
+        table, scope = ("replace_values", "?, ") if session_id else ("member_values", "")
+        self.db.execute(
+            f"INSERT INTO {table} SELECT ?, {scope}json_extract(value, '$[0]'), json_extract(value, '$[1]') "
+            "FROM json_each(?) WHERE true ON CONFLICT DO UPDATE SET value = excluded.value",
+            (audience_id, *([session_id] if session_id else []), pairs),
+        )
+
+    def drop_values(self, audience_id: str, keys: list[str]) -> None:
+        """The values of members removed."""
+        self.db.execute(
+            "DELETE FROM member_values WHERE audience = ? AND row_key IN (SELECT value FROM json_each(?))",
+            (audience_id, json.dumps(sorted(keys))),
+        )
+
+    def member_values(self, audience_id: str) -> dict[str, float]:
+        return dict(self.db.execute("SELECT row_key, value FROM member_values WHERE audience = ?", (audience_id,)))
+
     # ------------------------------------------------------------------ sessions
     def session(self, audience_id: str, session_id: str) -> dict[str, Any] | None:
         return self._row("SELECT * FROM sessions WHERE audience = ? AND session_id = ?", (audience_id, session_id))
@@ -267,7 +319,8 @@ class SandboxState:
     def restart_replace(self, audience_id: str, session_id: str) -> None:
         """Batch 1 again: Meta starts the replace over, dropping what the session sent."""
         self.bump("replace_restarts")
-        self.db.execute("DELETE FROM replace_rows WHERE audience = ? AND session_id = ?", (audience_id, session_id))
+        for table in ("replace_rows", "replace_values"):
+            self.db.execute(f"DELETE FROM {table} WHERE audience = ? AND session_id = ?", (audience_id, session_id))
         self.db.execute(
             "UPDATE sessions SET started = ?, num_received = 0, num_invalid = 0 WHERE audience = ? AND session_id = ?",
             (self.clock(), audience_id, session_id),
@@ -287,6 +340,14 @@ class SandboxState:
             (audience_id, session_id),
         )
         self.db.execute("DELETE FROM replace_rows WHERE audience = ? AND session_id = ?", (audience_id, session_id))
+        # the values held become the session's (none for an audience that is not value-based)
+        self.db.execute("DELETE FROM member_values WHERE audience = ?", (audience_id,))
+        self.db.execute(
+            "INSERT INTO member_values (audience, row_key, value) SELECT audience, row_key, value FROM replace_values "
+            "WHERE audience = ? AND session_id = ?",
+            (audience_id, session_id),
+        )
+        self.db.execute("DELETE FROM replace_values WHERE audience = ? AND session_id = ?", (audience_id, session_id))
         self.db.execute(
             "UPDATE sessions SET finished = ? WHERE audience = ? AND session_id = ?",
             (2 if timed_out else 1, audience_id, session_id),

@@ -20,11 +20,12 @@ def check_takes_users(config: SandboxConfig, audience: dict[str, Any]) -> None:
         raise GraphError(400, 100, "Invalid parameter", subcode=1713230, error_type="OAuthException")
     if not config.ad_accounts[audience["account"]].get("tos_accepted", True):
         raise GraphError(403, 200, "(#200) Custom Audience Terms Not Accepted", subcode=1870090)
-    if audience["subtype"] != "CUSTOM":
+    if audience["subtype"] != "CUSTOM":  # a lookalike too: Meta builds its people from the seed
         raise GraphError(
             400,
             2650,
-            "(#2650) Failed to update the custom audience: only customer file (CUSTOM) audiences accept users",
+            "(#2650) Failed to update the custom audience: only customer file (CUSTOM) audiences accept users "
+            f"(this one is {audience['subtype']})",
         )
 
 
@@ -79,8 +80,12 @@ def users(
             100,
             f"(#100) The upload session {session['session_id']} has already finished (last_batch_flag was sent)",
         )
-    row_keys, invalid, samples = split_rows(schema, data, prepared)
+    row_keys, invalid, samples, values = split_rows(schema, data, prepared)
     state.change_members(audience["id"], row_keys, remove=remove)
+    if audience["is_value_based"] and remove:
+        state.drop_values(audience["id"], row_keys)
+    elif audience["is_value_based"] and values is not None:
+        state.set_values(audience["id"], row_keys, values)
     after = state.record_batch(audience["id"], session, "remove" if remove else "add", len(data), invalid)
     return _answer(audience["id"], after, samples)
 
@@ -129,8 +134,10 @@ def replace(
             subcode=1870147,
         )
     schema, data = _payload(state, audience, params)
-    row_keys, invalid, samples = split_rows(schema, data, prepared)
+    row_keys, invalid, samples, values = split_rows(schema, data, prepared)
     state.add_replace_rows(audience["id"], sid, row_keys)
+    if audience["is_value_based"] and values is not None:
+        state.set_values(audience["id"], row_keys, values, session_id=sid)
     after = state.record_batch(audience["id"], {**session, "last": False}, "replace", len(data), invalid)
     if session["last"]:
         state.finish_replace(audience["id"], sid)

@@ -5,6 +5,7 @@ and sampled), the session object, and requested fields. Errors are Graph error e
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -12,6 +13,8 @@ import string
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
+
+from audience_assets.standins.graph_sandbox.cells import VALUE_KEY, valid_cells, valid_value
 
 ALLOWED_SCHEMA_KEYS = (
     "EXTERN_ID,EMAIL,PHONE,GEN,DOBY,DOBM,DOBD,LN,FN,FI,CT,ST,ZIP,MADID,COUNTRY,PARTIALPHONE,PHONEID,STREETNAME,"
@@ -21,25 +24,6 @@ ALLOWED_SCHEMA_KEYS = (
 # ["LDU"]) and, with it, a country (0 geolocate, 1 USA) and a state (0 geolocate, 1000-1013). Not identifiers.
 LDU_FIELDS = ("DATA_PROCESSING_OPTIONS", "DATA_PROCESSING_OPTIONS_COUNTRY", "DATA_PROCESSING_OPTIONS_STATE")
 SINGLE_KEY_SCHEMAS = ("EMAIL_SHA256", "PHONE_SHA256", "MOBILE_ADVERTISER_ID", "EXTERN_ID", "UID")
-HASHED_CELL_KEYS = {
-    "EMAIL",
-    "PHONE",
-    "GEN",
-    "DOBY",
-    "DOBM",
-    "DOBD",
-    "LN",
-    "FN",
-    "FI",
-    "CT",
-    "ST",
-    "ZIP",
-    "COUNTRY",
-    "F5FIRST",
-    "F5LAST",
-    "EMAIL_SHA256",
-    "PHONE_SHA256",
-}
 CUSTOMER_FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
 SUBTYPES = (
     "CUSTOM",
@@ -63,9 +47,6 @@ MAX_ROWS_PER_REQUEST = 10_000
 MAX_AUDIENCES_PER_ACCOUNT = 500
 REPLACE_MAX_USERS = 100_000_000
 MAX_INVALID_SAMPLES = 100
-_MADID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX_BYTES = b"0123456789abcdef"
 VERSION_PATTERN = re.compile(r"^v(\d+)\.0$")
 
 
@@ -113,29 +94,6 @@ def unknown(verb: str, object_id: str) -> GraphError:
     )
 
 
-def _valid_cells(key: str, column: Sequence[Any]) -> list[str]:
-    """One column of a payload as `KEY=cell` where the cell is valid for its key, else "". Hashed keys need
-    64 lowercase hex, device ids a UUID or a digest, other keys any non-blank text or number. A column of
-    digests is checked as a whole (their lengths, then all their characters at once), not with a regular
-    expression per cell: uploads run to millions of cells."""
-    label = f"{key}="
-    if key in HASHED_CELL_KEYS:
-        given = [c for c in column if c is not None and c != ""]
-        try:
-            joined = "".join(given).encode()
-        except (TypeError, UnicodeEncodeError):  # a cell that is not text, or not encodable text
-            joined = None
-        # every given cell is a digest: 64 characters long, and nothing but lowercase hex in all of them
-        if joined is not None and set(map(len, given)) <= {64} and not joined.translate(None, _HEX_BYTES):
-            return [label + c if c else "" for c in column]
-        return [label + c if isinstance(c, str) and _HEX64.fullmatch(c) else "" for c in column]
-    if key in ("MADID", "MOBILE_ADVERTISER_ID"):
-        return [
-            label + c if isinstance(c, str) and (_MADID.fullmatch(c) or _HEX64.fullmatch(c)) else "" for c in column
-        ]
-    return [f"{label}{c}" if isinstance(c, (str, int)) and str(c).strip() != "" else "" for c in column]
-
-
 def prepare_rows(params: dict[str, Any]) -> tuple[list[Any], list[str], tuple] | None:
     """(data, schema, `row_keys` of them) for an upload whose payload is already a well-formed multi-key
     payload, else None (the request is checked, and its rows keyed, in order under the lock)."""
@@ -157,18 +115,22 @@ def prepare_rows(params: dict[str, Any]) -> tuple[list[Any], list[str], tuple] |
 
 def row_keys(schema: Sequence[str], data: Sequence[Sequence[Any]]) -> tuple[list[str | None], list[Sequence[Any]]]:
     """Per row, its canonical identity (a SHA-256 of its sorted valid `KEY=cell` pairs; None when no cell is
-    valid), and the rows without any valid cell. LOOKALIKE_VALUE is a value, never part of an identity."""
+    valid, or when its LOOKALIKE_VALUE is not a valid value), and the rows refused. LOOKALIKE_VALUE is a value,
+    never part of an identity."""
     # Two `KEY=cell` strings differ first within their `KEY=` labels (a key name holds no "=", so no label
     # is another's prefix): sorting the labels once orders every row's cells, which are then joined as they come.
-    order = sorted((f"{k}=", k, i) for i, k in enumerate(schema) if k != "LOOKALIKE_VALUE" and k not in LDU_FIELDS)
+    order = sorted((f"{k}=", k, i) for i, k in enumerate(schema) if k != VALUE_KEY and k not in LDU_FIELDS)
     columns = list(zip(*data)) if data else [() for _ in schema]
-    cells = [_valid_cells(key, columns[i]) for _, key, i in order]
+    cells = [valid_cells(key, columns[i]) for _, key, i in order]
+    values_ok = (
+        map(valid_value, columns[list(schema).index(VALUE_KEY)]) if VALUE_KEY in schema else itertools.repeat(True)
+    )
     keys: list[str | None] = []
     rejected = []
     sha256 = hashlib.sha256
-    for row, valid in zip(data, zip(*cells) if cells else [() for _ in data]):
+    for row, valid, value_ok in zip(data, zip(*cells) if cells else [() for _ in data], values_ok):
         joined = "|".join(filter(None, valid))
-        if joined:
+        if joined and value_ok:
             keys.append(sha256(joined.encode("utf-8", "surrogatepass")).hexdigest())
         else:
             keys.append(None)
@@ -227,14 +189,19 @@ def check_version(
     return version, parts[1:], None
 
 
-def select_fields(obj: dict[str, Any], params: dict[str, Any], default: tuple[str, ...]) -> dict[str, Any]:
+def select_fields(
+    obj: dict[str, Any], params: dict[str, Any], default: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """`id` and the requested fields. An `optional` field is one of the type's fields that this object lacks
+    (a lookalike_spec on an audience that is no lookalike): Graph leaves it out of the answer; a field of no
+    kind is an error."""
     requested = [f.strip() for f in str(params.get("fields", "")).split(",") if f.strip()] or list(default)
-    unknown = [f for f in requested if f not in obj]
+    unknown = [f for f in requested if f not in obj and f not in optional]
     if unknown:
         raise GraphError(
             400, 100, f"(#100) Tried accessing nonexisting field ({unknown[0]})", error_type="GraphMethodException"
         )
-    return {"id": obj["id"], **{f: obj[f] for f in requested}}
+    return {"id": obj["id"], **{f: obj[f] for f in requested if f in obj}}
 
 
 def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[list[str], list[list[Any]], str]:
@@ -333,9 +300,10 @@ def _check_data_source(audience: dict[str, Any], source: str) -> None:
 
 def split_rows(
     schema: list[str], data: list[list[Any]], prepared: tuple | None
-) -> tuple[list[str], int, dict[str, str]]:
-    """The row keys of the valid rows, the number of invalid rows, and up to 100 samples of those
-    (`{"<the entry as sent>": "<why>"}`, `{}` when every row is valid)."""
+) -> tuple[list[str], int, dict[str, str], list[Any] | None]:
+    """The row keys of the valid rows, the number of invalid rows, up to 100 samples of those
+    (`{"<the entry as sent>": "<why>"}`, `{}` when every row is valid), and the valid rows' LOOKALIKE_VALUEs in
+    the order of their keys (None when the schema has none)."""
     if prepared is not None and prepared[0] is data and prepared[1] == schema:
         keys, rejected = prepared[2]
     else:
@@ -344,14 +312,21 @@ def split_rows(
     for row in rejected:
         if len(samples) >= MAX_INVALID_SAMPLES:
             break
-        sent = [cell for cell in row if cell not in (None, "")]
-        why = (
-            f"invalid value for {', '.join(k for k, c in zip(schema, row) if c not in (None, ''))}"
-            if sent
-            else "every field is empty"
-        )
-        samples[",".join(str(cell) for cell in row)] = why
-    return [k for k in keys if k is not None], len(rejected), samples
+        samples[",".join(str(cell) for cell in row)] = _why(schema, row)
+    at = schema.index(VALUE_KEY) if VALUE_KEY in schema else None
+    values = None if at is None else [row[at] for row, key in zip(data, keys) if key is not None]
+    return [k for k in keys if k is not None], len(rejected), samples, values
+
+
+def _why(schema: list[str], row: list[Any]) -> str:
+    """Why a row was refused, for its sample: its value when that is what is wrong (the row may identify
+    someone), else the identifying cells it sent (none of them valid)."""
+    if VALUE_KEY in schema and not valid_value(row[schema.index(VALUE_KEY)]):
+        return "invalid value for LOOKALIKE_VALUE (not a non-negative number)"
+    sent = [k for k, c in zip(schema, row) if c not in (None, "") and k != VALUE_KEY]
+    if sent:
+        return f"invalid value for {', '.join(sent)}"
+    return "no identifying field is given" if any(c not in (None, "") for c in row) else "every field is empty"
 
 
 def parse_session(params: dict[str, Any], required: bool) -> dict[str, Any] | None:
