@@ -12,7 +12,7 @@ import dagster as dg
 from audience_assets.core.audience.approval import TRIGGER_TAG
 from audience_assets.core.audience.holdout import recorded_spec
 from audience_assets.core.audience.plan import load_plan
-from audience_assets.core.audience.review import describe, learned_rate
+from audience_assets.core.audience.review import describe, learned_rate, lookalike_lines, value_lines
 from audience_assets.core.config import ProjectConfig, load_config
 from audience_assets.core.demo import ensure_demo_data
 from audience_assets.core.ingestion.inventory import ignored_objects
@@ -25,6 +25,7 @@ STAGES = (  # (asset keys, partitioned by)
     (["landing_zone_report", "first_party_customers", "suppression_list", "clean_room_first_party_table"], None),
     (["partner_data", "clean_room_matches"], "partner"),
     (["audience_members", "audience_holdout", "audience_chunks", "meta_custom_audience"], "audience"),
+    (["meta_lookalike_audience"], "lookalike"),
     (["tenant_costs"], None),
 )
 PLAN_STAGES = (*STAGES[:2], (STAGES[2][0][:-1], "audience"))  # everything but Meta (the audience stage's last)
@@ -82,14 +83,21 @@ def stage_runs(
     config: ProjectConfig, keys: list[str], partitioned_by: str | None, audiences: Sequence[str] | None
 ) -> list[tuple[list[str], str | None]]:
     """A stage's runs, as (asset selection, partition): one per partner, one per audience (each tenant's under its
-    key prefix once tenants are declared, only the `audiences` chosen), or one unpartitioned."""
-    if partitioned_by == "audience":  # each tenant's audiences, under its key prefix once tenants are declared
+    key prefix once tenants are declared, only the `audiences` chosen), one per lookalike of those audiences, or one
+    unpartitioned."""
+    if partitioned_by in ("audience", "lookalike"):  # per tenant, under its key prefix once tenants are declared
+        partitions = {
+            tenant: config.lookalikes_of(tenant)
+            if partitioned_by == "lookalike"
+            else {a: [a] for a in config.audiences_of(tenant)}
+            for tenant in config.tenant_names
+        }
         batches = [
             (
                 [f"{tenant}/{k}" if config.multi_tenant else k for k in keys],
-                [a for a in config.audiences_of(tenant) if audiences is None or a in audiences],
+                [p for a, keys_of in of.items() if audiences is None or a in audiences for p in keys_of],
             )
-            for tenant in config.tenant_names
+            for tenant, of in partitions.items()
         ]
     else:
         batches = [(keys, sorted(config.partners) if partitioned_by == "partner" else [None])]
@@ -167,7 +175,10 @@ def plan_pipeline(
         arms = latest_metadata(instance, config, name, "audience_members")
         figures = {k.removeprefix("holdout/"): v for k, v in arms.items() if k.startswith("holdout/")}
         holdout = (recorded_spec(store, name)[1], figures)
-        for line in describe(name, config.audiences[name], load_plan(store, name), rate, bad, holdout):
+        audience = config.audiences[name]
+        chunks = latest_metadata(instance, config, name, "audience_chunks")
+        more = [*value_lines(audience, chunks), *lookalike_lines(store, name, audience)]
+        for line in describe(name, audience, load_plan(store, name), rate, bad, holdout, more):
             print(line, file=out)
     return ok
 

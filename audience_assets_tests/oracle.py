@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Expected:
     partners: dict[str, list[PartnerRecord]] = field(default_factory=dict)
     suppressed_emails: set[str] = field(default_factory=set)
     suppressed_phones: set[str] = field(default_factory=set)
+    values: dict[str, dict[str, float]] = field(default_factory=dict)  # value column -> customer_id -> largest value
 
     def matches(self, partner: str) -> dict[str, list[dict[str, str]]]:
         """customer_id -> segment dicts of every partner record joined on email or phone."""
@@ -84,9 +86,36 @@ class Expected:
     def row_keys(self, config: ProjectConfig, audience: str, customers: set[str] | None = None) -> set[str]:
         """The canonical key of each payload row the audience would send for `customers` (default: its members),
         as the sandbox stores it: what it must hold, or must not."""
-        keys = config.audiences[audience].keys
+        return set(self.sent_values(config, audience, customers))
+
+    def sent_values(
+        self, config: ProjectConfig, audience: str, customers: set[str] | None = None
+    ) -> dict[str, float | None]:
+        """Row key -> the value it carries (None for a plain audience). A value-based audience sends only members
+        with a value, and a row several customers share carries the largest of their values."""
+        spec = config.audiences[audience]
         chosen = self.members(config, audience) if customers is None else customers
-        return {canonical_row_key({k: self.customers[cid][k] for k in keys}) for cid in chosen}
+        values = self.values.get(spec.value.column, {}) if spec.value else {}
+        sent: dict[str, float | None] = {}
+        for cid in chosen:
+            if spec.value and cid not in values:
+                continue
+            key = canonical_row_key({k: self.customers[cid][k] for k in spec.keys})
+            value = values.get(cid)
+            if value is not None and sent.get(key) is not None:
+                value = max(value, sent[key])
+            sent[key] = value
+        return sent
+
+
+def parse_value(cell: str) -> float | None:
+    """README's rule for a customer value: a plain, finite, non-negative number (digits, an optional fraction and
+    exponent), else none."""
+    text = cell.strip()
+    if not re.fullmatch(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+        return None
+    number = float(text)
+    return number if math.isfinite(number) else None
 
 
 def in_control(salt: str, share: float, customer_id: str) -> bool:
@@ -122,6 +151,11 @@ def compute(landing: Path, config: ProjectConfig) -> Expected:
             if cid and (cells["EMAIL"] or cells["PHONE"]):
                 expected.customers.pop(cid, None)
                 expected.customers[cid] = cells  # the last row of a repeated customer id wins
+            for column in config.value_columns:  # every row of a customer id counts: the largest value wins
+                value = parse_value(row.get(column) or "")
+                if cid and value is not None:
+                    known = expected.values.setdefault(column, {})
+                    known[cid] = max(value, known.get(cid, value))
     for partner, contract in config.partners.items():
         records = []
         source_of = {std: src for src, std in contract.columns.items()}

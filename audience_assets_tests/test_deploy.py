@@ -83,15 +83,17 @@ def test_the_production_workspace_loads_the_location_from_its_grpc_server():
 
 def test_meta_uploads_share_one_pool_across_runs():
     """Parallel audience runs draw Meta upload slots from one pool (limited with `dagster instance
-    concurrency set meta_api 1`, see deploy/README.md), so they share the ad account's budget."""
+    concurrency set meta_api 1`, see deploy/README.md), so they share the ad account's budget; lookalikes, which
+    call the same account, draw from it too."""
     from audience_assets.core.settings import Settings
     from audience_assets.definitions import build_definitions
     from audience_assets.defs.activation.meta_audience import META_POOL
 
     graph = build_definitions(Settings(data_dir=Path(tempfile.mkdtemp()), demo_data=False)).resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
-    assert pools["meta_custom_audience"] == {META_POOL}
-    assert not any(p for key, p in pools.items() if key != "meta_custom_audience")  # nothing else waits on Meta
+    meta = ("meta_custom_audience", "meta_lookalike_audience")
+    assert pools["meta_custom_audience"] == pools["meta_lookalike_audience"] == {META_POOL}
+    assert not any(p for key, p in pools.items() if key not in meta)  # nothing else waits on Meta
     assert f"concurrency set {META_POOL} 1" in (REPO / "deploy" / "README.md").read_text()
 
 

@@ -153,7 +153,9 @@ def generate(data_dir: Path, n: int) -> dict[str, int]:
                    CAST(1950 + hash(i, 'y') % 55 AS VARCHAR) || '-' || lpad(CAST(1 + hash(i, 'm') % 12 AS VARCHAR),
                    2, '0')
                      || '-' || lpad(CAST(1 + hash(i, 'dd') % 28 AS VARCHAR), 2, '0') AS dob,
-                   {_pick(["m", "F", "Female", "male", ""], "g")} AS gender
+                   {_pick(["m", "F", "Female", "male", ""], "g")} AS gender,
+                   CASE WHEN hash(i, 'v') % 12 = 0 THEN '' ELSE CAST(round((hash(i, 'lv') % 100000) / 100.0, 2)
+                   AS VARCHAR) END AS ltv_usd
             FROM {people}) TO '{landing}/first_party/crm_export.csv' (HEADER, DELIMITER ',')""",
             [n],
         )

@@ -80,6 +80,12 @@ def confirmed(audience: str, audience_id: str) -> str:
     return f"meta/{audience}/{audience_id}/confirmed.parquet"
 
 
+def lookalike(audience: str, key: str) -> str:
+    """Which Meta lookalike of the audience `key` (e.g. `US-1`) is, and the seed it was made from
+    (`core.meta.lookalikes`)."""
+    return f"meta/{audience}/lookalikes/{key}.json"
+
+
 def legacy_confirmed(audience: str) -> str:
     """Where confirmed rows lived before records were kept per Meta id (read once, to migrate)."""
     return f"meta/{audience}/confirmed.parquet"

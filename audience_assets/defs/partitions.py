@@ -17,6 +17,11 @@ def audience_partitions(config: ProjectConfig, tenant: str) -> dg.StaticPartitio
     return dg.StaticPartitionsDefinition(config.audiences_of(tenant))
 
 
+def lookalike_partitions(config: ProjectConfig, tenant: str) -> dg.StaticPartitionsDefinition:
+    """One partition per lookalike of `tenant`'s audiences (`<audience>.<country>-<size>`)."""
+    return dg.StaticPartitionsDefinition([key for keys in config.lookalikes_of(tenant).values() for key in keys])
+
+
 def partner_to_audiences(config: ProjectConfig, tenant: str) -> dg.StaticPartitionMapping:
     """Each of the tenant's partners' matches feed the tenant's audiences that select it."""
     audiences = config.audiences_of(tenant)

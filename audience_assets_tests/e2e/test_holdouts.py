@@ -16,7 +16,7 @@ from audience_assets.core.config import load_config
 from audience_assets.core.settings import Settings
 from audience_assets.headless import plan_pipeline
 from audience_assets_tests import oracle
-from audience_assets_tests.world import latest_metadata, meta, run
+from audience_assets_tests.world import latest_metadata, meta, run, sandbox
 
 pytestmark = pytest.mark.slow
 AUDIENCE = "travel_enthusiasts"
@@ -47,13 +47,26 @@ def test_the_control_arm_never_reaches_meta_and_both_arms_are_recorded(world: di
     assert abs(recorded["holdout/email_present/smd"]) < 0.2  # the arms look alike on who has an email
 
 
-def test_the_plan_shows_the_arms(world: dict):
+def test_the_plan_shows_the_arms_the_values_and_the_lookalikes(world: dict):
+    """One plan of the holdout's audience and the value-based one with its lookalike."""
     out = io.StringIO()
     with dg.DagsterInstance.ephemeral() as instance:
         settings = Settings(data_dir=world["data"], config_dir=world["config_dir"], demo_data=False)
-        assert plan_pipeline(settings, instance, [AUDIENCE], out)
+        assert plan_pipeline(settings, instance, [AUDIENCE, "new_parents"], out)
     config = world["config"]
     expected = oracle.compute(world["data"] / "landing", config)
+    sent = expected.sent_values(config, "new_parents")
+    without = len(expected.members(config, "new_parents")) - len(sent)
+    values = next(x for x in out.getvalue().splitlines() if x.strip().startswith("values from ltv_usd"))
+    assert f"on {len(sent):,} rows" in values and f"max {max(sent.values()):,.2f}" in values, values
+    assert f"{without:,} members without a value are left out" in values
+    held = sandbox(world["data"].parent)
+    try:
+        (made,) = held.lookalikes(held.audience_id(config.audiences["new_parents"].meta_name))
+    finally:
+        held.close()
+    lookalike = next(x for x in out.getvalue().splitlines() if x.strip().startswith("lookalike US-1"))
+    assert f"lookalike US-1 (top 1% of US): Meta lookalike {made['id']}, made from seed" in lookalike, lookalike
     treatment, control = len(expected.members(config, AUDIENCE)), len(expected.control(config, AUDIENCE))
     line = next(x for x in out.getvalue().splitlines() if x.strip().startswith("holdout"))
     assert line.strip().startswith(f"holdout share 10%, salt 'demo-2026': treatment {treatment:,} (in the plan)")

@@ -112,6 +112,12 @@ def test_limited_data_use_per_audience_and_per_row_reaches_meta_as_its_schema_al
     chunk = next(c for op in plan.operations for c in op.chunks)
     with duckdb.connect() as con:
         rows = json.loads(read_chunk_json(con, data / chunk.key, plan.schema))
-    fields = plan.schema[-3:]
-    assert fields == ("DATA_PROCESSING_OPTIONS", "DATA_PROCESSING_OPTIONS_COUNTRY", "DATA_PROCESSING_OPTIONS_STATE")
-    assert {tuple(json.dumps(v) for v in row[-3:]) for row in rows} == {('["LDU"]', "0", "0"), ("[]", "0", "0")}
+    fields = plan.schema[-4:]  # new_parents is value-based: its value follows the LDU fields
+    assert fields == (
+        "DATA_PROCESSING_OPTIONS",
+        "DATA_PROCESSING_OPTIONS_COUNTRY",
+        "DATA_PROCESSING_OPTIONS_STATE",
+        "LOOKALIKE_VALUE",
+    )
+    assert {tuple(json.dumps(v) for v in row[-4:-1]) for row in rows} == {('["LDU"]', "0", "0"), ("[]", "0", "0")}
+    assert all(isinstance(row[-1], float) and row[-1] >= 0 for row in rows)

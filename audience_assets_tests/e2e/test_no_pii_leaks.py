@@ -45,7 +45,7 @@ def plant(data: Path) -> None:
     with crm.open("a", encoding="utf-8") as handle:
         handle.write(
             f"C9999990,{PLANTED['email']},{PLANTED['phone']},{PLANTED['first_name']},{PLANTED['last_name']},"
-            f"{PLANTED['city']},CA,94110,US,{PLANTED['dob']},M\n"
+            f"{PLANTED['city']},CA,94110,US,{PLANTED['dob']},M,250.00\n"
         )
     acme = next((data / "landing" / "partners" / "acme_data").glob("*.csv"))
     with acme.open("a", encoding="utf-8") as handle:

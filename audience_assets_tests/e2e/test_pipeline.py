@@ -60,7 +60,9 @@ def parquet_rows(path: Path) -> list[dict]:
 
 def test_headless_command_reports_every_step(run):
     steps = [line for line in run["stdout"].splitlines() if line.startswith(("ok", "FAILED"))]
-    assert len(steps) == 1 + len(run["config"].partners) + len(run["config"].audiences) + 1  # + the cost report
+    config = run["config"]
+    lookalikes = sum(len(spec.lookalikes) for spec in config.audiences.values())
+    assert len(steps) == 1 + len(config.partners) + len(config.audiences) + lookalikes + 1  # + the cost report
     assert all(line.startswith("ok") for line in steps)
     # a quiet terminal: the steps' own lines, none of Dagster's DEBUG event stream (the instance keeps it)
     logged = run["stderr"].splitlines()
@@ -103,7 +105,7 @@ def test_chunks_hold_at_most_the_limit_and_only_hashes_where_meta_wants_hashes(r
         limit = CHUNK_ROWS.get(audience, 10_000)
         sizes = [c["rows"] for op in plan["operations"] for c in op["chunks"]]
         assert sizes and max(sizes) <= limit <= 10_000
-        assert sum(sizes) == len(run["expected"].members(run["config"], audience))
+        assert sum(sizes) == len(run["expected"].row_keys(run["config"], audience))  # value-based: with a value
         for op in plan["operations"]:
             for chunk in op["chunks"]:
                 rows = parquet_rows(data / chunk["key"])
@@ -126,9 +128,40 @@ def test_sandbox_audiences_hold_exactly_the_members(run):
             assert sandbox.member_keys(audience_id) == run["expected"].row_keys(run["config"], audience)
             meta = run["metadata"][("meta_custom_audience", audience)]
             assert meta["audience_id"] == audience_id
-            assert meta["sandbox_member_count"] == len(run["expected"].members(run["config"], audience))
+            assert meta["sandbox_member_count"] == len(run["expected"].row_keys(run["config"], audience))
             assert meta["num_received"] == meta["rows_sent"] and meta["num_invalid_entries"] == 0
+            if spec.value:  # each row's value, as Meta stored it, is the largest of its person's CRM values
+                assert sandbox.member_values(audience_id) == run["expected"].sent_values(run["config"], audience)
         assert sandbox.resent_replace_batches() == 0
+    finally:
+        sandbox.close()
+
+
+def test_value_based_audiences_leave_members_without_a_value_out_and_report_the_values(run):
+    config, expected = run["config"], run["expected"]
+    (audience,) = [a for a, spec in config.audiences.items() if spec.value]  # the demo ships one
+    sent = expected.sent_values(config, audience)
+    chunks = run["metadata"][("audience_chunks", audience)]
+    assert chunks["value_rows"] == len(sent) < len(expected.members(config, audience))
+    assert chunks["members_without_value"] == len(expected.members(config, audience)) - len(sent)
+    assert chunks["value_max"] == pytest.approx(max(sent.values()), abs=1e-4)
+    assert chunks["value_total"] == pytest.approx(sum(sent.values()), abs=0.01)
+    assert "value ltv_usd" in run["metadata"][("first_party_customers", None)]["invalid_values"]
+
+
+def test_each_declared_lookalike_is_made_from_its_seed_once(run):
+    sandbox = GraphSandbox(run["data"] / "meta_sandbox" / "graph.sqlite")
+    try:
+        for audience, spec in run["config"].audiences.items():
+            seed_id = sandbox.audience_id(spec.meta_name)
+            made = sandbox.lookalikes(seed_id)
+            assert sorted((m["country"], m["starting_ratio"], m["ratio"]) for m in made) == sorted(
+                (lk.country, lk.starting_ratio, lk.ratio) for lk in spec.lookalikes
+            )
+            for lookalike in spec.lookalikes:
+                meta = run["metadata"][("meta_lookalike_audience", f"{audience}.{lookalike.key}")]
+                assert (meta["event"], meta["seed_audience_id"]) == ("created", seed_id)
+                assert meta["lookalike_id"] in {m["id"] for m in made}
     finally:
         sandbox.close()
 

@@ -170,6 +170,7 @@ def test_each_tenant_has_its_own_assets_partitions_and_upload_pool(tmp_path):
     assert {k: p for k, p in pools.items() if p} == {
         "northwind/meta_custom_audience": {f"meta_api:{NORTHWIND}"},
         "southpaw/meta_custom_audience": {f"meta_api:{SOUTHPAW}"},
+        "southpaw/meta_lookalike_audience": {f"meta_api:{SOUTHPAW}"},  # new_parents' lookalike, same account
     }
     for tenant, audiences in (("northwind", ["travel_enthusiasts", "young_gamers"]), ("southpaw", ["new_parents"])):
         for name in ("audience_members", "audience_chunks", "meta_custom_audience"):

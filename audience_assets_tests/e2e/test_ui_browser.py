@@ -79,7 +79,7 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
             page.screenshot(path=ARTIFACTS / "1-graph.png")
 
             page.get_by_role("button", name="Materialize all…").click()
-            expect(page.get_by_text("Launch runs to materialize 11 assets")).to_be_visible()
+            expect(page.get_by_text("Launch runs to materialize 12 assets")).to_be_visible()
             page.get_by_role("button", name="All", exact=True).click()
             page.screenshot(path=ARTIFACTS / "2-materialize-all.png")
             page.get_by_role("button", name="Launch backfill").click()
@@ -105,6 +105,9 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
         for partition, entries in counts.items():
             assert entries["sandbox_member_count"] >= 100 and entries["num_invalid_entries"] == 0, partition
             assert entries["num_received"] == entries["rows_sent"], partition
+        made = graphql(url, LATEST_LOOKALIKE)["assetNodeOrError"]["assetMaterializations"][0]
+        entries = {e["label"]: e.get("text") for e in made["metadataEntries"]}
+        assert made["partition"] == "new_parents.US-1" and entries["event"] in ("created", "held"), entries
         costs = graphql(url, LATEST_COSTS)["assetNodeOrError"]["assetMaterializations"][0]["metadataEntries"]
         records = [json.loads(r) for e in costs if e["label"] == "costs" for r in e["table"]["records"]]
         assert [r["tenant"] for r in records] == ["default"] and records[0]["runs"] >= 1
@@ -115,5 +118,7 @@ def test_materialize_all_in_the_browser_fills_the_meta_audience(tmp_path: Path):
 
 LATEST_COSTS = """{ assetNodeOrError(assetKey: {path: ["tenant_costs"]}) { ... on AssetNode {
   assetMaterializations(limit: 1) { metadataEntries { label ... on TableMetadataEntry { table { records } } } } } } }"""
+LATEST_LOOKALIKE = """{ assetNodeOrError(assetKey: {path: ["meta_lookalike_audience"]}) { ... on AssetNode {
+  assetMaterializations(limit: 1) { partition metadataEntries { label ... on TextMetadataEntry { text } } } } } }"""
 LATEST_META_COUNTS = """{ assetNodeOrError(assetKey: {path: ["meta_custom_audience"]}) { ... on AssetNode {
   assetMaterializations(limit: 3) { partition metadataEntries { label ... on IntMetadataEntry { intValue } } } } } }"""

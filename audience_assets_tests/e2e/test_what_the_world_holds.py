@@ -86,8 +86,8 @@ def test_an_adopted_audience_is_filled_and_two_audiences_of_one_name_stop_the_ru
     held_by = sandbox(root)
     try:
         account = held_by.state.audience(held_by.audience_id(parents.meta_name))["account"]
-        made_by_hand = held_by.state.create_audience(
-            account, "Parents (made in Ads Manager)", "CUSTOM", "", "USER_PROVIDED_ONLY", 180, False
+        made_by_hand = held_by.state.create_audience(  # value-based, as new_parents is
+            account, "Parents (made in Ads Manager)", "CUSTOM", "", "USER_PROVIDED_ONLY", 180, True
         )
         old = held_by.audience_id(parents.meta_name)
         travel = config.audiences["travel_enthusiasts"]

@@ -1,8 +1,8 @@
 """The last look at what leaves for Meta: every outbound cell of an upload plan in the form Meta wants.
 
-A hashed key must be 64 lowercase hex or empty, a device id a lower-case id (or a digest a source gave),
-and no raw column may hold something that looks like an email address or a phone number. A plan with any
-such cell is not published (the `hashed_cells` check blocks it).
+A hashed key must be 64 lowercase hex or empty, a device id a lower-case id (or a digest a source gave), a
+customer value a finite number of at least 0, and no raw column may hold something that looks like an email
+address or a phone number. A plan with any such cell is not published (the `hashed_cells` check blocks it).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import duckdb
 
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
 from audience_assets.core.audience.ldu import bad_cell_sql
+from audience_assets.core.audience.value import FIELD as VALUE_FIELD
 from audience_assets.core.duck import ident, literal, sql_path
 from audience_assets.core.identity import HASHED_KEYS, rules
 from audience_assets.core.identity.sql import ROW_BY_ROW_KEYS
@@ -35,6 +36,8 @@ def outbound_cell_problems(
     def bad(key: str, cell: str) -> str:
         if key in LDU_FIELDS:  # Limited Data Use: only the values Meta's documentation allows
             return bad_cell_sql(key, cell)
+        if key == VALUE_FIELD:  # a customer value: a finite number, never negative (Meta's rule)
+            return f"({cell} IS NULL OR NOT isfinite({cell}) OR {cell} < 0)"
         if key in HASHED_KEYS:
             return f"NOT regexp_full_match({cell}, '([0-9a-f]{{64}})?')"
         if key == "MADID":  # a lower-case device id as normalization writes it, or a digest a source gave
@@ -46,7 +49,7 @@ def outbound_cell_problems(
         return f"contains({cell}, '@') OR regexp_matches({cell}, '^\\+?[0-9][0-9 ().-]{{8,}}$')"
 
     def cell(key: str) -> str:
-        return f"coalesce({ident(key)}, '')"
+        return ident(key) if key == VALUE_FIELD else f"coalesce({ident(key)}, '')"
 
     problems: dict[str, int] = {}
     per_row = [k for k in keys if k in ROW_BY_ROW_KEYS]

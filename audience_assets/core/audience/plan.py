@@ -21,6 +21,7 @@ import duckdb
 from audience_assets.core import layout
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
 from audience_assets.core.audience.ldu import LDU, NONE
+from audience_assets.core.audience.value import FIELD as VALUE_FIELD
 from audience_assets.core.duck import DIGEST_PARQUET, ident, literal, parquet_columns, sql_path
 from audience_assets.core.graph_api import MAX_ROWS_PER_REQUEST
 from audience_assets.core.store import Store
@@ -160,24 +161,26 @@ def build_rows(
     keys: Sequence[str],
     out: Path,
     extra: Sequence[str] = (),
+    where: str = "TRUE",
+    prefer: str = "1",
 ) -> int:
     """Write the members' distinct Meta payload rows (`row_id` + one column per key) to `out`.
 
     Two customers give the same row only when they share every cell, which is rare (and impossible when
     EXTERN_ID is the customer id), so rows are written as they come and deduplicated only when their
     row ids (digests of the cells) show a repeat: counting row ids costs far less than hashing whole rows.
-    `extra` are further `<expression> AS "<FIELD>"` columns (Limited Data Use, `core.audience.ldu`): part of
-    the row but not of its id (the id is the person's identifiers), so a change of LDU status alone is sent
-    again as an add (see `_operations_sql`), never as a removal."""
+    `extra` are further `<expression> AS "<FIELD>"` columns (Limited Data Use, `core.audience.ldu`; a customer
+    value, `core.audience.value`): part of the row but not of its id (the id is the person's identifiers), so a
+    change of them alone is sent again as an add (see `_operations_sql`), never as a removal. Of rows sharing an
+    id, the first in `prefer`'s order is kept. Only customers for whom `where` holds are written."""
     cells = ", ".join([*(ident(k) for k in keys), *extra])
     rows = (
         f"SELECT {row_id_sql(keys)} AS row_id, * FROM (SELECT {cells} FROM {_parquet(customers)} "
-        f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)}))"
+        f"WHERE customer_id IN (SELECT customer_id FROM {_parquet(members)}) AND ({where}))"
     )
     con.execute(f"COPY ({rows}) TO {sql_path(out)} ({DIGEST_PARQUET})")
     total, distinct = con.execute(f"SELECT count(*), count(DISTINCT row_id) FROM {_parquet(out)}").fetchall()[0]
-    if total != distinct:  # one row per id; where the same identifiers differ in LDU status, LDU wins
-        prefer = f'("{LDU_FIELDS[0]}" = {literal(LDU)}) DESC' if extra else "1"
+    if total != distinct:
         con.execute(
             f"COPY (SELECT * FROM ({rows}) QUALIFY row_number() OVER (PARTITION BY row_id ORDER BY {prefer}) = 1) "
             f"TO {sql_path(out)} ({DIGEST_PARQUET})"
@@ -191,6 +194,12 @@ def confirmed_cells(con: duckdb.DuckDBPyConnection, confirmed: Path, keys: Seque
     the audience's keys changed: its rows cannot be compared with what Meta holds, so the plan stops."""
     held = set(parquet_columns(con, confirmed))
     missing = [k for k in keys if k not in held and k not in LDU_FIELDS]
+    if missing == [VALUE_FIELD]:
+        raise ValueError(
+            "the audience is now value-based, and the Meta audience holding its rows is not: Meta cannot switch an "
+            "audience between plain and value-based. Give it a new meta_name (a new, value-based Meta audience), "
+            "or remove value:"
+        )
     if missing:
         raise ValueError(
             f"the audience's keys now include {missing}, which the rows Meta holds were not sent with: the same "
@@ -204,13 +213,13 @@ def confirmed_cells(con: duckdb.DuckDBPyConnection, confirmed: Path, keys: Seque
 def _operations_sql(
     mode: str, desired: str, confirmed: str, suppressed: str, keys: Sequence[str] = ()
 ) -> dict[str, str]:
-    """The rows of each operation, by sync mode (see audiences.yaml). With Limited Data Use fields among
-    `keys`, a row Meta holds whose LDU values changed is added again (Meta updates the record)."""
+    """The rows of each operation, by sync mode (see audiences.yaml). With Limited Data Use fields or a value among
+    `keys`, a row Meta holds whose LDU fields or value changed is added again (Meta updates the record)."""
     gone = f"SELECT * FROM {confirmed} WHERE row_id IN ({suppressed})"  # opted out after an earlier upload
     new = f"row_id NOT IN (SELECT row_id FROM {confirmed})"
-    ldu = [k for k in LDU_FIELDS if k in keys]
-    if ldu:
-        differs = " OR ".join(f"d.{ident(k)} IS DISTINCT FROM c.{ident(k)}" for k in ldu)
+    attributes = [k for k in (*LDU_FIELDS, VALUE_FIELD) if k in keys]
+    if attributes:
+        differs = " OR ".join(f"d.{ident(k)} IS DISTINCT FROM c.{ident(k)}" for k in attributes)
         new += f" OR row_id IN (SELECT d.row_id FROM {desired} d JOIN {confirmed} c USING (row_id) WHERE {differs})"
     if mode == "mirror":
         return {

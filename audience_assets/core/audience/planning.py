@@ -18,11 +18,14 @@ import duckdb
 from audience_assets.core import layout
 from audience_assets.core.audience.floor import below_floor, members_after
 from audience_assets.core.audience.ldu import FIELDS as LDU_FIELDS
-from audience_assets.core.audience.ldu import consent_alias, field_sql
+from audience_assets.core.audience.ldu import LDU, consent_alias, field_sql
 from audience_assets.core.audience.outbound import outbound_cell_problems
 from audience_assets.core.audience.plan import Plan, build_rows, plan_upload, store_plan
+from audience_assets.core.audience.value import FIELD as VALUE_FIELD
+from audience_assets.core.audience.value import ValueSummary, summarize, value_alias
+from audience_assets.core.audience.value import field_sql as value_field_sql
 from audience_assets.core.config import Audience
-from audience_assets.core.duck import connect, parquet_columns, sql_path
+from audience_assets.core.duck import connect, ident, literal, parquet_columns, sql_path
 from audience_assets.core.scratch import scratch
 from audience_assets.core.store import Store, optional_copy
 
@@ -37,6 +40,7 @@ class Planned:
     desired: int  # distinct payload rows wanted
     keys: tuple[str, ...]  # the payload schema
     cell_problems: dict[str, int]  # outbound cells Meta must not receive, per key (empty: none)
+    values: ValueSummary | None = None  # a value-based audience's values, as sent
 
 
 def make_plan(store: Store, audience: str, spec: Audience, basis_audience_id: str, work_dir: Path) -> Planned:
@@ -51,16 +55,9 @@ def make_plan(store: Store, audience: str, spec: Audience, basis_audience_id: st
         customers = stack.enter_context(store.local_copy(layout.FIRST_PARTY_CUSTOMERS))
         suppression = stack.enter_context(optional_copy(store, layout.SUPPRESSION_LIST))
         confirmed = stack.enter_context(optional_copy(store, record)) if record else None
-        processing = spec.data_processing
-        if processing and processing.column and consent_alias(processing.column) not in parquet_columns(con, customers):
-            raise PlanRefused(
-                f"{audience}: data_processing.column {processing.column!r} is not in the ingested CRM table (it "
-                "predates the setting): materialize first_party_customers again"
-            )
-        ldu = field_sql(processing) if processing else []
+        _refuse(_predates(con, audience, spec, customers))
         rows = work_dir / "rows.parquet"
-        desired = build_rows(con, members=members, customers=customers, keys=spec.keys, out=rows, extra=ldu)
-        keys = (*spec.keys, *LDU_FIELDS) if ldu else tuple(spec.keys)  # the payload carries the three LDU fields
+        desired, keys, values = _payload_rows(con, audience, spec, members, customers, rows)
         plan = plan_upload(
             con,
             audience=audience,
@@ -76,7 +73,7 @@ def make_plan(store: Store, audience: str, spec: Audience, basis_audience_id: st
         chunks = [c.path for op in plan.operations for c in op.chunks if c.path is not None]
         problems = outbound_cell_problems(con, chunks, keys)
     plan = dataclasses.replace(plan, basis_audience_id=basis_audience_id, basis_version=basis_version)
-    return Planned(plan, desired, keys, problems)
+    return Planned(plan, desired, keys, problems, values)
 
 
 def needs_rebase(store: Store, audience: str, plan: Plan, audience_id: str) -> bool:
@@ -95,6 +92,55 @@ def rebase(store: Store, audience: str, spec: Audience, audience_id: str) -> Pla
             shown = ", ".join(f"{k} {n:,}" for k, n in planned.cell_problems.items())
             raise PlanRefused(f"{audience}: outbound cells Meta must not receive ({shown}); nothing was sent")
         return store_plan(store, audience, planned.plan)
+
+
+def _payload_rows(
+    con: duckdb.DuckDBPyConnection, audience: str, spec: Audience, members: Path, customers: Path, out: Path
+) -> tuple[int, tuple[str, ...], ValueSummary | None]:
+    """The members' payload rows written to `out`: (distinct rows, the payload schema, the values sent). The
+    schema is the audience's keys, then the three Limited Data Use fields, then the value."""
+    ldu = field_sql(spec.data_processing) if spec.data_processing else []
+    worth = [value_field_sql(spec.value)] if spec.value else []
+    prefer = [f"{ident(LDU_FIELDS[0])} = {literal(LDU)} DESC"] * bool(ldu)
+    prefer += [f"{ident(VALUE_FIELD)} DESC"] * bool(worth)
+    desired = build_rows(
+        con,
+        members=members,
+        customers=customers,
+        keys=spec.keys,
+        out=out,
+        extra=[*ldu, *worth],
+        # a value-based audience sends no row without a value; of the rows one person gives, LDU and the largest
+        # value win
+        where=f"{ident(value_alias(spec.value.column))} IS NOT NULL" if spec.value else "TRUE",
+        prefer=", ".join(prefer) or "1",
+    )
+    values = summarize(con, out, members, customers, spec.value) if spec.value else None
+    if spec.value and values is not None and not values.rows:
+        raise PlanRefused(
+            f"{audience}: none of its members has a value in {spec.value.column!r} (a value-based audience sends "
+            "each member's value): fill the column in the CRM export, or remove value:"
+        )
+    keys = (*spec.keys, *(LDU_FIELDS if ldu else ()), *((VALUE_FIELD,) if worth else ()))
+    return desired, keys, values
+
+
+def _predates(con: duckdb.DuckDBPyConnection, audience: str, spec: Audience, customers: Path) -> str | None:
+    """Why the ingested CRM table cannot serve the audience's data_processing.column or value column (it was
+    ingested before the setting), or None."""
+    columns = set(parquet_columns(con, customers))
+    wanted = []
+    if spec.data_processing and spec.data_processing.column:
+        wanted.append(("data_processing.column", spec.data_processing.column, consent_alias))
+    if spec.value:
+        wanted.append(("value.column", spec.value.column, value_alias))
+    for setting, column, alias in wanted:
+        if alias(column) not in columns:
+            return (
+                f"{audience}: {setting} {column!r} is not in the ingested CRM table (it predates the setting): "
+                "materialize first_party_customers again"
+            )
+    return None
 
 
 def _refuse(problem: str | None) -> None:

@@ -1,5 +1,6 @@
 """What `python -m audience_assets plan` prints per audience: the stored upload plan read as a person reviews
-it (adds, removes, unchanged, requests, time at the rate past uploads achieved, what would hold it back).
+it (adds, removes, unchanged, requests, time at the rate past uploads achieved, the holdout's arms, the values a
+value-based audience sends, its lookalikes, what would hold it back).
 
 Everything comes from the store (the plan document and the audit records of earlier uploads); nothing here
 talks to Meta.
@@ -8,9 +9,10 @@ talks to Meta.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from audience_assets.core import layout
 from audience_assets.core.audience.approval import review_removals
 from audience_assets.core.audience.holdout import describe_spec, spec
 from audience_assets.core.audience.plan import Plan
@@ -65,6 +67,38 @@ def holdout_lines(
     ]
 
 
+def value_lines(audience: Audience, figures: Mapping[str, object]) -> list[str]:
+    """A value-based audience's values as the plan sends them (`figures`: the chunks' metadata)."""
+    if audience.value is None:
+        return []
+    if "value_rows" not in figures:
+        return [f"  values from {audience.value.column} (LOOKALIKE_VALUE): not at hand"]
+    return [
+        f"  values from {audience.value.column} (LOOKALIKE_VALUE) on {int(figures['value_rows']):,} rows: median "
+        f"{float(figures['value_median']):,.2f}, p90 {float(figures['value_p90']):,.2f}, max "
+        f"{float(figures['value_max']):,.2f}; {int(figures['members_without_value']):,} members without a value "
+        "are left out"
+    ]
+
+
+def lookalike_lines(store: Store, name: str, audience: Audience) -> list[str]:
+    """Each declared lookalike: the one on record, or that it is made after the seed's next sync."""
+    lines = []
+    for lookalike in audience.lookalikes:
+        band = f"{lookalike.starting_ratio:.0%}-" if lookalike.starting_ratio else "top "
+        what = f"  lookalike {lookalike.key} ({band}{lookalike.ratio:.0%} of {lookalike.country})"
+        raw = store.get_bytes(layout.lookalike(name, lookalike.key))
+        if raw is None:
+            lines.append(f"{what}: would be created after the sync, once the seed holds 100 people or more")
+            continue
+        record = json.loads(raw)
+        lines.append(
+            f"{what}: Meta lookalike {record['lookalike_id']}, made from seed {record['seed_audience_id']} "
+            f"({int(record['seed_rows']):,} rows, recorded {record['recorded_at']})"
+        )
+    return lines
+
+
 def describe(
     name: str,
     audience: Audience,
@@ -72,9 +106,10 @@ def describe(
     rate: UploadRate,
     cell_problems: Mapping[str, int],
     holdout: tuple[Mapping[str, object] | None, Mapping[str, object]] | None = None,
+    more: Sequence[str] = (),
 ) -> list[str]:
     """The lines printed for one audience; `holdout`: the split its members were last published with, and that
-    selection's figures."""
+    selection's figures; `more`: further lines (values, lookalikes) before the guards."""
     if plan is None:
         return [f"{name}: no upload plan (audience_chunks did not publish one; see its checks)"]
     adds, removes, replaces = plan.rows("add"), plan.rows("remove"), plan.rows("replace")
@@ -99,6 +134,7 @@ def describe(
     ]
     if holdout is not None:
         lines += holdout_lines(name, audience, *holdout)
+    lines += more
     if review.blocked:
         lines.append(f"  BLOCKED by the removal guard: {review.message()}")
     elif audience.approval == "manual":

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from audience_assets.core.config.base import Strict
 from audience_assets.core.graph_api import MAX_ROWS_PER_REQUEST
 from audience_assets.core.identity import META_KEYS
+from audience_assets.core.identity.rules import countries
 
 PRIVACY_FLOOR = 100  # Meta refuses smaller customer lists; we never send one
 
@@ -43,6 +44,48 @@ class Holdout(Strict):
 
     share: float = Field(gt=0, le=0.5, description="the control arm's share of the members (0 < share <= 0.5)")
     salt: str = Field(min_length=1, max_length=100, description="names the split; change it to draw new arms")
+
+
+class Value(Strict):
+    """A value-based audience: each member's customer value (Meta's `LOOKALIKE_VALUE`, a JSON number, never
+    hashed) from a first-party column, so that Meta ranks lookalike candidates by it. A value is a plain
+    non-negative number (`44.5`, `140`, `0`); a blank cell is no value, and so is anything else (a currency sign,
+    a thousands separator, a negative refund balance): counted as invalid on ingest. A person with several rows
+    (a repeated customer id, or customers sharing every identifier) carries the largest of their values; a member
+    without any value is left out of the upload (Meta takes no row of a value-based audience without one)."""
+
+    column: str = Field(min_length=1, description="the first-party column holding each customer's value")
+
+
+def percent(ratio: float) -> int:
+    """A lookalike ratio as whole percent (Meta takes 0.01 to 0.20 in steps of 0.01)."""
+    return round(ratio * 100)
+
+
+class Lookalike(Strict):
+    """A lookalike audience Meta builds from this audience (the seed): the people in `country` most like its
+    members, the top `ratio` of the country (0.01-0.20), or the band from `starting_ratio` to `ratio`."""
+
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code, e.g. US")
+    ratio: float = Field(ge=0.01, le=0.20, description="the top share of the country, 0.01-0.20 in steps of 0.01")
+    starting_ratio: float = Field(default=0.0, ge=0, lt=0.20, description="start of a band (0: the top)")
+
+    @model_validator(mode="after")
+    def _meta_rules(self) -> Lookalike:
+        if self.country.lower() not in countries():
+            raise ValueError(f"{self.country} is not an ISO 3166-1 alpha-2 country code")
+        for name, value in (("ratio", self.ratio), ("starting_ratio", self.starting_ratio)):
+            if abs(value * 100 - percent(value)) > 1e-6:
+                raise ValueError(f"{name} {value} is not a step of 0.01 (Meta takes 0.01, 0.02, ... 0.20)")
+        if percent(self.starting_ratio) >= percent(self.ratio):
+            raise ValueError(f"starting_ratio {self.starting_ratio} must be below ratio {self.ratio}")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The lookalike's name among its seed's: `US-1` (the top 1 %), `GB-1-5` (the band from 1 % to 5 %)."""
+        band = [percent(self.starting_ratio)] if self.starting_ratio else []
+        return "-".join([self.country, *(str(p) for p in [*band, percent(self.ratio)])])
 
 
 class AudienceDefaults(Strict):
@@ -103,7 +146,12 @@ class AudienceDefaults(Strict):
     @field_validator("keys")
     @classmethod
     def _meta_keys(cls, value: list[str]) -> list[str]:
-        allowed = [k for k in META_KEYS if k != "LOOKALIKE_VALUE"]  # value-based audiences are not supported yet
+        if "LOOKALIKE_VALUE" in value:
+            raise ValueError(
+                "LOOKALIKE_VALUE is not a key: make a value-based audience with value: {column: <first-party "
+                "column>} (every member's value is then sent with the keys)"
+            )
+        allowed = [k for k in META_KEYS if k != "LOOKALIKE_VALUE"]
         unknown = sorted(set(value) - set(allowed))
         if unknown:
             raise ValueError(f"unknown or unsupported Meta key(s) {unknown}; choose from {', '.join(allowed)}")
@@ -128,6 +176,12 @@ class Audience(AudienceDefaults):
     holdout: Holdout | None = Field(
         default=None, description="keep a control group out of the upload (see Holdout); changing it waits for approval"
     )
+    value: Value | None = Field(
+        default=None, description="a value-based audience: each member's value from a first-party column (see Value)"
+    )
+    lookalikes: list[Lookalike] = Field(
+        default_factory=list, description="lookalike audiences Meta builds from this one (see Lookalike)"
+    )
     select: dict[str, dict[str, list[str]]] = Field(
         description="partner -> {segment column: accepted values}; a person qualifies through any partner "
         "whose every listed segment matches one of its values"
@@ -139,7 +193,19 @@ class Audience(AudienceDefaults):
         to control out again, and in remove mode the members are whom to take out."""
         if self.holdout is not None and self.mode not in ("mirror", "replace"):
             raise ValueError(f"holdout needs mode mirror or replace (this audience's mode is {self.mode})")
+        if self.lookalikes and self.mode == "remove":
+            raise ValueError("lookalikes need a seed that holds people: this audience's mode is remove")
         return self
+
+    @field_validator("lookalikes")
+    @classmethod
+    def _distinct_lookalikes(cls, value: list[Lookalike]) -> list[Lookalike]:
+        """Meta refuses a second lookalike of one seed with the same country and size (error 2654)."""
+        keys = [lookalike.key for lookalike in value]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"lists the lookalike {', '.join(repeated)} twice (Meta keeps one per country and size)")
+        return value
 
     @field_validator("meta_audience_id", mode="before")
     @classmethod

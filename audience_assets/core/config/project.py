@@ -71,6 +71,15 @@ class ProjectConfig:
     def audiences_of(self, tenant: str) -> list[str]:
         return sorted(a for a in self.audiences if self.tenant_of_audience(a) == tenant)
 
+    def lookalikes_of(self, tenant: str) -> dict[str, list[str]]:
+        """Per audience of `tenant` that declares lookalikes, their partition keys (`<audience>.<lookalike key>`,
+        e.g. `new_parents.US-1`: a dot is never part of an audience's name)."""
+        return {
+            name: [f"{name}.{lookalike.key}" for lookalike in self.audiences[name].lookalikes]
+            for name in self.audiences_of(tenant)
+            if self.audiences[name].lookalikes
+        }
+
     def _check_tenants(self) -> None:
         """Isolation by construction: each partner and ad account belongs to one tenant, and an audience
         selects only its own tenant's partners."""
@@ -183,6 +192,11 @@ class ProjectConfig:
                 if a.data_processing and a.data_processing.column
             }
         )
+
+    @cached_property
+    def value_columns(self) -> list[str]:
+        """First-party columns holding customer values (value-based audiences' `value.column`)."""
+        return sorted({a.value.column for a in self.audiences.values() if a.value})
 
     @cached_property
     def match_keys(self) -> list[str]:

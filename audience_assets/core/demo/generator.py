@@ -46,6 +46,7 @@ CRM_HEADER = [
     "country",
     "dob",
     "gender",
+    "ltv_usd",
 ]
 ACME_FILE = "partners/acme_data/acme_audience_2026-11-01.csv"
 ACME_HEADER = ["Email Address", "Mobile Number", "First", "Last", "Zip", "Interest", "Age Band"]
@@ -180,7 +181,7 @@ def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoF
     rnd = random.Random(seed)
     people = [_person(rnd, i) for i in range(1, customers + 1)]
     landing = data_dir / "landing"
-    _write(landing / CRM_FILE, _csv_text(CRM_HEADER, _crm_rows(rnd, people)))
+    _write(landing / CRM_FILE, _csv_text(CRM_HEADER, _crm_rows(rnd, people, seed)))
     _write(landing / ACME_FILE, _acme_text(rnd, people))
     _write_parquet(landing / BETA_FILE, BETA_HEADER, _beta_rows(rnd, people))
     _write(landing / SUPPRESSION_FILE, _csv_text(SUPPRESSION_HEADER, _suppression_rows(rnd, people)))
@@ -191,8 +192,21 @@ def generate(data_dir: Path, *, customers: int = 50_000, seed: int = 7) -> DemoF
     )
 
 
-def _crm_rows(rnd: random.Random, people: list[Person]) -> list[list[str]]:
-    """The advertiser's CRM export: every customer, messily formatted, and two rows the quarantine must catch."""
+def _lifetime_value(rnd: random.Random) -> str:
+    """A customer's lifetime value in USD as CRMs export it: mostly a plain amount, sometimes blank (never
+    bought), now and then something that is no number at all (a refund balance, a placeholder)."""
+    draw = rnd.random()
+    if draw < 0.08:
+        return ""
+    if draw < 0.09:
+        return rnd.choice(["n/a", "-12.50", "$80"])
+    return f"{rnd.lognormvariate(4.5, 1.0):.2f}"
+
+
+def _crm_rows(rnd: random.Random, people: list[Person], seed: int) -> list[list[str]]:
+    """The advertiser's CRM export: every customer, messily formatted, and two rows the quarantine must catch.
+    Lifetime values draw from a stream of their own, so adding them left every other column as it was."""
+    values = random.Random(f"{seed}:ltv_usd")
     rows = []
     for p in people:
         dob = _messy_dob(rnd, p.dob)
@@ -209,10 +223,11 @@ def _crm_rows(rnd: random.Random, people: list[Person]) -> list[list[str]]:
                 p.country,
                 dob,
                 rnd.choice([p.gender, p.gender.upper(), {"m": "Male", "f": "Female", "": ""}[p.gender]]),
+                _lifetime_value(values),
             ]
         )
-    rows.append(["C9999998", "not-an-email", "12", "", "", "", "", "", "Narnia", "31/31/1990", "x"])
-    rows.append(["", "orphan@example.org", "", "No", "Id", "", "", "", "", "", ""])  # no customer id
+    rows.append(["C9999998", "not-an-email", "12", "", "", "", "", "", "Narnia", "31/31/1990", "x", "10"])
+    rows.append(["", "orphan@example.org", "", "No", "Id", "", "", "", "", "", "", "25.00"])  # no customer id
     return rows
 
 

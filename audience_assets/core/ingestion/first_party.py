@@ -3,11 +3,13 @@ first-party clean-room table published from it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
 
+from audience_assets.core.audience import value
 from audience_assets.core.audience.ldu import consent_alias, consent_value_sql
 from audience_assets.core.config import FileContract
 from audience_assets.core.duck import DIGEST_PARQUET, ident, sql_path
@@ -38,10 +40,12 @@ def ingest_first_party(
     out_quarantine: Path,
     work_dir: Path,
     consent_columns: Sequence[str] = (),
+    value_columns: Sequence[str] = (),
     limits: InflationLimits = DEFAULT_LIMITS,
 ) -> IngestReport:
-    """One row per customer: `customer_id` and one Meta payload cell per key. Rows without a customer id,
-    without an email, phone or device id, or repeating an earlier customer id are quarantined."""
+    """One row per customer: `customer_id`, one Meta payload cell per key, a digest per consent column (Limited
+    Data Use) and the largest valid value of their rows per value column (`core.audience.value`). Rows without a
+    customer id, without an email, phone or device id, or repeating an earlier customer id are quarantined."""
     if not files:
         raise ContractViolation("no first-party file under landing/first_party/: drop the CRM export there")
     id_column = next((src for src, std in contract.columns.items() if std == "customer_id"), "customer_id")
@@ -51,14 +55,18 @@ def ingest_first_party(
         files,
         contract,
         "first_party",
-        required=list(dict.fromkeys([*contract.required_columns(), id_column, *consent_columns])),
+        required=list(dict.fromkeys([*contract.required_columns(), id_column, *consent_columns, *value_columns])),
         work_dir=work_dir,
         limits=limits,
     )
-    aliases = {consent_alias(column): column for column in consent_columns}
-    rows = _customer_rows(con, standard_view(contract, aliases=aliases), contract, keys, aliases)
+    consent = {consent_alias(column): column for column in consent_columns}
+    values = {value.value_alias(column): column for column in value_columns}
+    view = standard_view(contract, aliases={**consent, **values})
+    rows = _customer_rows(con, view, contract, keys, consent)
     _judge_customers(con, report, rows, keys, work_dir)
-    _write_customers(con, rows, keys, aliases, out_customers)
+    _count_invalid_values(con, report, view, values)
+    per_customer = value.per_customer_sql(view, list(values)) if values else ""
+    _write_customers(con, rows, keys, consent, per_customer, out_customers)
     write_quarantine(con, out_quarantine)
     return report
 
@@ -111,15 +119,34 @@ def _judge_customers(
     )
 
 
-def _write_customers(
-    con: duckdb.DuckDBPyConnection, rows: str, keys: Sequence[str], aliases: Mapping[str, str], out_customers: Path
+def _count_invalid_values(
+    con: duckdb.DuckDBPyConnection, report: IngestReport, view: str, values: Mapping[str, str]
 ) -> None:
-    """Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held."""
-    consent = [f"{consent_value_sql(a)} AS {a}" for a in aliases]  # Limited Data Use per row, as digests
-    cells = ", ".join([*(ident(k) for k in keys), *consent])
-    con.execute(
-        f"COPY (SELECT customer_id, {cells} FROM {usable_rows(rows)}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})"
-    )
+    """Value cells that hold something other than a plain non-negative number: counted (never shown), per column."""
+    if not values:
+        return
+    counted = ", ".join(f"count(*) FILTER (WHERE {value.invalid_sql(ident(a))})" for a in values)
+    for column, invalid in zip(values.values(), con.execute(f"SELECT {counted} FROM {view}").fetchall()[0]):
+        if invalid:
+            report.invalid_values[f"value {column}"] = Counter({"not a plain non-negative number": int(invalid)})
+
+
+def _write_customers(
+    con: duckdb.DuckDBPyConnection,
+    rows: str,
+    keys: Sequence[str],
+    consent: Mapping[str, str],
+    values: str,
+    out_customers: Path,
+) -> None:
+    """Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held. `values`
+    (SQL, one row per customer id) joins each customer's values."""
+    digests = [f"{consent_value_sql('r.' + a)} AS {a}" for a in consent]  # Limited Data Use per row, as digests
+    cells = ", ".join([*(f"r.{ident(k)}" for k in keys), *digests, *(["v.* EXCLUDE (customer_id)"] if values else [])])
+    joined = usable_rows(rows)
+    if values:
+        joined += f" LEFT JOIN ({values}) v ON v.customer_id = r.customer_id"
+    con.execute(f"COPY (SELECT r.customer_id, {cells} FROM {joined}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})")
 
 
 def publish_first_party(

@@ -164,6 +164,7 @@ def _read_delivery(
             keys=config.payload_keys,
             out_customers=work.table,
             consent_columns=config.consent_columns,
+            value_columns=config.value_columns,
             **common,
         )
         return report, None

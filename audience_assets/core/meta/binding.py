@@ -13,6 +13,8 @@ under that id. Before anything is sent, the bound audience is read back from Met
   asset reports it as a warning and writes an audit record);
 - `meta_audience_id` in audiences.yaml adopts an existing audience by its id: it must exist and be the ad
   account's customer list, or the run stops;
+- whichever way it is found, the Meta audience must be of the kind audiences.yaml declares (value-based with
+  `value:`, plain without): Meta fixes the kind at creation, so a mismatch stops the run with the fix;
 - with no binding (the first sync, or a store that was lost) the audience is found by name or created. An ad
   account holding two audiences of that name stops the run, naming both ids (`manager.AmbiguousAudience`).
 
@@ -140,7 +142,7 @@ Found = tuple[Binding, dict[str, Any]]  # the binding, and the audience as Meta 
 def _verified(store: Store, manager: AudienceManager, audience: str, spec: Audience, bound: Binding) -> Found:
     found = manager.lookup(bound.meta_audience_id)
     if found is not None:
-        _check_ours(manager, found, f"the Meta audience {audience} is bound to")
+        _check_ours(manager, found, f"the Meta audience {audience} is bound to", spec)
         return Binding(
             audience, bound.meta_audience_id, manager.ad_account_id, str(found.get("name", "")), _now()
         ), found
@@ -165,7 +167,7 @@ def _adopted(manager: AudienceManager, audience: str, spec: Audience, bound: Bin
             "sent. Set the id of an existing customer-list audience, or remove meta_audience_id to let the "
             "pipeline create one"
         )
-    _check_ours(manager, found, f"meta_audience_id {wanted} of {audience}")
+    _check_ours(manager, found, f"meta_audience_id {wanted} of {audience}", spec)
     if bound is not None and bound.meta_audience_id == wanted:
         return Binding(audience, wanted, manager.ad_account_id, str(found.get("name", "")), _now()), found
     adopted = Binding(
@@ -186,7 +188,7 @@ def _unbound(manager: AudienceManager, audience: str, spec: Audience) -> Found:
     named = manager.find(spec.meta_name)
     found = manager.lookup(str(named["id"])) if named is not None else None
     if found is not None:
-        _check_ours(manager, found, f"the audience called {spec.meta_name!r}")
+        _check_ours(manager, found, f"the audience called {spec.meta_name!r}", spec)
         binding = Binding(
             audience,
             str(found["id"]),
@@ -203,8 +205,9 @@ def _unbound(manager: AudienceManager, audience: str, spec: Audience) -> Found:
         description=spec.description,
         customer_file_source=spec.customer_file_source,
         retention_days=spec.retention_days,
+        value_based=spec.value is not None,
     )
-    described = {**created, "description": spec.description}
+    described = {**created, "description": spec.description, "is_value_based": spec.value is not None}
     bound = Binding(audience, created["id"], manager.ad_account_id, spec.meta_name, _now(), event=CREATED, created=True)
     return bound, described
 
@@ -241,7 +244,7 @@ def _named(manager: AudienceManager, spec: Audience, binding: Binding, found: di
     return dataclasses.replace(binding, meta_name=spec.meta_name)
 
 
-def _check_ours(manager: AudienceManager, found: dict[str, Any], what: str) -> None:
+def _check_ours(manager: AudienceManager, found: dict[str, Any], what: str, spec: Audience) -> None:
     account = str(found.get("account_id") or "")
     if account and account != manager.ad_account_id.removeprefix("act_"):
         raise BindingError(
@@ -252,6 +255,15 @@ def _check_ours(manager: AudienceManager, found: dict[str, Any], what: str) -> N
         raise BindingError(
             f"{what} ({found.get('id')}) is a {found.get('subtype')} audience; only customer-list (CUSTOM) "
             "audiences take uploads. Nothing was sent"
+        )
+    value_based, wanted = bool(found.get("is_value_based")), spec.value is not None
+    if "is_value_based" in found and value_based != wanted:
+        kinds = {True: "value-based", False: "plain (not value-based)"}
+        raise BindingError(
+            f"{what} ({found.get('id')}) is {kinds[value_based]} on Meta, and audiences.yaml makes this audience "
+            f"{kinds[wanted]}: Meta cannot switch an audience between the two. Nothing was sent. Give the audience "
+            f"a new meta_name (a new {kinds[wanted].split(' ')[0]} Meta audience; delete the old one in Ads Manager "
+            f"when done with it), or {'remove value:' if wanted else 'declare its value: again'}"
         )
 
 

@@ -77,7 +77,7 @@ class AudienceManager:
         """The audience with this id as Meta describes it, or None when Meta says it does not exist (deleted in
         Ads Manager, or by Meta). Any other error (no access, an outage) is raised, never taken as "gone"."""
         try:
-            return self.client.get(audience_id, fields="id,name,description,subtype,account_id")
+            return self.client.get(audience_id, fields="id,name,description,subtype,account_id,is_value_based")
         except MetaApiError as error:
             if (error.code, error.subcode) == GONE:
                 return None
@@ -87,17 +87,28 @@ class AudienceManager:
         """Change an audience's name or description in place (`POST /{id}`): the same audience, members kept."""
         self.client.post(audience_id, dict(fields))
 
-    def create(self, name: str, *, description: str, customer_file_source: str, retention_days: int) -> dict[str, Any]:
-        """A new customer-list audience called `name` (`{"id", "name"}`).
+    def create(
+        self,
+        name: str,
+        *,
+        description: str,
+        customer_file_source: str,
+        retention_days: int,
+        value_based: bool = False,
+    ) -> dict[str, Any]:
+        """A new customer-list audience called `name` (`{"id", "name"}`); `value_based` creates it with
+        `is_value_based` (its rows then carry LOOKALIKE_VALUE; Meta fixes the kind at creation).
 
         Creation is not idempotent, so a timeout is followed by a lookup by name, never by a blind second create."""
-        body = {
+        body: dict[str, Any] = {
             "name": name,
             "subtype": "CUSTOM",
             "description": description,
             "customer_file_source": customer_file_source,
             "retention_days": retention_days,
         }
+        if value_based:
+            body["is_value_based"] = "true"
         try:
             created = self.client.post(f"{self.ad_account_id}/customaudiences", body, retry_on_timeout=False)
         except MetaTransportError:

@@ -27,6 +27,7 @@ from audience_assets.core.audience.approval import (
 )
 from audience_assets.core.audience.plan import Plan, load_plan, store_plan
 from audience_assets.core.audience.planning import PlanRefused, make_plan
+from audience_assets.core.audience.value import ValueSummary
 from audience_assets.core.config import Audience
 from audience_assets.core.findings import Finding, Held
 from audience_assets.core.meta.binding import planned_audience_id
@@ -63,6 +64,7 @@ class ChunksOutcome:
     cells: Finding
     removals: RemovalReview
     version: Lifecycle
+    values: ValueSummary | None = None  # a value-based audience's values, as the plan sends them
 
     def summary(self, audience: str) -> str:
         plan = self.plan
@@ -98,6 +100,7 @@ def plan_chunks(
             cells=cells_finding(planned.cell_problems, sum(op.rows for op in plan.operations) * len(planned.keys)),
             removals=review_removals(audience, plan, spec.max_removal, run.tags),
             version=lifecycle(meta.api_version, today()),
+            values=planned.values,
         )
         if planned.cell_problems:  # nothing may be uploaded from this plan, now or by a later run
             store.delete(layout.upload_plan(audience))

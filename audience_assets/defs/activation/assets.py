@@ -18,6 +18,7 @@ from audience_assets.core import layout
 from audience_assets.core.audience.holdout import hold_unapproved_change, record_spec
 from audience_assets.core.audience.plan import Plan
 from audience_assets.core.audience.selection import select_members
+from audience_assets.core.audience.value import ValueSummary
 from audience_assets.core.config import ProjectConfig
 from audience_assets.core.duck import connect
 from audience_assets.core.findings import Held
@@ -247,4 +248,11 @@ def chunks_metadata(outcome: ChunksOutcome, plan: Plan, mode: str, uri: str) -> 
         **outcome.removals.metadata(),
         "ldu_rows": plan.ldu_rows,
         "basis_audience_id": plan.basis_audience_id or "none",
+        **(value_metadata(outcome.values) if outcome.values else {}),
     }
+
+
+def value_metadata(values: ValueSummary) -> dict[str, Any]:
+    """A value-based audience's values: figures Dagster plots across materializations, the distribution a table."""
+    figures = values.metadata()
+    return {**figures, "value_distribution": dg.MetadataValue.md(figures["value_distribution"])}

@@ -23,6 +23,13 @@ def build(config: ProjectConfig, retention_days: int, assets: list[dg.AssetsDefi
             for t in config.tenant_names
             if config.audiences_of(t)
         },
+        **{
+            tuple(k for keys in config.lookalikes_of(t).values() for k in keys): f"replay_{t}_lookalikes"
+            if config.multi_tenant
+            else "replay_lookalikes"
+            for t in config.tenant_names
+            if config.lookalikes_of(t)
+        },
     }
     groups: dict[str, list[dg.AssetKey]] = {}
     for asset in assets:

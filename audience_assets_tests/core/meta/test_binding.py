@@ -88,6 +88,24 @@ def test_adopting_by_id_needs_an_existing_customer_list_of_the_account(sandbox, 
     assert load_binding(store, "travel").meta_audience_id == made, "a refused adoption changes nothing"
 
 
+def test_a_value_based_audience_is_created_so_and_never_bound_to_one_of_the_other_kind(sandbox, tmp_path):
+    """Meta fixes an audience's kind at creation: a value-based audience is created with is_value_based, and one
+    found by name, adopted or held that is of the other kind stops the sync with the fix."""
+    valued = type(SPEC).model_validate({**SPEC.model_dump(), "value": {"column": "ltv_usd"}})
+    created = bind(LocalStore(tmp_path / "a"), manager_for(sandbox), "travel", valued)
+    assert sandbox.state.audience(created.meta_audience_id)["is_value_based"] == 1
+    with pytest.raises(BindingError, match="is value-based on Meta, and audiences.yaml makes this audience plain"):
+        bind(LocalStore(tmp_path / "b"), manager_for(sandbox), "travel", SPEC)  # found by its name
+    plain = sandbox.state.create_audience(ACCOUNT, "Plain", "CUSTOM", "", "USER_PROVIDED_ONLY", 0, False)
+    adopting = valued.model_copy(update={"meta_audience_id": plain})
+    with pytest.raises(BindingError, match="is plain .* on Meta, and audiences.yaml makes this audience value-based"):
+        bind(LocalStore(tmp_path / "c"), manager_for(sandbox), "travel", adopting)
+    store = LocalStore(tmp_path / "a")
+    with pytest.raises(BindingError, match="Give the audience a new meta_name"):  # the held binding, value removed
+        bind(store, manager_for(sandbox), "travel", SPEC)
+    assert load_binding(store, "travel").meta_audience_id == created.meta_audience_id
+
+
 def test_an_audience_moved_to_another_ad_account_is_bound_there(sandbox, tmp_path):
     store = LocalStore(tmp_path)
     first = bind(store, manager_for(sandbox), "travel", SPEC)
