@@ -26,6 +26,7 @@ LINEAGE = {  # asset -> what it is computed from (README's diagram)
     "audience_holdout": {"clean_room_matches", "first_party_customers", "suppression_list"},
     "audience_chunks": {"audience_members", "first_party_customers", "suppression_list"},
     "meta_custom_audience": {"audience_chunks"},
+    "meta_lookalike_audience": {"meta_custom_audience"},
 }
 
 
@@ -151,6 +152,31 @@ def test_new_partner_data_flows_on_by_itself_and_everything_has_freshness_and_ow
         )
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
         assert result.get_requested_partitions(dg.AssetKey("clean_room_matches")) == {"acme_data", "beta_insights"}
+
+
+def test_a_lookalike_follows_its_seeds_syncs_and_is_looked_at_again_every_six_hours(tmp_path: Path):
+    """Its seed's sync requests it (its own partition only); a lookalike waiting for a seed Meta is still populating
+    is tried again within six hours without the seed changing."""
+    defs = build_definitions(Settings(data_dir=tmp_path, demo_data=False))
+    seed, lookalike = dg.AssetKey("meta_custom_audience"), dg.AssetKey("meta_lookalike_audience")
+    start = dt.datetime(2026, 12, 8, 1, 0, tzinfo=dt.UTC)
+    with dg.instance_for_test() as instance:
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=start)
+        for audience in ("new_parents", "travel_enthusiasts", "young_gamers"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(seed, partition=audience))
+        first = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=before.cursor, evaluation_time=start + dt.timedelta(minutes=1)
+        )
+        assert first.get_requested_partitions(lookalike) == {"new_parents.US-1"}
+        instance.report_runless_asset_event(dg.AssetMaterialization(lookalike, partition="new_parents.US-1"))
+        quiet = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=first.cursor, evaluation_time=start + dt.timedelta(hours=1)
+        )
+        assert not quiet.get_num_requested(lookalike)
+        again = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=quiet.cursor, evaluation_time=start + dt.timedelta(hours=5, minutes=1)
+        )
+        assert again.get_requested_partitions(lookalike) == {"new_parents.US-1"}
 
 
 def test_each_audience_is_refreshed_on_its_own_cron(tmp_path: Path):

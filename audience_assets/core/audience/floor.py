@@ -10,11 +10,14 @@ from audience_assets.core.audience.plan import Plan
 
 
 def members_after(plan: Plan) -> int | None:
-    """How many rows Meta would hold once the plan is sent (None when it sends nothing)."""
+    """How many rows Meta would hold once the plan is sent (None when it sends nothing). Rows sent again to update
+    their LDU status or value (`resent_rows`) are already held: they add no one."""
     rows = {op.kind: op.rows for op in plan.operations}
     if not rows:
         return None
-    return rows["replace"] if "replace" in rows else plan.confirmed_rows + rows.get("add", 0) - rows.get("remove", 0)
+    if "replace" in rows:
+        return rows["replace"]
+    return plan.confirmed_rows + rows.get("add", 0) - plan.resent_rows - rows.get("remove", 0)
 
 
 def below_floor(audience: str, min_size: int, *, members: int | None = None, after: int | None = None) -> str | None:

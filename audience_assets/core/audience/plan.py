@@ -60,6 +60,8 @@ class Plan:
     # a broken delivery upstream would inflate, so it is reviewed before sending (`core.audience.approval`)
     removals_to_review: int = 0
     ldu_rows: int = 0  # desired rows marked Limited Data Use (audiences with data_processing)
+    # added rows Meta already holds, sent again for a changed LDU status or value: not new members
+    resent_rows: int = 0
     # the Meta audience whose confirmed rows the plan was made against ("": nothing on record); a plan is
     # only sent to that audience (`core.audience.planning.needs_rebase`)
     basis_audience_id: str = ""
@@ -78,6 +80,7 @@ class Plan:
             "confirmed_rows": self.confirmed_rows,
             "removals_to_review": self.removals_to_review,
             "ldu_rows": self.ldu_rows,
+            "resent_rows": self.resent_rows,
             "basis_audience_id": self.basis_audience_id,
             "basis_version": self.basis_version,
             "operations": [
@@ -106,6 +109,7 @@ class Plan:
             document.get("confirmed_rows", 0),
             _removals_to_review(document),
             document.get("ldu_rows", 0),
+            document.get("resent_rows", 0),
             # a plan stored before plans named their basis was made against the record kept under the
             # audience's name: it is made again against the bound audience's record before it is sent
             document.get("basis_audience_id", "legacy"),
@@ -163,6 +167,7 @@ def build_rows(
     extra: Sequence[str] = (),
     where: str = "TRUE",
     prefer: str = "1",
+    largest: str | None = None,
 ) -> int:
     """Write the members' distinct Meta payload rows (`row_id` + one column per key) to `out`.
 
@@ -172,7 +177,8 @@ def build_rows(
     `extra` are further `<expression> AS "<FIELD>"` columns (Limited Data Use, `core.audience.ldu`; a customer
     value, `core.audience.value`): part of the row but not of its id (the id is the person's identifiers), so a
     change of them alone is sent again as an add (see `_operations_sql`), never as a removal. Of rows sharing an
-    id, the first in `prefer`'s order is kept. Only customers for whom `where` holds are written."""
+    id, the first in `prefer`'s order is kept, with the largest of their `largest` field. Only customers for whom
+    `where` holds are written."""
     cells = ", ".join([*(ident(k) for k in keys), *extra])
     rows = (
         f"SELECT {row_id_sql(keys)} AS row_id, * FROM (SELECT {cells} FROM {_parquet(customers)} "
@@ -181,9 +187,10 @@ def build_rows(
     con.execute(f"COPY ({rows}) TO {sql_path(out)} ({DIGEST_PARQUET})")
     total, distinct = con.execute(f"SELECT count(*), count(DISTINCT row_id) FROM {_parquet(out)}").fetchall()[0]
     if total != distinct:
+        most = f" REPLACE (max({ident(largest)}) OVER (PARTITION BY row_id) AS {ident(largest)})" if largest else ""
         con.execute(
-            f"COPY (SELECT * FROM ({rows}) QUALIFY row_number() OVER (PARTITION BY row_id ORDER BY {prefer}) = 1) "
-            f"TO {sql_path(out)} ({DIGEST_PARQUET})"
+            f"COPY (SELECT *{most} FROM ({rows}) QUALIFY row_number() OVER (PARTITION BY row_id ORDER BY {prefer}) "
+            f"= 1) TO {sql_path(out)} ({DIGEST_PARQUET})"
         )
     return distinct
 
@@ -207,7 +214,14 @@ def confirmed_cells(con: duckdb.DuckDBPyConnection, confirmed: Path, keys: Seque
             "(a new Meta audience) to change them"
         )
     unset = {LDU_FIELDS[0]: NONE, LDU_FIELDS[1]: "0", LDU_FIELDS[2]: "0"}
-    return ", ".join(ident(k) if k in held else f"{literal(unset[k])} AS {ident(k)}" for k in keys)
+
+    def cell(key: str) -> str:
+        if key not in held:
+            return f"{literal(unset[key])} AS {ident(key)}"
+        # a value is a number: a record written while the column was text compares and leaves as one
+        return f"TRY_CAST({ident(key)} AS DOUBLE) AS {ident(key)}" if key == VALUE_FIELD else ident(key)
+
+    return ", ".join(cell(k) for k in keys)
 
 
 def _operations_sql(
@@ -261,7 +275,8 @@ def plan_upload(
     suppressed = _suppressed_rows_sql(keys, suppression)
     digest = hashlib.sha256(f"{mode}|{','.join(keys)}".encode())
     written: list[tuple[str, list[tuple[int, int, Path, str]]]] = []
-    for kind, sql in _operations_sql(mode, "aa_desired", "aa_confirmed", suppressed, keys).items():
+    operations_sql = _operations_sql(mode, "aa_desired", "aa_confirmed", suppressed, keys)
+    for kind, sql in operations_sql.items():
         chunks = _write_chunks(con, sql, keys, out_dir / kind, chunk_rows)
         for index, _, _, chunk_digest in chunks:
             digest.update(f"|{kind}:{index}:{chunk_digest}".encode())
@@ -275,7 +290,14 @@ def plan_upload(
         for kind, chunks in written
     )
     desired_rows, confirmed_rows, leaving, ldu_rows = _plan_counts(con, mode, keys, suppressed)
-    return Plan(upload_id, tuple(keys), operations, mode, desired_rows, confirmed_rows, leaving, ldu_rows)
+    resent = (
+        con.execute(
+            f"SELECT count(*) FROM ({operations_sql['add']}) WHERE row_id IN (SELECT row_id FROM aa_confirmed)"
+        ).fetchall()[0][0]
+        if "add" in operations_sql
+        else 0
+    )
+    return Plan(upload_id, tuple(keys), operations, mode, desired_rows, confirmed_rows, leaving, ldu_rows, resent)
 
 
 def _compared_rows(con: duckdb.DuckDBPyConnection, keys: Sequence[str], desired: Path, confirmed: Path | None) -> None:
@@ -395,7 +417,12 @@ def update_confirmed(
         f"SELECT row_id, {held_cells} FROM {_parquet(confirmed)}"
         if confirmed
         else "SELECT "
-        + ", ".join(["CAST(NULL AS VARCHAR) AS row_id", *(f"CAST(NULL AS VARCHAR) AS {ident(k)}" for k in keys)])
+        + ", ".join(
+            [
+                "CAST(NULL AS VARCHAR) AS row_id",
+                *(f"CAST(NULL AS {'DOUBLE' if k == VALUE_FIELD else 'VARCHAR'}) AS {ident(k)}" for k in keys),
+            ]
+        )
         + " WHERE FALSE"
     )
     con.execute(f"CREATE OR REPLACE TEMP VIEW aa_confirmed AS {base}")

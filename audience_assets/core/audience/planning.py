@@ -101,8 +101,7 @@ def _payload_rows(
     schema is the audience's keys, then the three Limited Data Use fields, then the value."""
     ldu = field_sql(spec.data_processing) if spec.data_processing else []
     worth = [value_field_sql(spec.value)] if spec.value else []
-    prefer = [f"{ident(LDU_FIELDS[0])} = {literal(LDU)} DESC"] * bool(ldu)
-    prefer += [f"{ident(VALUE_FIELD)} DESC"] * bool(worth)
+    prefer = f"{ident(LDU_FIELDS[0])} = {literal(LDU)} DESC" if ldu else "1"
     desired = build_rows(
         con,
         members=members,
@@ -110,10 +109,11 @@ def _payload_rows(
         keys=spec.keys,
         out=out,
         extra=[*ldu, *worth],
-        # a value-based audience sends no row without a value; of the rows one person gives, LDU and the largest
-        # value win
+        # a value-based audience sends no row without a value; of the rows one person gives, LDU wins and the
+        # row carries the largest value
         where=f"{ident(value_alias(spec.value.column))} IS NOT NULL" if spec.value else "TRUE",
-        prefer=", ".join(prefer) or "1",
+        prefer=prefer,
+        largest=VALUE_FIELD if worth else None,
     )
     values = summarize(con, out, members, customers, spec.value) if spec.value else None
     if spec.value and values is not None and not values.rows:

@@ -125,7 +125,9 @@ def describe(
     lines = [
         f"{name} ({audience.mode}, {audience.meta_name}):",
         f"  Meta holds {plan.confirmed_rows:,} rows (as last confirmed); wanted {plan.desired_rows:,}",
-        f"  add {adds:,}, remove {removes:,}"
+        f"  add {adds:,}"
+        + (f" ({plan.resent_rows:,} of them updates of rows Meta holds)" if plan.resent_rows else "")
+        + f", remove {removes:,}"
         + (f", replace with {replaces:,}" if replaces else "")
         + (f", unchanged {unchanged:,}" if unchanged is not None else ""),
         "  rows Meta would reject by local validation: "

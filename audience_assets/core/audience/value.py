@@ -47,8 +47,13 @@ def invalid_sql(cell: str) -> str:
 
 
 def per_customer_sql(rows: str, aliases: list[str]) -> str:
-    """One row per customer id with, per value alias, the largest valid value of their rows (NULL: none)."""
-    columns = ", ".join(f"max({parsed_sql(ident(a))}) AS {ident(a)}" for a in aliases)
+    """One row per customer id with, per value alias, the largest valid value of their rows (NULL: none) and how
+    many of their cells were invalid (`<alias>_invalid`): one pass over the export gives both."""
+    columns = ", ".join(
+        f"max({parsed_sql(ident(a))}) AS {ident(a)}, count(*) FILTER (WHERE {invalid_sql(ident(a))}) AS "
+        f"{ident(a + '_invalid')}"
+        for a in aliases
+    )
     return f"SELECT trim(coalesce(customer_id, '')) AS customer_id, {columns} FROM {rows} GROUP BY 1"
 
 

@@ -64,9 +64,8 @@ def ingest_first_party(
     view = standard_view(contract, aliases={**consent, **values})
     rows = _customer_rows(con, view, contract, keys, consent)
     _judge_customers(con, report, rows, keys, work_dir)
-    _count_invalid_values(con, report, view, values)
-    per_customer = value.per_customer_sql(view, list(values)) if values else ""
-    _write_customers(con, rows, keys, consent, per_customer, out_customers)
+    _customer_values(con, report, view, values)
+    _write_customers(con, rows, keys, consent, list(values), out_customers)
     write_quarantine(con, out_quarantine)
     return report
 
@@ -119,14 +118,16 @@ def _judge_customers(
     )
 
 
-def _count_invalid_values(
+def _customer_values(
     con: duckdb.DuckDBPyConnection, report: IngestReport, view: str, values: Mapping[str, str]
 ) -> None:
-    """Value cells that hold something other than a plain non-negative number: counted (never shown), per column."""
+    """Each customer's largest valid value per value column (`aa_values`, one row per customer id, in one pass over
+    the export), and the cells that hold something other than a plain non-negative number: counted (never shown)."""
     if not values:
         return
-    counted = ", ".join(f"count(*) FILTER (WHERE {value.invalid_sql(ident(a))})" for a in values)
-    for column, invalid in zip(values.values(), con.execute(f"SELECT {counted} FROM {view}").fetchall()[0]):
+    con.execute(f"CREATE OR REPLACE TEMP TABLE aa_values AS {value.per_customer_sql(view, list(values))}")
+    counted = ", ".join(f"coalesce(sum({ident(a + '_invalid')}), 0)" for a in values)
+    for column, invalid in zip(values.values(), con.execute(f"SELECT {counted} FROM aa_values").fetchall()[0]):
         if invalid:
             report.invalid_values[f"value {column}"] = Counter({"not a plain non-negative number": int(invalid)})
 
@@ -136,16 +137,16 @@ def _write_customers(
     rows: str,
     keys: Sequence[str],
     consent: Mapping[str, str],
-    values: str,
+    values: Sequence[str],
     out_customers: Path,
 ) -> None:
     """Pass 2 streams the payload cells of the usable rows straight into Parquet: nothing wide is held. `values`
-    (SQL, one row per customer id) joins each customer's values."""
+    (aliases) join each customer's values from `aa_values`."""
     digests = [f"{consent_value_sql('r.' + a)} AS {a}" for a in consent]  # Limited Data Use per row, as digests
-    cells = ", ".join([*(f"r.{ident(k)}" for k in keys), *digests, *(["v.* EXCLUDE (customer_id)"] if values else [])])
+    cells = ", ".join([*(f"r.{ident(k)}" for k in keys), *digests, *(f"v.{ident(a)}" for a in values)])
     joined = usable_rows(rows)
     if values:
-        joined += f" LEFT JOIN ({values}) v ON v.customer_id = r.customer_id"
+        joined += " LEFT JOIN aa_values v ON v.customer_id = r.customer_id"
     con.execute(f"COPY (SELECT r.customer_id, {cells} FROM {joined}) TO {sql_path(out_customers)} ({DIGEST_PARQUET})")
 
 

@@ -207,7 +207,9 @@ def _unbound(manager: AudienceManager, audience: str, spec: Audience) -> Found:
         retention_days=spec.retention_days,
         value_based=spec.value is not None,
     )
-    described = {**created, "description": spec.description, "is_value_based": spec.value is not None}
+    # read back: after a timeout, `create` may have found an audience of that name someone else made
+    described = manager.lookup(created["id"]) or {**created, "description": spec.description}
+    _check_ours(manager, described, f"the audience created as {spec.meta_name!r}", spec)
     bound = Binding(audience, created["id"], manager.ad_account_id, spec.meta_name, _now(), event=CREATED, created=True)
     return bound, described
 
@@ -256,8 +258,8 @@ def _check_ours(manager: AudienceManager, found: dict[str, Any], what: str, spec
             f"{what} ({found.get('id')}) is a {found.get('subtype')} audience; only customer-list (CUSTOM) "
             "audiences take uploads. Nothing was sent"
         )
-    value_based, wanted = bool(found.get("is_value_based")), spec.value is not None
-    if "is_value_based" in found and value_based != wanted:
+    value_based, wanted = bool(found.get("is_value_based")), spec.value is not None  # not said: plain
+    if value_based != wanted:
         kinds = {True: "value-based", False: "plain (not value-based)"}
         raise BindingError(
             f"{what} ({found.get('id')}) is {kinds[value_based]} on Meta, and audiences.yaml makes this audience "

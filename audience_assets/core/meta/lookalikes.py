@@ -39,12 +39,12 @@ from audience_assets.core.store import Store
 MIN_SEED_ROWS = 100  # Meta: "Origin audiences must have at least 100 members"
 DUPLICATE = (2654, 1713007)
 FIELDS = (
-    "id,name,subtype,lookalike_spec,operation_status,delivery_status,approximate_count_lower_bound,"
+    "id,name,subtype,account_id,lookalike_spec,operation_status,delivery_status,approximate_count_lower_bound,"
     "approximate_count_upper_bound,time_updated"
 )
 # What happened to the lookalike in this run.
 CREATED, FOUND, HELD, WAITING, RECREATED = "created", "found by its spec", "held", "waiting for its seed", "recreated"
-REFUSED = "refused by Meta"
+REFUSED, NEW_SEED = "refused by Meta", "made for a new seed"
 LOOKALIKE_ERRORS = 2654  # Meta's code for what it refuses about a lookalike (duplicate, country, seed size)
 
 
@@ -116,6 +116,11 @@ def is_it(found: dict[str, Any], seed_id: str, lookalike: Lookalike) -> bool:
     )
 
 
+class LookalikeMismatch(RuntimeError):
+    """The Meta audience on record as a lookalike is not that lookalike (another seed, spec or ad account): nothing
+    is created on a guess; the message shows what Meta says it is."""
+
+
 def ensure_lookalike(
     store: Store, manager: AudienceManager, audience: str, spec: Audience, lookalike: Lookalike
 ) -> LookalikeOutcome:
@@ -125,28 +130,50 @@ def ensure_lookalike(
     if isinstance(seed, str):
         return LookalikeOutcome(lookalike.key, WAITING, seed)
     record = _load(store, audience, lookalike)
+    if record and record.get("ad_account_id") != manager.ad_account_id:
+        record = None  # made in another ad account: not this account's lookalike
+    event, note = CREATED, ""
     if record and record.get("seed_audience_id") == seed.audience_id:
         state = _read(manager, str(record["lookalike_id"]))
-        if state is not None and is_it(state, seed.audience_id, lookalike):
+        if state is not None:
+            _check_is_it(manager, state, seed, lookalike)
             return LookalikeOutcome(lookalike.key, HELD, "", seed, str(state["id"]), state, record)
-        gone = f"lookalike {record['lookalike_id']} of {audience} no longer exists on Meta (deleted in Ads Manager)"
-    else:
-        gone = ""
+        event = RECREATED
+        note = f"lookalike {record['lookalike_id']} of {audience} no longer exists on Meta (deleted in Ads Manager)"
+    elif record:
+        event = NEW_SEED
+        note = (
+            f"{audience}'s seed is now Meta audience {seed.audience_id} (it was {record['seed_audience_id']}, made "
+            f"anew): lookalike {record['lookalike_id']} of the old seed stays on Meta until you delete it in Ads "
+            "Manager (once no ad set targets it)"
+        )
     found = find(manager, seed.audience_id, lookalike)
-    event = FOUND if found else CREATED
     try:
         lookalike_id = str(found["id"]) if found else create(manager, seed.audience_id, spec, lookalike)
     except MetaApiError as error:  # e.g. a seed of 150 rows of which Meta matched fewer than 100 people
         if error.code != LOOKALIKE_ERRORS:
             raise
         return LookalikeOutcome(lookalike.key, REFUSED, f"Meta refused to make it: {error}", seed)
-    if gone:
-        event, note = RECREATED, f"{gone}; {'bound the one found by its spec' if found else 'created it again'}"
-    else:
-        note = f"{audience}'s lookalike {lookalike.key} found on Meta by its seed and spec" if found else ""
-    record = _save(store, audience, lookalike, lookalike_id, seed, event)
+    if found:
+        how = f"{audience}'s lookalike {lookalike.key} found on Meta by its seed and spec ({lookalike_id})"
+        event, note = (FOUND, how) if event == CREATED else (event, f"{note}; {how}")
+    elif event != CREATED:
+        note = f"{note}; made it ({lookalike_id})"
+    record = _save(store, manager, audience, lookalike, lookalike_id, seed, event)
     state = _read(manager, lookalike_id) or {"id": lookalike_id}
     return LookalikeOutcome(lookalike.key, event, note, seed, lookalike_id, state, record)
+
+
+def _check_is_it(manager: AudienceManager, state: dict[str, Any], seed: Seed, lookalike: Lookalike) -> None:
+    account = str(state.get("account_id") or "")
+    if is_it(state, seed.audience_id, lookalike) and account in ("", manager.ad_account_id.removeprefix("act_")):
+        return
+    raise LookalikeMismatch(
+        f"Meta audience {state.get('id')}, on record as lookalike {lookalike.key} of {seed.audience_id}, is not: Meta "
+        f"describes it as {state.get('subtype')} with lookalike_spec {json.dumps(state.get('lookalike_spec'))} in "
+        f"ad account act_{account}. Nothing was created. Delete meta/<audience>/lookalikes/{lookalike.key}.json "
+        "to have it found by its spec (or made) again"
+    )
 
 
 def ready_seed(store: Store, manager: AudienceManager, audience: str) -> Seed | str:
@@ -155,6 +182,12 @@ def ready_seed(store: Store, manager: AudienceManager, audience: str) -> Seed | 
     if binding is None or binding.ad_account_id not in ("", manager.ad_account_id):
         return f"{audience} has not been synced to {manager.ad_account_id} yet: the lookalike waits for its first sync"
     state = _read(manager, binding.meta_audience_id)
+    if state is not None and str(state.get("account_id") or "") not in ("", manager.ad_account_id[4:]):
+        return (
+            f"the seed, Meta audience {binding.meta_audience_id} of {audience}, is in ad account "
+            f"act_{state.get('account_id')}, not {manager.ad_account_id}: the lookalike waits for a sync to this "
+            "account"
+        )
     if state is None:
         return (
             f"the seed, Meta audience {binding.meta_audience_id} of {audience}, no longer exists: its next sync "
@@ -207,8 +240,8 @@ def create(manager: AudienceManager, seed_id: str, spec: Audience, lookalike: Lo
     found = find(manager, seed_id, lookalike)
     if found is None:
         raise RuntimeError(
-            f"Meta says a lookalike {lookalike.key} of {seed_id} exists (or the request timed out), and this token "
-            "cannot see it in the ad account: nothing was created. Check the account's lookalikes in Ads Manager"
+            f"creating lookalike {lookalike.key} of {seed_id} timed out, or Meta says it exists, and the ad account's "
+            "listing does not show it (yet): it may exist. Nothing more was created; the next run looks for it again"
         )
     return str(found["id"])
 
@@ -234,10 +267,17 @@ def _load(store: Store, audience: str, lookalike: Lookalike) -> dict[str, Any] |
 
 
 def _save(
-    store: Store, audience: str, lookalike: Lookalike, lookalike_id: str, seed: Seed, event: str
+    store: Store,
+    manager: AudienceManager,
+    audience: str,
+    lookalike: Lookalike,
+    lookalike_id: str,
+    seed: Seed,
+    event: str,
 ) -> dict[str, Any]:
     record = {
         "lookalike_id": lookalike_id,
+        "ad_account_id": manager.ad_account_id,
         "seed_audience_id": seed.audience_id,
         "seed_version": seed.version,
         "seed_rows": seed.rows,

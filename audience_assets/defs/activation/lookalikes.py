@@ -28,6 +28,20 @@ CHECKS = {
 }
 
 
+RECHECK_CRON = "0 */6 * * *"  # Meta takes one to six hours to populate a lookalike, or the seed it is made from
+
+
+def lookalike_automation() -> dg.AutomationCondition:
+    """After each sync of its seed, and every six hours besides: a lookalike waiting for a seed Meta was still
+    populating is made without waiting for the seed's next sync, and Meta's status of a made one is read again."""
+    recheck = (
+        dg.AutomationCondition.cron_tick_passed(RECHECK_CRON)
+        & ~dg.AutomationCondition.in_progress()
+        & ~dg.AutomationCondition.any_deps_missing()
+    )
+    return (dg.AutomationCondition.eager() | recheck).with_label("eager, and every six hours")
+
+
 def lookalike_definitions(shape: Shape) -> list[dg.AssetsDefinition]:
     """The tenant's lookalike asset, or nothing when none of its audiences declares a lookalike."""
     config, tenant = shape.config, shape.tenant
@@ -50,7 +64,7 @@ def lookalike_definitions(shape: Shape) -> list[dg.AssetsDefinition]:
             )
         ],
         pool=meta_pool(config, tenant),
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=lookalike_automation(),
         check_specs=[check_spec(name, key, text, partitions_def=partitions) for name, text in CHECKS.items()],
     )
     def meta_lookalike_audience(

@@ -184,3 +184,43 @@ def test_lookalikes_are_named_by_country_and_size():
         }
     )
     assert [lookalike.key for lookalike in audience.lookalikes] == ["US-1", "GB-1-5"]
+
+
+def test_a_confirmed_record_keeps_values_as_numbers_and_updates_are_no_new_members(tmp_path: Path):
+    """What Meta confirmed is written by `update_confirmed` (not by hand): its values stay numbers, so the next plan
+    compares and removes with them; rows sent again for a new value add no one to the privacy floor's count."""
+    from audience_assets.core.audience.plan import update_confirmed
+
+    mirror = SPEC.model_copy(update={"mode": "mirror"})
+    store, _, _ = ingest(tmp_path, many(300))  # 270 with a value
+    members_of(store, tmp_path, [f"M{i}" for i in range(1, 301)])
+    first = make_plan(store, "valued", mirror, "", work(tmp_path, "first"))
+    record = tmp_path / "record.parquet"
+    with duckdb.connect() as con:
+        acknowledged = {op.kind: [c.path for c in op.chunks] for op in first.plan.operations}
+        assert update_confirmed(con, keys=first.keys, confirmed=None, acknowledged=acknowledged, out=record) == 270
+        kinds = dict(
+            con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{record}')").fetchall()
+        )
+    assert kinds["LOOKALIKE_VALUE"] == "DOUBLE"
+    # the next export: M1-M120 spent more (108 held, 12 new), M121-M260 have no value now (126 of them held)
+    lines = many(300).splitlines()[1:]
+    changed = [
+        f"M{i},m{i}@example.com,{i + 1000}" if i <= 120 else f"M{i},m{i}@example.com," if i <= 260 else lines[i - 1]
+        for i in range(1, 301)
+    ]
+    again = tmp_path / "again"
+    again.mkdir()
+    store, _, _ = ingest(again, "customer_id,email,ltv_usd\n" + "\n".join(changed) + "\n")
+    store.upload(record, layout.confirmed("valued", "123"))
+    members_of(store, again, [f"M{i}" for i in range(1, 301)])
+    planned = make_plan(store, "valued", mirror, "123", work(tmp_path, "plan"))
+    assert [(op.kind, op.rows) for op in planned.plan.operations] == [("add", 120), ("remove", 126)]
+    assert planned.plan.resent_rows == 108
+    with duckdb.connect() as con:  # the removals leave as Meta holds them: values as numbers
+        (remove,) = [op for op in planned.plan.operations if op.kind == "remove"]
+        sent = [row for c in remove.chunks for row in json.loads(read_chunk_json(con, c.path, planned.keys))]
+    assert all(isinstance(value, float) for _, value in sent) and not planned.cell_problems
+    # Meta would hold 270 + 12 new - 126 = 156, not 270 + 120 - 126 = 264: below a floor of 200, refused
+    with pytest.raises(PlanRefused, match="would leave 156 members on Meta"):
+        make_plan(store, "valued", mirror.model_copy(update={"min_size": 200}), "123", work(tmp_path, "floor"))

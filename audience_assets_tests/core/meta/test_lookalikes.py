@@ -19,9 +19,11 @@ from audience_assets.core.meta.lookalikes import (
     CREATED,
     FOUND,
     HELD,
+    NEW_SEED,
     RECREATED,
     REFUSED,
     WAITING,
+    LookalikeMismatch,
     create,
     ensure_lookalike,
     judged,
@@ -153,3 +155,25 @@ def test_a_populating_lookalike_warns_with_metas_timescale(sandbox, manager, tmp
     sandbox.set_health(made.lookalike_id, populating_reads=1)
     populating = judged(ensure_lookalike(store, manager, "seed", SEED, US))["operation_status"]
     assert populating.severity == "warn" and "one to six hours" in populating.message()
+
+
+def test_a_record_meta_contradicts_stops_and_a_new_seed_gets_its_own_lookalike(sandbox, manager, tmp_path):
+    """The id on record names something else on Meta: nothing is made on a guess. A seed made anew (the old one was
+    deleted) gets a lookalike of its own, and the warning names the old seed's lookalike, still on Meta."""
+    store = LocalStore(tmp_path / "store")
+    seed_id = seeded(store, sandbox, manager, tmp_path, 150)
+    made = ensure_lookalike(store, manager, "seed", SEED, US)
+    record = json.loads(store.get_bytes(layout.lookalike("seed", "US-1")))
+    store.put_bytes(layout.lookalike("seed", "US-1"), json.dumps({**record, "lookalike_id": seed_id}).encode())
+    with pytest.raises(LookalikeMismatch, match=f"Meta audience {seed_id}, on record as lookalike US-1"):
+        ensure_lookalike(store, manager, "seed", SEED, US)
+    assert len(sandbox.lookalikes(seed_id)) == 1
+    store.put_bytes(layout.lookalike("seed", "US-1"), json.dumps(record).encode())
+
+    sandbox.state.delete_audience(seed_id)
+    new_seed = seeded(store, sandbox, manager, tmp_path, 150)  # the seed's next sync made it anew
+    again = ensure_lookalike(store, manager, "seed", SEED, US)
+    assert again.event == NEW_SEED and again.lookalike_id != made.lookalike_id
+    assert f"lookalike {made.lookalike_id} of the old seed stays on Meta" in again.note
+    assert [lk["id"] for lk in sandbox.lookalikes(new_seed)] == [again.lookalike_id]
+    assert not judged(again)["lookalike"].healthy
