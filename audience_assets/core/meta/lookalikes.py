@@ -10,9 +10,9 @@ meanwhile). Read back, `lookalike_spec` names its origin as `origin: [{"id": ...
 
 The seed is ready when the Meta audience it is bound to (`core.meta.binding`) still exists, Meta is no longer
 populating it, and it holds at least 100 of the rows we sent (its confirmed record). Until then the lookalike
-waits: nothing is created and the outcome says why; the seed's next sync brings the lookalike back. Meta judges
-the seed by the people it matched, not the rows sent: when it refuses (error 2654, other than a duplicate), the
-outcome carries Meta's words and the lookalike waits likewise.
+waits: nothing is created and the outcome says why (the asset tries again after the seed's next sync and every
+six hours). Meta judges the seed by the people it matched, not the rows sent: when it refuses (error 2654, other
+than a duplicate), the outcome carries Meta's words and the lookalike waits likewise.
 
 What is on record per lookalike (`layout.lookalike`) is which Meta lookalike it is and which version of the
 seed it was made from: the seed's confirmed record (its storage version and row count) when it was created.
@@ -136,7 +136,7 @@ def ensure_lookalike(
     if record and record.get("seed_audience_id") == seed.audience_id:
         state = _read(manager, str(record["lookalike_id"]))
         if state is not None:
-            _check_is_it(manager, state, seed, lookalike)
+            _check_is_it(manager, state, audience, seed, lookalike)
             return LookalikeOutcome(lookalike.key, HELD, "", seed, str(state["id"]), state, record)
         event = RECREATED
         note = f"lookalike {record['lookalike_id']} of {audience} no longer exists on Meta (deleted in Ads Manager)"
@@ -164,14 +164,16 @@ def ensure_lookalike(
     return LookalikeOutcome(lookalike.key, event, note, seed, lookalike_id, state, record)
 
 
-def _check_is_it(manager: AudienceManager, state: dict[str, Any], seed: Seed, lookalike: Lookalike) -> None:
+def _check_is_it(
+    manager: AudienceManager, state: dict[str, Any], audience: str, seed: Seed, lookalike: Lookalike
+) -> None:
     account = str(state.get("account_id") or "")
     if is_it(state, seed.audience_id, lookalike) and account in ("", manager.ad_account_id.removeprefix("act_")):
         return
     raise LookalikeMismatch(
         f"Meta audience {state.get('id')}, on record as lookalike {lookalike.key} of {seed.audience_id}, is not: Meta "
         f"describes it as {state.get('subtype')} with lookalike_spec {json.dumps(state.get('lookalike_spec'))} in "
-        f"ad account act_{account}. Nothing was created. Delete meta/<audience>/lookalikes/{lookalike.key}.json "
+        f"ad account act_{account}. Nothing was created. Delete {layout.lookalike(audience, lookalike.key)} "
         "to have it found by its spec (or made) again"
     )
 
@@ -194,7 +196,10 @@ def ready_seed(store: Store, manager: AudienceManager, audience: str) -> Seed | 
             "recreates it, then the lookalike is made"
         )
     if (state.get("operation_status") or {}).get("code") == POPULATING:
-        return f"Meta is still populating the seed ({binding.meta_audience_id}); the lookalike waits for its next sync"
+        return (
+            f"Meta is still populating the seed ({binding.meta_audience_id}); the lookalike is tried again after the "
+            "seed's next sync or within six hours"
+        )
     record = layout.confirmed(audience, binding.meta_audience_id)
     version = store.version(record) or ""
     rows = _rows(store, record) if version else 0

@@ -4,7 +4,8 @@ e.g. `new_parents.US-1`), downstream of its seed's `meta_custom_audience` partit
 Each materialization asks `core.meta.lookalikes` for the lookalike on Meta (made once the seed is ready, found
 again by origin and spec, never twice) and reports Meta's read of it; three checks say whether it exists as on
 record and what Meta's operation and delivery status are. A lookalike waiting for its seed materializes with the
-reason, and its checks warn until the seed's next sync brings it back.
+reason, and its checks warn until a later materialization (after the seed's next sync, or the six-hourly
+re-check) makes it.
 """
 
 import dagster as dg
