@@ -41,6 +41,7 @@ class ProjectConfig:
         self._check_clean_room()
         self._check_tenants()
         self._check_meta_names()
+        self._check_value_columns()
 
     @property
     def multi_tenant(self) -> bool:
@@ -79,6 +80,26 @@ class ProjectConfig:
             for name in self.audiences_of(tenant)
             if self.audiences[name].lookalikes
         }
+
+    def _check_value_columns(self) -> None:
+        """A value column is a first-party column of its own, never an identifier: a value leaves for Meta as it is,
+        unhashed, so values read from an email or phone column would send those in clear. When the contract names
+        the export's columns (`column_names`), it is one of them."""
+        first_party = self.sources.first_party
+        for name, audience in self.audiences.items():
+            column = audience.value.column if audience.value else None
+            if column is None:
+                continue
+            if first_party.standard_name(column) or column in first_party.prehashed:
+                raise ConfigError(
+                    f"audiences.yaml: audience {name!r} takes its values from {column!r}, an identifier column of the "
+                    "first-party export (values leave unhashed); name the column that holds each customer's value"
+                )
+            if first_party.column_names and column not in first_party.column_names:
+                raise ConfigError(
+                    f"audiences.yaml: audience {name!r} takes its values from {column!r}, which is not among "
+                    f"first_party's column_names in partners.yaml ({', '.join(first_party.column_names)})"
+                )
 
     def _check_tenants(self) -> None:
         """Isolation by construction: each partner and ad account belongs to one tenant, and an audience

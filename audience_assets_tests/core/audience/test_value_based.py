@@ -224,3 +224,26 @@ def test_a_confirmed_record_keeps_values_as_numbers_and_updates_are_no_new_membe
     # Meta would hold 270 + 12 new - 126 = 156, not 270 + 120 - 126 = 264: below a floor of 200, refused
     with pytest.raises(PlanRefused, match="would leave 156 members on Meta"):
         make_plan(store, "valued", mirror.model_copy(update={"min_size": 200}), "123", work(tmp_path, "floor"))
+
+
+@pytest.mark.parametrize(
+    ("column", "column_names", "message"),
+    [
+        ("phone", None, "an identifier column of the first-party export"),  # would leave unhashed
+        ("customer_id", None, "an identifier column"),
+        ("ltv", ["customer_id", "email", "ltv_usd"], "not among first_party's column_names"),
+    ],
+)
+def test_a_value_column_is_never_an_identifier_and_is_one_the_export_has(tmp_path: Path, column, column_names, message):
+    import yaml
+
+    from audience_assets.core.config import ConfigError, load_config
+    from audience_assets_tests.conftest import copy_config
+
+    config_dir = copy_config(tmp_path / "config", {"new_parents": {"value": {"column": column}}})
+    if column_names:
+        partners = yaml.safe_load((config_dir / "partners.yaml").read_text())
+        partners["first_party"].update(header=False, column_names=column_names)
+        (config_dir / "partners.yaml").write_text(yaml.safe_dump(partners))
+    with pytest.raises(ConfigError, match=message):
+        load_config(config_dir)
