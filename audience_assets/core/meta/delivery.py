@@ -24,7 +24,8 @@ import duckdb
 
 from audience_assets.core import layout
 from audience_assets.core.audience.approval import review_removals
-from audience_assets.core.audience.plan import Chunk, Plan, read_chunk_json, update_confirmed
+from audience_assets.core.audience.confirmed import update_confirmed
+from audience_assets.core.audience.plan import Chunk, Plan, read_chunk_json
 from audience_assets.core.audience.planning import needs_rebase, rebase
 from audience_assets.core.config import Audience
 from audience_assets.core.duck import connect, sql_path

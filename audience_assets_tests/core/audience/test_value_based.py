@@ -189,7 +189,7 @@ def test_lookalikes_are_named_by_country_and_size():
 def test_a_confirmed_record_keeps_values_as_numbers_and_updates_are_no_new_members(tmp_path: Path):
     """What Meta confirmed is written by `update_confirmed` (not by hand): its values stay numbers, so the next plan
     compares and removes with them; rows sent again for a new value add no one to the privacy floor's count."""
-    from audience_assets.core.audience.plan import update_confirmed
+    from audience_assets.core.audience.confirmed import update_confirmed
 
     mirror = SPEC.model_copy(update={"mode": "mirror"})
     store, _, _ = ingest(tmp_path, many(300))  # 270 with a value
