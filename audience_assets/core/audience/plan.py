@@ -29,6 +29,8 @@ from audience_assets.core.graph_api import MAX_ROWS_PER_REQUEST
 from audience_assets.core.store import Store
 
 Kind = Literal["add", "remove", "replace"]
+# Fields of a row that are not part of its id (LDU, a value): a change of them alone is sent again as an add.
+ATTRIBUTE_FIELDS = (*LDU_FIELDS, VALUE_FIELD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +206,7 @@ def _operations_sql(
     `keys`, a row Meta holds whose LDU fields or value changed is added again (Meta updates the record)."""
     gone = f"SELECT * FROM {confirmed} WHERE row_id IN ({suppressed})"  # opted out after an earlier upload
     new = f"row_id NOT IN (SELECT row_id FROM {confirmed})"
-    attributes = [k for k in (*LDU_FIELDS, VALUE_FIELD) if k in keys]
+    attributes = [k for k in ATTRIBUTE_FIELDS if k in keys]
     if attributes:
         differs = " OR ".join(f"d.{ident(k)} IS DISTINCT FROM c.{ident(k)}" for k in attributes)
         new += f" OR row_id IN (SELECT d.row_id FROM {desired} d JOIN {confirmed} c USING (row_id) WHERE {differs})"
@@ -263,11 +265,13 @@ def plan_upload(
         for kind, chunks in written
     )
     desired_rows, confirmed_rows, leaving, ldu_rows = _plan_counts(con, mode, keys, suppressed)
+    # only a changed LDU status or value sends a row Meta holds again: without them, no add is a resend
+    resends = "add" in operations_sql and any(k in keys for k in ATTRIBUTE_FIELDS)
     resent = (
         con.execute(
             f"SELECT count(*) FROM ({operations_sql['add']}) WHERE row_id IN (SELECT row_id FROM aa_confirmed)"
         ).fetchall()[0][0]
-        if "add" in operations_sql
+        if resends
         else 0
     )
     return Plan(upload_id, tuple(keys), operations, mode, desired_rows, confirmed_rows, leaving, ldu_rows, resent)

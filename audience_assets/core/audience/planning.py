@@ -116,9 +116,9 @@ def _payload_rows(
         largest=VALUE_FIELD if worth else None,
     )
     values = summarize(con, out, members, customers, spec.value) if spec.value else None
-    if spec.value and values is not None and not values.rows:
+    if values is not None and not values.rows:
         raise PlanRefused(
-            f"{audience}: none of its members has a value in {spec.value.column!r} (a value-based audience sends "
+            f"{audience}: none of its members has a value in {values.column!r} (a value-based audience sends "
             "each member's value): fill the column in the CRM export, or remove value:"
         )
     keys = (*spec.keys, *(LDU_FIELDS if ldu else ()), *((VALUE_FIELD,) if worth else ()))

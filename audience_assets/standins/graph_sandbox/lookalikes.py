@@ -8,11 +8,10 @@ can catch the code under test getting them wrong."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from audience_assets.standins.graph_sandbox.validation import GraphError, unknown
+from audience_assets.standins.graph_sandbox.validation import GraphError, json_object, unknown
 
 if TYPE_CHECKING:
     from audience_assets.standins.graph_sandbox.config import SandboxConfig
@@ -56,7 +55,7 @@ def create(
     origin_id = str(params.get("origin_audience_id", "") or "").strip()
     if not origin_id:
         raise GraphError(400, 100, "(#100) The parameter origin_audience_id is required")
-    raw = _spec_object(params.get("lookalike_spec"))
+    raw = json_object(params, "lookalike_spec", GraphError(400, 100, "(#100) The parameter lookalike_spec is required"))
     origin = state.audience(origin_id)
     if origin is None or origin["account"] != account:
         raise unknown("POST", origin_id)
@@ -71,20 +70,6 @@ def create(
     audience_id = state.create_lookalike(account, name, description, origin_id, spec)
     state.set_populating(audience_id, config.lookalike_populating_reads)
     return {"id": audience_id}
-
-
-def _spec_object(raw: Any) -> dict[str, Any]:
-    """`lookalike_spec` as the JSON object it must be (a form field carries it as a JSON string)."""
-    if raw in (None, ""):
-        raise GraphError(400, 100, "(#100) The parameter lookalike_spec is required")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise GraphError(400, 100, "(#100) Param lookalike_spec must be a JSON object") from None
-    if not isinstance(raw, dict):
-        raise GraphError(400, 100, "(#100) Param lookalike_spec must be a JSON object")
-    return raw
 
 
 def parse_spec(raw: dict[str, Any]) -> dict[str, Any]:

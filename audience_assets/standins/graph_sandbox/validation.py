@@ -206,7 +206,8 @@ def select_fields(
 
 def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[list[str], list[list[Any]], str]:
     """The payload's schema and rows, checked as Meta checks them, and its data source ("single" or "multi")."""
-    raw = _payload_object(params)
+    missing = GraphError(400, 100, "(#100) Missing required parameter: payload", error_type="OAuthException")
+    raw = json_object(params, "payload", missing)
     schema = raw.get("schema")
     schema_list, data = _payload_schema(schema, raw.get("data"))
     _check_rows(schema_list, data)
@@ -218,18 +219,19 @@ def parse_payload(audience: dict[str, Any], params: dict[str, Any]) -> tuple[lis
     return schema_list, data, source
 
 
-def _payload_object(params: dict[str, Any]) -> dict[str, Any]:
-    """The `payload` parameter as the JSON object it must be (sent as a JSON string or already decoded)."""
-    raw = params.get("payload")
+def json_object(params: dict[str, Any], name: str, missing: GraphError) -> dict[str, Any]:
+    """The parameter `name` as the JSON object it must be (a form field carries it as a JSON string, a JSON body
+    already decoded); `missing` is what Meta answers when it is absent."""
+    raw = params.get(name)
     if raw in (None, ""):
-        raise GraphError(400, 100, "(#100) Missing required parameter: payload", error_type="OAuthException")
+        raise missing
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError:
-            raise GraphError(400, 100, "(#100) Param payload must be a JSON object") from None
+            raise GraphError(400, 100, f"(#100) Param {name} must be a JSON object") from None
     if not isinstance(raw, dict):
-        raise GraphError(400, 100, "(#100) Param payload must be a JSON object")
+        raise GraphError(400, 100, f"(#100) Param {name} must be a JSON object")
     return raw
 
 
